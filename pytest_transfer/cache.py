@@ -1,0 +1,115 @@
+"""On-disk cache of evaluations: keyed by fingerprints, written atomically, shared under a file lock.
+
+Each entry is one ``.npz`` file named by the key's hash. A file that cannot be
+read, or that holds another key, is reported, removed and recomputed.
+Writers take a per-entry lock (``filelock``), so several pytest-xdist workers
+or CI jobs sharing one directory compute each entry once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was damaged or foreign and has been recomputed."""
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    text = json.dumps(key, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class DiskCache:
+    """``get`` / ``put`` dictionaries of numpy arrays under a JSON-able key."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.computations = 0  # entries this process computed (not read)
+
+    def path_for(self, key: dict[str, Any]) -> Path:
+        return self.directory / f"{key_digest(key)}.npz"
+
+    @contextlib.contextmanager
+    def locked(self, key: dict[str, Any], timeout: float = 3600) -> Iterator[None]:
+        from filelock import FileLock
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path_for(key)) + ".lock", timeout=timeout):
+            yield
+
+    def get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        import numpy as np
+
+        path = self.path_for(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                data = {name: npz[name] for name in npz.files}
+            meta = json.loads(bytes(data.pop("__meta__")).decode())
+            if meta.get("format") != FORMAT or meta.get("key") != json.loads(json.dumps(key, default=str)):
+                raise ValueError("the entry belongs to another key or format")
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as exc:
+            warnings.warn(CacheWarning(f"pytest-transfer: cache file {path} is damaged ({exc}); recomputing it"),
+                          stacklevel=2)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        return data
+
+    def put(self, key: dict[str, Any], arrays: dict[str, Any]) -> Path:
+        import numpy as np
+
+        meta = json.dumps({"format": FORMAT, "key": key}, sort_keys=True, default=str).encode()
+        buf = io.BytesIO()
+        np.savez(buf, __meta__=np.frombuffer(meta, dtype=np.uint8), **arrays)
+        path = self.path_for(key)
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def get_or_compute(self, key: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """Return ``(arrays, hit)``; computes under the entry's lock when missing."""
+        found = self.get(key)
+        if found is not None:
+            return found, True
+        with self.locked(key):
+            found = self.get(key)  # another worker may have written it while we waited
+            if found is not None:
+                return found, True
+            arrays = compute()
+            self.put(key, arrays)
+            self.computations += 1
+            return arrays, False

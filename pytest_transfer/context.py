@@ -1,0 +1,136 @@
+"""The state of one pytest session (or of one script): settings, registries, memo, measurements.
+
+Inside pytest the plugin creates the context in ``pytest_configure`` and keeps
+it in ``config.stash``; it is also made *current* so that the pure assertion
+functions find it. Outside pytest a default context is built on first use
+from ``pyproject.toml`` in the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .registry import Registry
+from .settings import Settings, resolve
+from .thresholds import ThresholdTable
+
+
+@dataclass
+class Measurement:
+    """One gate's outcome, as the summary table and the reports show it."""
+
+    gate: str
+    metric: str
+    value: float
+    model: str
+    dataset: str
+    interval: tuple[float, float] | None = None
+    threshold: float | None = None
+    threshold_source: str | None = None
+    comparison: str = ">="
+    passed: bool = True
+    test: str | None = None
+    confidence: str = "none"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["interval"] = list(self.interval) if self.interval is not None else None
+        return out
+
+
+class Context:
+    def __init__(self, settings: Settings, *, thresholds: ThresholdTable | None = None) -> None:
+        self.settings = settings
+        self.thresholds = thresholds if thresholds is not None else build_thresholds(settings)
+        self._models = Registry("model")
+        self._datasets = Registry("dataset")
+        self.registrars: list[Callable[[Context], None]] = []
+        self._registered = False
+        self.loaded_models: dict[Any, Any] = {}
+        self.loaded_datasets: dict[Any, Any] = {}
+        self.evaluations: dict[tuple[Any, ...], Any] = {}
+        self.probes: dict[tuple[Any, ...], Any] = {}
+        self.measurements: list[Measurement] = []
+        self.current_test: str | None = None
+        self.forward_passes = 0
+        self.cache_hits = 0
+        self.progress: Callable[[str], None] | None = None
+        self.lock = threading.RLock()
+        self._device: Any = None
+        self.device_override: Callable[[], Any] | None = None
+
+    def _ensure_registered(self) -> None:
+        if not self._registered:
+            self._registered = True
+            for registrar in self.registrars:
+                registrar(self)
+
+    @property
+    def models(self) -> Registry:
+        """Model factories; the registration hooks run on first access."""
+        self._ensure_registered()
+        return self._models
+
+    @property
+    def datasets(self) -> Registry:
+        """Dataset factories; the registration hooks run on first access."""
+        self._ensure_registered()
+        return self._datasets
+
+    @property
+    def device(self) -> Any:
+        """The ``torch.device`` of this session (resolved on first use)."""
+        if self._device is None:
+            from .device import resolve_device
+
+            from .device import share_cpu_threads
+
+            override = self.device_override() if self.device_override else None
+            if isinstance(override, str):
+                override = resolve_device(override)
+            self._device = override if override is not None else resolve_device(self.settings.device)
+            if self._device.type == "cpu":
+                share_cpu_threads(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0))
+        return self._device
+
+    def record(self, measurement: Measurement) -> Measurement:
+        if measurement.test is None:
+            measurement.test = self.current_test
+        self.measurements.append(measurement)
+        return measurement
+
+
+def build_thresholds(settings: Settings) -> ThresholdTable:
+    table = ThresholdTable(settings.threshold_table,
+                           origin=os.path.basename(settings.pyproject) if settings.pyproject else "pyproject.toml")
+    if settings.thresholds:
+        path = settings.thresholds
+        if not os.path.isabs(path):
+            path = os.path.join(settings.rootdir, path)
+        extra = ThresholdTable.from_file(path)
+        for key, metrics in extra.entries.items():
+            table.entries.setdefault(key, {}).update(metrics)
+        table.origin = f"{table.origin} / {extra.origin}"
+    return table
+
+
+_CURRENT: Context | None = None
+
+
+def current_context(*, create: bool = True) -> Context:
+    """The active context; outside pytest, one built from the working directory's pyproject."""
+    global _CURRENT
+    if _CURRENT is None and create:
+        _CURRENT = Context(resolve(rootdir=os.getcwd()))
+    return _CURRENT  # type: ignore[return-value]
+
+
+def set_current_context(ctx: Context | None) -> Context | None:
+    global _CURRENT
+    previous, _CURRENT = _CURRENT, ctx
+    return previous

@@ -1,0 +1,70 @@
+"""Hooks that plugins and ``conftest.py`` files implement to extend pytest-transfer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+
+def pytest_transfer_register_models(registry: Any) -> None:
+    """Register model factories by name.
+
+    Called once, the first time a model is looked up in the session (so every
+    ``conftest.py`` has been collected). ``registry.register(name, factory)``
+    adds a callable that returns a ``TransferModel`` or an ``nn.Module``;
+    keyword arguments given to ``load_model(name, **kwargs)`` are passed on.
+    Duplicate names are refused.
+
+    Example ``conftest.py``::
+
+        def pytest_transfer_register_models(registry):
+            def tiny():
+                import torch
+                return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+            registry.register("tiny", tiny)
+    """
+
+
+def pytest_transfer_register_datasets(registry: Any) -> None:
+    """Register dataset factories by name.
+
+    Called once, the first time a dataset is looked up. A factory returns a
+    ``TargetDataset``, ``(images, labels)`` arrays or a torch ``Dataset``.
+
+    Example ``conftest.py``::
+
+        def pytest_transfer_register_datasets(registry):
+            def blobs():
+                import numpy as np
+                rng = np.random.default_rng(0)
+                return rng.random((100, 1, 8, 8), dtype=np.float32), rng.integers(0, 2, 100)
+            registry.register("blobs", blobs)
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_transfer_threshold(model: str, dataset: str, metric: str) -> float | None:
+    """Supply a threshold for ``metric`` on ``model`` × ``dataset``; return ``None`` to defer.
+
+    An explicit argument to the gate wins over this hook; this hook wins
+    over the config file. Stops at first non-None result.
+
+    Example ``conftest.py``::
+
+        def pytest_transfer_threshold(model, dataset, metric):
+            if metric == "transfer_accuracy" and dataset == "digits":
+                return 0.9
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_transfer_device(worker_index: int | None, device_count: int) -> Any:
+    """Choose the ``torch.device`` (or a spec string) for this process; return ``None`` to defer.
+
+    ``worker_index`` is the pytest-xdist worker number (``None`` without
+    xdist), ``device_count`` the number of visible CUDA devices. The default
+    maps worker *i* to ``cuda:{i % device_count}``. Stops at first non-None
+    result.
+    """

@@ -1,0 +1,241 @@
+"""The pytest11 entry point: options, marker, thin fixtures, summary.
+
+Only pytest and the standard library are imported here; torch, torchvision
+and numpy are imported when a transfer fixture or function is first used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from .context import Context, Measurement, set_current_context
+from .settings import OPTIONS, resolve
+
+CONTEXT_KEY = pytest.StashKey[Context]()
+PREVIOUS_KEY = pytest.StashKey[Any]()
+MEASUREMENTS_KEY = pytest.StashKey[list]()
+ITEM_KEY = pytest.StashKey[list]()
+MARKER_KEYWORDS = ("model", "dataset", "model_kwargs", "dataset_kwargs")
+PROPERTY = "pytest_transfer"
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("transfer", "pytest-transfer: transfer, accuracy and robustness gates")
+    for opt in OPTIONS:
+        shown = "off" if opt.flag else opt.default
+        help_text = f"{opt.help} (default: {shown}; [tool.pytest_transfer] {opt.key}; env {opt.env})"
+        if opt.flag:
+            group.addoption(opt.cli, action="store_true", default=None, dest=f"transfer_{opt.key}", help=help_text)
+        else:
+            group.addoption(opt.cli, action="store", default=None, dest=f"transfer_{opt.key}",
+                            metavar=opt.metavar, help=help_text)
+
+
+def get_context(config: pytest.Config) -> Context:
+    """The session's :class:`Context` (settings, registries, measurements)."""
+    return config.stash[CONTEXT_KEY]
+
+
+def _register(config: pytest.Config) -> Any:
+    def registrar(ctx: Context) -> None:
+        config.hook.pytest_transfer_register_models(registry=ctx._models)
+        config.hook.pytest_transfer_register_datasets(registry=ctx._datasets)
+
+    return registrar
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "transfer(model=None, dataset=None, model_kwargs=None, dataset_kwargs=None): the model and dataset specs "
+        "(or lists of them, to run the test over each pair) for the pretrained_model and target_dataset fixtures",
+    )
+    cli = {opt.key: config.getoption(f"transfer_{opt.key}") for opt in OPTIONS}
+    pyproject = config.inipath if config.inipath and config.inipath.name == "pyproject.toml" else None
+    settings = resolve(cli, rootdir=str(config.rootpath), pyproject=pyproject)
+    ctx = Context(settings)
+    ctx.registrars.append(_register(config))
+    ctx.thresholds.providers.append(
+        lambda model, dataset, metric: config.hook.pytest_transfer_threshold(model=model, dataset=dataset,
+                                                                            metric=metric)
+    )
+    ctx.device_override = lambda: _device_from_hook(config)
+    config.stash[CONTEXT_KEY] = ctx
+    config.stash[PREVIOUS_KEY] = set_current_context(ctx)
+    config.stash[MEASUREMENTS_KEY] = []
+    if config.option.verbose >= 0:
+        ctx.progress = _progress_writer(config)
+    config.pluginmanager.register(SessionCollector(config), "transfer-session")
+
+
+def _progress_writer(config: pytest.Config) -> Any:
+    def write(message: str) -> None:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and config.option.verbose >= 0:
+            tr.write_line(message)
+
+    return write
+
+
+def _device_from_hook(config: pytest.Config) -> Any:
+    from .device import xdist_worker_index
+
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return config.hook.pytest_transfer_device(worker_index=xdist_worker_index(), device_count=count)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if PREVIOUS_KEY in config.stash:
+        set_current_context(config.stash[PREVIOUS_KEY])
+
+
+# --- marker ------------------------------------------------------------------
+
+def _marker(item: Any) -> Any:
+    return item.get_closest_marker("transfer") if hasattr(item, "get_closest_marker") else None
+
+
+def _check_marker(mark: Any, where: str) -> None:
+    if mark.args:
+        raise pytest.UsageError(f"{where}: @pytest.mark.transfer takes keywords only "
+                                f"({', '.join(MARKER_KEYWORDS)}), got positional {mark.args!r}")
+    unknown = sorted(set(mark.kwargs) - set(MARKER_KEYWORDS))
+    if unknown:
+        raise pytest.UsageError(f"{where}: @pytest.mark.transfer got unknown keyword(s) {', '.join(unknown)}; "
+                                f"valid: {', '.join(MARKER_KEYWORDS)}")
+    for key in ("model_kwargs", "dataset_kwargs"):
+        if key in mark.kwargs and not isinstance(mark.kwargs[key], dict):
+            raise pytest.UsageError(f"{where}: @pytest.mark.transfer({key}=...) must be a dict")
+
+
+def _spec_id(spec: Any) -> str:
+    return spec if isinstance(spec, str) else getattr(spec, "name", type(spec).__name__)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.transfer(model=[...], dataset=[...])`` runs the test once per listed spec."""
+    mark = metafunc.definition.get_closest_marker("transfer")
+    if mark is None:
+        return
+    _check_marker(mark, metafunc.definition.nodeid)
+    for key, fixture in (("model", "pretrained_model"), ("dataset", "target_dataset")):
+        specs = mark.kwargs.get(key)
+        if isinstance(specs, (list, tuple)) and fixture in metafunc.fixturenames:
+            metafunc.parametrize(fixture, list(specs), indirect=True, ids=[_spec_id(s) for s in specs])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    ctx = item.config.stash.get(CONTEXT_KEY, None)
+    if ctx is None:
+        yield
+        return
+    ctx.current_test = item.nodeid
+    item.stash[ITEM_KEY] = []
+    try:
+        yield
+    finally:
+        ctx.current_test = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, None, None]:
+    ctx = item.config.stash.get(CONTEXT_KEY, None)
+    if ctx is not None:
+        # measurements travel with the reports (and so through pytest-xdist and --junitxml)
+        already = item.stash.get(ITEM_KEY, [])
+        for m in ctx.measurements:
+            if m.test == item.nodeid and not any(m is a for a in already):
+                already.append(m)
+                item.user_properties.append((PROPERTY, json.dumps(m.to_dict(), default=str)))
+                item.user_properties.append((f"transfer.{m.metric}", m.value))
+    yield
+
+
+class SessionCollector:
+    """Collects the measurements carried by test reports (local or from pytest-xdist workers)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown":
+            return
+        for name, value in report.user_properties:
+            if name == PROPERTY:
+                self.config.stash[MEASUREMENTS_KEY].append(json.loads(value))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        collected = self.config.stash[MEASUREMENTS_KEY]
+        if not collected:
+            return
+        from .report.terminal import write_summary
+
+        write_summary(terminalreporter, [Measurement(**m) for m in collected], get_context(self.config))
+
+
+# --- fixtures ----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def transfer_device(pytestconfig: pytest.Config) -> Any:
+    """The ``torch.device`` the transfer gates run on (``--transfer-device``, default ``auto``).
+
+    Example::
+
+        def test_uses_gpu_when_there(transfer_device):
+            print(transfer_device)
+    """
+    return get_context(pytestconfig).device
+
+
+def _requested_spec(request: pytest.FixtureRequest, key: str, fixture: str) -> tuple[Any, dict[str, Any]]:
+    mark = _marker(request.node)
+    if mark is not None:
+        _check_marker(mark, request.node.nodeid)
+    kwargs = dict(mark.kwargs.get(f"{key}_kwargs", {}) or {}) if mark is not None else {}
+    if hasattr(request, "param"):
+        return request.param, kwargs
+    if mark is not None and mark.kwargs.get(key) is not None:
+        return mark.kwargs[key], kwargs
+    raise pytest.UsageError(
+        f"{request.node.nodeid}: the {fixture} fixture needs a {key}: mark the test with "
+        f'@pytest.mark.transfer({key}="...") or parametrize {fixture} indirectly'
+    )
+
+
+@pytest.fixture
+def pretrained_model(request: pytest.FixtureRequest) -> Any:
+    """The ``TransferModel`` named by ``@pytest.mark.transfer(model=...)`` (or indirect parametrisation).
+
+    Loaded once per session and spec. Example::
+
+        @pytest.mark.transfer(model="torchvision:resnet18", dataset="digits")
+        def test_probe(pretrained_model, target_dataset):
+            assert_transfer_accuracy_above(pretrained_model, target_dataset, 0.9)
+    """
+    from .fixtures import model_for
+
+    spec, kwargs = _requested_spec(request, "model", "pretrained_model")
+    return model_for(get_context(request.config), spec, kwargs)
+
+
+@pytest.fixture
+def target_dataset(request: pytest.FixtureRequest) -> Any:
+    """The ``TargetDataset`` named by ``@pytest.mark.transfer(dataset=...)`` (or indirect parametrisation)."""
+    from .fixtures import dataset_for
+
+    spec, kwargs = _requested_spec(request, "dataset", "target_dataset")
+    return dataset_for(get_context(request.config), spec, kwargs)

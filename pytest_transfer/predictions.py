@@ -1,0 +1,123 @@
+"""Predictions of a model on a target split by one of the transfer methods.
+
+``direct`` uses the model's own head; ``linear_probe`` and ``knn`` fit on
+frozen train-split features (clean) and predict test-split features, clean or
+perturbed. Probes are fitted once per session and model × dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .context import Context, current_context
+from .engine import Evaluation, Perturbation, evaluate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .datasets import TargetDataset
+    from .models import TransferModel
+
+METHODS = ("linear_probe", "knn", "direct")
+
+
+@dataclass
+class Predictions:
+    """True labels (codes 0..C−1 of the dataset), predicted labels and the evaluation they came from."""
+
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    evaluation: Evaluation
+    method: str
+    scores: np.ndarray | None = None  # per-class scores (probabilities for direct, probe probabilities)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.y_true == self.y_pred
+
+    @property
+    def n(self) -> int:
+        return len(self.y_true)
+
+
+def resolve_pair(model: Any, dataset: Any) -> tuple[TransferModel, TargetDataset]:
+    from .datasets import TargetDataset, load_dataset
+    from .models import TransferModel, load_model
+
+    if not isinstance(model, TransferModel):
+        model = load_model(model)
+    if not isinstance(dataset, TargetDataset):
+        dataset = load_dataset(dataset)
+    return model, dataset
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    return method
+
+
+def direct_mapping(model: TransferModel, dataset: TargetDataset) -> np.ndarray | None:
+    """Map the model's output columns to dataset class codes, or raise when they cannot match."""
+    if model.num_classes != dataset.num_classes:
+        raise ValueError(
+            f"method='direct' needs the model's head to predict the dataset's classes, but {model.name!r} has "
+            f"{model.num_classes} outputs and {dataset.name!r} has {dataset.num_classes} classes; use "
+            "method='linear_probe' or method='knn' to measure transfer through frozen features"
+        )
+    if model.categories is not None and model.categories != dataset.classes:
+        if sorted(model.categories) == sorted(dataset.classes):
+            return np.array([dataset.classes.index(c) for c in model.categories], dtype=np.int64)
+        if not all(c.isdigit() for c in dataset.classes):
+            raise ValueError(
+                f"method='direct': the model's categories {model.categories[:5]}... do not match the dataset's "
+                f"classes {dataset.classes[:5]}...; relabel the dataset or use method='linear_probe'"
+            )
+    return None
+
+
+def probe_for(model: TransferModel, dataset: TargetDataset, method: str, *, ctx: Context,
+              k: int = 20, C: float = 1.0) -> Any:
+    """The probe fitted on clean train features, memoised per session."""
+    from .probes import fit_linear_probe
+
+    key = (model.fingerprint(), dataset.fingerprint(), dataset.split_fingerprint("train"), method, k, C)
+    with ctx.lock:
+        if key not in ctx.probes:
+            train = evaluate(model, dataset, split="train", context=ctx)
+            if method == "linear_probe":
+                ctx.probes[key] = fit_linear_probe(train.features, train.labels, C=C)
+            else:
+                ctx.probes[key] = (train.features, train.labels)
+        return ctx.probes[key]
+
+
+def predict(model: Any, dataset: Any, *, method: str = "linear_probe", split: str = "test",
+            perturbation: Perturbation | None = None, k: int = 20, C: float = 1.0,
+            context: Context | None = None) -> Predictions:
+    """Labels and predictions of ``model`` on ``split`` of ``dataset`` by ``method``."""
+    from .probes import knn_predict
+
+    ctx = context or current_context()
+    model, dataset = resolve_pair(model, dataset)
+    check_method(method)
+    if method == "direct":
+        mapping = direct_mapping(model, dataset)
+    ev = evaluate(model, dataset, split=split, perturbation=perturbation, context=ctx)
+    if method == "direct":
+        pred = ev.preds
+        scores = ev.probs
+        if mapping is not None:
+            pred = mapping[pred]
+            scores = scores[:, np.argsort(mapping)]
+        return Predictions(ev.labels, pred, ev, method, scores)
+    probe = probe_for(model, dataset, method, ctx=ctx, k=k, C=C)
+    if method == "linear_probe":
+        z = probe.decision_function(ev.features)
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        return Predictions(ev.labels, probe.classes[z.argmax(axis=1)], ev, method, p)
+    train_x, train_y = probe
+    return Predictions(ev.labels, knn_predict(train_x, train_y, ev.features, k=k), ev, method)

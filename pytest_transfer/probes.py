@@ -1,0 +1,151 @@
+"""Probes on frozen features: multinomial logistic regression (the linear probe) and k-NN.
+
+The linear probe standardises features with the train split's statistics and
+minimises scikit-learn's objective, ``C · Σ cross-entropy + ½‖W‖²`` (the
+intercept is not penalised), with full-batch L-BFGS in float64: deterministic,
+and the same solution as ``sklearn.linear_model.LogisticRegression`` on the
+same standardised features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .metrics._checks import as_float, check_same_length, remap_labels
+
+
+@dataclass
+class Standardizer:
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Standardizer:
+        mean = x.mean(axis=0)
+        scale = x.std(axis=0)
+        # constant features carry no information: leave them at zero rather than dividing by ~0
+        scale = np.where(scale > 1e-12 * max(1.0, float(np.abs(mean).max(initial=0.0))), scale, 1.0)
+        return cls(mean, scale)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.scale
+
+
+@dataclass
+class LinearProbe:
+    """A fitted multinomial logistic regression on standardised features."""
+
+    weight: np.ndarray  # C×D
+    bias: np.ndarray  # C
+    standardizer: Standardizer
+    classes: np.ndarray  # original label values, index = output column
+    converged: bool
+    n_iter: int
+
+    def decision_function(self, features: Any) -> np.ndarray:
+        x = self.standardizer(as_float(features, "features", ndim=2))
+        return x @ self.weight.T + self.bias
+
+    def predict(self, features: Any) -> np.ndarray:
+        return self.classes[self.decision_function(features).argmax(axis=1)]
+
+    def torch_head(self) -> Any:
+        """An ``nn.Linear`` on raw features equal to standardisation followed by this probe."""
+        import torch
+
+        w = self.weight / self.standardizer.scale
+        b = self.bias - w @ self.standardizer.mean
+        head = torch.nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(w).float())
+            head.bias.copy_(torch.from_numpy(b).float())
+        return head.eval()
+
+
+def fit_linear_probe(features: Any, labels: Any, *, C: float = 1.0, max_iter: int = 1000,
+                     tol: float = 1e-8, standardize: bool = True) -> LinearProbe:
+    """Fit the linear probe; ``C`` is scikit-learn's inverse regularisation strength.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(40, 3)); y = (x[:, 0] > 0).astype(int)
+    >>> fit_linear_probe(x, y).predict(x[:3]).tolist() == y[:3].tolist()
+    True
+    """
+    import torch
+
+    x = as_float(features, "features", ndim=2)
+    codes, classes = remap_labels(labels, "labels")
+    check_same_length("features", x, "labels", codes)
+    if len(classes) < 2:
+        raise ValueError(f"labels: the probe needs at least two classes in the train split, got {len(classes)}")
+    if C <= 0:
+        raise ValueError(f"C: must be positive, got {C}")
+    std = Standardizer.fit(x) if standardize else Standardizer(np.zeros(x.shape[1]), np.ones(x.shape[1]))
+    xs = torch.from_numpy(std(x))
+    y = torch.from_numpy(codes)
+    n, d = xs.shape
+    k = len(classes)
+    w = torch.zeros(k, d, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    # scaled objective (divided by C·n) so that tolerances do not depend on n
+    lam = 1.0 / (C * n)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xs @ w.T + b, y) + 0.5 * lam * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad(), torch.inference_mode(False):
+        opt.step(closure)
+    state = opt.state[opt._params[0]]
+    n_iter = int(state.get("n_iter", 0))
+    return LinearProbe(w.detach().numpy().copy(), b.detach().numpy().copy(), std, classes,
+                       converged=n_iter < max_iter, n_iter=n_iter)
+
+
+def knn_predict(train_features: Any, train_labels: Any, test_features: Any, *, k: int = 20,
+                metric: str = "cosine") -> np.ndarray:
+    """Majority vote of the ``k`` nearest train samples (ties go to the class with the nearest member)."""
+    xtr = as_float(train_features, "train_features", ndim=2)
+    xte = as_float(test_features, "test_features", ndim=2)
+    codes, classes = remap_labels(train_labels, "train_labels")
+    check_same_length("train_features", xtr, "train_labels", codes)
+    if xtr.shape[1] != xte.shape[1]:
+        raise ValueError(f"test_features: {xte.shape[1]} dimensions but the train features have {xtr.shape[1]}")
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric: expected 'cosine' or 'euclidean', got {metric!r}")
+    if k < 1:
+        raise ValueError(f"k: must be at least 1, got {k}")
+    k = min(k, len(xtr))
+    if metric == "cosine":
+        def unit(a: np.ndarray) -> np.ndarray:
+            norm = np.linalg.norm(a, axis=1, keepdims=True)
+            return a / np.where(norm > 0, norm, 1.0)
+        xtr_u, xte_u = unit(xtr), unit(xte)
+    out = np.empty(len(xte), dtype=np.int64)
+    n_classes = len(classes)
+    for start in range(0, len(xte), 1024):
+        block = slice(start, start + 1024)
+        if metric == "cosine":
+            dist = -(xte_u[block] @ xtr_u.T)
+        else:
+            dist = (xte[block] ** 2).sum(1)[:, None] - 2 * xte[block] @ xtr.T + (xtr ** 2).sum(1)[None]
+        nn_idx = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < len(xtr) else np.tile(np.arange(len(xtr)),
+                                                                                          (dist.shape[0], 1))
+        order = np.take_along_axis(dist, nn_idx, axis=1).argsort(axis=1, kind="stable")
+        nn_idx = np.take_along_axis(nn_idx, order, axis=1)
+        votes = codes[nn_idx]
+        counts = np.zeros((votes.shape[0], n_classes), dtype=np.int64)
+        np.add.at(counts, (np.arange(votes.shape[0])[:, None], votes), 1)
+        best = counts.max(axis=1, keepdims=True)
+        # tie-break: among the tied classes, the one whose member is nearest (first in the sorted neighbours)
+        tied = counts[np.arange(votes.shape[0])[:, None], votes] == best
+        first = tied.argmax(axis=1)
+        out[block] = votes[np.arange(votes.shape[0]), first]
+    return classes[out]

@@ -1,0 +1,1 @@
+"""Reports of the measurements: terminal summary, JSON, HTML."""

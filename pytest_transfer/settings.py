@@ -1,0 +1,233 @@
+"""One place that resolves settings: CLI > environment > ``[tool.pytest_transfer]`` > defaults.
+
+Every option ``--transfer-foo-bar`` has the key ``foo_bar`` in ``[tool.pytest_transfer]``
+and the environment variable ``PYTEST_TRANSFER_FOO_BAR``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIDENCE_MODES = ("none", "strict", "lenient")
+ENV_PREFIX = "PYTEST_TRANSFER_"
+SECTION = "[tool.pytest_transfer]"
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true/false (1/0, yes/no, on/off)")
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    return int(value)
+
+
+def _parse_positive_int(value: Any) -> int:
+    out = _parse_int(value)
+    if out < 1:
+        raise ValueError("expected an integer >= 1")
+    return out
+
+
+def _parse_fraction(value: Any) -> float:
+    out = float(value)
+    if not 0.0 < out < 1.0:
+        raise ValueError("expected a number strictly between 0 and 1")
+    return out
+
+
+def _parse_confidence(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in CONFIDENCE_MODES:
+        raise ValueError(f"expected one of {', '.join(CONFIDENCE_MODES)}")
+    return text
+
+
+def _parse_level(value: Any) -> float:
+    out = float(value)
+    if not 0.5 <= out < 1.0:
+        raise ValueError("expected a confidence level in [0.5, 1), e.g. 0.95")
+    return out
+
+
+def _parse_device(value: Any) -> str:
+    from .device import validate_device_spec
+
+    return validate_device_spec(str(value))
+
+
+def _parse_path(value: Any) -> str | None:
+    if value is None or str(value) == "":
+        return None
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+    flag: bool = False  # a CLI switch (store_true)
+    metavar: str | None = None
+
+    @property
+    def cli(self) -> str:
+        return "--transfer-" + self.key.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("device", "auto", _parse_device, "device for models: auto, cpu, cuda, cuda:N or mps", metavar="DEVICE"),
+    Option("seed", 0, _parse_int, "seed for splits, noise, corruptions, attacks and bootstraps", metavar="N"),
+    Option("cache_dir", ".transfer_cache", str, "directory of the on-disk evaluation cache (relative to rootdir)",
+           metavar="DIR"),
+    Option("no_cache", False, _parse_bool, "do not read or write the on-disk evaluation cache", flag=True),
+    Option("report", None, _parse_path, "write every measurement as JSON to PATH", metavar="PATH"),
+    Option("html", None, _parse_path, "write a self-contained HTML report to PATH", metavar="PATH"),
+    Option("update_baselines", False, _parse_bool, "write the measured results as the new baselines", flag=True),
+    Option("confidence", "none", _parse_confidence,
+           "how gates use confidence intervals: none (point value), strict (the whole interval must clear "
+           "the threshold), lenient (fail only when the whole interval misses it)", metavar="MODE"),
+    Option("confidence_level", 0.95, _parse_level, "level of the confidence intervals", metavar="LEVEL"),
+    Option("batch_size", 64, _parse_positive_int, "images per forward pass", metavar="N"),
+    Option("test_fraction", 0.25, _parse_fraction, "fraction of each dataset held out as the test split",
+           metavar="F"),
+    Option("thresholds", None, _parse_path,
+           "a TOML file of thresholds (same layout as [tool.pytest_transfer.thresholds])", metavar="PATH"),
+)
+OPTION_BY_KEY = {o.key: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str = "auto"
+    seed: int = 0
+    cache_dir: str = ".transfer_cache"
+    no_cache: bool = False
+    report: str | None = None
+    html: str | None = None
+    update_baselines: bool = False
+    confidence: str = "none"
+    confidence_level: float = 0.95
+    batch_size: int = 64
+    test_fraction: float = 0.25
+    thresholds: str | None = None
+    rootdir: str = "."
+    pyproject: str | None = None
+    threshold_table: Mapping[str, Any] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def source(self, key: str) -> str:
+        return self.sources.get(key, "default")
+
+    def cache_path(self) -> Path | None:
+        if self.no_cache:
+            return None
+        p = Path(self.cache_dir)
+        return p if p.is_absolute() else Path(self.rootdir) / p
+
+
+def find_pyproject(start: str | os.PathLike[str]) -> Path | None:
+    here = Path(start).resolve()
+    for d in (here, *here.parents):
+        cand = d / "pyproject.toml"
+        if cand.is_file():
+            return cand
+    return None
+
+
+def read_pyproject_section(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise pytest.UsageError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    section = data.get("tool", {}).get("pytest_transfer", {})
+    if not isinstance(section, dict):
+        raise pytest.UsageError(f"{path}: {SECTION} must be a table")
+    return section
+
+
+def _parse(opt: Option, value: Any, where: str) -> Any:
+    try:
+        return opt.parse(value)
+    except (ValueError, TypeError) as exc:
+        raise pytest.UsageError(f"{where}: invalid value {value!r} for {opt.key}: {exc}") from None
+
+
+def resolve(
+    cli: Mapping[str, Any] | None = None,
+    *,
+    rootdir: str | os.PathLike[str] = ".",
+    pyproject: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every setting with the precedence CLI > environment > pyproject > default.
+
+    ``cli`` maps option keys to values (``None`` meaning not given).
+    """
+    cli = cli or {}
+    environ = os.environ if environ is None else environ
+    pp = Path(pyproject) if pyproject else find_pyproject(rootdir)
+    section = read_pyproject_section(pp)
+    table = section.get("thresholds", {})
+    file_cfg = {k: v for k, v in section.items() if not (k == "thresholds" and isinstance(v, dict))}
+    unknown = sorted(set(file_cfg) - set(OPTION_BY_KEY))
+    if unknown:
+        valid = ", ".join(sorted([*OPTION_BY_KEY, "thresholds"]))
+        raise pytest.UsageError(f"{pp} {SECTION}: unknown key(s) {', '.join(unknown)}; valid keys: {valid}")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for opt in OPTIONS:
+        if cli.get(opt.key) is not None:
+            values[opt.key] = _parse(opt, cli[opt.key], opt.cli)
+            sources[opt.key] = opt.cli
+        elif opt.env in environ:
+            values[opt.key] = _parse(opt, environ[opt.env], f"environment variable {opt.env}")
+            sources[opt.key] = f"environment variable {opt.env}"
+        elif opt.key in file_cfg:
+            values[opt.key] = _parse(opt, file_cfg[opt.key], f"{pp} {SECTION}")
+            sources[opt.key] = f"{pp.name if pp else 'pyproject.toml'} {SECTION} {opt.key}"
+        else:
+            values[opt.key] = opt.default
+            sources[opt.key] = "default"
+    if not isinstance(table, dict):
+        raise pytest.UsageError(f"{pp} {SECTION}.thresholds: must be a table or a path to a TOML file")
+    base = Path(rootdir if pp is None else pp.parent)
+    return Settings(
+        **values,
+        rootdir=str(base),
+        pyproject=str(pp) if pp else None,
+        threshold_table=table,
+        sources=sources,
+    )
+
+
+def settings_keys() -> list[str]:
+    return [f.name for f in fields(Settings)]
