@@ -24,11 +24,15 @@ _LAZY = {
     "assert_transfer_accuracy_above": "assertions",
     "assert_f1_above": "assertions",
     "assert_robust_under_noise": "assertions",
-    "assert_robust_under_corruption": "assertions",
-    "assert_robust_under_attack": "assertions",
-    "assert_transferability_above": "assertions",
-    "assert_ranks_above": "assertions",
-    "assert_no_regression": "assertions",
+    "assert_robust_under_corruption": "gates.robustness",
+    "assert_robust_under_attack": "gates.robustness",
+    "assert_transferability_above": "gates.transferability",
+    "assert_ranks_above": "gates.transferability",
+    "rank_models": "gates.transferability",
+    "drop_in_performance": "gates.transferability",
+    "layerwise_transfer": "gates.transferability",
+    "ntk_similarity": "gates.transferability",
+    "assert_no_regression": "gates.regression",
     "GateResult": "assertions",
     "Measurement": "context",
 }
@@ -36,20 +40,20 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .assertions import (
-        GateResult,
-        assert_f1_above,
-        assert_no_regression,
-        assert_ranks_above,
-        assert_robust_under_attack,
-        assert_robust_under_corruption,
-        assert_robust_under_noise,
-        assert_transfer_accuracy_above,
-        assert_transferability_above,
-    )
+    from .assertions import GateResult, assert_f1_above, assert_robust_under_noise, assert_transfer_accuracy_above
     from .context import Measurement
     from .datasets import TargetDataset, list_datasets, load_dataset
     from .engine import Evaluation, evaluate
+    from .gates.regression import assert_no_regression
+    from .gates.robustness import assert_robust_under_attack, assert_robust_under_corruption
+    from .gates.transferability import (
+        assert_ranks_above,
+        assert_transferability_above,
+        drop_in_performance,
+        layerwise_transfer,
+        ntk_similarity,
+        rank_models,
+    )
     from .models import Preprocess, TransferModel, list_models, load_model
 
 
@@ -57,7 +61,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'pytest_transfer' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(f".{module}", __name__), name)  # e.g. .gates.robustness
     globals()[name] = value
     return value
 

@@ -71,7 +71,7 @@ def finish_gate(ctx: Context, *, gate: str, metric: str, label: str, value: floa
     ))
     if passed:
         return m
-    level = int(round(ctx.settings.confidence_level * 100))
+    level = round(ctx.settings.confidence_level * 100)
     shown = _fmt(value)
     if interval is not None:
         shown += f" ({level}% interval {_fmt(interval[0])}–{_fmt(interval[1])})"

@@ -86,9 +86,7 @@ class Context:
     def device(self) -> Any:
         """The ``torch.device`` of this session (resolved on first use)."""
         if self._device is None:
-            from .device import resolve_device
-
-            from .device import share_cpu_threads
+            from .device import resolve_device, share_cpu_threads
 
             override = self.device_override() if self.device_override else None
             if isinstance(override, str):

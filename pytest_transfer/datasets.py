@@ -163,7 +163,7 @@ def stratified_split(labels: np.ndarray, *, test_fraction: float, seed: int) -> 
     for c in range(int(labels.max()) + 1):
         members = np.flatnonzero(labels == c)
         members = members[rng.permutation(len(members))]
-        n_test = int(round(test_fraction * len(members)))
+        n_test = round(test_fraction * len(members))
         if len(members) >= 2:
             n_test = min(max(n_test, 1), len(members) - 1)
         else:
@@ -228,8 +228,14 @@ def _as_label_array(labels: Any, name: str) -> np.ndarray:
 
 # --- sources -------------------------------------------------------------
 
-def load_digits_dataset(**kwargs: Any) -> TargetDataset:
-    """scikit-learn's 1,797 real 8×8 handwritten digits, 10 classes, 1 channel."""
+def load_digits_dataset(*, shifted: bool = False, canvas: int = 20, **kwargs: Any) -> TargetDataset:
+    """scikit-learn's 1,797 real 8×8 handwritten digits, 10 classes, 1 channel.
+
+    ``shifted=True`` (spec ``digits-shifted``) places each digit at a seeded
+    random position on a ``canvas``×``canvas`` black image (seed 0, fixed):
+    the same real digits and labels, but no longer separable pixel by pixel,
+    so features that do not know about shapes stop working.
+    """
     try:
         from sklearn.datasets import load_digits
     except ImportError:  # pragma: no cover - depends on the environment
@@ -238,7 +244,17 @@ def load_digits_dataset(**kwargs: Any) -> TargetDataset:
 
     d = load_digits()
     images = (d.images.astype(np.float32) / 16.0)[:, None]
-    return TargetDataset(images, d.target, name=kwargs.pop("name", "digits"), classes=[str(i) for i in range(10)],
+    if shifted:
+        if canvas < 8:
+            raise ValueError(f"canvas: must be at least 8 pixels, got {canvas}")
+        rng = np.random.default_rng(0)
+        offsets = rng.integers(0, canvas - 8 + 1, size=(len(images), 2))
+        placed = np.zeros((len(images), 1, canvas, canvas), np.float32)
+        for i, (r, c) in enumerate(offsets):
+            placed[i, 0, r:r + 8, c:c + 8] = images[i, 0]
+        images = placed
+    default = "digits-shifted" if shifted else "digits"
+    return TargetDataset(images, d.target, name=kwargs.pop("name", default), classes=[str(i) for i in range(10)],
                          **kwargs)
 
 
@@ -416,7 +432,7 @@ def load_dataset(spec: Any, *, name: str | None = None, seed: int | None = None,
                  **kwargs: Any) -> TargetDataset:
     """Build a ``TargetDataset`` from a spec string, a torch ``Dataset`` or ``(images, labels)``.
 
-    Specs: ``digits``, ``imagefolder:<path>``, ``torchvision:<Name>:<root>``,
+    Specs: ``digits``, ``digits-shifted``, ``imagefolder:<path>``, ``torchvision:<Name>:<root>``,
     or a name registered through ``pytest_transfer_register_datasets``.
     ``seed`` and ``test_fraction`` default to the active settings.
 
@@ -439,8 +455,8 @@ def load_dataset(spec: Any, *, name: str | None = None, seed: int | None = None,
             ds = ds.with_split(seed=seed, test_fraction=test_fraction)
         return ds
     source, _, rest = spec.partition(":")
-    if spec == "digits":
-        return load_digits_dataset(name=name or "digits", **common)
+    if spec in ("digits", "digits-shifted"):
+        return load_digits_dataset(shifted=spec == "digits-shifted", name=name or spec, **common, **kwargs)
     if source == "imagefolder" and rest:
         return load_imagefolder(rest, name=name or spec, **common, **kwargs)
     if source == "torchvision" and rest:
@@ -463,6 +479,7 @@ def list_datasets(include: str | Sequence[str] | None = None,
     reg = Registry("dataset")
     for n in current_context().datasets.list():
         reg.register(n, lambda: None)
-    if "digits" not in reg:
-        reg.register("digits", lambda: None)
+    for builtin in ("digits", "digits-shifted"):
+        if builtin not in reg:
+            reg.register(builtin, lambda: None)
     return reg.list(include=include, exclude=exclude)

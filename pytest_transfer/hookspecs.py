@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 
-
 def pytest_transfer_register_models(registry: Any) -> None:
     """Register model factories by name.
 

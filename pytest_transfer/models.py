@@ -248,7 +248,6 @@ def load_torchvision(arch: str, weights: str | None = "DEFAULT", *, image_size: 
     ``none`` for random initialisation. ``image_size`` overrides the resize
     (default: the weights' crop size, 224).
     """
-    import torch
     from torchvision import models as tvm
 
     available = tvm.list_models()

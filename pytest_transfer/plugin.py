@@ -89,9 +89,9 @@ def _progress_writer(config: pytest.Config) -> Any:
 
 
 def _device_from_hook(config: pytest.Config) -> Any:
-    from .device import xdist_worker_index
-
     import torch
+
+    from .device import xdist_worker_index
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return config.hook.pytest_transfer_device(worker_index=xdist_worker_index(), device_count=count)

@@ -66,8 +66,11 @@ class LinearProbe:
 
 
 def fit_linear_probe(features: Any, labels: Any, *, C: float = 1.0, max_iter: int = 1000,
-                     tol: float = 1e-8, standardize: bool = True) -> LinearProbe:
+                     tol: float = 1e-4, standardize: bool = True) -> LinearProbe:
     """Fit the linear probe; ``C`` is scikit-learn's inverse regularisation strength.
+
+    The objective is scaled by ``1 / n`` and L-BFGS stops when the largest
+    gradient entry is below ``tol``, scikit-learn's ``lbfgs`` criterion.
 
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(40, 3)); y = (x[:, 0] > 0).astype(int)
@@ -92,7 +95,7 @@ def fit_linear_probe(features: Any, labels: Any, *, C: float = 1.0, max_iter: in
     b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
     # scaled objective (divided by C·n) so that tolerances do not depend on n
     lam = 1.0 / (C * n)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12 * tol,
                             history_size=20, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:

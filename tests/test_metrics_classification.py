@@ -259,13 +259,15 @@ def test_ece_hand_worked_example():
 
 
 def test_a_confidence_on_a_bin_edge_belongs_to_the_lower_bin():
-    # n_bins=4: edges 0, .25, .5, .75, 1 are exact in binary; bin i is (i/4, (i+1)/4]
-    probs = np.array([[0.75, 0.25], [0.5, 0.5], [1.0, 0.0], [0.25, 0.25]])
-    probs[3] = [0.25, 0.75]
-    y = np.array([0, 1, 0, 1])
+    # n_bins=4: the edges 0, .25, .5, .75, 1 are exact in binary; bin i is (i/4, (i+1)/4]
+    probs = np.array([[0.75, 0.25], [0.5, 0.5], [1.0, 0.0], [0.25, 0.75]])
+    y = np.array([0, 1, 0, 1])  # confidences .75, .5, 1, .75; the tie at .5 predicts class 0 (wrong)
     curve = reliability_curve(y, probs, n_bins=4)
-    np.testing.assert_array_equal(curve.count, [0, 1, 1, 2])  # .5 -> bin 1, .75 -> bin 2, 1.0 and .75 -> ...
-    np.testing.assert_allclose(curve.confidence, [np.nan, 0.5, 0.75, 0.875])
+    np.testing.assert_array_equal(curve.count, [0, 1, 2, 1])
+    np.testing.assert_allclose(curve.confidence, [np.nan, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(curve.accuracy, [np.nan, 0.0, 1.0, 1.0])
+    # gaps: bin 1 |0 - .5| * 1/4, bin 2 |1 - .75| * 2/4, bin 3 0
+    assert expected_calibration_error(y, probs, n_bins=4) == pytest.approx(0.125 + 0.125, abs=1e-15)
 
 
 def _ece_loop(y, probs, n_bins):

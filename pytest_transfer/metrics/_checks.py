@@ -7,7 +7,8 @@ Nothing here imports torch: a tensor is recognised by its ``detach`` method.
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 

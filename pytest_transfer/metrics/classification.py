@@ -335,7 +335,8 @@ def expected_calibration_error(y_true: Any, probs: Any, *, n_bins: int = 15) -> 
 
     ``ECE = Σ_b (n_b / N) · |accuracy_b − confidence_b|`` over ``n_bins`` equal-width bins of
     the top-1 confidence ``max_j probs[i, j]``, bin ``b`` covering ``(b/n_bins, (b+1)/n_bins]``.
-    0 is perfectly calibrated; lower is better. ``probs`` is N×C (or 1-d P(class 1)).
+    The top-1 prediction is ``argmax`` (ties go to the lower class). 0 is perfectly calibrated;
+    lower is better. ``probs`` is N×C (or 1-d P(class 1)).
 
     >>> expected_calibration_error([0, 1], [[0.75, 0.25], [0.75, 0.25]], n_bins=2)
     0.25

@@ -34,7 +34,7 @@ def format_table(measurements: Sequence[Measurement], *, max_width: int = 200) -
         widths[0] = max(12, widths[0] - over)
 
     def fmt(r: list[str]) -> str:
-        cells = [(c if len(c) <= w else c[: w - 1] + "…").ljust(w) for c, w in zip(r, widths)]
+        cells = [(c if len(c) <= w else c[: w - 1] + "…").ljust(w) for c, w in zip(r, widths, strict=True)]
         return "  ".join(cells).rstrip()
 
     return [fmt(header), fmt(["-" * w for w in widths]), *[fmt(r) for r in body]]
@@ -43,12 +43,12 @@ def format_table(measurements: Sequence[Measurement], *, max_width: int = 200) -
 def write_summary(tr: Any, measurements: Sequence[Measurement], ctx: Context) -> None:
     tr.write_sep("=", "pytest-transfer summary")
     width = getattr(tr, "_tw", None)
-    max_width = max(80, (width.fullwidth if width is not None else 200) - 1)
+    max_width = max(120, (width.fullwidth if width is not None else 200) - 1)
     for line in format_table(measurements, max_width=max_width):
         markup = {"red": True} if line.endswith("FAIL") else {}
         tr.write_line(line, **markup)
     failed = sum(1 for m in measurements if not m.passed)
-    level = int(round(ctx.settings.confidence_level * 100))
+    level = round(ctx.settings.confidence_level * 100)
     mode = ctx.settings.confidence
     tr.write_line(f"{len(measurements)} gate(s), {failed} failed; intervals are {level}% "
-                  f"(confidence mode: {mode}); device: {ctx.settings.device}")
+                  f"(confidence mode: {mode}); device: {ctx._device or ctx.settings.device}")

@@ -9,13 +9,11 @@ same size builds each of them once.
 from __future__ import annotations
 
 import hashlib
-import math
 from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 #: the side, in pixels, that ImageNet-C's pixel-valued parameters were written for
 REFERENCE_SIZE = 224
@@ -73,57 +71,137 @@ class Rng:
         return self._place(t)
 
 
-# --------------------------------------------------------------------------- blurs
+# --------------------------------------------------------------------------- borders and blurs
+
+#: above this side, a Gaussian blur is two 1-d convolutions instead of two banded matrix products
+MATMUL_MAX_SIDE = 512
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float, *, truncate: float = 4.0) -> torch.Tensor:
-    """Gaussian blur with scikit-image's kernel radius ``int(truncate * sigma + 0.5)``.
+def fold_index(index: np.ndarray, n: int, mode: str) -> np.ndarray:
+    """Map out-of-range indices into ``0..n-1`` for a border mode, for any distance outside.
 
-    Delegates to ``torchvision.transforms.v2.functional.gaussian_blur`` (reflect
-    padding); the radius is capped below the image side so tiny images work.
+    ``"nearest"`` repeats the edge (a a a | a b c d), ``"reflect"`` is
+    scipy's half-sample mirror (b a | a b c d), ``"reflect101"`` OpenCV's
+    default and torch's ``"reflect"`` (c b | a b c d).
     """
-    radius = min(int(truncate * sigma + 0.5), x.shape[-2] - 1, x.shape[-1] - 1)
-    if sigma <= 0 or radius < 1:
-        return x
-    k = 2 * radius + 1
-    return TF.gaussian_blur(x, kernel_size=[k, k], sigma=[float(sigma), float(sigma)])
+    if n == 1:
+        return np.zeros_like(index)
+    if mode == "nearest":
+        return np.clip(index, 0, n - 1)
+    if mode == "reflect":
+        j = np.mod(index, 2 * n)
+        return np.where(j >= n, 2 * n - 1 - j, j)
+    if mode == "reflect101":
+        j = np.mod(index, 2 * n - 2)
+        return np.where(j >= n, 2 * n - 2 - j, j)
+    raise ValueError(f"mode: unknown border mode {mode!r}")  # pragma: no cover - internal
 
 
-@lru_cache(maxsize=64)
-def _reflect_gauss_matrix_np(n: int, sigma: float, truncate: float) -> np.ndarray:
-    # scipy.ndimage's mode="reflect" (d c b a | a b c d | d c b a) folded into an n×n matrix,
-    # exact for any sigma, even one much larger than the signal.
+@lru_cache(maxsize=128)
+def _pad_index(n: int, before: int, after: int, mode: str, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(fold_index(np.arange(-before, n + after), n, mode), device=device)
+
+
+def pad(x: torch.Tensor, ph: int, pw: int, mode: str) -> torch.Tensor:
+    """Pad the last two dimensions by ``ph`` / ``pw`` on each side with a border mode, any pad size."""
+    if ph:
+        x = x.index_select(-2, _pad_index(x.shape[-2], ph, ph, mode, x.device))
+    if pw:
+        x = x.index_select(-1, _pad_index(x.shape[-1], pw, pw, mode, x.device))
+    return x
+
+
+def _gauss_taps(sigma: float, truncate: float) -> np.ndarray:
     radius = int(truncate * sigma + 0.5)
     offsets = np.arange(-radius, radius + 1)
     w = np.exp(-0.5 * (offsets / sigma) ** 2)
-    w /= w.sum()
-    j = np.arange(n)[:, None] + offsets[None, :]
-    j = np.mod(j, 2 * n)
-    j = np.where(j >= n, 2 * n - 1 - j, j)
+    return w / w.sum()
+
+
+@lru_cache(maxsize=128)
+def _gauss_matrix_np(n: int, sigma: float, truncate: float, mode: str) -> np.ndarray:
+    # the 1-d filter with its border folded in: exact for any sigma, even one larger than n
+    w = _gauss_taps(sigma, truncate)
+    radius = len(w) // 2
+    j = fold_index(np.arange(n)[:, None] + np.arange(-radius, radius + 1)[None, :], n, mode)
     m = np.zeros((n, n))
-    np.add.at(m, (np.repeat(np.arange(n), len(offsets)), j.ravel()), np.tile(w, n))
+    np.add.at(m, (np.repeat(np.arange(n), len(w)), j.ravel()), np.tile(w, n))
     return m
 
 
-@lru_cache(maxsize=64)
-def reflect_gauss_matrix(n: int, sigma: float, truncate: float, device: torch.device, dtype: torch.dtype):
-    """The n×n matrix of a reflect-mode Gaussian filter (identity when the radius is 0)."""
+@lru_cache(maxsize=128)
+def gauss_matrix(n: int, sigma: float, truncate: float, mode: str, device: torch.device, dtype: torch.dtype):
+    """The n×n matrix of a 1-d Gaussian filter with border ``mode`` (identity when the radius is 0)."""
     if sigma <= 0 or int(truncate * sigma + 0.5) == 0:
         return torch.eye(n, device=device, dtype=dtype)
-    return torch.as_tensor(_reflect_gauss_matrix_np(n, float(sigma), float(truncate)), device=device, dtype=dtype)
+    return torch.as_tensor(_gauss_matrix_np(n, float(sigma), float(truncate), mode), device=device, dtype=dtype)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, *, truncate: float = 4.0, mode: str = "nearest") -> torch.Tensor:
+    """Gaussian blur of the last two dimensions, as ``skimage.filters.gaussian`` computes it.
+
+    Radius ``int(truncate·sigma + 0.5)``, border ``mode`` (scikit-image's
+    default ``"nearest"``). Up to :data:`MATMUL_MAX_SIDE` pixels it is
+    ``G_H @ x @ G_Wᵀ`` with banded, border-folded matrices (two BLAS calls,
+    whatever sigma), beyond that two 1-d convolutions.
+    """
+    if sigma <= 0 or int(truncate * sigma + 0.5) == 0:
+        return x
+    h, w = x.shape[-2:]
+    if max(h, w) <= MATMUL_MAX_SIDE:
+        gh = gauss_matrix(h, float(sigma), truncate, mode, x.device, x.dtype)
+        gw = gauss_matrix(w, float(sigma), truncate, mode, x.device, x.dtype)
+        return gh @ x @ gw.T
+    taps = torch.as_tensor(_gauss_taps(float(sigma), truncate), device=x.device, dtype=x.dtype)
+    r = len(taps) // 2
+    lead = x.shape[:-2]
+    y = pad(x.reshape(-1, 1, h, w), r, r, mode)
+    y = F.conv2d(F.conv2d(y, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
+    return y.reshape(*lead, h, w)
 
 
 def smooth_field(field: torch.Tensor, sigma: float, *, truncate: float = 3.0) -> torch.Tensor:
-    """Gaussian-smooth ``...×H×W`` maps as ``G_H @ field @ G_Wᵀ`` (reflect boundary, any sigma)."""
+    """Gaussian-smooth ``...×H×W`` maps with scipy's ``mode="reflect"``, any sigma (banded matrices)."""
     h, w = field.shape[-2:]
-    gh = reflect_gauss_matrix(h, float(sigma), truncate, field.device, field.dtype)
-    gw = reflect_gauss_matrix(w, float(sigma), truncate, field.device, field.dtype)
+    gh = gauss_matrix(h, float(sigma), truncate, "reflect", field.device, field.dtype)
+    gw = gauss_matrix(w, float(sigma), truncate, "reflect", field.device, field.dtype)
     return gh @ field @ gw.T
+
+
+def _fast_len(n: int) -> int:
+    """The smallest 2·3·5-smooth integer ≥ n (a fast FFT length)."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
+    """Correlate each image with an odd-sized kernel through the FFT, border ``mode``.
+
+    ``kernel`` is ``kh×kw`` (shared) or ``N×kh×kw`` (one per image); the
+    result equals ``cv2.filter2D`` / a direct correlation with the padded
+    image, at a cost that does not grow with the kernel size.
+    """
+    h, w = x.shape[-2:]
+    kh, kw = kernel.shape[-2:]
+    rh, rw = kh // 2, kw // 2
+    xp = pad(x, rh, rw, mode)
+    lh, lw = _fast_len(h + 2 * rh), _fast_len(w + 2 * rw)
+    k = torch.flip(kernel.to(device=x.device, dtype=x.dtype), dims=(-2, -1))
+    spectrum = torch.fft.rfft2(xp, s=(lh, lw)) * torch.fft.rfft2(k, s=(lh, lw)).reshape(-1, 1, lh, lw // 2 + 1)
+    y = torch.fft.irfft2(spectrum, s=(lh, lw))
+    return y[..., 2 * rh : 2 * rh + h, 2 * rw : 2 * rw + w].contiguous()
 
 
 def motion_kernel(radius: float, sigma: float) -> list[float]:
     """ImageMagick's one-sided motion kernel: ``2·radius + 1`` taps, ``exp(-i²/2σ²)``, normalised."""
-    width = 2 * int(round(radius)) + 1
+    width = 2 * round(radius) + 1
     if width <= 1 or sigma <= 0:
         return [1.0]
     k = np.exp(-(np.arange(width) ** 2) / (2.0 * sigma**2))
@@ -134,48 +212,35 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.
     """Motion blur along one direction per image (``angles_deg``: N), edges replicated.
 
     Tap ``i`` samples the image ``(round(i·cos θ), round(i·sin θ))`` pixels
-    away (ImageMagick's ``MotionBlurImage`` offsets); one gather per tap.
+    away (ImageMagick's ``MotionBlurImage`` offsets). The taps are laid into
+    one sparse kernel per image and applied with :func:`fft_filter2d`.
     """
     taps = motion_kernel(radius, sigma)
     if len(taps) == 1:
         return x
-    n, c, h, w = x.shape
-    theta = torch.deg2rad(angles_deg.to(torch.float64)).cpu()
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
-    flat = x.reshape(n, c, h * w)
-    out = torch.zeros_like(flat)
-    for i, weight in enumerate(taps):
-        dx = torch.ceil(i * cos - 0.5).long().to(x.device)
-        dy = torch.ceil(i * sin - 0.5).long().to(x.device)
-        r = (rows[None, :] + dy[:, None]).clamp_(0, h - 1)
-        q = (cols[None, :] + dx[:, None]).clamp_(0, w - 1)
-        idx = (r[:, :, None] * w + q[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
-        out.add_(flat.gather(2, idx), alpha=weight)
-    return out.reshape(n, c, h, w)
+    n = x.shape[0]
+    reach = len(taps) - 1
+    theta = torch.deg2rad(angles_deg.detach().to("cpu", torch.float64))
+    i = torch.arange(len(taps), dtype=torch.float64)
+    dx = torch.ceil(i[None, :] * torch.cos(theta)[:, None] - 0.5).long()
+    dy = torch.ceil(i[None, :] * torch.sin(theta)[:, None] - 0.5).long()
+    size = 2 * reach + 1
+    kernel = torch.zeros(n, size * size, dtype=torch.float64)
+    weights = torch.tensor(taps, dtype=torch.float64).expand(n, -1)
+    kernel.scatter_add_(1, (dy + reach) * size + (dx + reach), weights)
+    return fft_filter2d(x, kernel.view(n, size, size), "nearest")
 
 
 def box_blur3(x: torch.Tensor) -> torch.Tensor:
     """3×3 mean filter with reflect-101 borders (OpenCV's ``cv2.blur(x, (3, 3))``)."""
-    if min(x.shape[-2:]) < 2:
-        return x
-    k = torch.full((1, 1, 3, 3), 1.0 / 9.0, device=x.device, dtype=x.dtype)
-    n, c, h, w = x.shape
-    y = F.conv2d(F.pad(x.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode="reflect"), k)
-    return y.reshape(n, c, h, w)
+    return filter2d(x, torch.full((3, 3), 1.0 / 9.0))
 
 
 def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Correlate every channel with one odd-sized 2-D kernel, reflect-101 borders (``cv2.filter2D``)."""
+    """Correlate every channel with one small odd-sized kernel, reflect-101 borders (``cv2.filter2D``)."""
     kh, kw = kernel.shape
     n, c, h, w = x.shape
-    ph, pw = kh // 2, kw // 2
-    y = x.reshape(n * c, 1, h, w)
-    if ph >= h or pw >= w:  # reflect padding needs pad < size; replicate for tiny images
-        y = F.pad(y, (pw, pw, ph, ph), mode="replicate")
-    else:
-        y = F.pad(y, (pw, pw, ph, ph), mode="reflect")
+    y = pad(x.reshape(n * c, 1, h, w), kh // 2, kw // 2, "reflect101")
     y = F.conv2d(y, kernel.to(device=x.device, dtype=x.dtype)[None, None])
     return y.reshape(n, c, h, w)
 
@@ -241,7 +306,7 @@ def luma(x: torch.Tensor) -> torch.Tensor:
 def colour(rgb: tuple[float, float, float], channels: int, like: torch.Tensor) -> torch.Tensor:
     """A 1×C×1×1 colour; for one-channel images its luma."""
     if channels == 1:
-        value = sum(a * b for a, b in zip(rgb, LUMA))
+        value = sum(a * b for a, b in zip(rgb, LUMA, strict=True))
         return torch.full((1, 1, 1, 1), value, device=like.device, dtype=like.dtype)
     return torch.tensor(rgb, device=like.device, dtype=like.dtype).view(1, 3, 1, 1)
 
@@ -315,10 +380,6 @@ def splat_segments(
 def pixel_count_scale(h: int, w: int) -> float:
     """Relative area ``H·W / min(H, W)²`` (1 for square images)."""
     return (h * w) / float(min(h, w) ** 2)
-
-
-def ceil_int(v: float) -> int:
-    return int(math.ceil(v))
 
 
 class Context:

@@ -93,13 +93,13 @@ def frost_texture(n: int, h: int, w: int, rng: Rng) -> torch.Tensor:
     haze = plasma_fractal(n, next_power_of_two(max(h, w)), 2.0, rng)[:, :h, :w]
     haze = gaussian_blur(haze[:, None], 2.0 * s)[:, 0]
 
-    p = max(1, int(round(160 * pixel_count_scale(h, w))))
+    p = max(1, round(260 * pixel_count_scale(h, w)))
     sy = rng.uniform(n, p, low=-0.1 * h, high=1.1 * h)
     sx = rng.uniform(n, p, low=-0.1 * w, high=1.1 * w)
     angle = rng.uniform(n, p, low=0.0, high=2.0 * math.pi)
     length = rng.uniform(n, p, low=12.0, high=48.0) * s
     weight = rng.uniform(n, p, low=0.5, high=1.0)
-    samples = max(2, int(math.ceil(2 * 48.0 * s)) + 1)
+    samples = max(2, math.ceil(2 * 48.0 * s) + 1)
     canvas = torch.zeros(n, h, w, device=dev, dtype=dt)
     splat_segments(canvas, sy, sx, angle, length, weight, samples)
 
@@ -119,9 +119,10 @@ def frost_texture(n: int, h: int, w: int, rng: Rng) -> torch.Tensor:
         (0.7 * weight[..., None]).expand(n, p, b).reshape(n, -1),
         samples,
     )
-    needles = gaussian_blur(canvas[:, None], max(0.5, 0.7 * s))[:, 0]
-    needles = 1.0 - torch.exp(-2.5 * needles)
-    grey = (0.36 + 0.3 * haze + 0.5 * needles).clamp_(0.0, 1.0)
+    needles = gaussian_blur(canvas[:, None], max(0.45, 0.5 * s))[:, 0]
+    needles = 1.0 - torch.exp(-2.0 * needles)
+    grain = gaussian_blur(rng.normal(n, 1, h, w), max(0.5, 0.8 * s))[:, 0]
+    grey = (0.4 + 0.3 * haze + 0.45 * needles + 0.04 * grain).clamp_(0.0, 1.0)
     tint = torch.tensor(_FROST_TINT, device=dev, dtype=dt).view(1, 3, 1, 1)
     return (grey[:, None] * tint).clamp_(0.0, 1.0)
 
@@ -201,10 +202,11 @@ def spatter(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
         m = torch.where(m < 0.8, torch.zeros_like(m), m)
         return x * (1.0 - m) + colour(_MUD, c, x) * m
     mask = (liquid > 0).to(x.dtype)
-    limit = max(1, int(round(20 * s)))
-    dist = _erosion_depth(mask, limit) + _erosion_depth(1.0 - mask, limit)
-    dist = torch.floor(box_blur3(dist))
-    dist = _equalize(dist, limit)
+    limit = max(1, math.ceil(20 * s))
+    depth = _erosion_depth(mask, limit) + _erosion_depth(1.0 - mask, limit)
+    # distances in 224-px units, truncated at 20 as published, so small images keep 21 levels
+    dist = torch.floor(box_blur3((depth / s).clamp(max=20.0)))
+    dist = _equalize(dist, 20)
     dist = box_blur3(filter2d(dist, _EMBOSS).clamp_(0.0, 255.0))
     m = liquid * dist
     m = m / m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(torch.finfo(m.dtype).tiny) * intensity

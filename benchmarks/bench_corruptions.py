@@ -1,0 +1,160 @@
+"""Throughput of the full ImageNet-C sweep (15 corruptions × 5 severities) against ``imagecorruptions``.
+
+Both run on the same real photographs (scikit-learn's two sample photos plus
+six from ``skimage.data`` when scikit-image is installed), centre-cropped and
+resized to 224×224 with Pillow's BOX filter.
+
+* pytest-transfer: ``corrupt_many(batch, "all")`` on a batch of ``--batch``
+  images, after one warm-up pass (kernels and resampling matrices are cached
+  per size, as in a real sweep over many batches).
+* ``imagecorruptions`` (PyPI, the ImageNet-C code ported to any image size):
+  ``corrupt(image, corruption_name=..., severity=...)`` image by image on
+  ``--ref-images`` of the same images (it has no batching, so its throughput
+  per image does not depend on how many are timed).
+
+Throughput is corrupted images per second (one image × corruption × severity
+= one image). The ratio is measured in one process on the same CPU. Run::
+
+    .venv/bin/pip install imagecorruptions      # benchmark-only extra
+    .venv/bin/python benchmarks/bench_corruptions.py
+
+``imagecorruptions`` 1.1.2 predates setuptools 81, NumPy 2 and scikit-image
+0.19; this script supplies the three names it needs (``pkg_resources.
+resource_filename``, ``np.float_`` and ``gaussian(multichannel=)``) before
+importing it, without changing its code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+import types
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pytest_transfer.robustness import CORRUPTIONS, corrupt_many
+
+SIZE = 224
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
+
+
+def load_photos(count: int) -> np.ndarray:
+    """``count`` real RGB photographs as uint8 ``count×224×224×3`` (cycled if fewer exist)."""
+    from sklearn.datasets import load_sample_image
+
+    photos = [load_sample_image("china.jpg"), load_sample_image("flower.jpg")]
+    try:
+        import skimage.data
+
+        photos += [getattr(skimage.data, name)() for name in SKIMAGE_PHOTOS]
+    except ImportError:
+        print("scikit-image not installed: using scikit-learn's two sample photographs only")
+    out = []
+    for i in range(count):
+        img = Image.fromarray(photos[i % len(photos)])
+        side = min(img.size)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        img = img.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.BOX)
+        out.append(np.asarray(img.convert("RGB")))
+    return np.stack(out)
+
+
+def import_imagecorruptions():
+    """Import ``imagecorruptions`` with the compatibility names it needs, or return None."""
+    spec = importlib.util.find_spec("imagecorruptions")
+    if spec is None:
+        return None
+    package_dir = os.path.dirname(spec.origin)
+    if importlib.util.find_spec("pkg_resources") is None:
+        shim = types.ModuleType("pkg_resources")
+        shim.resource_filename = lambda _module, rel: os.path.join(package_dir, rel)
+        sys.modules["pkg_resources"] = shim
+    if not hasattr(np, "float_"):
+        np.float_ = np.float64
+    import imagecorruptions
+    import imagecorruptions.corruptions as ic
+    from skimage.filters import gaussian
+
+    def gaussian_compat(image, sigma=1, multichannel=None, **kwargs):
+        if multichannel:
+            kwargs["channel_axis"] = -1
+        return gaussian(image, sigma=sigma, **kwargs)
+
+    ic.gaussian = gaussian_compat
+    return imagecorruptions
+
+
+def time_ours(batch: torch.Tensor, repeats: int) -> tuple[float, dict[str, float]]:
+    per_name: dict[str, float] = {}
+    for _ in corrupt_many(batch[:2], "all", 1):  # warm-up: build the cached kernels for this size
+        pass
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        last = start
+        times: dict[str, float] = {}
+        for name, _sev, _out in corrupt_many(batch, "all"):
+            now = time.perf_counter()
+            times[name] = times.get(name, 0.0) + now - last
+            last = now
+        total = time.perf_counter() - start
+        if total < best:
+            best, per_name = total, times
+    return best, per_name
+
+
+def time_reference(ic, images: np.ndarray) -> tuple[float, dict[str, float]]:
+    per_name: dict[str, float] = {}
+    np.random.seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        for name in CORRUPTIONS:
+            t0 = time.perf_counter()
+            for image in images:
+                for severity in range(1, 6):
+                    ic.corrupt(image, corruption_name=name, severity=severity)
+            per_name[name] = time.perf_counter() - t0
+        total = time.perf_counter() - start
+    return total, per_name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=8, help="images in the pytest-transfer batch (default 8)")
+    parser.add_argument("--ref-images", type=int, default=2, help="images timed with imagecorruptions (default 2)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed sweeps of pytest-transfer, best kept")
+    args = parser.parse_args()
+
+    photos = load_photos(max(args.batch, args.ref_images))
+    batch = torch.from_numpy(photos[: args.batch]).permute(0, 3, 1, 2).float().div(255.0)
+    per_sweep = len(CORRUPTIONS) * 5
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {SIZE}×{SIZE} photos; 15 × 5 sweep")
+
+    ours_total, ours = time_ours(batch, args.repeats)
+    ours_rate = args.batch * per_sweep / ours_total
+    print(f"pytest-transfer : batch {args.batch}, {ours_total:.2f} s per sweep -> {ours_rate:.1f} images/s")
+
+    ic = import_imagecorruptions()
+    if ic is None:
+        print("imagecorruptions is not installed (pip install imagecorruptions): no ratio measured")
+        return
+    ref_total, ref = time_reference(ic, photos[: args.ref_images])
+    ref_rate = args.ref_images * per_sweep / ref_total
+    print(f"imagecorruptions: {args.ref_images} image(s), {ref_total:.2f} s -> {ref_rate:.1f} images/s")
+    print(f"ratio (pytest-transfer / imagecorruptions): {ours_rate / ref_rate:.1f}x")
+    print(f"\n{'corruption':18s} {'ours img/s':>11s} {'ref img/s':>10s} {'ratio':>7s}")
+    for name in CORRUPTIONS:
+        a = args.batch * 5 / ours[name]
+        b = args.ref_images * 5 / ref[name]
+        print(f"{name:18s} {a:11.1f} {b:10.1f} {a / b:7.1f}")
+
+
+if __name__ == "__main__":
+    main()

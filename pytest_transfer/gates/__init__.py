@@ -1,0 +1,1 @@
+"""Gates beyond accuracy, F1 and noise: transferability, robustness, regression (one module each)."""

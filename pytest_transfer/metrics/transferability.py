@@ -1,0 +1,758 @@
+"""Transferability estimators: how well a frozen model should transfer to a target task.
+
+Each function scores one model on one labelled target set, from its features
+(N×D), its source-head probabilities (N×Z) or its hard source predictions.
+Every score is "higher is better" and declares it, with its bounds, through
+:func:`~pytest_transfer.metrics._checks.declare`; each function also carries an
+``inputs`` attribute, ``"features"``, ``"probs"`` or ``"preds"``, saying what it
+must be fed. Maths is float64; numpy arrays and torch tensors are accepted.
+Labels may be any integers; they are remapped to 0..C-1.
+
+The functions never transform their input. Callers that rank models
+(``assert_transferability_above``, ``rank_models``) standardise features first,
+because scale-sensitive estimators otherwise rank models by the size of their
+activations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from ._checks import (
+    as_float,
+    as_int_labels,
+    check_min_classes,
+    check_nonempty,
+    check_probabilities,
+    check_same_length,
+    declare,
+    features_and_labels,
+    remap_labels,
+    to_numpy,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+_INF = float("inf")
+_EPS = np.finfo(np.float64).eps
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _feeds(kind: Literal["features", "probs", "preds"]) -> Callable[[F], F]:
+    """Record what a metric must be fed: features, source probabilities or source predictions."""
+
+    def wrap(fn: F) -> F:
+        fn.inputs = kind  # type: ignore[attr-defined]
+        return fn
+
+    return wrap
+
+
+def _one_hot(y: np.ndarray, c: int) -> np.ndarray:
+    out = np.zeros((len(y), c))
+    out[np.arange(len(y)), y] = 1.0
+    return out
+
+
+def _class_means(x: np.ndarray, y: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(means C×D, counts C)``; a matrix product, fast for large N."""
+    onehot = _one_hot(y, c)
+    counts = onehot.sum(axis=0)
+    return (onehot.T @ x) / counts[:, None], counts
+
+
+def _eigh_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w, v = np.linalg.eigh(a)
+    return w[::-1], v[:, ::-1]
+
+
+def _logdet_spd(a: np.ndarray) -> float:
+    return 2.0 * float(np.sum(np.log(np.diag(np.linalg.cholesky(a)))))
+
+
+# --------------------------------------------------------------------------- LogME
+
+
+def _logme_basis(x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spectrum of ``FᵀF`` and the targets in its left singular basis.
+
+    Returns ``(sigma, z2, r0)``: the r numerically non-zero eigenvalues of ``FᵀF``
+    (equal to those of ``FFᵀ``), ``z2[i, c] = (u_iᵀ y_c)²`` for the left singular
+    vectors u_i, and ``r0[c] = ||y_c||² - sum_i z2[i, c]``, the part of each target
+    outside the column space of F. Uses the D×D Gram when N >= D, else the N×N one.
+    """
+    n, d = x.shape
+    if n >= d:
+        s, v = np.linalg.eigh(x.T @ x)
+    else:
+        s, v = np.linalg.eigh(x @ x.T)
+    top = float(s.max()) if s.size else 0.0
+    keep = s > top * max(n, d) * _EPS if top > 0 else np.zeros(s.shape, dtype=bool)
+    sigma = s[keep]
+    if n >= d:
+        z2 = ((v[:, keep].T @ (x.T @ targets)) / np.sqrt(sigma)[:, None]) ** 2
+        r0 = np.clip(np.sum(targets**2, axis=0) - z2.sum(axis=0), 0.0, None)
+    else:  # v is a complete basis of R^N: the residual is read off, without cancellation
+        z2 = (v.T @ targets) ** 2
+        r0 = z2[~keep].sum(axis=0)
+        z2 = z2[keep]
+    return sigma, z2, r0
+
+
+def _profile_evidence(t: np.ndarray, sig: np.ndarray, z2: np.ndarray, r0: np.ndarray, n: int) -> np.ndarray:
+    """Log evidence at ``lambda = alpha / beta = exp(t)`` (one per class), maximised over beta.
+
+    With ``E(lambda) = min_w ||y - F w||² + lambda ||w||² = sum_i lambda z_i² / (lambda + s_i) + r0``
+    the optimal ``beta = N / E`` and the evidence is
+    ``-1/2 sum_i log(1 + s_i / lambda) - N/2 log(E / N) - N/2 (1 + log 2 pi)``
+    (the D - r zero eigenvalues of FᵀF cancel exactly between ``D/2 log alpha`` and
+    ``-1/2 log|A|``).
+    """
+    lam = np.exp(t)
+    energy = np.sum(lam * z2 / (lam + sig[:, None]), axis=0) + r0
+    return (
+        -0.5 * np.sum(np.log1p(sig[:, None] / lam), axis=0) - 0.5 * n * np.log(energy / n) - 0.5 * n * (1.0 + _LOG_2PI)
+    )
+
+
+def _logme_per_class(x: np.ndarray, y: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maximum log evidence (not divided by N) and its ``(alpha, beta)`` for each class."""
+    n = len(x)
+    targets = _one_hot(y, c)
+    sigma, z2, r0 = _logme_basis(x, targets)
+    if sigma.size == 0:  # all-zero features: the prior is irrelevant
+        energy = r0
+        return -0.5 * n * np.log(energy / n) - 0.5 * n * (1.0 + _LOG_2PI), np.full(c, _INF), n / energy
+    scale = float(sigma.mean())
+    sig = sigma / scale  # scale-free: the evidence only depends on sigma / lambda
+    # lambda ranges over [1e-12 * smallest, 1e12 * largest] eigenvalue: beyond that the evidence is flat
+    lo = math.log(float(sig.min())) - 12 * math.log(10)
+    hi = math.log(float(sig.max())) + 12 * math.log(10)
+    grid = np.linspace(lo, hi, max(3, math.ceil((hi - lo) / 0.5) + 1))
+    values = np.stack([_profile_evidence(np.full(c, g), sig, z2, r0, n) for g in grid])  # G×C
+    best = np.argmax(values, axis=0)
+    a = grid[np.maximum(best - 1, 0)]
+    b = grid[np.minimum(best + 1, len(grid) - 1)]
+    # golden-section search inside the bracket around the best grid point, all classes at once
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    t1, t2 = b - ratio * (b - a), a + ratio * (b - a)
+    f1, f2 = _profile_evidence(t1, sig, z2, r0, n), _profile_evidence(t2, sig, z2, r0, n)
+    for _ in range(80):
+        left = f1 >= f2  # maximum in [a, t2]
+        b = np.where(left, t2, b)
+        a = np.where(left, a, t1)
+        t2n = np.where(left, t1, a + ratio * (b - a))
+        t1n = np.where(left, b - ratio * (b - a), t2)
+        f_new = _profile_evidence(np.where(left, t1n, t2n), sig, z2, r0, n)
+        f1, f2 = np.where(left, f_new, f2), np.where(left, f1, f_new)
+        t1, t2 = t1n, t2n
+        if np.all(b - a < 1e-12 * np.maximum(1.0, np.abs(a))):
+            break
+    t_star = np.where(f1 >= f2, t1, t2)
+    evidence = np.maximum(f1, f2)
+    grid_best = values[best, np.arange(c)]
+    t_star = np.where(grid_best > evidence, grid[best], t_star)
+    evidence = np.maximum(evidence, grid_best)
+    lam = np.exp(t_star)
+    energy = np.sum(lam * z2 / (lam + sig[:, None]), axis=0) + r0
+    beta = n / energy
+    return evidence, lam * scale * beta, beta
+
+
+@_feeds("features")
+@declare(higher_is_better=True, bounds=(-_INF, _INF))
+def logme(features: Any, labels: Any) -> float:
+    """LogME (You et al. 2021): the maximum marginal likelihood of a Bayesian linear head.
+
+    For each class c, a linear model ``y_c = F w + noise`` with prior
+    ``w ~ N(0, alpha⁻¹ I)`` and noise precision ``beta`` on the one-hot target y_c has
+    log evidence ``D/2 log alpha + N/2 log beta - alpha/2 ||m||² - beta/2 ||y_c - F m||²
+    - 1/2 log|alpha I + beta FᵀF| - N/2 log 2 pi``. LogME is the mean over classes of its
+    maximum over (alpha, beta), divided by N.
+
+    The maximum is the converged one, not a truncated iteration: one eigendecomposition
+    of FᵀF (D×D) or FFᵀ (N×N), whichever is smaller, then, for all classes at once, the
+    evidence profiled over beta is maximised over ``lambda = alpha / beta`` (a log-grid
+    bracket and a golden-section search to 1e-12). Its stationary points are exactly the
+    MacKay fixed points ``alpha = gamma / mᵀm``, ``beta = (N - gamma) / ||y - F m||²`` of the
+    paper's iteration, which can need far more than 100 steps to converge. The full
+    log-determinant, with the D - rank zero eigenvalues of FᵀF, is used, so the value is
+    right when N < D, and it is invariant to multiplying the features by a constant.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 3, 200)
+    >>> good = rng.normal(size=(200, 16)) + 3 * np.eye(3, 16)[y]
+    >>> bad = rng.normal(size=(200, 16))
+    >>> logme(good, y) > logme(bad, y)
+    True
+    """
+    x, y, c = features_and_labels(features, labels)
+    evidence, _, _ = _logme_per_class(x, y, c)
+    return float(np.mean(evidence) / len(x))
+
+
+# --------------------------------------------------------------------------- LEEP / NCE
+
+
+def _log_eep(probs: np.ndarray, y: np.ndarray, c: int) -> float:
+    """Mean log expected empirical prediction, ``1/N sum_i log sum_z P(y_i|z) theta_z(x_i)``."""
+    n = len(y)
+    joint = _one_hot(y, c).T @ probs / n  # C×Z, P(y, z)
+    marginal = joint.sum(axis=0)  # P(z)
+    cond = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)  # P(y|z)
+    eep = np.einsum("iz,iz->i", probs, cond[y])
+    return float(np.mean(np.log(eep)))
+
+
+@_feeds("probs")
+@declare(higher_is_better=True, bounds=(-_INF, 0.0))
+def leep(source_probs: Any, labels: Any) -> float:
+    """LEEP (Nguyen et al. 2020), the log expected empirical prediction.
+
+    With the source head's probabilities ``theta(x)`` over Z source classes, the
+    empirical joint ``P(y, z) = 1/N sum_i theta_z(x_i) [y_i = y]`` gives ``P(y|z)``, and
+    ``LEEP = 1/N sum_i log sum_z P(y_i|z) theta_z(x_i)`` (<= 0). Rows must be
+    probabilities: logits or unnormalised scores are refused.
+
+    >>> import numpy as np
+    >>> probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8]])
+    >>> round(leep(probs, [0, 0, 1, 1]), 4)  # (log 0.78 + log 0.71) / 2
+    -0.2955
+    """
+    p = as_float(source_probs, "source_probs", ndim=2)
+    y, _ = remap_labels(labels, "labels")
+    check_same_length("source_probs", p, "labels", y)
+    check_nonempty("source_probs", p)
+    c = check_min_classes(y)
+    check_probabilities(p, "source_probs")
+    return _log_eep(np.clip(p, 0.0, None), y, c)
+
+
+@_feeds("preds")
+@declare(higher_is_better=True, bounds=(-_INF, 0.0))
+def nce(source_pred: Any, labels: Any) -> float:
+    """NCE (Tran et al. 2019), the negative conditional entropy ``-H(Y | Z)``.
+
+    Z is the source model's hard prediction: integer class indices, or a matrix of
+    probabilities or logits whose row-wise argmax is taken. ``-H(Y|Z) =
+    sum_{y,z} P(y, z) log P(y | z)`` from the empirical joint; 0 when the source
+    prediction determines the target label.
+
+    >>> round(nce([0, 0, 1, 1], [5, 5, 7, 7]), 6)
+    0.0
+    >>> round(nce([0, 0, 0, 0], [5, 5, 7, 7]), 6)  # -log 2
+    -0.693147
+    """
+    raw = to_numpy(source_pred, "source_pred")
+    if raw.dtype.kind == "f":
+        raw = as_float(raw, "source_pred", ndim=(1, 2))  # NaN / Inf get their own message
+    if raw.ndim == 2 and raw.shape[1] > 1:
+        z = np.argmax(as_float(raw, "source_pred", ndim=2), axis=1)
+    else:
+        z = as_int_labels(raw, "source_pred")
+    y, _ = remap_labels(labels, "labels")
+    check_same_length("source_pred", z, "labels", y)
+    check_nonempty("source_pred", z)
+    c = check_min_classes(y)
+    _, z = np.unique(z, return_inverse=True)
+    joint = np.bincount(z * c + y, minlength=(int(z.max()) + 1) * c).reshape(-1, c) / len(y)  # Z×C
+    marginal = joint.sum(axis=1, keepdims=True)
+    nz = joint > 0
+    return float(np.sum(joint[nz] * np.log((joint / marginal)[nz])))
+
+
+# --------------------------------------------------------------------------- H-score
+
+
+def _hscore_terms(x: np.ndarray, y: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Eigen-decomposed ``Cov(f)`` (1/N) and the centred class means in its eigenbasis.
+
+    Returns ``(lam, q2, weights, extra)``: the eigenvalues ``lam`` of Cov(f) on its
+    range, ``q2[i, c]`` the squared coordinate of ``mu_c - mu`` on eigenvector i, the
+    class weights ``n_c / N``, and a few sums reused by the Ledoit-Wolf shrinkage. Works
+    in the N×N sample space when N < D, so a wide feature matrix costs O(N² D).
+    """
+    n, d = x.shape
+    xc = x - x.mean(axis=0)
+    means, counts = _class_means(xc, y, c)
+    weights = counts / n
+    if n >= d:
+        lam, v = np.linalg.eigh(xc.T @ xc / n)
+        q2 = (v.T @ means.T) ** 2
+        sq_norm_s = float(np.sum(lam**2))
+    else:
+        gram = xc @ xc.T
+        s, u = np.linalg.eigh(gram)
+        lam = s / n
+        proj = u.T @ (xc @ means.T)  # U^T Xc (mu_c - mu); coordinate on v_i is proj_i / sqrt(s_i)
+        # directions at rounding level (the one removed by centring, rank deficiency) carry no mean
+        # difference; their coordinates would be rounding noise divided by sqrt(noise)
+        real = s > max(float(s[-1]), 0.0) * max(n, d) * _EPS
+        q2 = np.divide(proj**2, s[:, None], out=np.zeros_like(proj), where=real[:, None])
+        sq_norm_s = float(np.sum(gram**2)) / n**2
+    extra = {
+        "n": n,
+        "d": d,
+        "trace": float(np.einsum("ij,ij->", xc, xc)) / n,
+        "sq_norm": sq_norm_s,
+        "fourth": float(np.sum(np.einsum("ij,ij->i", xc, xc) ** 2)),
+    }
+    return lam, q2, weights, extra
+
+
+def _pinv_trace(lam: np.ndarray, q2: np.ndarray, weights: np.ndarray, numerator: float = 1.0) -> float:
+    """``sum_c w_c sum_i numerator * q2[i, c] / lam_i`` over ``|lam_i| > 1e-15 max |lam|`` (pinv, rcond 1e-15)."""
+    top = float(np.max(np.abs(lam))) if lam.size else 0.0
+    keep = np.abs(lam) > 1e-15 * top
+    if not np.any(keep):
+        return 0.0
+    return float(np.sum(weights * (numerator * q2[keep] / lam[keep, None])))
+
+
+@_feeds("features")
+@declare(higher_is_better=True, bounds=(0.0, _INF))
+def hscore(features: Any, labels: Any) -> float:
+    """H-score (Bao et al. 2019): ``tr(pinv(Cov f) Cov(E[f|y]))``.
+
+    The paper's trace, with both covariances normalised by N and the Moore-Penrose
+    pseudo-inverse at ``rcond=1e-15`` (as ``numpy.linalg.pinv(cov, rcond=1e-15)``). It is
+    the Fisher-like separability of the class means and never exceeds C - 1.
+    One eigendecomposition of the D×D covariance, or of the N×N Gram when N < D.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1, 2], 50)
+    >>> x = rng.normal(size=(150, 4)) + 10 * np.eye(3, 4)[y]
+    >>> 1.9 < hscore(x, y) <= 2.0
+    True
+    """
+    x, y, c = features_and_labels(features, labels)
+    lam, q2, weights, _ = _hscore_terms(x, y, c)
+    return _pinv_trace(lam, q2, weights)
+
+
+def _ledoit_wolf_shrinkage(extra: dict) -> tuple[float, float]:
+    """Ledoit & Wolf (2004) shrinkage towards ``mu I``, ``mu = tr(S) / D``; returns ``(shrinkage, mu)``.
+
+    ``d² = ||S - mu I||²_F / D`` and ``b² = (1/N² sum_k ||x_k x_kᵀ - S||²_F) / D``
+    ``= (sum_k ||x_k||⁴ / N - ||S||²_F) / (N D)``; shrinkage ``min(b², d²) / d²``.
+    """
+    n, d = extra["n"], extra["d"]
+    mu = extra["trace"] / d
+    delta = (extra["sq_norm"] - d * mu**2) / d
+    beta = (extra["fourth"] / n - extra["sq_norm"]) / (n * d)
+    beta = min(beta, delta)
+    return (0.0 if beta <= 0 or delta <= 0 else beta / delta), mu
+
+
+@_feeds("features")
+@declare(higher_is_better=True, bounds=(0.0, _INF))
+def regularized_hscore(features: Any, labels: Any) -> float:
+    """Shrinkage H-score (Ibrahim et al. 2021): ``tr(Cov_a(f)⁻¹ (1 - a) Cov(E[f|y]))``.
+
+    ``Cov_a = (1 - a) Cov(f) + a (tr Cov(f) / D) I`` is the Ledoit-Wolf estimator and
+    ``a`` its shrinkage (the value of scikit-learn's ``LedoitWolf().shrinkage_``), both
+    covariances normalised by N. Stable when D is large relative to N, where the
+    plain H-score is dominated by noise; it also never exceeds C - 1.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1], 20)
+    >>> x = rng.normal(size=(40, 100)) + 2 * np.eye(2, 100)[y]
+    >>> 0 < regularized_hscore(x, y) < hscore(x, y) <= 1.0 + 1e-9
+    True
+    """
+    x, y, c = features_and_labels(features, labels)
+    lam, q2, weights, extra = _hscore_terms(x, y, c)
+    shrink, mu = _ledoit_wolf_shrinkage(extra)
+    # eigenvalues of Cov_a on the range of Cov(f); the class means have no component elsewhere
+    return _pinv_trace((1.0 - shrink) * lam + shrink * mu, q2, weights, numerator=1.0 - shrink)
+
+
+# --------------------------------------------------------------------------- TransRate
+
+
+def _coding_rate(z: np.ndarray, eps: float) -> float:
+    """``R(Z) = 1/2 logdet(I + ZᵀZ / (n eps))``, on the smaller of ZᵀZ and ZZᵀ."""
+    n, d = z.shape
+    gram = z.T @ z if n >= d else z @ z.T
+    gram /= n * eps
+    gram[np.diag_indices_from(gram)] += 1.0
+    return 0.5 * _logdet_spd(gram)
+
+
+@_feeds("features")
+@declare(higher_is_better=True, bounds=(-_INF, _INF))
+def transrate(features: Any, labels: Any, *, eps: float = 1e-4) -> float:
+    """TransRate (Huang et al. 2022): the coding-rate gain of knowing the labels.
+
+    Features are centred globally (not per class); ``R(Z) = 1/2 logdet(I + ZᵀZ / (n eps))``
+    with n the number of rows of Z, and ``TransRate = R(Z) - mean_c R(Z_c)`` where Z_c
+    are the rows of class c. Each log-determinant is a Cholesky factorisation of the
+    smaller Gram (D×D or n×n).
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1, 2, 3], 25)
+    >>> sep = rng.normal(size=(100, 8)) + 4 * np.eye(4, 8)[y]
+    >>> transrate(sep, y) > transrate(rng.normal(size=(100, 8)), y) + 1
+    True
+
+    Class rows are not re-centred, so a class's own offset from the global mean counts
+    as its spread: with two classes (collinear means) separation alone adds little.
+    """
+    x, y, c = features_and_labels(features, labels)
+    if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps: must be a positive number (the distortion of the coding rate), got {eps!r}")
+    z = x - x.mean(axis=0)
+    whole = _coding_rate(z, float(eps))
+    per_class = [_coding_rate(z[y == k], float(eps)) for k in range(c)]
+    return float(whole - np.mean(per_class))
+
+
+# --------------------------------------------------------------------------- GBC
+
+
+@_feeds("features")
+@declare(higher_is_better=True, bounds=(-_INF, 0.0))
+def gbc(features: Any, labels: Any, *, gaussian: str = "spherical") -> float:
+    """GBC (Pándy et al. 2022): minus the summed Bhattacharyya coefficients between classes.
+
+    Each class is a Gaussian with its mean and per-dimension (population) variances,
+    floored at 1e-4; ``gaussian="spherical"`` uses one variance per class, the mean of
+    its per-dimension variances, ``"diagonal"`` keeps them all. For classes i, j with
+    ``S = (S_i + S_j) / 2``: ``D_B = 1/8 (mu_i - mu_j)ᵀ S⁻¹ (mu_i - mu_j) + 1/2 log(|S| /
+    sqrt(|S_i| |S_j|))``, with the full log-determinant (``d log s`` for a spherical
+    ``s I``), ``BC = exp(-D_B)`` and ``GBC = -sum_{i != j} BC_ij`` (each pair counted in
+    both orders), in ``[-C(C-1), 0]``. Needs 2 samples per class.
+
+    >>> import numpy as np
+    >>> x = np.array([[0.0, 0.0], [2.0, 2.0], [4.0, 0.0], [6.0, 2.0]])
+    >>> round(gbc(x, [0, 0, 1, 1]), 6)  # ||mu_0 - mu_1||² = 16, s = 1: -2 exp(-2)
+    -0.270671
+    """
+    if gaussian not in ("spherical", "diagonal"):
+        raise ValueError(f"gaussian: expected 'spherical' or 'diagonal', got {gaussian!r}")
+    x, y, c = features_and_labels(features, labels, min_per_class=2)
+    d = x.shape[1]
+    means, _ = _class_means(x, y, c)
+    var, _ = _class_means((x - means[y]) ** 2, y, c)
+    var = np.maximum(var, 1e-4)  # C×D, population variance, floored
+    total = 0.0
+    if gaussian == "spherical":
+        s = var.mean(axis=1)
+        sq = np.sum(means**2, axis=1)
+        dist2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * means @ means.T, 0.0)
+        s_avg = 0.5 * (s[:, None] + s[None, :])
+        log_s = np.log(s)
+        bd = dist2 / (8.0 * s_avg) + 0.5 * d * (np.log(s_avg) - 0.5 * (log_s[:, None] + log_s[None, :]))
+        bc = np.exp(-bd)
+        total = float(bc.sum() - np.trace(bc))
+    else:
+        log_var_sum = np.log(var).sum(axis=1)
+        for i in range(c):
+            v_avg = 0.5 * (var[i] + var)  # C×D
+            bd = np.sum((means[i] - means) ** 2 / v_avg, axis=1) / 8.0 + 0.5 * (
+                np.log(v_avg).sum(axis=1) - 0.5 * (log_var_sum[i] + log_var_sum)
+            )
+            bc = np.exp(-bd)
+            bc[i] = 0.0
+            total += float(bc.sum())
+    return -total
+
+
+# --------------------------------------------------------------------------- NLEEP
+
+
+def _pca_scores(x: np.ndarray, pca_dim: int | float | None) -> np.ndarray:
+    """Principal-component scores of x (centred); ``pca_dim`` an int (components) or a variance fraction."""
+    xc = x - x.mean(axis=0)
+    if pca_dim is None:
+        return xc
+    n, d = xc.shape
+    if n >= d:
+        evals, vecs = _eigh_desc(xc.T @ xc)
+        scores = xc @ vecs
+    else:
+        evals, vecs = _eigh_desc(xc @ xc.T)
+        scores = vecs * np.sqrt(np.clip(evals, 0.0, None))
+    evals = np.clip(evals, 0.0, None)
+    rank = max(1, int(np.sum(evals > (evals[0] if evals.size else 0.0) * max(n, d) * _EPS)))
+    if isinstance(pca_dim, float) and pca_dim < 1.0:
+        ratio = np.cumsum(evals) / max(float(evals.sum()), np.finfo(np.float64).tiny)
+        k = int(np.searchsorted(ratio, pca_dim, side="right")) + 1  # smallest k explaining > pca_dim
+    else:
+        k = int(pca_dim) if not isinstance(pca_dim, float) else rank
+    scores = scores[:, : max(1, min(k, rank))]
+    # a deterministic sign per component: its largest-magnitude score is positive
+    flip = np.sign(scores[np.argmax(np.abs(scores), axis=0), np.arange(scores.shape[1])])
+    return scores * np.where(flip == 0, 1.0, flip)
+
+
+@_feeds("features")
+@declare(higher_is_better=True, bounds=(-_INF, 0.0))
+def nleep(
+    features: Any,
+    labels: Any,
+    *,
+    n_components_per_class: int = 5,
+    pca_dim: int | float | None = 0.8,
+    seed: int = 0,
+    covariance_type: str = "full",
+) -> float:
+    """N-LEEP (Li et al. 2021): LEEP with a Gaussian mixture fitted on the features as "source head".
+
+    Features are reduced by PCA (``pca_dim``: a fraction in (0, 1) keeps the fewest
+    components explaining more than that share of the variance, 0.8 by default; an
+    int keeps that many; None keeps the centred features), a Gaussian mixture with
+    ``n_components_per_class * C`` components (at most N) is fitted with
+    ``random_state=seed``, and LEEP (with its logarithm) is computed on the component
+    posteriors. Deterministic for a given seed. Needs scikit-learn
+    (``pip install pytest-transfer[data]``).
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1], 40)
+    >>> x = rng.normal(size=(80, 5)) + 6 * np.eye(2, 5)[y]
+    >>> nleep(x, y, n_components_per_class=2) > -0.1
+    True
+    """
+    x, y, c = features_and_labels(features, labels)
+    if not isinstance(n_components_per_class, (int, np.integer)) or n_components_per_class < 1:
+        raise ValueError(f"n_components_per_class: must be a positive integer, got {n_components_per_class!r}")
+    if pca_dim is not None and not (
+        (isinstance(pca_dim, (int, np.integer)) and not isinstance(pca_dim, bool) and pca_dim >= 1)
+        or (isinstance(pca_dim, float) and 0.0 < pca_dim <= 1.0)
+    ):
+        raise ValueError(
+            f"pca_dim: expected a number of components (int >= 1), a variance fraction in (0, 1] or None, "
+            f"got {pca_dim!r}"
+        )
+    try:
+        from sklearn.mixture import GaussianMixture
+    except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
+        raise ImportError(
+            "nleep fits a Gaussian mixture with scikit-learn, which is not installed; "
+            "install it with `pip install pytest-transfer[data]`"
+        ) from exc
+    z = _pca_scores(x, pca_dim)
+    k = min(int(n_components_per_class) * c, len(x))
+    gmm = GaussianMixture(n_components=k, covariance_type=covariance_type, random_state=seed)
+    posteriors = gmm.fit(z).predict_proba(z)
+    return _log_eep(posteriors, y, c)
+
+
+# --------------------------------------------------------------------------- SFDA
+
+
+def _softmax(a: np.ndarray) -> np.ndarray:
+    e = np.exp(a - a.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _regularized_fda_probs(
+    x: np.ndarray, y: np.ndarray, c: int, priors: np.ndarray, shrinkage: float | None
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Class posteriors of the shrinkage-regularised Fisher discriminant; returns ``(probs, shrinkage, means)``.
+
+    Within-class scatter ``S_w = sum_c pi_c Cov_c`` (population covariances); the paper's
+    adaptive shrinkage ``lambda = max(exp(-5 sigma_max(S_w)), 1e-10)`` and
+    ``S_w(lambda) = (1 - lambda) S_w + lambda (tr S_w / D) I``. The discriminant keeps all D
+    Fisher directions, so its scores are ``x S_w(lambda)⁻¹ mu_cᵀ - 1/2 mu_c S_w(lambda)⁻¹ mu_cᵀ
+    + log pi_c``; the between-class scatter only orders the directions.
+    """
+    n, d = x.shape
+    means, _ = _class_means(x, y, c)
+    resid = x - means[y]
+    sw = resid.T @ resid / n
+    if shrinkage is None:
+        top = float(np.linalg.eigvalsh(sw)[-1])
+        shrinkage = max(math.exp(-5.0 * top), 1e-10)
+    mu = float(np.trace(sw)) / d
+    sw = (1.0 - shrinkage) * sw
+    sw[np.diag_indices_from(sw)] += shrinkage * mu
+    evals, evecs = np.linalg.eigh(sw)
+    cutoff = max(float(evals[-1]), 0.0) * d * _EPS
+    inv = np.divide(1.0, evals, out=np.zeros_like(evals), where=evals > cutoff)
+    coef = (evecs * inv) @ (evecs.T @ means.T)  # D×C, S_w⁻¹ mu_cᵀ
+    logits = x @ coef - 0.5 * np.einsum("cd,dc->c", means, coef) + np.log(priors)
+    return _softmax(logits), shrinkage, means
+
+
+@_feeds("features")
+@declare(higher_is_better=True, bounds=(0.0, 1.0))
+def sfda(features: Any, labels: Any) -> float:
+    """SFDA (Shao et al. 2022): Self-challenging Fisher Discriminant Analysis.
+
+    1. A regularised Fisher discriminant (shrinkage ``lambda = exp(-5 sigma_max(S_w))``,
+       at least 1e-10, towards ``tr(S_w)/D I``) gives class posteriors ``p(y|x)``.
+    2. Self-challenging (ConfMix): each sample is mixed towards the mean of the other
+       classes' means, ``x' = q x + (1 - q) mean_{k != y} mu_k``, where q is the
+       softmax-softened probability of its true class, ``softmax(p(.|x))_y``.
+    3. The discriminant is refitted on the mixed features with the same lambda; the
+       score is the mean posterior of the true class, ``1/N sum_i p(y_i | x'_i)``, in (0, 1]
+       (the reference implementation's choice, without the logarithm).
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1, 2], 30)
+    >>> sep = rng.normal(size=(90, 6)) + 3 * np.eye(3, 6)[y]
+    >>> sfda(sep, y) > sfda(rng.normal(size=(90, 6)), y)
+    True
+    """
+    x, y, c = features_and_labels(features, labels)
+    n = len(x)
+    priors = np.bincount(y, minlength=c) / n
+    probs, shrinkage, means = _regularized_fda_probs(x, y, c, priors, None)
+    softened = _softmax(probs)
+    q = softened[np.arange(n), y][:, None]
+    others = (means.sum(axis=0) - means) / (c - 1)
+    mixed = q * x + (1.0 - q) * others[y]
+    probs, _, _ = _regularized_fda_probs(mixed, y, c, priors, shrinkage)
+    return float(np.mean(probs[np.arange(n), y]))
+
+
+# --------------------------------------------------------------------------- k-NN
+
+
+def _nearest(dist: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k smallest entries per row, ordered by (distance, column index)."""
+    rows = dist.shape[0]
+    kth = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]
+    less = dist < kth
+    equal = dist == kth
+    need = k - less.sum(axis=1, keepdims=True)
+    take = less | (equal & (np.cumsum(equal, axis=1) <= need))  # ties at the boundary: lowest index
+    idx = np.nonzero(take)[1].reshape(rows, k)  # ascending column index within each row
+    order = np.argsort(np.take_along_axis(dist, idx, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1)
+
+
+@_feeds("features")
+@declare(higher_is_better=True, bounds=(0.0, 1.0))
+def knn_accuracy(features: Any, labels: Any, *, k: int = 20, metric: str = "cosine") -> float:
+    """Leave-one-out k-nearest-neighbour accuracy of the labels from the features.
+
+    Each sample is classified by a majority vote of its k nearest other samples
+    (``k`` is capped at N - 1; the sample itself never votes, duplicates do).
+    ``metric`` is ``"cosine"`` (1 - cosine similarity; an all-zero row has similarity
+    0 to everything) or ``"euclidean"``. Deterministic: neighbours at equal distance
+    are taken by sample order, and a tied vote goes to the tied class whose member is
+    nearest. Computed in row blocks, O(N² D) time and O(N) memory per row.
+
+    >>> import numpy as np
+    >>> x = np.array([[0.0, 1.0], [0.1, 1.0], [1.0, 0.0], [1.0, 0.1]])
+    >>> knn_accuracy(x, [0, 0, 1, 1], k=1)
+    1.0
+    """
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric: expected 'cosine' or 'euclidean', got {metric!r}")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k: must be a positive integer number of neighbours, got {k!r}")
+    x, y, c = features_and_labels(features, labels)
+    n = len(x)
+    if n < 2:
+        raise ValueError("features: leave-one-out k-NN needs at least 2 samples")
+    k = min(int(k), n - 1)
+    if metric == "cosine":
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    sq = np.einsum("ij,ij->i", x, x)
+    block = max(1, min(n, 4_000_000 // n))
+    correct = 0
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        rows = np.arange(start, stop)
+        if metric == "cosine":
+            dist = 1.0 - x[start:stop] @ x.T
+        else:
+            dist = sq[start:stop, None] + sq[None, :] - 2.0 * (x[start:stop] @ x.T)
+        dist[rows - start, rows] = np.inf  # leave the sample out
+        votes = y[_nearest(dist, k)]  # B×k, nearest first
+        counts = np.zeros((len(rows), c), dtype=np.int64)
+        first = np.full((len(rows), c), k, dtype=np.int64)
+        local = np.arange(len(rows))
+        for pos in range(k - 1, -1, -1):
+            counts[local, votes[:, pos]] += 1
+            first[local, votes[:, pos]] = pos
+        winner = np.argmax(counts * (k + 1) + (k - first), axis=1)
+        correct += int(np.sum(winner == y[start:stop]))
+    return correct / n
+
+
+# --------------------------------------------------------------------------- LFC
+
+
+@_feeds("features")
+@declare(higher_is_better=True, bounds=(-1.0, 1.0))
+def lfc(features: Any, labels: Any) -> float:
+    """Label-feature correlation (Deshpande et al. 2021).
+
+    The Pearson correlation, over all N² entries, between the cosine-similarity Gram
+    matrix of the features, ``K_ij = cos(f_i, f_j)``, and the label agreement matrix,
+    ``L_ij = +1`` if ``y_i = y_j`` else -1 (both centred by their mean entry and
+    normalised by their Frobenius norms). Computed from D×D or N×N products without
+    forming the N×N matrices when D < N.
+
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    >>> lfc(x, [0, 0, 1, 1]) > 0.9
+    True
+    """
+    x, y, c = features_and_labels(features, labels)
+    n, d = x.shape
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    xh = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    total = xh.sum(axis=0)
+    sum_k = float(total @ total)
+    sum_k2 = float(np.sum((xh.T @ xh) ** 2)) if d <= n else float(np.sum((xh @ xh.T) ** 2))
+    class_sums = _one_hot(y, c).T @ xh
+    sum_k_same = float(np.sum(class_sums**2))
+    counts = np.bincount(y, minlength=c).astype(np.float64)
+    n2 = float(n) ** 2
+    mean_k = sum_k / n2
+    mean_l = (2.0 * float(np.sum(counts**2)) - n2) / n2
+    cov = (2.0 * sum_k_same - sum_k) / n2 - mean_k * mean_l
+    var_k = sum_k2 / n2 - mean_k**2
+    var_l = 1.0 - mean_l**2
+    if var_k <= 1e-12 * max(sum_k2 / n2, np.finfo(np.float64).tiny):
+        raise ValueError(
+            "features: all pairwise cosine similarities are equal (e.g. every row points the same way), "
+            "so the label-feature correlation is undefined"
+        )
+    return float(cov / math.sqrt(var_k * var_l))
+
+
+TRANSFERABILITY_METRICS: dict[str, Callable[..., float]] = {
+    "logme": logme,
+    "leep": leep,
+    "nce": nce,
+    "hscore": hscore,
+    "regularized_hscore": regularized_hscore,
+    "transrate": transrate,
+    "gbc": gbc,
+    "nleep": nleep,
+    "sfda": sfda,
+    "knn_accuracy": knn_accuracy,
+    "lfc": lfc,
+}
+"""Every transferability estimator by name; each has ``higher_is_better``, ``bounds`` and ``inputs``."""
+
+__all__ = [
+    "TRANSFERABILITY_METRICS",
+    "gbc",
+    "hscore",
+    "knn_accuracy",
+    "leep",
+    "lfc",
+    "logme",
+    "nce",
+    "nleep",
+    "regularized_hscore",
+    "sfda",
+    "transrate",
+]
