@@ -181,6 +181,10 @@ def logme(features: Any, labels: Any) -> float:
     paper's iteration, which can need far more than 100 steps to converge. The full
     log-determinant, with the D - rank zero eigenvalues of FᵀF, is used, so the value is
     right when N < D, and it is invariant to multiplying the features by a constant.
+    When N < D the maximum may lie at beta -> infinity (exact interpolation); its finite
+    limit is returned. Noise-free features whose column space contains the labels
+    (rank < N) have unbounded evidence: lambda stops at 1e-12 times the smallest non-zero
+    eigenvalue, which gives a large, finite score.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -462,7 +466,7 @@ def gbc(features: Any, labels: Any, *, gaussian: str = "spherical") -> float:
             bc = np.exp(-bd)
             bc[i] = 0.0
             total += float(bc.sum())
-    return -total
+    return 0.0 - total  # not -0.0 when the classes do not overlap at all
 
 
 # --------------------------------------------------------------------------- NLEEP

@@ -9,6 +9,7 @@ same size builds each of them once.
 from __future__ import annotations
 
 import hashlib
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -212,23 +213,29 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.
     """Motion blur along one direction per image (``angles_deg``: N), edges replicated.
 
     Tap ``i`` samples the image ``(round(i·cos θ), round(i·sin θ))`` pixels
-    away (ImageMagick's ``MotionBlurImage`` offsets). The taps are laid into
-    one sparse kernel per image and applied with :func:`fft_filter2d`.
+    away (ImageMagick's ``MotionBlurImage`` offsets). The image is padded once
+    and each tap adds a shifted view: no index tensors, no FFT.
     """
     taps = motion_kernel(radius, sigma)
     if len(taps) == 1:
         return x
-    n = x.shape[0]
+    n, _, h, w = x.shape
     reach = len(taps) - 1
     theta = torch.deg2rad(angles_deg.detach().to("cpu", torch.float64))
     i = torch.arange(len(taps), dtype=torch.float64)
-    dx = torch.ceil(i[None, :] * torch.cos(theta)[:, None] - 0.5).long()
-    dy = torch.ceil(i[None, :] * torch.sin(theta)[:, None] - 0.5).long()
-    size = 2 * reach + 1
-    kernel = torch.zeros(n, size * size, dtype=torch.float64)
-    weights = torch.tensor(taps, dtype=torch.float64).expand(n, -1)
-    kernel.scatter_add_(1, (dy + reach) * size + (dx + reach), weights)
-    return fft_filter2d(x, kernel.view(n, size, size), "nearest")
+    dx = torch.ceil(i[None, :] * torch.cos(theta)[:, None] - 0.5).long().tolist()
+    dy = torch.ceil(i[None, :] * torch.sin(theta)[:, None] - 0.5).long().tolist()
+    xp = pad(x, reach, reach, "nearest")
+    out = torch.empty_like(x)
+    for b in range(n):
+        merged: dict[tuple[int, int], float] = {}
+        for oy, ox, weight in zip(dy[b], dx[b], taps, strict=True):
+            merged[(oy, ox)] = merged.get((oy, ox), 0.0) + weight
+        acc = out[b].zero_()
+        src = xp[b]
+        for (oy, ox), weight in merged.items():
+            acc.add_(src[:, reach + oy : reach + oy + h, reach + ox : reach + ox + w], alpha=weight)
+    return out
 
 
 def box_blur3(x: torch.Tensor) -> torch.Tensor:
@@ -282,14 +289,22 @@ def nearest_index(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(idx, device=device)
 
 
-def zoom_about_centre(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Bilinear zoom by ``factors`` (one per image, ≥ 1) about the centre, cropped to the input size."""
-    n = x.shape[0]
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = 1.0 / factors
-    theta[:, 1, 1] = 1.0 / factors
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """ImageNet-C's ``clipped_zoom``: crop the centre ``ceil(side / factor)``, zoom it, trim the centre.
+
+    The zoom is bilinear with corners aligned (``scipy.ndimage.zoom(order=1)``)
+    to ``round(crop · factor)`` pixels, then the centre ``H×W`` is kept. Each
+    axis is handled on its own, so non-square images work.
+    """
+    h, w = x.shape[-2:]
+    ch, cw = math.ceil(h / factor), math.ceil(w / factor)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[..., top : top + ch, left : left + cw]
+    oh, ow = max(h, round(ch * factor)), max(w, round(cw * factor))
+    lead = x.shape[:-2]
+    zoomed = F.interpolate(crop.reshape(-1, 1, ch, cw), size=(oh, ow), mode="bilinear", align_corners=True)
+    th, tw = (oh - h) // 2, (ow - w) // 2
+    return zoomed[..., th : th + h, tw : tw + w].reshape(*lead, h, w)
 
 
 # --------------------------------------------------------------------------- colour

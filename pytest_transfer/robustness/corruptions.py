@@ -46,6 +46,7 @@ from torchvision.io import decode_jpeg, encode_jpeg
 from . import corruptions_weather as weather
 from ._ops import (
     Context,
+    clipped_zoom,
     fft_filter2d,
     gaussian_blur,
     motion_blur,
@@ -54,7 +55,6 @@ from ._ops import (
     pil_box_matrix,
     pixel_scale,
     smooth_field,
-    zoom_about_centre,
 )
 
 #: the 15 ImageNet-C corruptions, in the published order
@@ -217,9 +217,7 @@ def _motion_blur(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
 
 
 def _zoomed(x: torch.Tensor, z: float, ctx: Context) -> torch.Tensor:
-    if z == 1.0:
-        return x
-    return zoom_about_centre(x, torch.full((x.shape[0],), z, device=x.device, dtype=x.dtype))
+    return x if z == 1.0 else clipped_zoom(x, z)
 
 
 def _zoom_blur(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:

@@ -18,6 +18,7 @@ from ._ops import (
     Context,
     Rng,
     box_blur3,
+    clipped_zoom,
     colour,
     filter2d,
     gaussian_blur,
@@ -28,7 +29,6 @@ from ._ops import (
     pixel_scale,
     plasma_fractal,
     splat_segments,
-    zoom_about_centre,
 )
 
 # (loc, scale, zoom, threshold, blur radius px, blur sigma px, blend)
@@ -64,9 +64,7 @@ def snow(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     n, _, h, w = x.shape
     s = pixel_scale(x)
     rng = ctx.rng("snow", severity)
-    layer = rng.normal(n, 1, h, w, mean=loc, std=scale)
-    factors = torch.full((n,), max(1.0, zoom * s), device=x.device, dtype=x.dtype)
-    layer = zoom_about_centre(layer, factors)
+    layer = clipped_zoom(rng.normal(n, 1, h, w, mean=loc, std=scale), max(1.0, zoom * s))
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp_(0.0, 1.0)
     angles = rng.uniform(n, low=-135.0, high=-45.0)
     layer = motion_blur(layer, radius * s, sigma * s, angles)
@@ -99,7 +97,7 @@ def frost_texture(n: int, h: int, w: int, rng: Rng) -> torch.Tensor:
     angle = rng.uniform(n, p, low=0.0, high=2.0 * math.pi)
     length = rng.uniform(n, p, low=12.0, high=48.0) * s
     weight = rng.uniform(n, p, low=0.5, high=1.0)
-    samples = max(2, math.ceil(2 * 48.0 * s) + 1)
+    samples = max(2, math.ceil(48.0 * s) + 1)  # about one point per pixel of the longest needle
     canvas = torch.zeros(n, h, w, device=dev, dtype=dt)
     splat_segments(canvas, sy, sx, angle, length, weight, samples)
 
@@ -117,7 +115,7 @@ def frost_texture(n: int, h: int, w: int, rng: Rng) -> torch.Tensor:
         bangle.reshape(n, -1),
         blength.reshape(n, -1),
         (0.7 * weight[..., None]).expand(n, p, b).reshape(n, -1),
-        samples,
+        max(2, math.ceil(0.4 * samples)),
     )
     needles = gaussian_blur(canvas[:, None], max(0.45, 0.5 * s))[:, 0]
     needles = 1.0 - torch.exp(-2.0 * needles)

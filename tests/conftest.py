@@ -1,0 +1,36 @@
+"""Shared fixtures for the plugin's own tests: a fresh context, small nets and small data."""
+
+from __future__ import annotations
+
+import pytest
+from _helpers import make_blobs_images, tiny_net
+
+
+@pytest.fixture
+def fresh_context(tmp_path, monkeypatch):
+    """A context of its own (no disk cache unless a test asks), made current for the test."""
+    from pytest_transfer.context import Context, set_current_context
+    from pytest_transfer.settings import resolve
+
+    for key in list(__import__("os").environ):
+        if key.startswith("PYTEST_TRANSFER_"):
+            monkeypatch.delenv(key)
+    ctx = Context(resolve({"no_cache": True, "device": "cpu"}, rootdir=tmp_path, pyproject=None))
+    previous = set_current_context(ctx)
+    yield ctx
+    set_current_context(previous)
+
+
+@pytest.fixture
+def blobs(fresh_context):
+    from pytest_transfer import load_dataset
+
+    x, y = make_blobs_images()
+    return load_dataset((x, y), name="blobs")
+
+
+@pytest.fixture
+def tiny_model(fresh_context):
+    from pytest_transfer import load_model
+
+    return load_model(tiny_net(), name="tiny")
