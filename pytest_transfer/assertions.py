@@ -9,6 +9,7 @@ came from, the model, the dataset and what to try next.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .context import Context, Measurement, current_context
@@ -16,6 +17,64 @@ from .settings import CONFIDENCE_MODES
 from .thresholds import Threshold, explicit
 
 GateResult = Measurement
+MAX_PLOT_CLASSES = 50  # confusion matrices of more classes are not kept (they travel through JSON and JUnit)
+RELIABILITY_BINS = 10
+
+
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars / arrays turned into Python numbers / lists and NaN / Inf into ``None``.
+
+    Measurement details travel as JSON (pytest-xdist, JUnit properties,
+    ``--transfer-report``), so gates pass them through this.
+    """
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def classification_details(y_true: Any, y_pred: Any, scores: Any, classes: list[str]) -> dict[str, Any]:
+    """Plot-ready data of a classifier's test predictions for the HTML report.
+
+    ``confusion_matrix`` (rows = true class; only up to ``MAX_PLOT_CLASSES``
+    classes) with ``classes``, and, when per-class scores are there,
+    ``reliability`` (``RELIABILITY_BINS`` equal-width bins of top-1
+    confidence: mean ``confidence``, ``accuracy`` and ``count`` per bin, empty
+    bins ``None``) and ``ece``.
+    """
+    from .metrics import confusion_matrix, expected_calibration_error
+    from .metrics.classification import reliability_curve
+
+    k = len(classes)
+    out: dict[str, Any] = {}
+    if k <= MAX_PLOT_CLASSES:
+        out["confusion_matrix"] = confusion_matrix(y_true, y_pred, num_classes=k).tolist()
+        out["classes"] = list(classes)
+    if scores is not None and getattr(scores, "ndim", 0) == 2 and scores.shape[1] == k:
+        curve = reliability_curve(y_true, scores, n_bins=RELIABILITY_BINS)
+        out["reliability"] = plain({"confidence": curve.confidence, "accuracy": curve.accuracy,
+                                    "count": curve.count})
+        out["ece"] = expected_calibration_error(y_true, scores, n_bins=RELIABILITY_BINS)
+    return out
+
+
+def bootstrap_interval(ctx: Context, statistic: Any, *arrays: Any, n_resamples: int = 1000,
+                       vectorized: bool = False) -> tuple[float, float]:
+    """The seeded percentile bootstrap interval a gate reports for a metric that is not a proportion.
+
+    Level ``--transfer-confidence-level``, seed ``--transfer-seed``: the same
+    run gives the same interval. Samples (rows of ``arrays``) are resampled
+    jointly (see :func:`pytest_transfer.metrics.bootstrap_ci`).
+    """
+    from .metrics import bootstrap_ci
+
+    return bootstrap_ci(statistic, *arrays, confidence=ctx.settings.confidence_level, n_resamples=n_resamples,
+                        seed=ctx.settings.seed, vectorized=vectorized)
 
 
 def _confidence_mode(confidence: str | bool | None, ctx: Context) -> str:
@@ -67,7 +126,7 @@ def finish_gate(ctx: Context, *, gate: str, metric: str, label: str, value: floa
         gate=gate, metric=metric, value=float(value), model=model, dataset=dataset,
         interval=(float(interval[0]), float(interval[1])) if interval is not None else None,
         threshold=threshold.value, threshold_source=threshold.source,
-        comparison=">=" if higher_is_better else "<=", passed=passed, confidence=mode, details=details,
+        comparison=">=" if higher_is_better else "<=", passed=passed, confidence=mode, details=plain(details),
     ))
     if passed:
         return m
@@ -119,7 +178,8 @@ def assert_transfer_accuracy_above(model: Any, dataset: Any, threshold: float | 
         ctx, gate="transfer_accuracy", metric=f"{method}_accuracy", label=f"Transfer accuracy ({method})",
         value=hits / pr.n, interval=_accuracy_interval(hits, pr.n, ctx), threshold=thr,
         higher_is_better=True, mode=mode, model=model.name, dataset=dataset.name,
-        details={"method": method, "split": split, "n": pr.n, "correct": hits},
+        details={"method": method, "split": split, "n": pr.n, "correct": hits,
+                 **classification_details(pr.y_true, pr.y_pred, pr.scores, dataset.classes)},
         hint="check the preprocess (image size, normalisation) and the feature node; compare method='knn'; "
              "a larger test split narrows the interval",
     )
@@ -134,7 +194,7 @@ def assert_f1_above(model: Any, dataset: Any, threshold: float | None = None, *,
     percentile bootstrap over test samples.
     """
     __tracebackhide__ = True
-    from .metrics import bootstrap_ci, f1_score
+    from .metrics import f1_score
     from .predictions import check_method, predict, resolve_pair
 
     ctx = current_context()
@@ -148,12 +208,12 @@ def assert_f1_above(model: Any, dataset: Any, threshold: float | None = None, *,
     value = f1_score(pr.y_true, pr.y_pred, average=average)
     interval = None
     if mode != "none":
-        interval = bootstrap_ci(lambda t, p: f1_score(t, p, average=average), pr.y_true, pr.y_pred,
-                                confidence=ctx.settings.confidence_level, seed=ctx.settings.seed)
+        interval = bootstrap_interval(ctx, lambda t, p: f1_score(t, p, average=average), pr.y_true, pr.y_pred)
     return finish_gate(
         ctx, gate="f1", metric=f"f1_{average}", label=f"F1 ({average}, {method})", value=value, interval=interval,
         threshold=thr, higher_is_better=True, mode=mode, model=model.name, dataset=dataset.name,
-        details={"method": method, "split": split, "n": pr.n, "average": average},
+        details={"method": method, "split": split, "n": pr.n, "average": average,
+                 **classification_details(pr.y_true, pr.y_pred, pr.scores, dataset.classes)},
         hint="look at the confusion matrix for the classes that fail (pytest_transfer.metrics.confusion_matrix)",
     )
 

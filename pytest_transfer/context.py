@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,12 @@ class Measurement:
     test: str | None = None
     confidence: str = "none"
     details: dict[str, Any] = field(default_factory=dict)
+    duration: float | None = None
+    """seconds: from the start of the test's call phase, or the previous measurement of the test, to this one"""
+    device: str | None = None
+    """the torch device of the process that measured it (``None`` before any model ran)"""
+    worker: str | None = None
+    """the pytest-xdist worker id (``gw0``, ...) that measured it; ``None`` without xdist"""
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -57,6 +64,8 @@ class Context:
         self.probes: dict[tuple[Any, ...], Any] = {}
         self.measurements: list[Measurement] = []
         self.current_test: str | None = None
+        self.current_test_path: str | None = None  # the test's file (baselines live next to it)
+        self.clock: float | None = None  # perf_counter at the start of the test's call phase / last record
         self.forward_passes = 0
         self.cache_hits = 0
         self.progress: Callable[[str], None] | None = None
@@ -99,6 +108,14 @@ class Context:
     def record(self, measurement: Measurement) -> Measurement:
         if measurement.test is None:
             measurement.test = self.current_test
+        now = time.perf_counter()
+        if measurement.duration is None and self.clock is not None:
+            measurement.duration = now - self.clock
+        self.clock = now
+        if measurement.device is None and self._device is not None:
+            measurement.device = str(self._device)
+        if measurement.worker is None:
+            measurement.worker = os.environ.get("PYTEST_XDIST_WORKER")
         self.measurements.append(measurement)
         return measurement
 
@@ -110,9 +127,8 @@ def build_thresholds(settings: Settings) -> ThresholdTable:
         path = settings.thresholds
         if not os.path.isabs(path):
             path = os.path.join(settings.rootdir, path)
-        extra = ThresholdTable.from_file(path)
-        for key, metrics in extra.entries.items():
-            table.entries.setdefault(key, {}).update(metrics)
+        extra = ThresholdTable.from_file(path, display=settings.thresholds)
+        table.update(extra)  # the file's entries win; each keeps its own origin
         table.origin = f"{table.origin} / {extra.origin}"
     return table
 

@@ -224,7 +224,16 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
             inp = model.preprocess(x)
             if conv and inp.ndim == 4:
                 inp = inp.contiguous(memory_format=torch.channels_last)
-            out = model.module(inp)
+            try:
+                out = model.module(inp)
+            except RuntimeError as exc:
+                if "out of memory" in str(exc).lower():
+                    raise
+                raise ValueError(
+                    f"model {model.name!r} failed on images of {dataset.name!r}: [0, 1] batch {tuple(x.shape)}, "
+                    f"after preprocess {tuple(inp.shape)}: {str(exc).splitlines()[0]}. Check the model's preprocess "
+                    "(image size, channels) against what the network expects"
+                ) from exc
             if isinstance(out, (tuple, list)):
                 out = out[0]
             logits_out.append(out.float().cpu())

@@ -85,7 +85,7 @@ class TransferModel:
         self.module = module.eval()
         self.name = name or type(module).__name__
         self.in_channels = int(in_channels) if in_channels else _guess_in_channels(module)
-        self.preprocess = preprocess if preprocess is not None else Preprocess(channels=self.in_channels)
+        self.preprocess = preprocess if preprocess is not None else Preprocess(channels=self.in_channels or 0)
         self.categories = list(categories) if categories is not None else None
         head = _last_linear(module)
         if num_classes is None:
@@ -163,7 +163,7 @@ class TransferModel:
                 t = t.float()
             h.update(t.numpy().tobytes() if t.dtype != _torch().bool else t.to(_torch().uint8).numpy().tobytes())
         h.update(self.feature_node.encode())
-        h.update(_preprocess_fingerprint(self.preprocess, self.in_channels).encode())
+        h.update(_preprocess_fingerprint(self.preprocess, self.in_channels or 3).encode())
         digest = h.hexdigest()
         self._fingerprint = (memo_key, digest)
         return digest
@@ -203,7 +203,8 @@ def _last_linear(module: nn.Module) -> tuple[str, Any] | None:
     return last
 
 
-def _guess_in_channels(module: nn.Module) -> int:
+def _guess_in_channels(module: nn.Module) -> int | None:
+    """The first convolution's input channels (``None`` when there is no convolution to tell)."""
     from torch import nn
 
     for sub in module.modules():
@@ -211,7 +212,7 @@ def _guess_in_channels(module: nn.Module) -> int:
             return int(sub.in_channels)
         if isinstance(sub, nn.Linear):
             break
-    return 3
+    return None
 
 
 # --- sources -------------------------------------------------------------

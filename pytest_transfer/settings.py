@@ -197,6 +197,8 @@ def resolve(
     pp = Path(pyproject) if pyproject else find_pyproject(rootdir)
     section = read_pyproject_section(pp)
     table = section.get("thresholds", {})
+    if isinstance(table, str):  # thresholds = "path/to/thresholds.toml": the option, not a table
+        table = {}
     file_cfg = {k: v for k, v in section.items() if not (k == "thresholds" and isinstance(v, dict))}
     unknown = sorted(set(file_cfg) - set(OPTION_BY_KEY))
     if unknown:

@@ -7,10 +7,23 @@ Layout, in ``pyproject.toml`` or in a file named by ``--transfer-thresholds``::
     [tool.pytest_transfer.thresholds."*"."digits"]
     noise_max_drop = 0.1
 
-Precedence: an explicit argument, then a ``pytest_transfer_threshold`` hook,
-then the table's most specific match: an exact model beats a pattern, an
-exact dataset beats a pattern, and among patterns the one with more literal
-characters wins.
+Precedence, highest first:
+
+1. an explicit argument to the gate (``threshold=``, ``max_drop=``, ...);
+2. the ``pytest_transfer_threshold`` hook (first non-``None`` result wins; a
+   hook returns ``None`` to defer to the file). The hook is code a team chose
+   to install, so it outranks the static table; it can defer per key;
+3. the table's most specific match. Patterns are compared model first, then
+   dataset: an exact model name beats a pattern, then (for equal model
+   patterns) an exact dataset name beats a pattern, and between two patterns
+   the one with more literal characters wins (``"resnet*"`` beats ``"*"``).
+   So ``"m"."*"`` beats ``"*"."d"``, and ``"m"."d"`` beats both;
+4. nothing: the gate raises an error saying where to set one.
+
+Entries from the ``--transfer-thresholds`` file are merged over the
+pyproject table: the same model pattern × dataset pattern × key in both is
+taken from the file. Each threshold remembers the file and key it came from,
+and every error names them.
 """
 
 from __future__ import annotations
@@ -55,6 +68,7 @@ KNOWN_KEYS: dict[str, tuple[float, float]] = {
     "sfda": (-INF, INF),
     "lfc": (-1.0, 1.0),
     "layer_accuracy": (0.0, 1.0),
+    "regression_min_effect": (0.0, 1.0),
 }
 
 
@@ -67,6 +81,12 @@ class Threshold:
 
     def __float__(self) -> float:
         return self.value
+
+
+def _table(section: str, *names: str) -> str:
+    """``[section."a"."b"]`` as TOML spells it (no leading dot for a file whose models are top-level)."""
+    quoted = ".".join(f'"{n}"' for n in names)
+    return f"[{section}.{quoted}]" if section and quoted else f"[{section or quoted}]"
 
 
 def _specificity(pattern: str) -> tuple[int, int]:
@@ -83,22 +103,38 @@ class ThresholdTable:
         self.origin = origin
         self.section = section
         self.entries: dict[tuple[str, str], dict[str, float]] = {}
+        # (model pattern, dataset pattern, key) -> (file, section) the value came from
+        self.origins: dict[tuple[str, str, str], tuple[str, str]] = {}
         self.providers: list[Callable[[str, str, str], Any]] = []
         self.merge(table or {}, origin=origin, section=section)
 
     def merge(self, table: Mapping[str, Any], *, origin: str, section: str) -> None:
         for model, per_dataset in table.items():
-            where = f'{origin} [{section}."{model}"]'
+            where = f"{origin} {_table(section, model)}"
             if not isinstance(per_dataset, Mapping):
                 raise pytest.UsageError(
-                    f'{where}: expected a table of datasets, e.g. [{section}."{model}"."digits"]'
+                    f"{where}: expected a table of datasets, e.g. {_table(section, model, 'digits')}"
                 )
             for dataset, metrics in per_dataset.items():
-                where = f'{origin} [{section}."{model}"."{dataset}"]'
+                where = f"{origin} {_table(section, model, dataset)}"
                 if not isinstance(metrics, Mapping):
+                    if dataset in KNOWN_KEYS:
+                        raise pytest.UsageError(
+                            f"{origin} {_table(section, model)} {dataset}: a threshold needs a model and a "
+                            f"dataset; write it under {_table(section, model, '*')} to apply it to every dataset"
+                        )
                     raise pytest.UsageError(f"{where}: expected a table of metric = number")
                 for key, value in metrics.items():
                     self.entries.setdefault((model, dataset), {})[key] = self._validated(key, value, where)
+                    self.origins[(model, dataset, key)] = (origin, section)
+
+    def update(self, other: ThresholdTable) -> None:
+        """Merge ``other`` over this table (its entries win), keeping where each value came from."""
+        for (model, dataset), metrics in other.entries.items():
+            for key, value in metrics.items():
+                self.entries.setdefault((model, dataset), {})[key] = value
+                self.origins[(model, dataset, key)] = other.origins.get(
+                    (model, dataset, key), (other.origin, other.section))
 
     @staticmethod
     def _validated(key: str, value: Any, where: str) -> float:
@@ -114,26 +150,41 @@ class ThresholdTable:
         return float(value)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> ThresholdTable:
+    def from_file(cls, path: str | Path, *, display: str | None = None) -> ThresholdTable:
+        """Read a TOML file of thresholds: ``[thresholds."<model>"."<dataset>"]`` (or the pyproject layout,
+        or ``["<model>"."<dataset>"]`` at the top level). ``display`` is how errors name the file."""
         p = Path(path)
+        shown = display or str(p)
         if not p.is_file():
-            raise pytest.UsageError(f"thresholds file {p} does not exist; fix --transfer-thresholds")
+            raise pytest.UsageError(f"thresholds file {shown} does not exist; fix --transfer-thresholds")
         try:
             data = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as exc:
-            raise pytest.UsageError(f"{p}: not valid TOML ({exc})") from None
-        table = data.get("tool", {}).get("pytest_transfer", {}).get("thresholds", data.get("thresholds", data))
-        return cls(table, origin=str(p), section="thresholds")
+            raise pytest.UsageError(f"{shown}: not valid TOML ({exc})") from None
+        if "tool" in data:
+            section = "tool.pytest_transfer.thresholds"
+            table = data["tool"].get("pytest_transfer", {}).get("thresholds", {})
+        elif "thresholds" in data:
+            section, table = "thresholds", data["thresholds"]
+        else:
+            section, table = "", data
+        if not isinstance(table, Mapping):
+            raise pytest.UsageError(f"{shown} {_table(section)}: expected a table of models")
+        return cls(table, origin=shown, section=section)
 
-    def lookup(self, model: str, dataset: str, key: str) -> Threshold | None:
-        """The best-matching threshold for ``key``, or ``None``."""
+    def from_providers(self, model: str, dataset: str, key: str) -> Threshold | None:
+        """The first non-``None`` answer of the providers (the ``pytest_transfer_threshold`` hook), validated."""
         for provider in self.providers:
             got = provider(model, dataset, key)
             if got is not None:
                 if isinstance(got, Threshold):
                     return got
-                return Threshold(self._validated(key, got, "pytest_transfer_threshold hook"),
-                                 "pytest_transfer_threshold hook")
+                where = f"pytest_transfer_threshold hook (model {model!r}, dataset {dataset!r})"
+                return Threshold(self._validated(key, got, where), f"pytest_transfer_threshold hook {key}")
+        return None
+
+    def from_table(self, model: str, dataset: str, key: str) -> Threshold | None:
+        """The most specific table entry matching ``model`` × ``dataset`` for ``key`` (see the module docstring)."""
         best: tuple[tuple[int, int, int, int], str, str] | None = None
         for (mp, dp), metrics in self.entries.items():
             if key not in metrics:
@@ -141,23 +192,35 @@ class ThresholdTable:
             if not (fnmatch.fnmatchcase(model, mp) and fnmatch.fnmatchcase(dataset, dp)):
                 continue
             rank = (*_specificity(mp), *_specificity(dp))
-            if best is None or rank > best[0]:
+            if best is None or rank > best[0]:  # on a tie the entry written first wins
                 best = (rank, mp, dp)
         if best is None:
             return None
         _, mp, dp = best
-        return Threshold(self.entries[(mp, dp)][key], f'{self.origin} [{self.section}."{mp}"."{dp}"] {key}')
+        origin, section = self.origins.get((mp, dp, key), (self.origin, self.section))
+        return Threshold(self.entries[(mp, dp)][key], f"{origin} {_table(section, mp, dp)} {key}")
+
+    def lookup(self, model: str, dataset: str, key: str) -> Threshold | None:
+        """The threshold for ``key``: the hook's answer, else the best table match, else ``None``."""
+        return self.from_providers(model, dataset, key) or self.from_table(model, dataset, key)
 
     def require(self, model: str, dataset: str, keys: tuple[str, ...] | str, *, argument: str) -> Threshold:
-        """The first key found for the pair, or an ``AssertionError``-free ``LookupError`` saying where to set it."""
+        """The threshold for the first of ``keys`` found, or a ``LookupError`` saying where to set one.
+
+        The hook is asked for every key before the table is (hook > table,
+        whatever the key); within each, earlier keys win (the gate lists the
+        most specific key first, e.g. ``linear_probe_accuracy`` then
+        ``transfer_accuracy``).
+        """
         keys = (keys,) if isinstance(keys, str) else keys
-        for key in keys:
-            found = self.lookup(model, dataset, key)
-            if found is not None:
-                return found
+        for source in (self.from_providers, self.from_table):
+            for key in keys:
+                found = source(model, dataset, key)
+                if found is not None:
+                    return found
         raise LookupError(
             f"no threshold for {keys[0]!r} on model {model!r} × dataset {dataset!r}: pass {argument}=... or set "
-            f'{keys[0]} = ... under [{self.section}."{model}"."{dataset}"] (either name may be "*") in {self.origin}'
+            f'{keys[0]} = ... under {_table(self.section, model, dataset)} (either name may be "*") in {self.origin}'
         )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy  # noqa: F401  (imported once here: pytester's in-process runs cannot re-import numpy)
 import pytest
+import torch  # noqa: F401
 from _helpers import make_blobs_images, tiny_net
 
 
@@ -34,3 +36,22 @@ def tiny_model(fresh_context):
     from pytest_transfer import load_model
 
     return load_model(tiny_net(), name="tiny")
+
+
+_HEAVY = {"torch", "torchvision", "numpy", "scipy", "sklearn", "PIL", "matplotlib", "functorch", "sympy", "filelock"}
+
+
+@pytest.fixture(autouse=True)
+def _keep_heavy_modules_across_pytester_runs(monkeypatch):
+    """pytester's in-process runs drop the modules they imported; torch and numpy cannot be imported twice."""
+    from _pytest import pytester as _pt
+
+    original = _pt.SysModulesSnapshot.__init__
+
+    def init(self, preserve=None):
+        def keep(name):
+            return name.partition(".")[0] in _HEAVY or bool(preserve and preserve(name))
+
+        original(self, preserve=keep)
+
+    monkeypatch.setattr(_pt.SysModulesSnapshot, "__init__", init)

@@ -1,0 +1,315 @@
+"""Baselines: the stored results that :func:`~pytest_transfer.gates.regression.assert_no_regression` compares with.
+
+One JSON file per test × model × dataset (× method × split when they are not
+the defaults), in a folder ``__transfer_baselines__/<test module>/`` next to
+the test file (outside pytest: in the working directory)::
+
+    tests/
+      test_backbone.py
+      __transfer_baselines__/
+        test_backbone/
+          test_still_transfers--torchvision_resnet18--digits.json
+
+A file holds a schema tag and version, the test, model, dataset, method and
+split it belongs to, the metric values, the per-sample correctness (packed
+bits, base64) and predicted labels (little-endian integers, base64) on the
+split, and fingerprints of the dataset and of its split, so that a changed
+dataset or split is detected instead of being compared sample by sample.
+There is no time stamp: an unchanged result rewrites the same bytes, so the
+files diff cleanly in code review.
+
+The update flow (as pytest-regressions and syrupy): a missing file is
+written and the test fails saying so; ``--transfer-update-baselines``
+rewrites every baseline the run touches and passes; a run without the flag
+compares. Writes are atomic (:func:`pytest_transfer.cache.atomic_write_text`).
+A file that is not valid JSON, not a pytest-transfer baseline, of an unknown
+version or another test's is a :class:`BaselineError` naming the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .cache import atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+SCHEMA = "pytest-transfer-baseline"
+VERSION = 1
+DIRNAME = "__transfer_baselines__"
+UPDATE_HINT = "re-run with --transfer-update-baselines to rewrite it (or delete it)"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,\[\]-]+")
+_MAX_NAME = 150
+
+
+class BaselineError(ValueError):
+    """A baseline file cannot be used: damaged, foreign, of an unknown version, or for other data."""
+
+
+def encode_bits(values: Any) -> str:
+    """Booleans packed eight to a byte (first sample in the lowest bit), base64.
+
+    >>> encode_bits([True, False, True])
+    'BQ=='
+    """
+    import numpy as np
+
+    return base64.b64encode(np.packbits(np.asarray(values, dtype=bool), bitorder="little").tobytes()).decode("ascii")
+
+
+def decode_bits(text: str, n: int) -> np.ndarray:
+    """The inverse of :func:`encode_bits` for ``n`` values (``ValueError`` on a wrong length or bad base64).
+
+    >>> decode_bits("BQ==", 3).tolist()
+    [True, False, True]
+    """
+    import numpy as np
+
+    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    if len(raw) != (n + 7) // 8:
+        raise ValueError(f"{len(raw)} bytes of bits for {n} samples (expected {(n + 7) // 8})")
+    return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n, bitorder="little").astype(bool)
+
+
+def _label_dtype(num_classes: int) -> str:
+    return "<u1" if num_classes <= 1 << 8 else "<u2" if num_classes <= 1 << 16 else "<u4"
+
+
+def encode_labels(values: Any, num_classes: int) -> dict[str, str]:
+    """Integer labels in the smallest unsigned little-endian type that holds ``num_classes``, base64.
+
+    >>> encode_labels([0, 2, 1], 3)
+    {'dtype': '<u1', 'data': 'AAIB'}
+    """
+    import numpy as np
+
+    dtype = _label_dtype(num_classes)
+    return {"dtype": dtype, "data": base64.b64encode(np.asarray(values).astype(dtype).tobytes()).decode("ascii")}
+
+
+def decode_labels(doc: Any, n: int) -> np.ndarray:
+    """The inverse of :func:`encode_labels` (``ValueError`` on a wrong length, type or bad base64)."""
+    import numpy as np
+
+    if not isinstance(doc, Mapping) or doc.get("dtype") not in ("<u1", "<u2", "<u4") or "data" not in doc:
+        raise ValueError("expected {'dtype': '<u1'|'<u2'|'<u4', 'data': base64}")
+    raw = base64.b64decode(str(doc["data"]).encode("ascii"), validate=True)
+    out = np.frombuffer(raw, dtype=doc["dtype"]).astype(np.int64)
+    if len(out) != n:
+        raise ValueError(f"{len(out)} labels for {n} samples")
+    return out
+
+
+@dataclass
+class Baseline:
+    """The stored result of one model on one dataset split, by one method."""
+
+    model: str
+    dataset: str
+    method: str
+    split: str
+    metrics: dict[str, float]
+    correct: np.ndarray
+    predictions: np.ndarray
+    num_classes: int
+    dataset_fingerprint: str
+    split_fingerprint: str
+    test: str | None = None
+    model_fingerprint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.correct)
+
+    def to_json(self) -> str:
+        doc = {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "test": self.test,
+            "model": self.model,
+            "dataset": self.dataset,
+            "method": self.method,
+            "split": self.split,
+            "n": self.n,
+            "num_classes": self.num_classes,
+            "metrics": {k: round(float(v), 12) for k, v in sorted(self.metrics.items())},
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "split_fingerprint": self.split_fingerprint,
+            "model_fingerprint": self.model_fingerprint,
+            "correct": encode_bits(self.correct),
+            "predictions": encode_labels(self.predictions, self.num_classes),
+            **({"extra": self.extra} if self.extra else {}),
+        }
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, path: str | os.PathLike[str] = "<baseline>") -> Baseline:
+        """Parse a baseline file's text; every problem is a :class:`BaselineError` naming ``path``."""
+        where = f"baseline file {path}"
+        try:
+            doc = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BaselineError(f"{where} is damaged (not valid JSON: {exc}); {UPDATE_HINT}") from None
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            raise BaselineError(
+                f"{where} is not a pytest-transfer baseline (no \"schema\": \"{SCHEMA}\"); move the foreign file "
+                f"out of {DIRNAME}/ or {UPDATE_HINT}"
+            )
+        if doc.get("version") != VERSION:
+            raise BaselineError(
+                f"{where} has version {doc.get('version')!r}, this pytest-transfer reads version {VERSION}; "
+                f"upgrade pytest-transfer or {UPDATE_HINT}"
+            )
+        try:
+            n = int(doc["n"])
+            metrics = {str(k): float(v) for k, v in dict(doc["metrics"]).items()}
+            return cls(
+                model=str(doc["model"]), dataset=str(doc["dataset"]), method=str(doc["method"]),
+                split=str(doc["split"]), metrics=metrics, correct=decode_bits(str(doc["correct"]), n),
+                predictions=decode_labels(doc["predictions"], n), num_classes=int(doc["num_classes"]),
+                dataset_fingerprint=str(doc["dataset_fingerprint"]), split_fingerprint=str(doc["split_fingerprint"]),
+                test=doc.get("test"), model_fingerprint=doc.get("model_fingerprint"), extra=dict(doc.get("extra", {})),
+            )
+        except KeyError as exc:
+            raise BaselineError(f"{where} is damaged: the field {exc.args[0]!r} is missing; {UPDATE_HINT}") from None
+        except (TypeError, ValueError, binascii.Error) as exc:
+            raise BaselineError(f"{where} is damaged ({exc}); {UPDATE_HINT}") from None
+
+
+def _safe(part: str) -> str:
+    return _UNSAFE.sub("_", part).strip("._") or "_"
+
+
+def baseline_test_id(test: str | None, test_path: str | os.PathLike[str] | None) -> str | None:
+    """``<file name>::<test name>``: how a baseline names its test, independent of the rootdir."""
+    if not test:
+        return None
+    name = test.split("::", 1)[1] if "::" in test else test
+    return f"{Path(test_path).name}::{name}" if test_path else name
+
+
+def baseline_directory(test_path: str | os.PathLike[str] | None) -> Path:
+    """``<test dir>/__transfer_baselines__/<test module>`` (or ``./__transfer_baselines__`` outside pytest)."""
+    if test_path is None:
+        return Path.cwd() / DIRNAME
+    p = Path(test_path)
+    return p.parent / DIRNAME / _safe(p.stem)
+
+
+def baseline_path(*, test: str | None, test_path: str | os.PathLike[str] | None, model: str, dataset: str,
+                  method: str = "linear_probe", split: str = "test") -> Path:
+    """Where the baseline of ``test`` × ``model`` × ``dataset`` (× method × split) lives.
+
+    >>> baseline_path(test="tests/test_a.py::test_b[x]", test_path="tests/test_a.py",
+    ...               model="torchvision:resnet18", dataset="digits").as_posix()
+    'tests/__transfer_baselines__/test_a/test_b[x]--torchvision_resnet18--digits.json'
+    """
+    parts = []
+    if test:
+        parts.append((test.split("::", 1)[1] if "::" in test else test).replace("::", "."))
+    parts += [model, dataset]
+    if method != "linear_probe":
+        parts.append(method)
+    if split != "test":
+        parts.append(split)
+    name = "--".join(_safe(p) for p in parts)
+    if len(name) > _MAX_NAME:
+        digest = hashlib.blake2b(name.encode(), digest_size=5).hexdigest()
+        name = f"{name[: _MAX_NAME - 11]}-{digest}"
+    return baseline_directory(test_path) / f"{name}.json"
+
+
+def load_baseline(path: str | os.PathLike[str]) -> Baseline | None:
+    """The baseline stored at ``path``, or ``None`` when there is none."""
+    p = Path(path)
+    if not p.is_file():
+        if p.exists():
+            raise BaselineError(f"baseline file {p} is not a regular file; remove it or choose another path")
+        return None
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"baseline file {p} cannot be read ({exc}); {UPDATE_HINT}") from None
+    return Baseline.from_json(text, p)
+
+
+def write_baseline(path: str | os.PathLike[str], baseline: Baseline) -> str:
+    """Write atomically; ``"created"``, ``"updated"`` or ``"unchanged"`` (same bytes: nothing written)."""
+    p = Path(path)
+    text = baseline.to_json()
+    action = "created"
+    if p.is_file():
+        try:
+            if p.read_text(encoding="utf-8") == text:
+                return "unchanged"
+        except (OSError, UnicodeDecodeError):
+            pass
+        action = "updated"
+    atomic_write_text(p, text)
+    return action
+
+
+def check_identity(stored: Baseline, current: Baseline, path: str | os.PathLike[str], *,
+                   check_test: bool = True) -> None:
+    """Refuse another test's baseline, and a baseline of other data (changed dataset or split)."""
+    for name in ("test", "model", "dataset", "method", "split")[0 if check_test else 1:]:
+        want, got = getattr(current, name), getattr(stored, name)
+        if want != got:
+            raise BaselineError(
+                f"baseline file {path} belongs to {name} {got!r}, not {want!r} (a foreign or copied file); "
+                f"{UPDATE_HINT}"
+            )
+    if stored.dataset_fingerprint != current.dataset_fingerprint:
+        raise BaselineError(
+            f"baseline file {path}: dataset {current.dataset!r} changed since the baseline was written "
+            f"(fingerprint {stored.dataset_fingerprint} then, {current.dataset_fingerprint} now), so its samples "
+            f"cannot be paired; if the new data is intended, {UPDATE_HINT}"
+        )
+    if stored.split_fingerprint != current.split_fingerprint or stored.n != current.n:
+        raise BaselineError(
+            f"baseline file {path}: the {current.split!r} split of {current.dataset!r} changed ({stored.n} samples, "
+            f"fingerprint {stored.split_fingerprint} then; {current.n}, {current.split_fingerprint} now: another "
+            f"--transfer-seed or test_fraction?); use the baseline's split, or {UPDATE_HINT}"
+        )
+    if stored.num_classes != current.num_classes:
+        raise BaselineError(f"baseline file {path}: {stored.num_classes} classes then, {current.num_classes} now; "
+                            f"{UPDATE_HINT}")
+
+
+def count_actions(measurements: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many distinct baseline files the measurements created, updated or left unchanged."""
+    final: dict[str, str] = {}
+    for m in measurements:
+        details = m.get("details") or {}
+        action, where = details.get("baseline_action"), details.get("baseline")
+        if action and where:
+            # a file created then compared again in the same run stays "created"
+            final.setdefault(str(where), str(action))
+    out = {"created": 0, "updated": 0, "unchanged": 0}
+    for action in final.values():
+        out[action] = out.get(action, 0) + 1
+    return out
+
+
+def summary_lines(measurements: Iterable[Mapping[str, Any]], *, update: bool) -> list[str]:
+    """The terminal summary's lines about baselines (none when the run wrote or checked none)."""
+    counts = count_actions(measurements)
+    written = counts["created"] + counts["updated"]
+    if update:
+        return [f"pytest-transfer: --transfer-update-baselines wrote {written} baseline file(s) "
+                f"({counts['created']} new, {counts['updated']} changed; {counts['unchanged']} already current)"]
+    if counts["created"]:
+        return [f"pytest-transfer: {counts['created']} baseline file(s) were missing and have been written under "
+                f"{DIRNAME}/; check them in and re-run to compare against them"]
+    return []

@@ -1,0 +1,530 @@
+"""Regression against a stored baseline: :func:`assert_no_regression` and the paired test behind it.
+
+A model change (new weights, a new preprocess, quantisation) is called a
+regression when the new model is *significantly* worse on the same samples
+as the baseline, and by at least a minimum effect, not when the noise of a
+finite test set says so:
+
+* accuracy: the exact one-sided McNemar test (McNemar 1947) on the paired
+  per-sample correctness. Only the discordant samples count: ``lost`` (right
+  in the baseline, wrong now) and ``gained``. Under "no change in accuracy"
+  ``lost ~ Binomial(lost + gained, 1/2)``; ``p = P(X >= lost)``. The gate
+  fails when ``p <= alpha`` *and* the drop ``(lost − gained) / n`` is at least
+  ``min_effect``. An unchanged model has ``lost = gained = 0``, ``p = 1``: it
+  never fails;
+* other metrics (F1, precision, recall): a seeded paired bootstrap of
+  ``baseline − current`` over the same resampled samples; the gate fails when
+  the lower bound of its ``1 − 2·alpha`` interval is above 0 *and* the drop is
+  at least ``min_effect``;
+* plain tolerances instead, per metric: ``tolerance=`` (absolute) and
+  ``relative_tolerance=`` (a fraction of the baseline value; with both the
+  larger allowance counts, as in ``pytest.approx``); the drop is compared with
+  the allowance under the confidence mode (``none``, ``strict``, ``lenient``).
+
+:func:`regression_power` is the exact power of the paired test, so a test
+can say what drop it is able to see (``details["detectable_drop"]``: the
+drop caught with 80 % power at the discordance observed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..assertions import _confidence_mode, decide, plain
+from ..baselines import (
+    Baseline,
+    BaselineError,
+    baseline_directory,
+    baseline_path,
+    baseline_test_id,
+    check_identity,
+    load_baseline,
+    write_baseline,
+)
+from ..context import Context, Measurement, current_context
+from ..thresholds import Threshold
+
+DEFAULT_MIN_EFFECT = 0.01
+DETECTION_POWER = 0.8
+METRICS = ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_macro")
+ALIASES = {"f1": "f1_macro", "precision": "precision_macro", "recall": "recall_macro"}
+_LOST_SHOWN = 20
+
+
+# --------------------------------------------------------------------------- the paired test (numpy only)
+
+def _log_factorials(n: int) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])
+
+
+def _binom_pmf(m: int, p: float, logf: np.ndarray) -> np.ndarray:
+    """``P(X = k)`` for ``k = 0..m``, ``X ~ Binomial(m, p)``, from log factorials."""
+    if p <= 0.0 or p >= 1.0:
+        out = np.zeros(m + 1)
+        out[0 if p <= 0.0 else m] = 1.0
+        return out
+    k = np.arange(m + 1)
+    return np.exp(logf[m] - logf[k] - logf[m - k] + k * math.log(p) + (m - k) * math.log1p(-p))
+
+
+def _half_upper_tails(m: int, logf: np.ndarray) -> np.ndarray:
+    """``t[b] = P(X >= b)`` for ``b = 0..m+1``, ``X ~ Binomial(m, 1/2)`` (summed from the small end)."""
+    pmf = _binom_pmf(m, 0.5, logf)
+    return np.append(np.cumsum(pmf[::-1])[::-1], 0.0)
+
+
+def mcnemar_one_sided(lost: int, gained: int) -> float:
+    """Exact one-sided McNemar p-value of "worse than the baseline": ``P(X >= lost)``, ``X ~ Bin(lost+gained, ½)``.
+
+    The same number as ``scipy.stats.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue``;
+    1.0 without discordant samples.
+
+    >>> round(mcnemar_one_sided(10, 2), 4)
+    0.0193
+    """
+    lost, gained = int(lost), int(gained)
+    if lost < 0 or gained < 0:
+        raise ValueError(f"lost, gained: counts must be >= 0, got {lost}, {gained}")
+    m = lost + gained
+    if m == 0:
+        return 1.0
+    return float(min(1.0, _half_upper_tails(m, _log_factorials(m))[lost]))
+
+
+def _as_correct(x: Any, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"{name}: expected a non-empty 1-d array of per-sample correctness, got shape {a.shape}")
+    if a.dtype.kind != "b":
+        if a.dtype.kind not in "iuf" or not np.all((a == 0) | (a == 1)):
+            raise ValueError(f"{name}: expected booleans or 0/1 (y_pred == y_true), got dtype {a.dtype}")
+        a = a.astype(bool)
+    return a
+
+
+def _check_alpha(alpha: float) -> float:
+    a = float(alpha)
+    if not 0.0 < a < 0.5:
+        raise ValueError(f"alpha: got {alpha!r}; pass the one-sided significance level in (0, 0.5), e.g. 0.05")
+    return a
+
+
+def _check_effect(min_effect: float, name: str = "min_effect") -> float:
+    e = float(min_effect)
+    if not 0.0 <= e < 1.0:
+        raise ValueError(f"{name}: got {min_effect!r}; pass an accuracy difference in [0, 1), e.g. 0.01")
+    return e
+
+
+@dataclass(frozen=True)
+class PairedRegression:
+    """Outcome of :func:`paired_regression`."""
+
+    n: int
+    baseline_accuracy: float
+    current_accuracy: float
+    lost: int
+    """samples right in the baseline and wrong now"""
+    gained: int
+    """samples wrong in the baseline and right now"""
+    p_value: float
+    """exact one-sided McNemar p-value of "the current model is less accurate" """
+    alpha: float
+    min_effect: float
+
+    @property
+    def drop(self) -> float:
+        """``baseline accuracy − current accuracy`` (``(lost − gained) / n``)."""
+        return (self.lost - self.gained) / self.n
+
+    @property
+    def regressed(self) -> bool:
+        return self.p_value <= self.alpha and self.drop >= self.min_effect - 1e-12
+
+
+def paired_regression(baseline_correct: Any, current_correct: Any, *, alpha: float = 0.05,
+                      min_effect: float = DEFAULT_MIN_EFFECT) -> PairedRegression:
+    """The regression decision on paired per-sample correctness: significant (McNemar) and large enough.
+
+    >>> base = np.array([True] * 90 + [False] * 10)
+    >>> worse = base.copy(); worse[:12] = False
+    >>> paired_regression(base, worse).regressed, paired_regression(base, base).regressed
+    (True, False)
+    """
+    a = _as_correct(baseline_correct, "baseline_correct")
+    b = _as_correct(current_correct, "current_correct")
+    if a.shape != b.shape:
+        raise ValueError(f"current_correct: {b.size} samples but the baseline has {a.size}; pair the same samples")
+    lost = int(np.count_nonzero(a & ~b))
+    gained = int(np.count_nonzero(~a & b))
+    return PairedRegression(
+        n=a.size, baseline_accuracy=float(a.mean()), current_accuracy=float(b.mean()), lost=lost, gained=gained,
+        p_value=mcnemar_one_sided(lost, gained), alpha=_check_alpha(alpha), min_effect=_check_effect(min_effect),
+    )
+
+
+def regression_power(n: int, *, drop: float, discordant: float, alpha: float = 0.05,
+                     min_effect: float = 0.0) -> float:
+    """Exact probability that :func:`paired_regression` calls a regression, for a true accuracy ``drop``.
+
+    Model: each of ``n`` samples is, independently, lost with probability
+    ``(discordant + drop) / 2`` and gained with ``(discordant − drop) / 2``
+    (``discordant`` is the fraction of samples on which the two models
+    disagree in correctness). The sum runs over the number of discordant
+    samples ``m ~ Binomial(n, discordant)`` and, given ``m``, over
+    ``lost ~ Binomial(m, (discordant + drop) / (2·discordant))``. With
+    ``drop=0`` it is the false-alarm rate (at most ``alpha``).
+
+    >>> round(regression_power(500, drop=0.05, discordant=0.1), 2)
+    0.92
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n: got {n}; pass the number of test samples")
+    discordant = float(discordant)
+    drop = float(drop)
+    if not 0.0 <= discordant <= 1.0 or abs(drop) > discordant + 1e-12:
+        raise ValueError(f"drop, discordant: need |drop| <= discordant <= 1, got drop={drop}, discordant={discordant}")
+    alpha = _check_alpha(alpha)
+    min_effect = _check_effect(min_effect)
+    if discordant == 0.0:
+        return 0.0
+    logf = _log_factorials(n)
+    p_m = _binom_pmf(n, discordant, logf)
+    q = min(1.0, max(0.0, (discordant + drop) / (2.0 * discordant)))
+    need = n * min_effect - 1e-9
+    power = 0.0
+    for m in np.flatnonzero(p_m > 1e-15):
+        m = int(m)
+        tails = _half_upper_tails(m, logf)
+        b0 = max(int(np.argmax(tails <= alpha)), math.ceil((m + need) / 2.0))
+        if b0 <= m:
+            power += p_m[m] * float(_binom_pmf(m, q, logf)[b0:].sum())
+    return float(min(1.0, power))
+
+
+def detectable_drop(n: int, *, discordant: float, alpha: float = 0.05, min_effect: float = 0.0,
+                    power: float = DETECTION_POWER) -> float | None:
+    """The smallest accuracy drop the paired test catches with probability ``power``.
+
+    The discordance is taken as ``max(discordant, drop)`` (a drop needs at
+    least that many discordant samples). ``None`` when even a drop to zero
+    accuracy is not caught that often (too few samples).
+
+    >>> round(detectable_drop(450, discordant=0.05), 3)
+    0.031
+    """
+    def caught(d: float) -> float:
+        return regression_power(n, drop=d, discordant=max(discordant, d), alpha=alpha, min_effect=min_effect)
+
+    if caught(1.0) < power:
+        return None
+    lo, hi = 0.0, 1.0
+    for _ in range(20):
+        mid = (lo + hi) / 2.0
+        if caught(mid) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+# --------------------------------------------------------------------------- metrics
+
+def metric_value(name: str, y_true: Any, y_pred: Any) -> float:
+    """One of :data:`METRICS` (``accuracy``, ``f1_<average>``, ``precision_macro``, ``recall_macro``)."""
+    from ..metrics import accuracy, f1_score, precision_score, recall_score
+
+    if name == "accuracy":
+        return accuracy(y_true, y_pred)
+    base, _, average = name.partition("_")
+    fn = {"f1": f1_score, "precision": precision_score, "recall": recall_score}[base]
+    return fn(y_true, y_pred, average=average)
+
+
+def _metric_names(metrics: str | Sequence[str]) -> list[str]:
+    items = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not items:
+        raise ValueError(f"metrics: got none; pass some of {', '.join(METRICS)}")
+    out = []
+    for m in items:
+        name = ALIASES.get(str(m), str(m))
+        if name not in METRICS:
+            raise ValueError(f"metrics: unknown metric {m!r}; valid: {', '.join([*METRICS, *ALIASES])}")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _per_metric(value: float | Mapping[str, float] | None, names: list[str], argument: str) -> dict[str, float]:
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        out = {}
+        for key, v in value.items():
+            name = ALIASES.get(str(key), str(key))
+            if name not in names:
+                raise ValueError(f"{argument}: {key!r} is not one of the checked metrics ({', '.join(names)})")
+            out[name] = _check_effect(v, f"{argument}[{key!r}]")
+        return out
+    return {name: _check_effect(value, argument) for name in names}
+
+
+# --------------------------------------------------------------------------- the gate
+
+def _display(path: Path, ctx: Context) -> str:
+    for base in (ctx.settings.rootdir, os.getcwd()):
+        try:
+            rel = os.path.relpath(path.resolve(), Path(base).resolve())
+        except ValueError:  # another drive on Windows
+            continue
+        if not rel.startswith(".."):
+            return Path(rel).as_posix()
+    return str(path)
+
+
+def _min_effect(ctx: Context, value: float | None, model: str, dataset: str) -> Threshold:
+    if value is not None:
+        return Threshold(_check_effect(value), "argument min_effect=")
+    found = ctx.thresholds.lookup(model, dataset, "regression_min_effect")
+    return found if found is not None else Threshold(DEFAULT_MIN_EFFECT, f"default min_effect={DEFAULT_MIN_EFFECT}")
+
+
+@dataclass
+class _Comparison:
+    metric: str
+    baseline_value: float
+    current_value: float
+    drop: float
+    interval: tuple[float, float]
+    threshold: Threshold
+    passed: bool
+    rule: str
+    confidence: str
+    details: dict[str, Any]
+
+
+def _compare(ctx: Context, name: str, stored: Baseline, current: Baseline, y_true: np.ndarray, indices: np.ndarray,
+             *, alpha: float, effect: Threshold, abs_tol: float | None, rel_tol: float | None, mode: str,
+             shown: str) -> _Comparison:
+    from ..metrics import bootstrap_ci, paired_difference_interval
+
+    level = ctx.settings.confidence_level
+    base_value = stored.metrics.get(name)
+    if base_value is None:  # a metric added to the check later: recomputed from the stored predictions
+        base_value = metric_value(name, y_true, stored.predictions)
+    cur_value = current.metrics[name]
+    drop = base_value - cur_value
+    details: dict[str, Any] = {"baseline_value": base_value, "current_value": cur_value}
+    same = bool(np.array_equal(stored.predictions, current.predictions))
+
+    def paired_interval(confidence: float) -> tuple[float, float]:
+        if name == "accuracy":
+            return paired_difference_interval(stored.correct, current.correct, confidence=confidence)
+        if same:
+            return (0.0, 0.0)
+        return bootstrap_ci(lambda t, a, b: metric_value(name, t, a) - metric_value(name, t, b),
+                            y_true, stored.predictions, current.predictions, confidence=confidence,
+                            seed=ctx.settings.seed)
+
+    interval = paired_interval(level)
+    if abs_tol is not None or rel_tol is not None:
+        allowed = max(abs_tol or 0.0, (rel_tol or 0.0) * base_value)
+        parts = [f"tolerance={abs_tol}"] if abs_tol is not None else []
+        parts += [f"relative_tolerance={rel_tol}"] if rel_tol is not None else []
+        thr = Threshold(allowed, f"argument {' and '.join(parts)} of the baseline {shown}")
+        passed = decide(drop, interval, allowed, higher_is_better=False, mode=mode)
+        rule = f"the drop may be at most {allowed:.4f} ({', '.join(parts)}; confidence mode {mode})"
+        return _Comparison(name, base_value, cur_value, drop, interval, thr, passed, rule, mode, details)
+
+    thr = Threshold(effect.value, f"{effect.source}, paired test at alpha={alpha} against the baseline {shown}")
+    if name == "accuracy":
+        test = paired_regression(stored.correct, current.correct, alpha=alpha, min_effect=effect.value)
+        lost_idx = indices[stored.correct & ~current.correct][:_LOST_SHOWN]
+        observed = (test.lost + test.gained) / test.n
+        details.update(lost=test.lost, gained=test.gained, p_value=test.p_value, alpha=alpha,
+                       min_effect=effect.value, lost_samples=lost_idx,
+                       detectable_drop=detectable_drop(test.n, discordant=observed, alpha=alpha,
+                                                       min_effect=effect.value))
+        rule = (f"{test.lost} sample(s) lost and {test.gained} gained of {test.n}; one-sided exact McNemar "
+                f"p = {test.p_value:.3g} (a regression needs p <= {alpha} and a drop >= {effect.value})")
+        return _Comparison(name, base_value, cur_value, drop, interval, thr, not test.regressed, rule,
+                           "mcnemar", details)
+    low = paired_interval(1.0 - 2.0 * alpha)[0]
+    regressed = low > 0.0 and drop >= effect.value - 1e-12
+    details.update(alpha=alpha, min_effect=effect.value, one_sided_lower=low)
+    rule = (f"paired bootstrap: the one-sided {1 - alpha:.0%} lower bound of the drop is {low:.4f} (a regression "
+            f"needs it > 0 and a drop >= {effect.value})")
+    return _Comparison(name, base_value, cur_value, drop, interval, thr, not regressed, rule, "paired-bootstrap",
+                       details)
+
+
+def _record(ctx: Context, c: _Comparison, *, model: str, dataset: str, common: dict[str, Any],
+            passed: bool | None = None) -> Measurement:
+    return ctx.record(Measurement(
+        gate="regression", metric=f"{c.metric}_drop", value=float(c.drop), model=model, dataset=dataset,
+        interval=(float(c.interval[0]), float(c.interval[1])), threshold=c.threshold.value,
+        threshold_source=c.threshold.source, comparison="<=", passed=c.passed if passed is None else passed,
+        confidence=c.confidence, details=plain({**common, **c.details}),
+    ))
+
+
+def assert_no_regression(model: Any, dataset: Any, *, metrics: str | Sequence[str] = ("accuracy",),
+                         method: str = "linear_probe", split: str = "test", min_effect: float | None = None,
+                         alpha: float | None = None, tolerance: float | Mapping[str, float] | None = None,
+                         relative_tolerance: float | Mapping[str, float] | None = None,
+                         confidence: str | None = None, path: str | os.PathLike[str] | None = None,
+                         k: int = 20, C: float = 1.0) -> dict[str, Measurement]:
+    """Gate: the model is not worse than its stored baseline on the same test samples.
+
+    ``metrics``: any of ``accuracy``, ``f1`` (= ``f1_macro``), ``f1_micro``,
+    ``f1_weighted``, ``precision``, ``recall``. Without a tolerance a metric
+    fails only when it is significantly worse (one-sided, ``alpha``, default
+    ``1 − --transfer-confidence-level``) and by at least ``min_effect``
+    (default: config key ``regression_min_effect``, else 0.01); see the module
+    docstring. ``tolerance`` / ``relative_tolerance`` (a number, or a dict per
+    metric) switch a metric to a plain allowance, decided under
+    ``confidence`` (``none``, ``strict``, ``lenient``).
+
+    The baseline file is ``__transfer_baselines__/<test module>/<test>--<model>--<dataset>.json``
+    next to the test (or ``path``). A missing one is written and the gate
+    fails saying so; ``--transfer-update-baselines`` rewrites it and passes.
+    Returns ``{metric: Measurement}`` (value = baseline − current).
+
+    >>> assert_no_regression(model, "digits", metrics=["accuracy", "f1"])  # doctest: +SKIP
+    """
+    __tracebackhide__ = True
+    from ..predictions import check_method, predict, resolve_pair
+
+    ctx = current_context()
+    check_method(method)
+    names = _metric_names(metrics)
+    model, dataset = resolve_pair(model, dataset)
+    alpha = _check_alpha(alpha if alpha is not None else 1.0 - ctx.settings.confidence_level)
+    effect = _min_effect(ctx, min_effect, model.name, dataset.name)
+    abs_tol = _per_metric(tolerance, names, "tolerance")
+    rel_tol = _per_metric(relative_tolerance, names, "relative_tolerance")
+    mode = _confidence_mode(confidence, ctx)
+
+    pr = predict(model, dataset, method=method, split=split, k=k, C=C, context=ctx)
+    test_path = ctx.current_test_path
+    current = Baseline(
+        model=model.name, dataset=dataset.name, method=method, split=split,
+        metrics={name: metric_value(name, pr.y_true, pr.y_pred) for name in METRICS},
+        correct=np.asarray(pr.correct, dtype=bool), predictions=np.asarray(pr.y_pred, dtype=np.int64),
+        num_classes=dataset.num_classes, dataset_fingerprint=dataset.fingerprint(),
+        split_fingerprint=dataset.split_fingerprint(split), test=baseline_test_id(ctx.current_test, test_path),
+        model_fingerprint=model.fingerprint(),
+    )
+    file = Path(path) if path is not None else baseline_path(
+        test=ctx.current_test, test_path=test_path, model=model.name, dataset=dataset.name, method=method,
+        split=split)
+    shown = _display(file, ctx)
+    update = ctx.settings.update_baselines
+    stored: Baseline | None = None
+    try:
+        stored = load_baseline(file)
+        if stored is not None:
+            check_identity(stored, current, file, check_test=path is None)
+    except BaselineError as exc:
+        if not update:
+            raise BaselineError(str(exc)) from None
+        stored = None  # --transfer-update-baselines rewrites a damaged or foreign file
+    common = {"method": method, "split": split, "n": current.n, "baseline": shown}
+
+    if stored is None or update:
+        action = write_baseline(file, current)
+        common["baseline_action"] = action
+        results = {}
+        for name in names:
+            if stored is not None:  # an update: recorded as a comparison, for the report, and passed
+                c = _compare(ctx, name, stored, current, pr.y_true, pr.evaluation.indices, alpha=alpha,
+                             effect=effect, abs_tol=abs_tol.get(name), rel_tol=rel_tol.get(name), mode=mode,
+                             shown=shown)
+                c.details["would_have_failed"] = not c.passed
+                results[name] = _record(ctx, c, model=model.name, dataset=dataset.name, common=common, passed=True)
+                continue
+            results[name] = ctx.record(Measurement(
+                gate="regression", metric=name, value=float(current.metrics[name]), model=model.name,
+                dataset=dataset.name, threshold_source=f"new baseline {shown}", comparison="baseline",
+                passed=update, details=plain({**common, "current_value": current.metrics[name]}),
+            ))
+        if update:
+            return results
+        values = ", ".join(f"{name} {current.metrics[name]:.4f}" for name in names)
+        raise AssertionError(
+            f"no baseline for model {model.name!r} on dataset {dataset.name!r} ({method}, {split} split): "
+            f"wrote {shown} ({values}, n={current.n})\n"
+            f"  next: check the file in and re-run: later runs compare against it "
+            f"(--transfer-update-baselines writes missing baselines without failing)"
+        )
+
+    failures = []
+    results = {}
+    for name in names:
+        c = _compare(ctx, name, stored, current, pr.y_true, pr.evaluation.indices, alpha=alpha, effect=effect,
+                     abs_tol=abs_tol.get(name), rel_tol=rel_tol.get(name), mode=mode, shown=shown)
+        results[name] = _record(ctx, c, model=model.name, dataset=dataset.name, common=common)
+        if not c.passed:
+            level = round(ctx.settings.confidence_level * 100)
+            failures.append(
+                f"{name} of model {model.name!r} on dataset {dataset.name!r} regressed: {c.baseline_value:.4f} in "
+                f"the baseline, {c.current_value:.4f} now (drop {c.drop:.4f}, {level}% interval "
+                f"{c.interval[0]:.4f}–{c.interval[1]:.4f})\n  rule: {c.rule}"
+            )
+    if failures:
+        lost = results.get("accuracy")
+        where = lost.details.get("lost_samples") if lost is not None else None
+        raise AssertionError(
+            "\n".join(failures)
+            + f"\n  baseline: {shown} (method {method}, {split} split, n={current.n})"
+            + (f"\n  samples lost (dataset indices, first {_LOST_SHOWN}): {where}" if where else "")
+            + "\n  next: if the change is intended, re-run with --transfer-update-baselines and commit the new "
+              "baseline; otherwise look at the lost samples and what changed in the model or its preprocess"
+        )
+    return results
+
+
+class BaselineFixture:
+    """What the ``transfer_baseline`` fixture returns: :func:`assert_no_regression` bound to the test.
+
+    ``transfer_baseline(model, dataset, **kw)`` (or ``.check(...)``) runs the
+    gate; ``.path(model, dataset)`` is where the baseline file lives;
+    ``.directory`` its folder; ``.update`` is ``True`` under
+    ``--transfer-update-baselines``; ``.load(model, dataset)`` reads it.
+    """
+
+    def __init__(self, ctx: Context, nodeid: str, test_path: str | os.PathLike[str]) -> None:
+        self.ctx = ctx
+        self.nodeid = nodeid
+        self.test_path = str(test_path)
+
+    @property
+    def update(self) -> bool:
+        return self.ctx.settings.update_baselines
+
+    @property
+    def directory(self) -> Path:
+        return baseline_directory(self.test_path)
+
+    def path(self, model: Any, dataset: Any, *, method: str = "linear_probe", split: str = "test") -> Path:
+        name = getattr(model, "name", model)
+        data = getattr(dataset, "name", dataset)
+        return baseline_path(test=self.nodeid, test_path=self.test_path, model=str(name), dataset=str(data),
+                             method=method, split=split)
+
+    def load(self, model: Any, dataset: Any, *, method: str = "linear_probe", split: str = "test") -> Baseline | None:
+        return load_baseline(self.path(model, dataset, method=method, split=split))
+
+    def check(self, model: Any, dataset: Any, **kwargs: Any) -> dict[str, Measurement]:
+        __tracebackhide__ = True
+        return assert_no_regression(model, dataset, **kwargs)
+
+    __call__ = check

@@ -1,0 +1,147 @@
+"""``--transfer-report=PATH``: every measurement of the session as one JSON document.
+
+Written by the pytest controller at the end of the session (with
+pytest-xdist, from the measurements every worker sent back, each exactly
+once). Layout (``"schema": "pytest-transfer-report"``, ``"version": 1``)::
+
+    {
+      "schema": "pytest-transfer-report", "version": 1,
+      "created": "2025-01-01T12:00:00+00:00", "duration_s": 12.3,
+      "environment": {"python": ..., "platform": ..., "pytest": ..., "pytest_transfer": ...,
+                      "torch": ..., "torchvision": ..., "numpy": ..., "cuda_available": ...,
+                      "devices": ["cpu"], "workers": ["gw0", "gw1"]},
+      "settings": {"confidence": "none", "confidence_level": 0.95, "seed": 0, "update_baselines": false, ...},
+      "summary": {"measurements": 5, "passed": 4, "failed": 1, "tests": 3,
+                  "baselines": {"created": 0, "updated": 0, "unchanged": 0}},
+      "measurements": [
+        {"test": "tests/test_a.py::test_b", "test_outcome": "passed", "model": "resnet18", "dataset": "digits",
+         "gate": "transfer_accuracy", "metric": "linear_probe_accuracy", "value": 0.95,
+         "interval": [0.93, 0.97] | null, "threshold": 0.9 | null,
+         "threshold_source": "pyproject.toml [...] linear_probe_accuracy", "comparison": ">=",
+         "confidence": "none", "outcome": "passed" | "failed", "duration_s": 1.2 | null,
+         "device": "cpu" | null, "worker": "gw0" | null, "details": {...}}
+      ]
+    }
+
+Numbers that are not finite are written as ``null`` (the file is strict JSON).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ..baselines import count_actions
+from ..cache import atomic_write_text
+
+SCHEMA = "pytest-transfer-report"
+VERSION = 1
+SETTINGS_SHOWN = ("confidence", "confidence_level", "seed", "update_baselines", "device", "batch_size",
+                  "test_fraction", "thresholds")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(measurements: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Versions and devices. torch's version is read from its metadata, so this does not import torch."""
+    torch = sys.modules.get("torch")
+    cuda = None
+    if torch is not None:
+        try:
+            cuda = bool(torch.cuda.is_available())
+        except Exception:  # pragma: no cover - a broken CUDA install must not break the report
+            cuda = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "pytest": _version("pytest"),
+        "pytest_transfer": _version("pytest-transfer"),
+        "torch": getattr(torch, "__version__", None) or _version("torch"),
+        "torchvision": _version("torchvision"),
+        "numpy": _version("numpy"),
+        "cuda_available": cuda,
+        "devices": sorted({str(m["device"]) for m in measurements if m.get("device")}),
+        "workers": sorted({str(m["worker"]) for m in measurements if m.get("worker")}),
+    }
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN / ±Inf replaced by ``None`` (recursively), so that it is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def entry(m: Mapping[str, Any], test_outcome: str | None = None) -> dict[str, Any]:
+    """One measurement (a ``Measurement.to_dict()``) as the report writes it."""
+    interval = m.get("interval")
+    return finite({
+        "test": m.get("test"),
+        "test_outcome": test_outcome,
+        "model": m.get("model"),
+        "dataset": m.get("dataset"),
+        "gate": m.get("gate"),
+        "metric": m.get("metric"),
+        "value": m.get("value"),
+        "interval": list(interval) if interval is not None else None,
+        "threshold": m.get("threshold"),
+        "threshold_source": m.get("threshold_source"),
+        "comparison": m.get("comparison"),
+        "confidence": m.get("confidence"),
+        "outcome": "passed" if m.get("passed") else "failed",
+        "duration_s": m.get("duration"),
+        "device": m.get("device"),
+        "worker": m.get("worker"),
+        "details": dict(m.get("details") or {}),
+    })
+
+
+def build_report(measurements: Sequence[Mapping[str, Any]], *, settings: Any = None,
+                 outcomes: Mapping[str, str] | None = None, duration: float | None = None) -> dict[str, Any]:
+    """The report document from measurement dicts (as collected from the test reports)."""
+    outcomes = outcomes or {}
+    rows = [entry(m, outcomes.get(str(m.get("test")))) for m in measurements]
+    failed = sum(1 for r in rows if r["outcome"] == "failed")
+    shown = {}
+    if settings is not None:
+        shown = {key: getattr(settings, key) for key in SETTINGS_SHOWN if hasattr(settings, key)}
+    return finite({
+        "schema": SCHEMA,
+        "version": VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": duration,
+        "environment": environment(measurements),
+        "settings": shown,
+        "summary": {
+            "measurements": len(rows),
+            "passed": len(rows) - failed,
+            "failed": failed,
+            "tests": len({r["test"] for r in rows}),
+            "baselines": count_actions(measurements),
+        },
+        "measurements": rows,
+    })
+
+
+def write_json(path: str | os.PathLike[str], report: Mapping[str, Any]) -> Path:
+    """Write ``report`` atomically as indented, strict JSON; returns the path."""
+    p = Path(path)
+    atomic_write_text(p, json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False, default=str) + "\n")
+    return p
