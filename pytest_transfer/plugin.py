@@ -7,13 +7,15 @@ and numpy are imported when a transfer fixture or function is first used.
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Generator
 from typing import Any
 
 import pytest
 
 from .context import Context, Measurement, set_current_context
-from .settings import OPTIONS, resolve
+from .settings import OPTIONS, SECTION, resolve
 
 CONTEXT_KEY = pytest.StashKey[Context]()
 PREVIOUS_KEY = pytest.StashKey[Any]()
@@ -144,11 +146,20 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
         yield
         return
     ctx.current_test = item.nodeid
+    ctx.current_test_path = str(item.path)
     item.stash[ITEM_KEY] = []
     try:
         yield
     finally:
         ctx.current_test = None
+        ctx.current_test_path = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    ctx = item.config.stash.get(CONTEXT_KEY, None)
+    if ctx is not None:
+        ctx.clock = time.perf_counter()  # a gate's duration counts from here (fixture setup excluded)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -165,26 +176,79 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, N
     yield
 
 
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 class SessionCollector:
-    """Collects the measurements carried by test reports (local or from pytest-xdist workers)."""
+    """Collects the measurements carried by test reports (local or from pytest-xdist workers).
+
+    On the controller (or without xdist) it writes ``--transfer-report`` /
+    ``--transfer-html`` at the end of the session; workers write nothing.
+    """
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self.outcomes: dict[str, str] = {}
+        self.started = time.time()
+        self.written: list[tuple[str, str]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            outcome = report.outcome
+            if hasattr(report, "wasxfail"):
+                outcome = "xfailed" if report.skipped else "xpassed"
+            self.outcomes[report.nodeid] = outcome
+        elif report.failed:
+            self.outcomes[report.nodeid] = "error"
+        elif report.skipped and report.when == "setup":
+            self.outcomes[report.nodeid] = "skipped"
         if report.when != "teardown":
             return
         for name, value in report.user_properties:
             if name == PROPERTY:
                 self.config.stash[MEASUREMENTS_KEY].append(json.loads(value))
 
+    def _target(self, key: str) -> str | None:
+        ctx = get_context(self.config)
+        value = getattr(ctx.settings, key)
+        if not value:
+            return None
+        # a path from [tool.pytest_transfer] is relative to that file's folder; from the command line or the
+        # environment, to the directory pytest was started in (as --junitxml)
+        from_file = SECTION in ctx.settings.source(key)
+        base = ctx.settings.rootdir if from_file else str(self.config.invocation_params.dir)
+        return value if os.path.isabs(value) else os.path.join(base, value)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if _is_xdist_worker(self.config) or CONTEXT_KEY not in self.config.stash:
+            return
+        json_path, html_path = self._target("report"), self._target("html")
+        if not (json_path or html_path):
+            return
+        from .report.json import build_report, write_json
+
+        report = build_report(self.config.stash[MEASUREMENTS_KEY], settings=get_context(self.config).settings,
+                              outcomes=self.outcomes, duration=time.time() - self.started)
+        if json_path:
+            self.written.append(("JSON report", str(write_json(json_path, report))))
+        if html_path:
+            from .report.html import write_html
+
+            self.written.append(("HTML report", str(write_html(html_path, report))))
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         collected = self.config.stash[MEASUREMENTS_KEY]
-        if not collected:
-            return
-        from .report.terminal import write_summary
+        if collected:
+            from .baselines import summary_lines
+            from .report.terminal import write_summary
 
-        write_summary(terminalreporter, [Measurement(**m) for m in collected], get_context(self.config))
+            ctx = get_context(self.config)
+            write_summary(terminalreporter, [Measurement(**m) for m in collected], ctx)
+            for line in summary_lines(collected, update=ctx.settings.update_baselines):
+                terminalreporter.write_line(line)
+        for what, path in self.written:
+            terminalreporter.write_line(f"pytest-transfer: {what} written to {path}")
 
 
 # --- fixtures ----------------------------------------------------------------
@@ -239,3 +303,19 @@ def target_dataset(request: pytest.FixtureRequest) -> Any:
 
     spec, kwargs = _requested_spec(request, "dataset", "target_dataset")
     return dataset_for(get_context(request.config), spec, kwargs)
+
+
+@pytest.fixture
+def transfer_baseline(request: pytest.FixtureRequest) -> Any:
+    """:func:`~pytest_transfer.assert_no_regression` bound to this test's baseline folder.
+
+    Baselines live in ``__transfer_baselines__/<test module>/`` next to the
+    test file; ``--transfer-update-baselines`` rewrites them. Example::
+
+        @pytest.mark.transfer(model="my-backbone", dataset="digits")
+        def test_no_regression(transfer_baseline, pretrained_model, target_dataset):
+            transfer_baseline(pretrained_model, target_dataset, metrics=["accuracy", "f1"])
+    """
+    from .gates.regression import BaselineFixture
+
+    return BaselineFixture(get_context(request.config), request.node.nodeid, request.node.path)

@@ -314,7 +314,7 @@ class _Comparison:
 def _compare(ctx: Context, name: str, stored: Baseline, current: Baseline, y_true: np.ndarray, indices: np.ndarray,
              *, alpha: float, effect: Threshold, abs_tol: float | None, rel_tol: float | None, mode: str,
              shown: str) -> _Comparison:
-    from ..metrics import bootstrap_ci, paired_difference_interval
+    from ..metrics.stats import bootstrap_ci, paired_difference_interval
 
     level = ctx.settings.confidence_level
     base_value = stored.metrics.get(name)
@@ -407,7 +407,7 @@ def assert_no_regression(model: Any, dataset: Any, *, metrics: str | Sequence[st
     check_method(method)
     names = _metric_names(metrics)
     model, dataset = resolve_pair(model, dataset)
-    alpha = _check_alpha(alpha if alpha is not None else 1.0 - ctx.settings.confidence_level)
+    alpha = _check_alpha(alpha if alpha is not None else round(1.0 - ctx.settings.confidence_level, 10))
     effect = _min_effect(ctx, min_effect, model.name, dataset.name)
     abs_tol = _per_metric(tolerance, names, "tolerance")
     rel_tol = _per_metric(relative_tolerance, names, "relative_tolerance")

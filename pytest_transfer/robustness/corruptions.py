@@ -29,19 +29,20 @@ Conventions
   texture (no photographs are shipped); glass blur's sequential pixel swaps
   become a vectorised random local gather; defocus uses an antialiased disk;
   spatter's Canny/distance-transform step is an erosion-based distance; the
-  JPEG codec is torchvision's libjpeg; elastic transform composes its affine
-  and elastic warps into one resampling.
+  elastic transform composes its affine and elastic warps into one resampling.
+  JPEG goes through Pillow's libjpeg, as the published code does.
 """
 
 from __future__ import annotations
 
+import io
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 
 import numpy as np
 import torch
-from torchvision.io import decode_jpeg, encode_jpeg
+from PIL import Image
 
 from . import corruptions_weather as weather
 from ._ops import (
@@ -312,7 +313,8 @@ def _elastic_transform(x: torch.Tensor, severity: int, ctx: Context) -> torch.Te
 
 
 def _pixelate(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
-    # Pillow's resize to (int(W·c), int(H·c)) with BOX, then back with NEAREST, as matrices
+    # ImageNet-C: Pillow's resize to (int(W·c), int(H·c)) with BOX, then back to W×H with BOX, which
+    # for upsampling copies pixel floor((i + ½)·n_in/n_out), i.e. nearest (imagecorruptions uses NEAREST)
     c = PIXELATE[severity - 1]
     _, _, h, w = x.shape
     h2, w2 = max(1, int(h * c)), max(1, int(w * c))
@@ -321,13 +323,21 @@ def _pixelate(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
 
 
 def _jpeg_compression(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
-    # torchvision's libjpeg (encode_jpeg / decode_jpeg, batch list API) on uint8 CPU copies
+    # Pillow's libjpeg, as the published code (torchvision.io's codecs are deprecated since 0.29),
+    # on uint8 CPU copies made once per batch
     quality = JPEG_QUALITY[severity - 1]
-    key = ("uint8_cpu",)
+    key = ("uint8_hwc",)
     if key not in ctx.cache:
-        ctx.cache[key] = list((x * 255.0).round_().clamp_(0, 255).to(device="cpu", dtype=torch.uint8).unbind(0))
-    decoded = decode_jpeg(encode_jpeg(ctx.cache[key], quality=quality))
-    return torch.stack(decoded).to(device=x.device, dtype=x.dtype) / 255.0
+        u8 = (x * 255.0).round().clamp_(0, 255).to(device="cpu", dtype=torch.uint8)
+        ctx.cache[key] = u8.permute(0, 2, 3, 1).numpy()
+    out = []
+    for image in ctx.cache[key]:
+        buffer = io.BytesIO()
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, "JPEG", quality=quality)
+        buffer.seek(0)
+        out.append(np.asarray(Image.open(buffer)).reshape(image.shape))
+    decoded = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+    return decoded.to(device=x.device, dtype=x.dtype) / 255.0
 
 
 _OPS: dict[str, Op] = {

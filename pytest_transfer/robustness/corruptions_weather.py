@@ -154,15 +154,27 @@ def fog(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
 
 
 def _erosion_depth(mask: torch.Tensor, limit: int) -> torch.Tensor:
-    """How many 3×3 erosions each pixel of a 0/1 mask survives, up to ``limit`` (chessboard distance)."""
-    depth = torch.zeros_like(mask)
-    m = mask
-    for _ in range(limit):
-        m = 1.0 - F.max_pool2d(F.pad(1.0 - m, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        if not bool(m.any()):
-            break
-        depth = depth + m
-    return depth
+    """How many 3×3 erosions each pixel of a 0/1 mask survives, capped at ``limit``.
+
+    That is the chessboard distance to the nearest pixel outside the mask,
+    minus one (pixels beyond the image border do not count as outside, as
+    with replicated borders), computed without iterating erosions:
+    ``d(y, x) = min_δ max(|δ|, r(y + δ, x))`` with ``r`` the distance along the
+    row, both as ``2·(limit + 1) + 1`` shifted element-wise minima.
+    """
+    reach = limit + 1
+    big = float(reach)
+    h, w = mask.shape[-2:]
+    outside = F.pad((mask < 0.5).to(mask.dtype), (reach, reach, 0, 0))
+    row = torch.full_like(mask, big)
+    for d in range(-reach, reach + 1):
+        hit = outside[..., :, reach + d : reach + d + w] > 0
+        row = torch.where(hit, torch.clamp(row, max=float(abs(d))), row)
+    padded = F.pad(row, (0, 0, reach, reach), value=big)
+    dist = torch.full_like(mask, big)
+    for d in range(-reach, reach + 1):
+        dist = torch.minimum(dist, padded[..., reach + d : reach + d + h, :].clamp(min=float(abs(d))))
+    return (dist - 1.0).clamp_(0.0, float(limit))
 
 
 def _equalize(levels: torch.Tensor, top: int) -> torch.Tensor:
