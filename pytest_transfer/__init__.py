@@ -32,6 +32,9 @@ _LAZY = {
     "drop_in_performance": "gates.transferability",
     "layerwise_transfer": "gates.transferability",
     "ntk_similarity": "gates.transferability",
+    "assert_layer_transfer_above": "gates.transferability",
+    "estimator_agreement": "gates.transferability",
+    "feature_cka": "gates.transferability",
     "assert_no_regression": "gates.regression",
     "GateResult": "assertions",
     "Measurement": "context",
@@ -47,9 +50,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .gates.regression import assert_no_regression
     from .gates.robustness import assert_robust_under_attack, assert_robust_under_corruption
     from .gates.transferability import (
+        assert_layer_transfer_above,
         assert_ranks_above,
         assert_transferability_above,
         drop_in_performance,
+        estimator_agreement,
+        feature_cka,
         layerwise_transfer,
         ntk_similarity,
         rank_models,

@@ -143,7 +143,7 @@ class Baseline:
             "split": self.split,
             "n": self.n,
             "num_classes": self.num_classes,
-            "metrics": {k: round(float(v), 12) for k, v in sorted(self.metrics.items())},
+            "metrics": {k: float(v) for k, v in sorted(self.metrics.items())},
             "dataset_fingerprint": self.dataset_fingerprint,
             "split_fingerprint": self.split_fingerprint,
             "model_fingerprint": self.model_fingerprint,

@@ -2,19 +2,37 @@
 
 A pass yields labels, logits and penultimate features (and any other
 requested layer taps) together. Every gate on the same pair reuses it; a
-second pytest run reads it from the disk cache.
+second pytest run reads it from the disk cache (:mod:`pytest_transfer.cache`).
+
+What the pass does, per device:
+
+* everywhere: ``torch.inference_mode``, forward hooks for the taps (pooled on
+  the device), channels-last inputs and weights for conv nets, one copy of
+  the outputs to the host per batch, one NaN/Inf check at the end;
+* CUDA: the raw images are copied from pinned host memory with
+  ``non_blocking=True`` (uint8 data travels as uint8 and is scaled on the
+  GPU), outputs come back asynchronously and are synchronised once, and the
+  module runs under ``torch.autocast(float16)`` (``--transfer-autocast``:
+  ``auto`` = on for CUDA, falling back to float32 for a model whose outputs
+  overflow; ``on``; ``off``);
+* any device: a batch that runs out of memory is halved and retried (down to
+  one image); the smaller size is remembered for the module and device.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import time
-from collections.abc import Callable, Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .context import Context, current_context
 from .models import PENULTIMATE, TransferModel
+from .settings import AUTOCAST_MODES
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -22,8 +40,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .datasets import TargetDataset
 
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2
 CHUNK = 64  # perturbations are drawn per fixed chunk of samples, so results do not depend on the batch size
+PROGRESS_EVERY = 2.0  # seconds between progress lines of a long pass
+_SAMPLES_PER_DIM = 8  # weight indices per dimension read by the in-place-change guard
 
 
 @dataclass(frozen=True)
@@ -120,6 +140,69 @@ class Evaluation:
                 f"perturbation={self.perturbation!r}, n={len(self)}, taps={sorted(self.taps)})")
 
 
+# --- precision and memory ----------------------------------------------------
+
+def autocast_dtype(mode: str, device: Any) -> torch.dtype | None:
+    """The autocast dtype of a pass for ``--transfer-autocast`` ``mode`` on ``device`` (``None``: float32).
+
+    ``auto`` turns autocast on for CUDA only (float16; a model whose outputs
+    overflow is rerun in float32); ``on`` forces it (float16 on CUDA and MPS,
+    bfloat16 on the CPU); ``off`` never uses it.
+
+    >>> import torch
+    >>> autocast_dtype("auto", torch.device("cpu")) is None
+    True
+    >>> autocast_dtype("on", torch.device("cpu"))
+    torch.bfloat16
+    """
+    import torch
+
+    if mode not in AUTOCAST_MODES:
+        raise ValueError(f"autocast: expected one of {', '.join(AUTOCAST_MODES)}, got {mode!r}")
+    kind = torch.device(device).type
+    if mode == "off" or (mode == "auto" and kind != "cuda"):
+        return None
+    return torch.bfloat16 if kind == "cpu" else torch.float16
+
+
+def _precision_label(dtype: Any) -> str:
+    return "float32" if dtype is None else f"autocast:{str(dtype).removeprefix('torch.')}"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says a device ran out of memory (CUDA, MPS or the CPU allocator)."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _release_memory(device: Any) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.empty_cache()
+    elif device.type == "mps":  # pragma: no cover - no MPS here
+        torch.mps.empty_cache()
+
+
+# the largest batch that fitted, per module and device (after an out-of-memory error)
+_BATCH_LIMITS: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def batch_limit(module: Any, device: Any) -> int | None:
+    """The batch size an earlier pass of ``module`` on ``device`` fell back to, if any."""
+    return _BATCH_LIMITS.get(module, {}).get(str(device))
+
+
+# --- the pass ----------------------------------------------------------------
+
 def _pool(t: torch.Tensor) -> torch.Tensor:
     if t.ndim == 4:
         return t.mean(dim=(2, 3))
@@ -162,98 +245,283 @@ class _Taps:
         for h in self.handles:
             h.remove()
 
+    def take(self, model: TransferModel) -> dict[str, torch.Tensor]:
+        try:
+            return {n: self.current.pop(n) for n in self.nodes}
+        except KeyError as exc:
+            raise ValueError(f"feature node {exc.args[0]!r} of {model.name!r} was not reached by the forward "
+                             "pass") from None
+        finally:
+            self.current.clear()
 
-def _check_finite(logits: torch.Tensor, model: TransferModel, dataset: str) -> None:
+
+def _load_chunk(dataset: TargetDataset, index: np.ndarray, device: Any) -> torch.Tensor:
+    """Float [0, 1] images of ``index`` on ``device``; on CUDA through pinned memory, converted there."""
     import torch
 
-    if not torch.isfinite(logits).all():
-        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
-        raise ValueError(
-            f"model {model.name!r} produced NaN/Inf outputs for {bad} image(s) of {dataset!r}; check the weights "
-            "(a diverged or corrupted checkpoint), the preprocess, or fp16 overflow"
-        )
+    if device.type != "cuda":
+        return dataset.batch(index).to(device)
+    raw = dataset.images.index_select(0, torch.as_tensor(index, dtype=torch.long))
+    x = raw.pin_memory().to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)  # the same division as TargetDataset.batch, done on the GPU
+    return x.float() if x.dtype != torch.float32 else x
 
 
 def iter_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any,
-                perturbation: Perturbation | None) -> Iterable[torch.Tensor]:
+                perturbation: Perturbation | None) -> Iterator[torch.Tensor]:
     """Float [0, 1] images in fixed chunks of ``CHUNK``, perturbed on ``device``."""
     for c, start in enumerate(range(0, len(indices), CHUNK)):
-        x = dataset.batch(indices[start:start + CHUNK]).to(device, non_blocking=True)
+        x = _load_chunk(dataset, indices[start:start + CHUNK], device)
         if perturbation is not None:
             x = perturbation.apply(x, c)
         yield x
 
 
-def iter_batches(chunks: Iterable[torch.Tensor], batch_size: int) -> Iterable[torch.Tensor]:
+class _Regroup:
+    """Cut a stream of chunks into batches of any size; a batch can be pushed back (to retry it smaller)."""
+
+    def __init__(self, chunks: Iterable[torch.Tensor]) -> None:
+        self.chunks = iter(chunks)
+        self.buffer: list[torch.Tensor] = []
+        self.held = 0
+
+    def take(self, size: int) -> torch.Tensor | None:
+        import torch
+
+        for chunk in self.chunks:
+            self.buffer.append(chunk)
+            self.held += len(chunk)
+            if self.held >= size:
+                break
+        if not self.held:
+            return None
+        cat = torch.cat(self.buffer) if len(self.buffer) > 1 else self.buffer[0]
+        batch, rest = cat[:size], cat[size:]
+        self.buffer, self.held = ([rest], len(rest)) if len(rest) else ([], 0)
+        return batch
+
+    def push_back(self, batch: torch.Tensor) -> None:
+        self.buffer.insert(0, batch)
+        self.held += len(batch)
+
+
+def iter_batches(chunks: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
     """Regroup chunks into batches of ``batch_size`` (the last may be smaller)."""
+    regroup = _Regroup(chunks)
+    while (batch := regroup.take(batch_size)) is not None:
+        yield batch
+
+
+def _is_conv_net(module: Any) -> bool:
     import torch
 
-    buffer: list[torch.Tensor] = []
-    held = 0
-    for chunk in chunks:
-        buffer.append(chunk)
-        held += len(chunk)
-        while held >= batch_size:
-            cat = torch.cat(buffer) if len(buffer) > 1 else buffer[0]
-            yield cat[:batch_size]
-            rest = cat[batch_size:]
-            buffer, held = ([rest], len(rest)) if len(rest) else ([], 0)
-    if held:
-        yield torch.cat(buffer) if len(buffer) > 1 else buffer[0]
+    return any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+
+
+def _to_host(t: torch.Tensor, asynchronous: bool) -> torch.Tensor:
+    t = t.float()
+    if t.device.type == "cpu":
+        return t
+    # CUDA → CPU with non_blocking=True lands in pinned memory; the pass synchronises once before reading it
+    return t.to("cpu", non_blocking=asynchronous)
 
 
 def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, *, nodes: Sequence[str],
              perturbation: Perturbation | None, batch_size: int, device: Any,
-             progress: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
-    """The forward pass itself: returns ``logits`` and ``tap:<node>`` arrays (float32, CPU)."""
+             progress: Callable[[str], None] | None = None, autocast: str = "auto",
+             channels_last: bool | None = None) -> dict[str, np.ndarray]:
+    """The forward pass itself: returns ``logits`` and ``tap:<node>`` arrays (float32, CPU).
+
+    ``batch_size`` is where it starts: a batch that runs out of device memory
+    is halved and retried. ``autocast`` is ``auto``, ``on`` or ``off`` (see
+    :func:`autocast_dtype`); ``channels_last`` defaults to "for conv nets".
+    """
     import numpy as np
     import torch
 
-    model.to(device)
-    model.module.eval()
-    conv = any(isinstance(m, torch.nn.Conv2d) for m in model.module.modules())
-    if conv:
-        model.module.to(memory_format=torch.channels_last)
+    device = torch.device(device)
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+    amp = autocast_dtype(autocast, device)
+    module = model.to(device).module
+    module.eval()
+    if channels_last is None:
+        channels_last = _is_conv_net(module)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    asynchronous = device.type == "cuda"
+    limits = _BATCH_LIMITS.setdefault(module, {})
+    size = min(batch_size, limits.get(str(device), batch_size))
     logits_out: list[torch.Tensor] = []
     taps_out: dict[str, list[torch.Tensor]] = {n: [] for n in nodes}
-    total = (len(indices) + batch_size - 1) // batch_size
-    last_report = time.monotonic()
     label = f"{model.name} on {dataset.name}" + (f" [{perturbation.key}]" if perturbation else "")
+    started = last_report = time.monotonic()
+    done = 0
+    regroup = _Regroup(iter_chunks(dataset, indices, device, perturbation))
     with _Taps(model, nodes) as taps, torch.inference_mode():
-        for b, x in enumerate(iter_batches(iter_chunks(dataset, indices, device, perturbation), batch_size)):
-            inp = model.preprocess(x)
-            if conv and inp.ndim == 4:
-                inp = inp.contiguous(memory_format=torch.channels_last)
+        while (x := regroup.take(size)) is not None:
+            failed = False
+            shape = None  # the module's input shape, once preprocess has run
             try:
-                out = model.module(inp)
-            except RuntimeError as exc:
-                if "out of memory" in str(exc).lower():
+                inp = model.preprocess(x)
+                if channels_last and inp.ndim == 4:
+                    inp = inp.contiguous(memory_format=torch.channels_last)
+                shape = tuple(inp.shape)
+                if amp is not None:
+                    with torch.autocast(device.type, dtype=amp):
+                        out = module(inp)
+                else:
+                    out = module(inp)
+                del inp
+                if isinstance(out, (tuple, list)):
+                    out = out[0]
+                tapped = taps.take(model)
+            except Exception as exc:  # an out-of-memory error of any device: halve and retry
+                taps.current.clear()
+                if is_out_of_memory(exc) and len(x) > 1:
+                    failed = True
+                elif isinstance(exc, RuntimeError) and shape is not None and not is_out_of_memory(exc):
+                    raise ValueError(
+                        f"model {model.name!r} failed on images of {dataset.name!r}: [0, 1] batch "
+                        f"{tuple(x.shape)}, after preprocess {shape}: {str(exc).splitlines()[0]}. Check the "
+                        "model's preprocess (image size, channels) against what the network expects"
+                    ) from exc
+                else:
                     raise
-                raise ValueError(
-                    f"model {model.name!r} failed on images of {dataset.name!r}: [0, 1] batch {tuple(x.shape)}, "
-                    f"after preprocess {tuple(inp.shape)}: {str(exc).splitlines()[0]}. Check the model's preprocess "
-                    "(image size, channels) against what the network expects"
-                ) from exc
-            if isinstance(out, (tuple, list)):
-                out = out[0]
-            logits_out.append(out.float().cpu())
-            for n in nodes:
-                if n not in taps.current:
-                    raise ValueError(f"feature node {n!r} of {model.name!r} was not reached by the forward pass")
-                taps_out[n].append(taps.current.pop(n).float().cpu())
-            if progress is not None and time.monotonic() - last_report > 2.0:
-                progress(f"pytest-transfer: {label}: batch {b + 1}/{total}")
-                last_report = time.monotonic()
-    logits = torch.cat(logits_out) if logits_out else torch.zeros(0, model.num_classes or 0)
-    _check_finite(logits, model, dataset.name)
-    result = {"logits": logits.numpy()}
+            if failed:  # outside the except block, so the failed batch's tensors can be freed
+                regroup.push_back(x)
+                size = max(1, len(x) // 2)
+                limits[str(device)] = size
+                _release_memory(device)
+                if progress is not None:
+                    progress(f"pytest-transfer: {label}: out of memory on {device} at batch size {len(x)}; "
+                             f"retrying with {size} (set --transfer-batch-size={size} to start there)")
+                continue
+            logits_out.append(_to_host(out, asynchronous))
+            for n, t in tapped.items():
+                taps_out[n].append(_to_host(t, asynchronous))
+            del out, tapped
+            done += len(x)
+            now = time.monotonic()
+            if progress is not None and now - last_report >= PROGRESS_EVERY:
+                rate = done / max(now - started, 1e-9)
+                progress(f"pytest-transfer: {label}: {done}/{len(indices)} images ({rate:.0f}/s)")
+                last_report = now
+    if asynchronous:
+        torch.cuda.synchronize(device)
+    logits = torch.cat(logits_out).numpy() if logits_out else np.zeros((0, model.num_classes or 0), np.float32)
+    result = {"logits": logits}
     for n, parts in taps_out.items():
-        arr = torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
-        if not np.isfinite(arr).all():
-            raise ValueError(f"model {model.name!r}: features at {n!r} contain NaN/Inf on {dataset.name!r}")
-        result[f"tap:{n}"] = arr
+        result[f"tap:{n}"] = torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
+    bad = [k for k, v in result.items() if not np.isfinite(v).all()]
+    if bad and amp is not None and autocast == "auto":
+        # the model does not allow reduced precision: the whole pass again in float32
+        return run_pass(model, dataset, indices, nodes=nodes, perturbation=perturbation, batch_size=size,
+                        device=device, progress=progress, autocast="off", channels_last=channels_last)
+    if "logits" in bad:
+        rows = int((~np.isfinite(logits)).any(axis=1).sum())
+        raise ValueError(
+            f"model {model.name!r} produced NaN/Inf outputs for {rows} image(s) of {dataset.name!r}; check the "
+            "weights (a diverged or corrupted checkpoint), the preprocess, or fp16 overflow (--transfer-autocast=off)"
+        )
+    if bad:
+        node = bad[0].removeprefix("tap:")
+        raise ValueError(f"model {model.name!r}: features at {node!r} contain NaN/Inf on {dataset.name!r}")
     return result
 
+
+# --- identity ----------------------------------------------------------------
+
+# what the fingerprint memos of models and datasets cannot see, remembered per object
+_GUARDS: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+
+
+def _sample_sum(t: torch.Tensor) -> torch.Tensor:
+    # a logical (layout-independent) grid of at most 8 indices per dimension
+    index = tuple(slice(None, None, max(1, -(-n // _SAMPLES_PER_DIM))) for n in t.shape)
+    return t.detach()[index].double().sum()
+
+
+def _weights_sample(module: Any) -> tuple[float, ...]:
+    """Sums of a strided sample of every weight tensor: sees changes made through ``.data``."""
+    import torch
+
+    with torch.no_grad():
+        parts = [_sample_sum(v) for v in module.state_dict().values() if v.numel()]
+    return tuple(torch.stack(parts).tolist()) if parts else ()
+
+
+def model_fingerprint(model: TransferModel) -> str:
+    """``model.fingerprint()``, recomputed when something its memo cannot see has changed.
+
+    The memo of :meth:`TransferModel.fingerprint` follows the tensors' version
+    counters, which in-place updates under ``torch.no_grad()`` bump. It is
+    refreshed here too when ``preprocess`` or ``feature_node`` was replaced or
+    when a sampled weight changed behind the version counter (``param.data``).
+    """
+    guard = (id(model.preprocess), repr(model.preprocess), model.feature_node, _weights_sample(model.module))
+    if _GUARDS.get(model) != guard:
+        model._fingerprint = None
+        _GUARDS[model] = guard
+    return model.fingerprint()
+
+
+def data_fingerprint(dataset: TargetDataset) -> str:
+    """``dataset.fingerprint()``, recomputed after an in-place change of its images or labels."""
+    images = dataset.images
+    guard = (images.data_ptr(), images._version, tuple(images.shape), dataset.labels.tobytes(),
+             tuple(dataset.classes))
+    if _GUARDS.get(dataset) != guard:
+        dataset._fingerprint = None
+        _GUARDS[dataset] = guard
+    return dataset.fingerprint()
+
+
+_CODE: dict[type, str] = {}
+
+
+def code_fingerprint(model: TransferModel) -> str:
+    """A hash of the source of every module class in ``model`` and of its preprocess (an edited
+    ``forward`` changes the outputs without changing a weight)."""
+    h = hashlib.blake2b(digest_size=16)
+    classes = {type(m) for m in model.module.modules()} | {type(model.preprocess)}
+    for cls in sorted(classes, key=lambda c: (c.__module__, c.__qualname__)):
+        if cls not in _CODE:
+            try:
+                source = inspect.getsource(cls)
+            except (OSError, TypeError):
+                source = ""
+            _CODE[cls] = f"{cls.__module__}.{cls.__qualname__}\n{source}"
+        h.update(_CODE[cls].encode())
+    return h.hexdigest()
+
+
+def cache_key(model: TransferModel, dataset: TargetDataset, split: str, perturbation: Perturbation | None,
+              nodes: Sequence[str], *, precision: str, device: Any) -> dict[str, Any]:
+    """The disk-cache key of a pass: everything that changes its outputs.
+
+    Weights, preprocess and feature node (``model.fingerprint()``), the
+    model's code, the data, the split's indices, the perturbation and its
+    seed, the taps, the precision, the device type, and the versions of
+    torch and of this engine. The batch size is not part of it: results do
+    not depend on it beyond float rounding.
+    """
+    import torch
+
+    from . import __version__
+
+    return {
+        "engine": ENGINE_VERSION, "pytest_transfer": __version__, "torch": torch.__version__,
+        "model": model_fingerprint(model), "code": code_fingerprint(model),
+        "data": data_fingerprint(dataset), "split": dataset.split_fingerprint(split),
+        "perturbation": perturbation.key if perturbation else None,
+        "seed": perturbation.seed if perturbation else None,
+        "taps": sorted(nodes), "precision": precision, "device": torch.device(device).type,
+    }
+
+
+# --- the public entry point ---------------------------------------------------
 
 def evaluate(model: Any, dataset: Any, *, split: str = "test", perturbation: Perturbation | None = None,
              taps: Iterable[str] = (), batch_size: int | None = None, context: Context | None = None,
@@ -262,7 +530,9 @@ def evaluate(model: Any, dataset: Any, *, split: str = "test", perturbation: Per
 
     ``model`` and ``dataset`` may be spec strings or objects (see
     :func:`load_model` / :func:`load_dataset`). ``taps`` names extra feature
-    nodes read in the same pass.
+    nodes read in the same pass. A request whose taps were already read
+    reuses that pass; one with new taps runs one pass for all the taps read
+    so far. ``cache=False`` (or ``--transfer-no-cache``) skips the disk.
 
     >>> ev = evaluate("torchvision:resnet18:none", "digits", split="test")  # doctest: +SKIP
     >>> ev.logits.shape, ev.features.shape  # doctest: +SKIP
@@ -275,33 +545,46 @@ def evaluate(model: Any, dataset: Any, *, split: str = "test", perturbation: Per
         model = load_model(model)
     if not isinstance(dataset, TargetDataset):
         dataset = load_dataset(dataset)
-    nodes = sorted({model.feature_node, *taps})
-    base = (model.fingerprint(), dataset.fingerprint(), dataset.split_fingerprint(split),
-            perturbation.key if perturbation else None, perturbation.seed if perturbation else None)
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+    wanted = {model.feature_node, *taps}
+    for node in wanted:
+        model.resolve_node(node)  # a bad node name fails here, before any work
     with ctx.lock:
-        for (b, have), ev in ctx.evaluations.items():
-            if b == base and set(nodes) <= set(have):
-                ev.feature_node = model.feature_node
+        device = ctx.device
+        mode = getattr(ctx.settings, "autocast", "auto")
+        precision = _precision_label(autocast_dtype(mode, device))
+        base = (model_fingerprint(model), data_fingerprint(dataset), dataset.split_fingerprint(split),
+                perturbation.key if perturbation else None, perturbation.seed if perturbation else None, precision)
+        union = set(wanted)
+        for (b, have), ev in list(ctx.evaluations.items()):
+            if b != base:
+                continue
+            if wanted <= set(have):
+                if ev.feature_node != model.feature_node:
+                    ev = copy.copy(ev)
+                    ev.feature_node = model.feature_node
                 return ev
+            union |= set(have)  # one new pass reads every tap asked for so far
+            del ctx.evaluations[(b, have)]
+        nodes = sorted(union)
         indices = dataset.indices(split)
         if len(indices) == 0:
             raise ValueError(f"dataset {dataset.name!r}: the {split!r} split is empty; use more samples or "
                              "another test_fraction")
-        device = ctx.device
-        bs = batch_size or ctx.settings.batch_size
+        size = int(batch_size or ctx.settings.batch_size)
 
         def compute() -> dict[str, Any]:
             ctx.forward_passes += 1
-            return run_pass(model, dataset, indices, nodes=nodes, perturbation=perturbation, batch_size=bs,
-                            device=device, progress=ctx.progress)
+            return run_pass(model, dataset, indices, nodes=nodes, perturbation=perturbation, batch_size=size,
+                            device=device, progress=ctx.progress, autocast=mode)
 
         cache_dir = ctx.settings.cache_path() if cache else None
         hit = False
         if cache_dir is not None:
             from .cache import DiskCache
 
-            key = {"engine": ENGINE_VERSION, "model": base[0], "data": base[1], "split": base[2],
-                   "perturbation": base[3], "seed": base[4], "taps": nodes}
+            key = cache_key(model, dataset, split, perturbation, nodes, precision=precision, device=device)
             arrays, hit = DiskCache(cache_dir).get_or_compute(key, compute)
             if hit:
                 ctx.cache_hits += 1
@@ -317,4 +600,7 @@ def evaluate(model: Any, dataset: Any, *, split: str = "test", perturbation: Per
         return ev
 
 
-__all__ = ["PENULTIMATE", "Evaluation", "Perturbation", "corruption", "evaluate", "gaussian_noise"]
+__all__ = [
+    "AUTOCAST_MODES", "PENULTIMATE", "Evaluation", "Perturbation", "autocast_dtype", "cache_key", "corruption",
+    "evaluate", "gaussian_noise", "is_out_of_memory", "run_pass",
+]

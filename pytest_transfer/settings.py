@@ -21,6 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIDENCE_MODES = ("none", "strict", "lenient")
+AUTOCAST_MODES = ("auto", "on", "off")
 ENV_PREFIX = "PYTEST_TRANSFER_"
 SECTION = "[tool.pytest_transfer]"
 
@@ -70,6 +71,13 @@ def _parse_level(value: Any) -> float:
     return out
 
 
+def _parse_autocast(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in AUTOCAST_MODES:
+        raise ValueError(f"expected one of {', '.join(AUTOCAST_MODES)}")
+    return text
+
+
 def _parse_device(value: Any) -> str:
     from .device import validate_device_spec
 
@@ -113,7 +121,11 @@ OPTIONS: tuple[Option, ...] = (
            "how gates use confidence intervals: none (point value), strict (the whole interval must clear "
            "the threshold), lenient (fail only when the whole interval misses it)", metavar="MODE"),
     Option("confidence_level", 0.95, _parse_level, "level of the confidence intervals", metavar="LEVEL"),
-    Option("batch_size", 64, _parse_positive_int, "images per forward pass", metavar="N"),
+    Option("batch_size", 64, _parse_positive_int,
+           "images per forward pass (halved and retried when a batch runs out of device memory)", metavar="N"),
+    Option("autocast", "auto", _parse_autocast,
+           "mixed precision of the forward pass: auto (float16 autocast on CUDA, float32 again for a model whose "
+           "outputs overflow; float32 elsewhere), on, off", metavar="MODE"),
     Option("test_fraction", 0.25, _parse_fraction, "fraction of each dataset held out as the test split",
            metavar="F"),
     Option("thresholds", None, _parse_path,
@@ -134,6 +146,7 @@ class Settings:
     confidence: str = "none"
     confidence_level: float = 0.95
     batch_size: int = 64
+    autocast: str = "auto"
     test_fraction: float = 0.25
     thresholds: str | None = None
     rootdir: str = "."

@@ -65,7 +65,7 @@ KNOWN_KEYS: dict[str, tuple[float, float]] = {
     "transrate": (-INF, INF),
     "gbc": (-INF, 0.0),
     "nleep": (-INF, 0.0),
-    "sfda": (-INF, INF),
+    "sfda": (0.0, 1.0),
     "lfc": (-1.0, 1.0),
     "layer_accuracy": (0.0, 1.0),
     "regression_min_effect": (0.0, 1.0),

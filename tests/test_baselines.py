@@ -54,7 +54,7 @@ def pytest_transfer_register_datasets(registry):
 
 PYPROJECT = '''
 [tool.pytest.ini_options]
-addopts = "-p no:cacheprovider"
+addopts = "-p no:cacheprovider -p no:unraisableexception"
 
 [tool.pytest_transfer]
 device = "cpu"
@@ -110,7 +110,7 @@ def test_missing_baselines_are_written_and_the_tests_fail_saying_so(project):
     assert project.runpytest().ret == 0  # and the next run compares against them
 
 
-def test_update_then_clean_rerun_then_regression_then_unchanged(project, monkeypatch):
+def test_update_rerun_regression_unchanged_and_accepting_a_change(project, monkeypatch):
     updated = project.runpytest("--transfer-update-baselines")
     updated.assert_outcomes(passed=2)
     updated.stdout.fnmatch_lines(["*--transfer-update-baselines wrote 2 baseline file(s) (2 new, 0 changed; "
@@ -119,74 +119,110 @@ def test_update_then_clean_rerun_then_regression_then_unchanged(project, monkeyp
     first = {p: (project.path / p).read_bytes() for p in EXPECTED_FILES}
 
     project.runpytest().assert_outcomes(passed=2)  # clean rerun, no flag
-    # an update run with nothing changed rewrites nothing
-    same = project.runpytest("--transfer-update-baselines")
+    same = project.runpytest("--transfer-update-baselines")  # nothing changed: nothing rewritten
     same.stdout.fnmatch_lines(["*wrote 0 baseline file(s) (0 new, 0 changed; 2 already current)*"])
     assert {p: (project.path / p).read_bytes() for p in EXPECTED_FILES} == first
 
-    monkeypatch.setenv("TINY_REGRESS", "1")
+    monkeypatch.setenv("TINY_REGRESS", "1")  # an injected regression
     regressed = project.runpytest()
     regressed.assert_outcomes(failed=2)
     regressed.stdout.fnmatch_lines([
-        "*accuracy of model 'tiny' on dataset 'spots' regressed: 1.0000 in the baseline, 0.*now*",
-        "*rule: * sample(s) lost and 0 gained of 75; one-sided exact McNemar p = *",
+        "*accuracy of model 'tiny' on dataset 'spots' regressed: 1.0000 in the baseline, 0.6667 now (drop 0.3333, "
+        "95% interval 0.2255–0.4458)*",
+        "*rule: 25 sample(s) lost and 0 gained of 75; one-sided exact McNemar p = 2.98e-08*",
         "*baseline: __transfer_baselines__/test_models/test_accuracy--tiny--spots.json*",
         "*samples lost (dataset indices, first 20): [[]*",
         "*re-run with --transfer-update-baselines*",
     ])
     regressed.stdout.fnmatch_lines(["*f1_macro of model 'tiny' on dataset 'spots' regressed*",
-                                    "*paired bootstrap*"])
+                                    "*rule: paired bootstrap: the one-sided 95% lower bound of the drop is*"])
 
-    monkeypatch.delenv("TINY_REGRESS")
-    monkeypatch.setenv("TINY_SCALE", "3.0")  # other weights, the same predictions: not a regression
-    project.runpytest().assert_outcomes(passed=2)
-
-
-def test_an_update_accepts_a_worse_model_and_the_next_run_passes(project, monkeypatch):
-    project.runpytest("--transfer-update-baselines").assert_outcomes(passed=2)
-    monkeypatch.setenv("TINY_REGRESS", "1")
-    accepted = project.runpytest("--transfer-update-baselines")
+    monkeypatch.setenv("TINY_SCALE", "3.0")  # still worse, whatever else changes
+    accepted = project.runpytest("--transfer-update-baselines")  # the change is intended: accept it
     accepted.assert_outcomes(passed=2)
     accepted.stdout.fnmatch_lines(["*wrote 2 baseline file(s) (0 new, 2 changed; 0 already current)*"])
     project.runpytest().assert_outcomes(passed=2)
+
+    monkeypatch.delenv("TINY_REGRESS")
+    monkeypatch.setenv("TINY_SCALE", "0.5")  # other weights, the better predictions back: an improvement passes
+    project.runpytest().assert_outcomes(passed=2)
+
+
+def test_damaged_baseline_is_an_error_naming_the_file_and_an_update_repairs_it(project):
+    project.runpytest("--transfer-update-baselines", "-k", "test_accuracy")
+    path = project.path / EXPECTED_FILES[0]
+    path.write_text("{not json")
+    result = project.runpytest("-k", "test_accuracy")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*BaselineError: baseline file *{EXPECTED_FILES[0]} is damaged (not valid JSON*"
+                                 "--transfer-update-baselines*"])
+    project.runpytest("--transfer-update-baselines", "-k", "test_accuracy").assert_outcomes(passed=1)
+    assert json.loads(path.read_text())["schema"] == "pytest-transfer-baseline"
 
 
 @pytest.mark.parametrize(("content", "message"), [
     ("{not json", "is damaged (not valid JSON"),
     ('{"hello": "world"}', "is not a pytest-transfer baseline"),
+    ("[1, 2]", "is not a pytest-transfer baseline"),
     ('{"schema": "pytest-transfer-baseline", "version": 99}', "has version 99, this pytest-transfer reads version 1"),
-    ('{"schema": "pytest-transfer-baseline", "version": 1, "n": 75}', "is damaged: the field 'metrics' is missing"),
+    ('{"schema": "pytest-transfer-baseline", "version": 1, "n": 3}', "is damaged: the field 'metrics' is missing"),
+    ('{"schema": "pytest-transfer-baseline", "version": 1, "n": 3, "metrics": {}, "model": "m", "dataset": "d", '
+     '"method": "knn", "split": "test", "correct": "!!", "predictions": {}, "num_classes": 2, '
+     '"dataset_fingerprint": "a", "split_fingerprint": "b"}', "is damaged"),
+    ('{"schema": "pytest-transfer-baseline", "version": 1, "n": 30, "metrics": {}, "model": "m", "dataset": "d", '
+     '"method": "knn", "split": "test", "correct": "BQ==", "predictions": {"dtype": "<u1", "data": "AAE="}, '
+     '"num_classes": 2, "dataset_fingerprint": "a", "split_fingerprint": "b"}', "bytes of bits for 30 samples"),
 ])
-def test_damaged_or_foreign_baseline_is_an_error_naming_the_file(project, content, message):
-    project.runpytest("--transfer-update-baselines", "-k", "test_accuracy")
-    path = project.path / EXPECTED_FILES[0]
+def test_damaged_or_foreign_files_are_refused_with_the_file_named(tmp_path, content, message):
+    from pytest_transfer.baselines import BaselineError, load_baseline
+
+    path = tmp_path / "x.json"
     path.write_text(content)
-    result = project.runpytest("-k", "test_accuracy")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([f"*BaselineError: baseline file *{EXPECTED_FILES[0]} {message}*"])
-    # the update flow repairs it
-    project.runpytest("--transfer-update-baselines", "-k", "test_accuracy").assert_outcomes(passed=1)
-    assert json.loads(path.read_text())["schema"] == "pytest-transfer-baseline"
+    with pytest.raises(BaselineError, match=f"baseline file {path}") as info:
+        load_baseline(path)
+    assert message in str(info.value)
+    assert load_baseline(tmp_path / "missing.json") is None
+    with pytest.raises(BaselineError, match="is not a regular file"):
+        load_baseline(tmp_path)
 
 
-def test_a_baseline_of_another_test_or_of_changed_data_is_refused(project):
-    project.runpytest("--transfer-update-baselines").assert_outcomes(passed=2)
-    a, b = (project.path / p for p in EXPECTED_FILES)
-    a.write_text(b.read_text())  # copied from the other test
-    result = project.runpytest("-k", "test_accuracy")
-    result.stdout.fnmatch_lines(["*baseline file *test_accuracy--tiny--spots.json belongs to test "
-                                 "'test_models.py::test_with_fixture', not 'test_models.py::test_accuracy'*"])
-    doc = json.loads(b.read_text())
-    doc["dataset_fingerprint"] = "0" * 32
-    b.write_text(json.dumps(doc))
-    result = project.runpytest("-k", "test_with_fixture")
-    result.stdout.fnmatch_lines(["*dataset 'spots' changed since the baseline was written*"])
+def _pair(**kwargs):
+    from _helpers import make_blobs_images, tiny_net
+
+    from pytest_transfer import load_dataset, load_model
+
+    return load_model(tiny_net(), name="tiny"), load_dataset(make_blobs_images(), name="blobs", **kwargs)
 
 
-def test_another_seed_changes_the_split_and_is_detected(project):
-    project.runpytest("--transfer-update-baselines", "-k", "test_accuracy").assert_outcomes(passed=1)
-    result = project.runpytest("-k", "test_accuracy", "--transfer-seed=3")
-    result.stdout.fnmatch_lines(["*the 'test' split of 'spots' changed*another --transfer-seed or test_fraction?*"])
+def test_a_baseline_of_another_test_or_of_changed_data_is_refused(fresh_context, tmp_path, monkeypatch):
+    from pytest_transfer import assert_no_regression
+    from pytest_transfer.baselines import BaselineError
+
+    monkeypatch.chdir(tmp_path)
+    model, data = _pair()
+    fresh_context.current_test, fresh_context.current_test_path = "t/test_a.py::test_one", str(tmp_path / "test_a.py")
+    with pytest.raises(AssertionError, match="no baseline"):
+        assert_no_regression(model, data)
+    one = tmp_path / "__transfer_baselines__" / "test_a" / "test_one--tiny--blobs.json"
+    two = one.with_name("test_two--tiny--blobs.json")
+    two.write_text(one.read_text())  # copied by hand to another test
+    fresh_context.current_test = "t/test_a.py::test_two"
+    with pytest.raises(BaselineError, match=r"test_two--tiny--blobs.json belongs to test 'test_a.py::test_one', "
+                                            r"not 'test_a.py::test_two' \(a foreign or copied file\)"):
+        assert_no_regression(model, data)
+
+    fresh_context.current_test = "t/test_a.py::test_one"
+    _, reseeded = _pair(seed=5)  # the same data, another split
+    with pytest.raises(BaselineError, match=r"the 'test' split of 'blobs' changed \(.*another --transfer-seed"):
+        assert_no_regression(model, reseeded)
+    from _helpers import make_blobs_images
+
+    from pytest_transfer import load_dataset
+
+    x, y = make_blobs_images()
+    x[0] = 1.0 - x[0]
+    with pytest.raises(BaselineError, match=r"dataset 'blobs' changed since the baseline was written"):
+        assert_no_regression(model, load_dataset((x, y), name="blobs"))
 
 
 def test_tolerances_and_the_fixture_api(project, monkeypatch):
@@ -200,9 +236,11 @@ def test_tolerances_and_the_fixture_api(project, monkeypatch):
             assert transfer_baseline.directory.name == "test_tolerance"
             out = transfer_baseline(pretrained_model, target_dataset, metrics=["accuracy", "f1"],
                                     tolerance={"accuracy": 0.5}, relative_tolerance={"f1": 0.5})
-            assert set(out) == {"accuracy", "f1_macro"}
-            assert out["accuracy"].threshold == 0.5
-            assert out["f1_macro"].threshold == pytest.approx(0.5 * out["f1_macro"].details["baseline_value"])
+            if not transfer_baseline.update:
+                assert transfer_baseline.load(pretrained_model, target_dataset).n == 75
+                assert set(out) == {"accuracy", "f1_macro"}
+                assert out["accuracy"].threshold == 0.5
+                assert out["f1_macro"].threshold == pytest.approx(0.5 * out["f1_macro"].details["baseline_value"])
 
         @pytest.mark.transfer(model="tiny", dataset="spots")
         def test_strict(pretrained_model, target_dataset):
@@ -211,7 +249,7 @@ def test_tolerances_and_the_fixture_api(project, monkeypatch):
     project.runpytest("--transfer-update-baselines", "test_tolerance.py").assert_outcomes(passed=2)
     monkeypatch.setenv("TINY_REGRESS", "1")
     result = project.runpytest("test_tolerance.py")
-    result.assert_outcomes(passed=1, failed=1)  # a drop of ~0.3 is inside 0.5 but not inside 0.05
+    result.assert_outcomes(passed=1, failed=1)  # a drop of 0.33 is inside 0.5 but not inside 0.05
     result.stdout.fnmatch_lines(["*rule: the drop may be at most 0.0500 (tolerance=0.05; confidence mode none)*"])
 
 

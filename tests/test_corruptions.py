@@ -16,9 +16,9 @@ from pytest_transfer.robustness import (
     CORRUPTIONS,
     DETERMINISTIC_CORRUPTIONS,
     EXTRA_CORRUPTIONS,
+    _ops,
     corrupt,
     corrupt_many,
-    _ops,
     resolve_corruptions,
 )
 from pytest_transfer.robustness.corruptions_weather import frost_texture
@@ -258,8 +258,9 @@ def test_pixelate_matches_pillow_box_down_then_box_up():
             img = Image.fromarray(u8[n])
             small = img.resize((int(50 * c), int(50 * c)), Image.BOX)
             expected = np.asarray(small.resize((50, 50), Image.BOX)) / 255.0  # ImageNet-C's upsampling
-            # Pillow rounds the box averages to uint8; upsampling copies pixels
-            assert np.abs(got[n] - expected).max() <= 0.5 / 255 + 1e-9
+            # Pillow rounds to uint8 after its horizontal and its vertical pass (ties up): within one grey
+            # level; upsampling copies pixels exactly
+            assert np.abs(got[n] - expected).max() <= 1 / 255 + 1e-9
 
 
 @pytest.mark.parametrize("channels", [3, 1])

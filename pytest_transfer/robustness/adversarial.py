@@ -130,13 +130,15 @@ def _input_gradient(model: Model, x: torch.Tensor, labels: torch.Tensor) -> torc
         raise ValueError(
             f"labels: class index {int(labels.max())} is out of range for a model with {logits.shape[1]} outputs"
         )
-    if not logits.requires_grad:
+    grad = None
+    if logits.requires_grad:
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    if grad is None:
         raise ValueError(
             "model: its output does not depend on the images through autograd (a detach, numpy or "
             "inference-mode step in preprocess?); the attack needs a differentiable model"
         )
-    loss = F.cross_entropy(logits.float(), labels, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
     return grad
 
 

@@ -25,12 +25,33 @@ Conventions
   of ``(seed, name, severity)``: the same call gives the same result, and the
   result does not depend on what was corrupted before. Each image of the batch
   gets its own draw (angles, noise, textures). CPU and CUDA streams differ.
+* Randomness is per batch: an image's draw depends on its position and the
+  batch size, so a sweep is reproducible for the same seed and batching.
 * Deviations, all documented where they occur: frost uses a synthesised
-  texture (no photographs are shipped); glass blur's sequential pixel swaps
-  become a vectorised random local gather; defocus uses an antialiased disk;
-  spatter's Canny/distance-transform step is an erosion-based distance; the
-  elastic transform composes its affine and elastic warps into one resampling.
-  JPEG goes through Pillow's libjpeg, as the published code does.
+  texture (no photographs are shipped), drawn once per seed for all
+  severities; glass blur's sequential pixel swaps become a vectorised random
+  local gather (slightly weaker at severities 3–5: the sequential swaps let a
+  pixel travel several times); defocus uses an antialiased disk; spatter's
+  Canny/distance-transform step is a chessboard distance to the droplet rims;
+  the elastic transform composes its affine and elastic warps into one
+  resampling. Everything else reproduces the published code: gaussian blur,
+  zoom blur, contrast, brightness, saturate, pixelate and JPEG agree with it
+  to within uint8 rounding (the tests compare them with independent
+  computations).
+
+Why not ``torchvision.transforms.v2.functional``
+------------------------------------------------
+Where torchvision has an operation of the same name it computes something
+else or costs more: ``adjust_contrast`` blends towards the grey-level mean
+(ImageNet-C uses per-channel means), ``adjust_brightness`` multiplies (ImageNet-C
+adds to the HSV value), ``elastic_transform`` takes one displacement field for
+the whole batch (each image needs its own, after an affine warp), and
+``gaussian_blur`` applies a dense k×k kernel with reflect borders where
+ImageNet-C uses scikit-image's separable filter with ``mode="nearest"``; the
+banded-matrix blur here is exact and 2.4–16× faster at sigma 1–6 on
+8×3×224×224 (measured on this project's 2-core CPU). torchvision's JPEG
+codecs are deprecated since 0.29 (a ``DeprecationWarning`` on every call);
+Pillow is the codec the published code uses and gives identical bytes here.
 """
 
 from __future__ import annotations
