@@ -330,12 +330,16 @@ def _to_host(t: torch.Tensor, asynchronous: bool) -> torch.Tensor:
 def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, *, nodes: Sequence[str],
              perturbation: Perturbation | None, batch_size: int, device: Any,
              progress: Callable[[str], None] | None = None, autocast: str = "auto",
-             channels_last: bool | None = None) -> dict[str, np.ndarray]:
+             channels_last: bool | None = None, chunks: Callable[[], Iterable[torch.Tensor]] | None = None,
+             total: int | None = None) -> dict[str, np.ndarray]:
     """The forward pass itself: returns ``logits`` and ``tap:<node>`` arrays (float32, CPU).
 
     ``batch_size`` is where it starts: a batch that runs out of device memory
     is halved and retried. ``autocast`` is ``auto``, ``on`` or ``off`` (see
     :func:`autocast_dtype`); ``channels_last`` defaults to "for conv nets".
+    ``chunks``, a function returning a fresh stream of [0, 1] image chunks of
+    ``total`` images, replaces the (perturbed) images of ``indices``: the
+    corruption sweep feeds every variant of each loaded chunk through one pass.
     """
     import numpy as np
     import torch
@@ -358,7 +362,8 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
     label = f"{model.name} on {dataset.name}" + (f" [{perturbation.key}]" if perturbation else "")
     started = last_report = time.monotonic()
     done = 0
-    regroup = _Regroup(iter_chunks(dataset, indices, device, perturbation))
+    total = len(indices) if total is None else total
+    regroup = _Regroup(chunks() if chunks is not None else iter_chunks(dataset, indices, device, perturbation))
     with _Taps(model, nodes) as taps, torch.inference_mode():
         while (x := regroup.take(size)) is not None:
             failed = False
@@ -406,7 +411,7 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
             now = time.monotonic()
             if progress is not None and now - last_report >= PROGRESS_EVERY:
                 rate = done / max(now - started, 1e-9)
-                progress(f"pytest-transfer: {label}: {done}/{len(indices)} images ({rate:.0f}/s)")
+                progress(f"pytest-transfer: {label}: {done}/{total} images ({rate:.0f}/s)")
                 last_report = now
     if asynchronous:
         torch.cuda.synchronize(device)
@@ -418,7 +423,8 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
     if bad and amp is not None and autocast == "auto":
         # the model does not allow reduced precision: the whole pass again in float32
         return run_pass(model, dataset, indices, nodes=nodes, perturbation=perturbation, batch_size=size,
-                        device=device, progress=progress, autocast="off", channels_last=channels_last)
+                        device=device, progress=progress, autocast="off", channels_last=channels_last,
+                        chunks=chunks, total=total)
     if "logits" in bad:
         rows = int((~np.isfinite(logits)).any(axis=1).sum())
         raise ValueError(
@@ -497,6 +503,13 @@ def code_fingerprint(model: TransferModel) -> str:
     return h.hexdigest()
 
 
+def memo_base(model: TransferModel, dataset: TargetDataset, split: str, perturbation: Perturbation | None, *,
+              precision: str) -> tuple[Any, ...]:
+    """The session memo's key of a pass without its taps: ``ctx.evaluations[(memo_base(...), tuple(nodes))]``."""
+    return (model_fingerprint(model), data_fingerprint(dataset), dataset.split_fingerprint(split),
+            perturbation.key if perturbation else None, perturbation.seed if perturbation else None, precision)
+
+
 def cache_key(model: TransferModel, dataset: TargetDataset, split: str, perturbation: Perturbation | None,
               nodes: Sequence[str], *, precision: str, device: Any) -> dict[str, Any]:
     """The disk-cache key of a pass: everything that changes its outputs.
@@ -554,8 +567,7 @@ def evaluate(model: Any, dataset: Any, *, split: str = "test", perturbation: Per
         device = ctx.device
         mode = getattr(ctx.settings, "autocast", "auto")
         precision = _precision_label(autocast_dtype(mode, device))
-        base = (model_fingerprint(model), data_fingerprint(dataset), dataset.split_fingerprint(split),
-                perturbation.key if perturbation else None, perturbation.seed if perturbation else None, precision)
+        base = memo_base(model, dataset, split, perturbation, precision=precision)
         union = set(wanted)
         for (b, have), ev in list(ctx.evaluations.items()):
             if b != base:

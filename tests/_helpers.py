@@ -1,4 +1,4 @@
-"""Small data and small nets for the tests (import with `from _helpers import ...`)."""
+"""Small data and small nets for the tests (import with `from tests._helpers import ...`)."""
 
 from __future__ import annotations
 

@@ -187,7 +187,7 @@ def test_damaged_or_foreign_files_are_refused_with_the_file_named(tmp_path, cont
 
 
 def _pair(**kwargs):
-    from _helpers import make_blobs_images, tiny_net
+    from tests._helpers import make_blobs_images, tiny_net
 
     from pytest_transfer import load_dataset, load_model
 
@@ -215,7 +215,7 @@ def test_a_baseline_of_another_test_or_of_changed_data_is_refused(fresh_context,
     _, reseeded = _pair(seed=5)  # the same data, another split
     with pytest.raises(BaselineError, match=r"the 'test' split of 'blobs' changed \(.*another --transfer-seed"):
         assert_no_regression(model, reseeded)
-    from _helpers import make_blobs_images
+    from tests._helpers import make_blobs_images
 
     from pytest_transfer import load_dataset
 
@@ -254,7 +254,7 @@ def test_tolerances_and_the_fixture_api(project, monkeypatch):
 
 
 def test_assert_no_regression_outside_pytest_uses_the_working_directory(fresh_context, tmp_path, monkeypatch):
-    from _helpers import make_blobs_images, tiny_net
+    from tests._helpers import make_blobs_images, tiny_net
 
     from pytest_transfer import assert_no_regression, load_dataset, load_model
 
@@ -273,7 +273,7 @@ def test_assert_no_regression_outside_pytest_uses_the_working_directory(fresh_co
 
 
 def test_argument_errors(fresh_context, tmp_path, monkeypatch):
-    from _helpers import make_blobs_images, tiny_net
+    from tests._helpers import make_blobs_images, tiny_net
 
     from pytest_transfer import assert_no_regression, load_dataset, load_model
 

@@ -108,16 +108,16 @@ def test_drop_gate_in_every_mode_with_a_paired_interval(spots):
 
 def test_f1_gate_uses_a_seeded_bootstrap_interval(tiny_model, blobs, fresh_context):
     from scipy.stats import bootstrap
-    from sklearn.metrics import f1_score as sk_f1
 
+    from pytest_transfer.metrics import f1_score
     from pytest_transfer.predictions import predict
 
     assert assert_f1_above(tiny_model, blobs, 0.0).interval is None  # no mode: no resampling cost
     m = assert_f1_above(tiny_model, blobs, 0.0, confidence="lenient")
     assert assert_f1_above(tiny_model, blobs, 0.0, confidence="lenient").interval == m.interval  # seeded
     pr = predict(tiny_model, blobs)
-    ref = bootstrap((pr.y_true, pr.y_pred), lambda t, p: sk_f1(t, p, average="macro"), paired=True,
-                    vectorized=False, n_resamples=2000, method="percentile", random_state=1).confidence_interval
+    ref = bootstrap((pr.y_true, pr.y_pred), f1_score, paired=True, vectorized=False, n_resamples=2000,
+                    method="percentile", random_state=1).confidence_interval
     assert m.interval == pytest.approx((ref.low, ref.high), abs=0.04)  # another resampler, the same interval
     lo, hi = m.interval
     with pytest.raises(AssertionError, match=r"F1 \(macro, linear_probe\).*confidence=strict"):

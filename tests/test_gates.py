@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _helpers import make_blobs_images, tiny_net
+from tests._helpers import make_blobs_images, tiny_net
 from torch import nn
 
 from pytest_transfer import (

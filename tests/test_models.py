@@ -9,7 +9,7 @@ from torch import nn
 from pytest_transfer import load_model
 from pytest_transfer.models import Preprocess, TransferModel, hub_checkpoint_dir
 
-from _helpers import tiny_net
+from tests._helpers import tiny_net
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _helpers import make_blobs_images, tiny_net
+from tests._helpers import make_blobs_images, tiny_net
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
