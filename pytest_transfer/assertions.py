@@ -154,8 +154,10 @@ def _accuracy_interval(correct_count: int, n: int, ctx: Context) -> tuple[float,
 
 def assert_transfer_accuracy_above(model: Any, dataset: Any, threshold: float | None = None, *,
                                    method: str = "linear_probe", split: str = "test",
-                                   confidence: str | None = None, k: int = 20, C: float = 1.0) -> Measurement:
-    """Gate on transfer accuracy: linear probe (default), k-NN on frozen features, or the model's own head.
+                                   confidence: str | None = None, k: int = 20, C: float = 1.0,
+                                   finetune: dict[str, Any] | None = None) -> Measurement:
+    """Gate on transfer accuracy: linear probe (default), k-NN on frozen features, the model's own head
+    (``direct``), or ``finetune`` (a new head, optionally with the last blocks; options in ``finetune={...}``).
 
     The threshold comes from the argument or from the config keys
     ``<method>_accuracy`` then ``transfer_accuracy`` for the model × dataset.
@@ -172,7 +174,7 @@ def assert_transfer_accuracy_above(model: Any, dataset: Any, threshold: float | 
     thr = find_threshold(ctx, threshold, "threshold", model.name, dataset.name,
                          (f"{method}_accuracy", "transfer_accuracy"))
     mode = _confidence_mode(confidence, ctx)
-    pr = predict(model, dataset, method=method, split=split, k=k, C=C, context=ctx)
+    pr = predict(model, dataset, method=method, split=split, k=k, C=C, finetune=finetune, context=ctx)
     hits = int(pr.correct.sum())
     return finish_gate(
         ctx, gate="transfer_accuracy", metric=f"{method}_accuracy", label=f"Transfer accuracy ({method})",

@@ -16,7 +16,7 @@ import os
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,11 @@ class CacheWarning(UserWarning):
 
 
 def key_digest(key: dict[str, Any]) -> str:
+    """A 32-hex-digit SHA-256 of the key's canonical JSON (the entry's file name).
+
+    >>> key_digest({"b": 1, "a": 2}) == key_digest({"a": 2, "b": 1})
+    True
+    """
     text = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -53,7 +58,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class DiskCache:
-    """``get`` / ``put`` dictionaries of numpy arrays under a JSON-able key."""
+    """``get`` / ``put`` dictionaries of numpy arrays under a JSON-able key.
+
+    >>> import numpy as np, tempfile
+    >>> cache = DiskCache(tempfile.mkdtemp())
+    >>> arrays, hit = cache.get_or_compute({"k": 1}, lambda: {"x": np.arange(3)})
+    >>> hit, cache.get_or_compute({"k": 1}, lambda: {})[1], cache.computations
+    (False, True, 1)
+    """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
@@ -70,7 +82,9 @@ class DiskCache:
         with FileLock(str(self.path_for(key)) + ".lock", timeout=timeout):
             yield
 
-    def get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+    def get(self, key: dict[str, Any], *, required: Iterable[str] = ()) -> dict[str, Any] | None:
+        """The arrays stored under ``key``, or ``None``; a damaged or foreign entry (or one that lacks a
+        ``required`` array) is reported with a :class:`CacheWarning`, removed, and ``None`` returned."""
         import numpy as np
 
         path = self.path_for(key)
@@ -82,6 +96,9 @@ class DiskCache:
             meta = json.loads(bytes(data.pop("__meta__")).decode())
             if meta.get("format") != FORMAT or meta.get("key") != json.loads(json.dumps(key, default=str)):
                 raise ValueError("the entry belongs to another key or format")
+            missing = sorted(set(required) - set(data))
+            if missing:
+                raise ValueError(f"the entry lacks {', '.join(missing)}")
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as exc:
             warnings.warn(CacheWarning(f"pytest-transfer: cache file {path} is damaged ({exc}); recomputing it"),
                           stacklevel=2)
@@ -100,13 +117,20 @@ class DiskCache:
         atomic_write_bytes(path, buf.getvalue())
         return path
 
-    def get_or_compute(self, key: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-        """Return ``(arrays, hit)``; computes under the entry's lock when missing."""
-        found = self.get(key)
+    def get_or_compute(self, key: dict[str, Any], compute: Callable[[], dict[str, Any]], *,
+                       required: Iterable[str] = ()) -> tuple[dict[str, Any], bool]:
+        """Return ``(arrays, hit)``; computes under the entry's lock when missing.
+
+        The lock makes each entry computed once across processes that share the
+        directory (pytest-xdist workers, CI jobs on a shared volume): a process
+        that finds the entry locked waits, then reads what the other one wrote.
+        """
+        required = tuple(required)
+        found = self.get(key, required=required)
         if found is not None:
             return found, True
         with self.locked(key):
-            found = self.get(key)  # another worker may have written it while we waited
+            found = self.get(key, required=required)  # another process may have written it while we waited
             if found is not None:
                 return found, True
             arrays = compute()

@@ -597,7 +597,8 @@ def evaluate(model: Any, dataset: Any, *, split: str = "test", perturbation: Per
             from .cache import DiskCache
 
             key = cache_key(model, dataset, split, perturbation, nodes, precision=precision, device=device)
-            arrays, hit = DiskCache(cache_dir).get_or_compute(key, compute)
+            arrays, hit = DiskCache(cache_dir).get_or_compute(key, compute,
+                                                              required=["logits", *(f"tap:{n}" for n in nodes)])
             if hit:
                 ctx.cache_hits += 1
         else:

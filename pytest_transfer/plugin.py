@@ -139,6 +139,34 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(fixture, list(specs), indirect=True, ids=[_spec_id(s) for s in specs])
 
 
+def model_group(item: Any) -> str | None:
+    """``transfer:<model spec>`` for a test that uses one model (its parametrised spec when several are listed)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "pretrained_model" in params:
+        spec = params["pretrained_model"]
+    else:
+        mark = _marker(item)
+        spec = mark.kwargs.get("model") if mark is not None else None
+        if spec is None or isinstance(spec, (list, tuple)):
+            return None
+    return "transfer:" + _spec_id(spec).replace("@", "_")  # xdist splits the group off the node id at "@"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup``, every test of one model runs on the same xdist worker.
+
+    Each transfer test without an ``xdist_group`` mark of its own gets
+    ``xdist_group(name="transfer:<model spec>")``, so the model is loaded, and
+    its passes run, in one process.
+    """
+    if config.getoption("dist", None) != "loadgroup":
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and (group := model_group(item)) is not None:
+            item.add_marker(pytest.mark.xdist_group(name=group))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     ctx = item.config.stash.get(CONTEXT_KEY, None)

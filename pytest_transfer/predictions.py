@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .datasets import TargetDataset
     from .models import TransferModel
 
-METHODS = ("linear_probe", "knn", "direct")
+METHODS = ("linear_probe", "knn", "direct", "finetune")
 
 
 @dataclass
@@ -95,13 +95,25 @@ def probe_for(model: TransferModel, dataset: TargetDataset, method: str, *, ctx:
 
 def predict(model: Any, dataset: Any, *, method: str = "linear_probe", split: str = "test",
             perturbation: Perturbation | None = None, k: int = 20, C: float = 1.0,
-            context: Context | None = None) -> Predictions:
-    """Labels and predictions of ``model`` on ``split`` of ``dataset`` by ``method``."""
+            finetune: dict[str, Any] | None = None, context: Context | None = None) -> Predictions:
+    """Labels and predictions of ``model`` on ``split`` of ``dataset`` by ``method``.
+
+    ``finetune`` holds the options of :class:`~pytest_transfer.finetune.FinetuneConfig`
+    (``epochs``, ``lr``, ``last_blocks``, ``batch_size``, ``weight_decay``) for ``method="finetune"``.
+    """
     from .probes import knn_predict
 
     ctx = context or current_context()
     model, dataset = resolve_pair(model, dataset)
     check_method(method)
+    if method == "finetune":
+        from .finetune import FinetuneConfig, finetuned_model
+
+        tuned = finetuned_model(model, dataset, FinetuneConfig.from_dict(finetune), ctx=ctx, seed=ctx.settings.seed)
+        direct = predict(tuned, dataset, method="direct", split=split, perturbation=perturbation, context=ctx)
+        return Predictions(direct.y_true, direct.y_pred, direct.evaluation, method, direct.scores)
+    if finetune is not None:
+        raise ValueError("finetune= options apply to method='finetune' only")
     if method == "direct":
         mapping = direct_mapping(model, dataset)
     ev = evaluate(model, dataset, split=split, perturbation=perturbation, context=ctx)

@@ -71,7 +71,7 @@ def test_direct_method_refuses_a_head_that_does_not_match(fresh_context, blobs):
 
 
 def test_unknown_method(tiny_model, blobs):
-    with pytest.raises(ValueError, match="linear_probe, knn, direct"):
+    with pytest.raises(ValueError, match="linear_probe, knn, direct, finetune"):
         assert_transfer_accuracy_above(tiny_model, blobs, 0.5, method="finetune-all")
 
 

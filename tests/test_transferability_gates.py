@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from tests._helpers import make_blobs_images, tiny_net
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
@@ -28,6 +27,7 @@ from pytest_transfer.metrics import knn_accuracy, leep, logme, nce
 from pytest_transfer.metrics.transferability import TRANSFERABILITY_METRICS
 from pytest_transfer.settings import resolve
 from pytest_transfer.thresholds import KNOWN_KEYS
+from tests._helpers import make_blobs_images, tiny_net
 
 
 def blind_net(seed: int = 0) -> nn.Module:

@@ -1,0 +1,151 @@
+"""Fine-tuning for ``method="finetune"``: a new head for the target classes, optionally the last blocks too.
+
+The result is a new :class:`TransferModel` whose head predicts the target's
+classes, so it is evaluated (and perturbed, cached, attacked) like any model
+with ``method="direct"``.
+
+- ``last_blocks=0`` (default): the backbone stays frozen; the head is trained
+  on the cached, standardised train-split features (no extra forward pass
+  over the backbone during training) with mini-batch Adam for ``epochs``.
+- ``last_blocks=k``: the last ``k`` parameterised top-level children before
+  the head are trained together with it, end to end on the train images
+  (batch norm keeps its running statistics: the module stays in eval mode).
+
+Training is seeded and deterministic on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import Context
+    from .datasets import TargetDataset
+    from .models import TransferModel
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 10
+    lr: float | None = None  # 1e-2 for the head alone, 1e-3 when blocks are trained too
+    last_blocks: int = 0
+    batch_size: int = 64
+    weight_decay: float = 0.0
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any] | None) -> FinetuneConfig:
+        options = dict(options or {})
+        valid = set(cls.__dataclass_fields__)
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise ValueError(f"finetune: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+        cfg = cls(**options)
+        if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.last_blocks < 0 or (cfg.lr is not None and cfg.lr <= 0):
+            raise ValueError(f"finetune: epochs and batch_size must be >= 1, last_blocks >= 0 and lr > 0, got {cfg}")
+        return cfg
+
+
+def _head_path(module: Any) -> tuple[Any, str]:
+    """The parent module and attribute name of the final ``nn.Linear``."""
+    from .models import _last_linear
+
+    found = _last_linear(module)
+    if found is None:  # pragma: no cover - TransferModel requires one for the penultimate node
+        raise ValueError("finetune needs a final nn.Linear head to replace")
+    name = found[0]
+    parent_name, _, attr = name.rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    return parent, attr
+
+
+def _trainable_blocks(module: Any, head: Any, k: int) -> list[Any]:
+    blocks = [m for m in module.children() if m is not head and any(True for _ in m.parameters())]
+    blocks = [b for b in blocks if not any(p is q for p in b.parameters() for q in head.parameters())]
+    if k > len(blocks):
+        raise ValueError(f"finetune: last_blocks={k} but the model has only {len(blocks)} parameterised blocks")
+    return blocks[len(blocks) - k:] if k else []
+
+
+def finetuned_model(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig, *, ctx: Context,
+                    seed: int) -> TransferModel:
+    """Train (once per session and configuration) and return the fine-tuned model."""
+    import torch
+
+    from .engine import evaluate
+    from .models import TransferModel
+    from .probes import Standardizer
+
+    key = (model.fingerprint(), dataset.fingerprint(), dataset.split_fingerprint("train"), "finetune", cfg, seed)
+    with ctx.lock:
+        if key in ctx.probes:
+            return ctx.probes[key]
+        module = copy.deepcopy(model.module).eval()
+        parent, attr = _head_path(module)
+        old_head = getattr(parent, attr)
+        n_classes = dataset.num_classes
+        gen = torch.Generator().manual_seed(seed)
+        new_head = torch.nn.Linear(old_head.in_features, n_classes)
+        with torch.no_grad():
+            new_head.weight.copy_(torch.randn(new_head.weight.shape, generator=gen) * 0.01)
+            new_head.bias.zero_()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        train_idx = dataset.indices("train")
+        labels = torch.from_numpy(dataset.labels[train_idx])
+        if cfg.last_blocks == 0:
+            feats = evaluate(model, dataset, split="train", context=ctx).features.astype(np.float64)
+            std = Standardizer.fit(feats)
+            x = torch.from_numpy(std(feats)).float()
+            head = torch.nn.Linear(x.shape[1], n_classes)
+            head.load_state_dict(new_head.state_dict())
+            _train(lambda idx: head(x[idx]), head.parameters(), labels, cfg, gen)
+            with torch.no_grad():  # fold the standardisation into the head, as LinearProbe.torch_head does
+                scale = torch.from_numpy(std.scale).float()
+                mean = torch.from_numpy(std.mean).float()
+                new_head.weight.copy_(head.weight / scale)
+                new_head.bias.copy_(head.bias - new_head.weight @ mean)
+            setattr(parent, attr, new_head.to(model.device))
+        else:
+            setattr(parent, attr, new_head)
+            params = list(new_head.parameters())
+            for block in _trainable_blocks(module, new_head, cfg.last_blocks):
+                for p in block.parameters():
+                    p.requires_grad_(True)
+                params += list(block.parameters())
+            device = ctx.device
+            module.to(device)
+
+            def forward(idx: torch.Tensor) -> torch.Tensor:
+                images = dataset.batch(train_idx[idx.numpy()]).to(device)
+                return module(model.preprocess(images)).float().cpu()
+
+            _train(forward, params, labels, cfg, gen)
+        for p in module.parameters():
+            p.requires_grad_(False)
+        tuned = TransferModel(module.eval(), name=f"{model.name}+finetune", preprocess=model.preprocess,
+                              num_classes=n_classes, categories=list(dataset.classes),
+                              in_channels=model.in_channels)
+        ctx.probes[key] = tuned
+        return tuned
+
+
+def _train(forward: Any, params: Any, labels: Any, cfg: FinetuneConfig, gen: Any) -> None:
+    import torch
+
+    params = list(params)
+    lr = cfg.lr if cfg.lr is not None else (1e-2 if cfg.last_blocks == 0 else 1e-3)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    n = len(labels)
+    with torch.inference_mode(False), torch.enable_grad():
+        for _ in range(cfg.epochs):
+            order = torch.randperm(n, generator=gen)
+            for start in range(0, n, cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                loss = torch.nn.functional.cross_entropy(forward(idx), labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()

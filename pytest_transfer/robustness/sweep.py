@@ -1,0 +1,445 @@
+"""Corruption sweeps: accuracy for every corruption × severity from one pass over the data.
+
+:func:`corruption_sweep` loads each fixed chunk of the split **once**, makes
+every requested variant of it on the device (the clean images and each
+corruption × severity, with the same per-chunk seeds as
+:func:`pytest_transfer.engine.corruption`), and feeds the stream of variants
+through **one** batched forward pass (the engine's :func:`~pytest_transfer.engine.run_pass`:
+batches mix variants, out-of-memory halving and autocast work as for any pass).
+The outputs are split back per variant and stored exactly where
+:func:`~pytest_transfer.engine.evaluate` would store them: the session memo
+(``context.evaluations``) and the disk cache, under the same keys as
+``evaluate(model, dataset, perturbation=corruption(name, severity, seed=seed))``.
+So a later gate on one cell, or a second run, costs no pass. Cells already in
+the memo or on disk are not recomputed.
+
+Predictions then go through :func:`pytest_transfer.predictions.predict`, so a
+sweep's numbers are the gates' numbers: probes are fitted on clean train
+features and scored on corrupted test features.
+
+>>> res = corruption_sweep("efficientnet-lite0", "digits", "noise", [1, 5])  # doctest: +SKIP
+>>> res.accuracy["gaussian_noise"][5], res.clean_accuracy  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..context import Context, current_context
+from ..engine import (
+    CHUNK,
+    Evaluation,
+    Perturbation,
+    _load_chunk,
+    _precision_label,
+    autocast_dtype,
+    cache_key,
+    corruption,
+    memo_base,
+    run_pass,
+)
+from ..predictions import check_method, predict, resolve_pair
+from .corruptions import DETERMINISTIC_CORRUPTIONS, SEVERITIES, corrupt_many, resolve_corruptions
+from .mce import ALEXNET_ERRORS, CLEAN, CorruptionErrorResult, mce, relative_mce
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ..datasets import TargetDataset
+    from ..models import TransferModel
+
+#: the row of :meth:`SweepResult.to_rows` that holds the clean accuracy (severity 0)
+CLEAN_ROW = CLEAN
+
+
+def resolve_severities(severities: int | str | Iterable[int], argname: str = "severities") -> tuple[int, ...]:
+    """``"all"`` → ``(1, 2, 3, 4, 5)``; one level → a 1-tuple; a list → its levels (duplicates dropped).
+
+    >>> resolve_severities("all"), resolve_severities(3), resolve_severities([5, 1, 5])
+    ((1, 2, 3, 4, 5), (3,), (5, 1))
+    """
+    if isinstance(severities, str):
+        if severities.strip().lower() == "all":
+            return SEVERITIES
+        raise ValueError(f"{argname}: expected 'all', a level 1–5 or a list of levels, got {severities!r}")
+    items: list[Any]
+    if isinstance(severities, Iterable):
+        items = list(severities)
+        if not items:
+            raise ValueError(f"{argname}: the list is empty; pass e.g. [1, 3, 5] or 'all'")
+    else:
+        items = [severities]
+    out: list[int] = []
+    for s in items:
+        try:
+            level = operator.index(s) if not isinstance(s, bool) else None
+        except TypeError:
+            level = None
+        if level not in SEVERITIES:
+            raise ValueError(f"{argname}: ImageNet-C's levels are 1, 2, 3, 4 and 5 (or 'all'), got {s!r}")
+        if level not in out:
+            out.append(level)
+    return tuple(out)
+
+
+# --- the multi-variant pass ----------------------------------------------------
+
+@dataclass(frozen=True)
+class _Variant:
+    perturbation: Perturbation | None
+    corruption: tuple[str, int] | None = None  # (name, severity) when it is an engine.corruption
+
+
+def _variant_stream(dataset: TargetDataset, indices: np.ndarray, device: Any,
+                    variants: Sequence[_Variant]) -> Callable[[], Iterator[torch.Tensor]]:
+    """Chunks of ``CHUNK`` images, each loaded once, followed by all its variants (chunk-major order).
+
+    Each variant of chunk ``c`` is ``perturbation.apply(x, c)``, what
+    :func:`pytest_transfer.engine.iter_chunks` yields for that perturbation.
+    Seed-free corruptions with several severities are made together by
+    :func:`corrupt_many` (equal to one call per severity: the seed does not matter).
+    """
+    groups: dict[str, list[tuple[int, int]]] = {}  # seed-free corruption -> [(variant index, severity)]
+    for i, v in enumerate(variants):
+        if v.corruption is not None and v.corruption[0] in DETERMINISTIC_CORRUPTIONS:
+            groups.setdefault(v.corruption[0], []).append((i, v.corruption[1]))
+
+    def chunks() -> Iterator[torch.Tensor]:
+        for c, start in enumerate(range(0, len(indices), CHUNK)):
+            x = _load_chunk(dataset, indices[start:start + CHUNK], device)
+            made: dict[int, torch.Tensor] = {}  # one group's severities, made when its first one is due
+            for i, v in enumerate(variants):
+                if v.perturbation is None:
+                    yield x
+                elif v.corruption is not None and v.corruption[0] in groups:
+                    if i not in made:
+                        members = groups[v.corruption[0]]
+                        sweep = corrupt_many(x, v.corruption[0], [s for _, s in members])
+                        made.update((j, t) for (j, _), (_, _, t) in zip(members, sweep, strict=True))
+                    yield made.pop(i)
+                else:
+                    yield v.perturbation.apply(x, c)
+
+    return chunks
+
+
+def _split_outputs(arrays: dict[str, np.ndarray], n: int, n_variants: int) -> list[dict[str, np.ndarray]]:
+    """Undo the chunk-major interleaving of a multi-variant pass: one dict of arrays per variant."""
+    rows: list[list[np.ndarray]] = [[] for _ in range(n_variants)]
+    offset = 0
+    for start in range(0, n, CHUNK):
+        m = min(CHUNK, n - start)
+        for v in range(n_variants):
+            rows[v].append(np.arange(offset + v * m, offset + (v + 1) * m))
+        offset += n_variants * m
+    out = []
+    for v in range(n_variants):
+        take = np.concatenate(rows[v]) if rows[v] else np.zeros(0, dtype=np.int64)
+        out.append({k: np.ascontiguousarray(a[take]) for k, a in arrays.items()})
+    return out
+
+
+def _evaluate_variants(model: TransferModel, dataset: TargetDataset, variants: Sequence[_Variant], *, split: str,
+                       ctx: Context, batch_size: int | None, cache: bool) -> list[Evaluation]:
+    nodes = [model.feature_node]
+    model.resolve_node(model.feature_node)
+    wanted = set(nodes)
+    with ctx.lock:
+        device = ctx.device
+        mode = getattr(ctx.settings, "autocast", "auto")
+        precision = _precision_label(autocast_dtype(mode, device))
+        indices = dataset.indices(split)
+        if len(indices) == 0:
+            raise ValueError(f"dataset {dataset.name!r}: the {split!r} split is empty; use more samples or "
+                             "another test_fraction")
+        bases = [memo_base(model, dataset, split, v.perturbation, precision=precision) for v in variants]
+        out: list[Evaluation | None] = [None] * len(variants)
+        for i, base in enumerate(bases):  # 1. the session memo
+            for (b, have), ev in ctx.evaluations.items():
+                if b == base and wanted <= set(have):
+                    out[i] = ev
+                    break
+
+        def make(i: int, arrays: dict[str, Any], hit: bool) -> Evaluation:
+            p = variants[i].perturbation
+            ev = Evaluation(
+                model=model.name, dataset=dataset.name, split=split, perturbation=p.key if p else None,
+                indices=indices, labels=dataset.labels[indices], logits=arrays["logits"],
+                taps={n: arrays[f"tap:{n}"] for n in nodes}, feature_node=model.feature_node, from_cache=hit,
+            )
+            ctx.evaluations[(bases[i], tuple(nodes))] = ev
+            return ev
+
+        cache_dir = ctx.settings.cache_path() if cache else None
+        disk = None
+        keys: dict[int, dict[str, Any]] = {}
+        if cache_dir is not None:  # 2. the disk cache
+            from ..cache import DiskCache
+
+            disk = DiskCache(cache_dir)
+            for i, v in enumerate(variants):
+                if out[i] is None:
+                    keys[i] = cache_key(model, dataset, split, v.perturbation, nodes, precision=precision,
+                                        device=device)
+                    found = disk.get(keys[i])
+                    if found is not None:
+                        ctx.cache_hits += 1
+                        out[i] = make(i, found, True)
+        missing = [i for i in range(len(variants)) if out[i] is None]
+        if missing:  # 3. one pass for everything else, under every missing entry's lock (in one global order)
+            with contextlib.ExitStack() as stack:
+                if disk is not None:
+                    for i in sorted(missing, key=lambda i: disk.path_for(keys[i]).name):
+                        stack.enter_context(disk.locked(keys[i]))
+                    for i in missing:  # another worker may have written some while we waited
+                        found = disk.get(keys[i])
+                        if found is not None:
+                            ctx.cache_hits += 1
+                            out[i] = make(i, found, True)
+                    missing = [i for i in missing if out[i] is None]
+                if missing:
+                    chosen = [variants[i] for i in missing]
+                    ctx.forward_passes += 1
+                    arrays = run_pass(
+                        model, dataset, indices, nodes=nodes, perturbation=None,
+                        batch_size=int(batch_size or ctx.settings.batch_size), device=device,
+                        progress=ctx.progress, autocast=mode,
+                        chunks=_variant_stream(dataset, indices, device, chosen),
+                        total=len(indices) * len(chosen),
+                    )
+                    for i, part in zip(missing, _split_outputs(arrays, len(indices), len(chosen)), strict=True):
+                        if disk is not None:
+                            disk.put(keys[i], part)
+                            disk.computations += 1
+                        out[i] = make(i, part, False)
+        return [ev for ev in out if ev is not None]
+
+
+def evaluate_many(model: Any, dataset: Any, perturbations: Sequence[Perturbation | None], *, split: str = "test",
+                  batch_size: int | None = None, context: Context | None = None,
+                  cache: bool = True) -> list[Evaluation]:
+    """``[evaluate(model, dataset, split=split, perturbation=p) for p in perturbations]`` from one data load.
+
+    Each chunk of the split is loaded once and every perturbation of it goes
+    through one forward pass; results land in the session memo and the disk
+    cache under :func:`~pytest_transfer.engine.evaluate`'s keys (entries
+    already there are reused). Only the model's feature node is tapped.
+
+    >>> from pytest_transfer.engine import corruption, gaussian_noise
+    >>> evs = evaluate_many(model, "digits", [None, gaussian_noise(0.1), corruption("fog", 3)])  # doctest: +SKIP
+    """
+    ctx = context or current_context()
+    model, dataset = resolve_pair(model, dataset)
+    variants: list[_Variant] = []
+    seen: dict[tuple[str, int] | None, int] = {}
+    for p in perturbations:
+        if p is not None and not isinstance(p, Perturbation):
+            raise ValueError(f"perturbations: expected Perturbation objects or None, got {type(p).__name__}; "
+                             "build them with pytest_transfer.engine.corruption / gaussian_noise")
+        ident = (p.key, p.seed) if p is not None else None
+        if ident not in seen:
+            seen[ident] = len(variants)
+            variants.append(_Variant(p))
+    evs = _evaluate_variants(model, dataset, variants, split=split, ctx=ctx, batch_size=batch_size, cache=cache)
+    return [evs[seen[(p.key, p.seed) if p is not None else None]] for p in perturbations]
+
+
+# --- the sweep -----------------------------------------------------------------
+
+@dataclass
+class SweepResult:
+    """Accuracy of one model on one split for every corruption × severity, with per-sample correctness.
+
+    ``accuracy[corruption][severity]`` is the accuracy of a cell;
+    ``correct[(corruption, severity)]`` and ``clean_correct`` are the boolean
+    per-sample results on the same samples (in the split's order), for paired
+    intervals and McNemar tests.
+    """
+
+    model: str
+    dataset: str
+    method: str
+    split: str
+    seed: int
+    corruptions: tuple[str, ...]
+    severities: tuple[int, ...]
+    y_true: np.ndarray
+    clean_correct: np.ndarray
+    correct: dict[tuple[str, int], np.ndarray] = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.y_true)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(np.mean(self.clean_correct))
+
+    @property
+    def accuracy(self) -> dict[str, dict[int, float]]:
+        """``{corruption: {severity: accuracy}}``."""
+        return {c: {s: float(np.mean(self.correct[(c, s)])) for s in self.severities} for c in self.corruptions}
+
+    @property
+    def cells(self) -> list[tuple[str, int]]:
+        return [(c, s) for c in self.corruptions for s in self.severities]
+
+    @property
+    def mean_accuracy(self) -> float:
+        """Mean accuracy over all cells (every cell has the same samples)."""
+        return float(np.mean([np.mean(self.correct[cell]) for cell in self.cells]))
+
+    def cell_matrix(self) -> np.ndarray:
+        """Per-sample correctness as an ``n × cells`` boolean matrix, columns in :attr:`cells` order."""
+        return np.stack([self.correct[cell] for cell in self.cells], axis=1)
+
+    def errors(self) -> dict[str, Any]:
+        """Top-1 errors ``{corruption: (e_s, ...), "clean": e}`` in the form :func:`mce` reads."""
+        out: dict[str, Any] = {c: tuple(1.0 - a for a in row.values()) for c, row in self.accuracy.items()}
+        out[CLEAN] = 1.0 - self.clean_accuracy
+        return out
+
+    def mce(self, reference: SweepResult | Mapping[str, Any] = ALEXNET_ERRORS, *,
+            relative: bool = False) -> CorruptionErrorResult:
+        """(Relative) mCE of this sweep against a measured reference sweep or published errors.
+
+        ``reference`` is another :class:`SweepResult` (a reference model
+        measured on the same data, corruptions and severities) or a mapping of
+        errors such as :data:`ALEXNET_ERRORS` (the published AlexNet ImageNet-C
+        errors of Hendrycks & Dietterich 2019, meaningful for ImageNet-scale
+        models on ImageNet-like data). A mapping's 5-level rows are cut to this
+        sweep's severities.
+        """
+        return corruption_error(self.errors(), reference_errors(reference, self.corruptions, self.severities),
+                                relative=relative)
+
+    def curves(self) -> dict[str, dict[str, list[float]]]:
+        """``{corruption: {"x": severities, "y": accuracies}}``: accuracy vs severity, ready to plot."""
+        return {c: {"x": [float(s) for s in self.severities], "y": list(row.values())}
+                for c, row in self.accuracy.items()}
+
+    def plot_data(self) -> list[dict[str, Any]]:
+        """The HTML report's ``robustness`` entries: one line per corruption, the clean accuracy at severity 0."""
+        return [{"corruption": c, "severity": list(self.severities), "accuracy": list(row.values()),
+                 "clean_accuracy": self.clean_accuracy} for c, row in self.accuracy.items()]
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One dict per cell (and a ``clean`` row at severity 0): model, dataset, method, split, corruption,
+        severity, accuracy, error, n."""
+        common = {"model": self.model, "dataset": self.dataset, "method": self.method, "split": self.split}
+        rows = [{**common, "corruption": CLEAN_ROW, "severity": 0, "accuracy": self.clean_accuracy,
+                 "error": 1.0 - self.clean_accuracy, "n": self.n}]
+        for c, row in self.accuracy.items():
+            for s, a in row.items():
+                rows.append({**common, "corruption": c, "severity": s, "accuracy": a, "error": 1.0 - a, "n": self.n})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary: names, ``clean_accuracy``, ``mean_accuracy`` and ``accuracy[corruption][severity]``
+        (severities as strings, as JSON keys must be)."""
+        return {
+            "model": self.model, "dataset": self.dataset, "method": self.method, "split": self.split,
+            "seed": self.seed, "n": self.n, "corruptions": list(self.corruptions),
+            "severities": list(self.severities), "clean_accuracy": self.clean_accuracy,
+            "mean_accuracy": self.mean_accuracy,
+            "accuracy": {c: {str(s): a for s, a in row.items()} for c, row in self.accuracy.items()},
+        }
+
+
+def reference_errors(reference: SweepResult | Mapping[str, Any], corruptions: Sequence[str],
+                     severities: Sequence[int]) -> dict[str, Any]:
+    """Reference errors for ``corruptions`` at ``severities``, from a measured sweep or a mapping of errors.
+
+    A sweep must cover the same corruptions at the same severities. A
+    mapping's rows of one error per level 1–5 are cut to ``severities``;
+    rows of the sweep's length, and scalar means, are used as given.
+
+    >>> reference_errors({"fog": [0.1, 0.2, 0.3, 0.4, 0.5], "clean": 0.05}, ["fog"], [1, 5])
+    {'fog': (0.1, 0.5), 'clean': 0.05}
+    """
+    if isinstance(reference, SweepResult):
+        lacking = [c for c in corruptions if c not in reference.corruptions]
+        if lacking or tuple(severities) != tuple(reference.severities):
+            raise ValueError(
+                f"reference: the reference sweep of {reference.model!r} covers {list(reference.corruptions)} at "
+                f"severities {list(reference.severities)}, but {lacking or list(corruptions)} at "
+                f"{list(severities)} are needed; sweep both models with the same corruptions and severities"
+            )
+        errs = reference.errors()
+        return {**{c: errs[c] for c in corruptions}, CLEAN: errs[CLEAN]}
+    if not isinstance(reference, Mapping):
+        raise ValueError(f"reference: expected a SweepResult or a mapping of errors, got {type(reference).__name__}")
+    out: dict[str, Any] = {}
+    for c in corruptions:
+        if c not in reference:
+            known = sorted(k for k in reference if k != CLEAN)
+            raise ValueError(f"reference: has no errors for {c!r} (it has {known}); measure a reference model "
+                             "on these corruptions, or restrict the corruptions to these")
+        row = reference[c]
+        values = np.atleast_1d(np.asarray(row, dtype=np.float64))
+        if values.size == len(SEVERITIES) and len(severities) != len(SEVERITIES):
+            row = tuple(float(values[s - 1]) for s in severities)
+        out[c] = row
+    if CLEAN in reference:
+        out[CLEAN] = reference[CLEAN]
+    return out
+
+
+def corruption_error(errors: Mapping[str, Any], reference: Mapping[str, Any], *,
+                     relative: bool = False) -> CorruptionErrorResult:
+    """:func:`mce` or :func:`relative_mce` of ``errors`` against ``reference`` (both may carry ``"clean"``)."""
+    return relative_mce(errors, reference) if relative else mce(errors, reference)
+
+
+def corruption_sweep(model: Any, dataset: Any, corruptions: str | Iterable[str] = "all",
+                     severities: int | str | Iterable[int] = "all", *, method: str = "linear_probe",
+                     split: str = "test", seed: int | None = None, k: int = 20, C: float = 1.0,
+                     batch_size: int | None = None, context: Context | None = None,
+                     cache: bool = True) -> SweepResult:
+    """Accuracy of ``model`` on ``split`` of ``dataset`` under every corruption × severity, from one data pass.
+
+    ``corruptions`` is anything :func:`resolve_corruptions` reads (a name, a
+    group ``noise`` / ``blur`` / ``weather`` / ``digital``, ``extra``,
+    ``"all"`` = the 15 of ImageNet-C, or a list); ``severities`` is
+    ``"all"``, one level or a list of levels. ``seed`` defaults to
+    ``--transfer-seed``; cell ``(name, s)`` is exactly
+    ``evaluate(..., perturbation=engine.corruption(name, s, seed=seed))``
+    (same per-chunk draws, so the results do not depend on the batch size).
+    ``method`` is ``linear_probe`` (the probe is fitted once on clean train
+    features), ``knn`` or ``direct``.
+
+    >>> res = corruption_sweep(model, "digits", ["fog", "contrast"], [1, 3, 5])  # doctest: +SKIP
+    >>> res.to_rows()[:2]  # doctest: +SKIP
+    """
+    ctx = context or current_context()
+    check_method(method)
+    model, dataset = resolve_pair(model, dataset)
+    names = resolve_corruptions(corruptions)
+    levels = resolve_severities(severities)
+    seed = int(ctx.settings.seed if seed is None else seed)
+    variants = [_Variant(None)] + [_Variant(corruption(c, s, seed=seed), (c, s)) for c in names for s in levels]
+    if method == "direct":
+        from ..predictions import direct_mapping
+
+        direct_mapping(model, dataset)  # a head that cannot predict these classes fails before any work
+    _evaluate_variants(model, dataset, variants, split=split, ctx=ctx, batch_size=batch_size, cache=cache)
+
+    def correct(p: Perturbation | None) -> tuple[np.ndarray, np.ndarray]:
+        pr = predict(model, dataset, method=method, split=split, perturbation=p, k=k, C=C, context=ctx)
+        return pr.y_true, np.asarray(pr.correct, dtype=bool)
+
+    y_true, clean = correct(None)
+    cells = {v.corruption: correct(v.perturbation)[1] for v in variants[1:] if v.corruption is not None}
+    return SweepResult(model=model.name, dataset=dataset.name, method=method, split=split, seed=seed,
+                       corruptions=names, severities=levels, y_true=y_true, clean_correct=clean, correct=cells)
+
+
+__all__ = [
+    "SweepResult", "corruption_error", "corruption_sweep", "evaluate_many", "reference_errors", "resolve_severities",
+]

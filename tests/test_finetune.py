@@ -1,0 +1,77 @@
+"""method="finetune": a new head (and optionally the last blocks) trained on the target's train split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pytest_transfer import assert_robust_under_noise, assert_transfer_accuracy_above, load_model
+from pytest_transfer.predictions import predict
+from tests._helpers import tiny_net
+
+
+def test_head_finetuning_learns_the_target_and_passes_the_gate(tiny_model, blobs, fresh_context):
+    result = assert_transfer_accuracy_above(tiny_model, blobs, 0.5, method="finetune", finetune={"epochs": 30})
+    probe = assert_transfer_accuracy_above(tiny_model, blobs, 0.0)
+    # a head trained by SGD on the same frozen features lands near the converged linear probe
+    assert result.metric == "finetune_accuracy" and abs(result.value - probe.value) <= 0.15
+    with pytest.raises(AssertionError, match=r"Transfer accuracy \(finetune\)"):
+        assert_transfer_accuracy_above(tiny_model, blobs, 1.01, method="finetune", finetune={"epochs": 30})
+
+
+def test_head_finetuning_trains_on_cached_features_and_leaves_the_model_untouched(tiny_model, blobs,
+                                                                                  fresh_context):
+    before = {k: v.clone() for k, v in tiny_model.module.state_dict().items()}
+    predict(tiny_model, blobs, method="finetune")
+    # one pass over train (features for the head), one over test with the tuned model
+    assert fresh_context.forward_passes == 2
+    predict(tiny_model, blobs, method="finetune")
+    assert fresh_context.forward_passes == 2  # memoised
+    after = tiny_model.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_finetuned_head_equals_training_on_standardised_features(tiny_model, blobs, fresh_context):
+    """A second formulation: the tuned module's logits equal the head applied to standardised features."""
+    from pytest_transfer.engine import evaluate
+    from pytest_transfer.finetune import FinetuneConfig, finetuned_model
+    from pytest_transfer.probes import Standardizer
+
+    tuned = finetuned_model(tiny_model, blobs, FinetuneConfig(epochs=3), ctx=fresh_context, seed=0)
+    train = evaluate(tiny_model, blobs, split="train").features.astype(np.float64)
+    test = evaluate(tiny_model, blobs, split="test")
+    std = Standardizer.fit(train)
+    head = tuned.module[-1]
+    w, b = head.weight.detach().double().numpy(), head.bias.detach().double().numpy()
+    folded = test.features @ w.T + b
+    w_std = w * std.scale
+    b_std = b + w @ std.mean
+    assert np.allclose(folded, std(test.features) @ w_std.T + b_std, atol=1e-4)
+    logits = evaluate(tuned, blobs, split="test").logits
+    assert np.allclose(logits, folded, atol=1e-4)
+
+
+def test_last_blocks_are_trained_end_to_end(blobs, fresh_context):
+    model = load_model(tiny_net(), name="tiny")
+    a = predict(model, blobs, method="finetune", finetune={"epochs": 5, "last_blocks": 1})
+    b = predict(model, blobs, method="finetune", finetune={"epochs": 5, "last_blocks": 1})
+    assert np.array_equal(a.y_pred, b.y_pred)  # seeded: deterministic
+    tuned = [v for v in fresh_context.probes.values() if hasattr(v, "module")][0]
+    # the block before the head changed, the first convolution did not
+    assert not torch.equal(tuned.module[4].weight, model.module[4].weight)
+    assert torch.equal(tuned.module[0].weight, model.module[0].weight)
+
+
+def test_finetune_works_under_noise(tiny_model, blobs):
+    result = assert_robust_under_noise(tiny_model, blobs, sigma=0.2, max_drop=1.0, method="finetune")
+    assert result.details["method"] == "finetune"
+
+
+def test_finetune_option_errors(tiny_model, blobs):
+    with pytest.raises(ValueError, match="unknown option.*epoch.*valid: batch_size, epochs"):
+        predict(tiny_model, blobs, method="finetune", finetune={"epoch": 3})
+    with pytest.raises(ValueError, match="last_blocks=9 but the model has only"):
+        predict(tiny_model, blobs, method="finetune", finetune={"last_blocks": 9})
+    with pytest.raises(ValueError, match="method='finetune' only"):
+        predict(tiny_model, blobs, method="knn", finetune={"epochs": 3})
