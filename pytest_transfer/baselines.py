@@ -187,6 +187,21 @@ class Baseline:
             raise BaselineError(f"{where} is damaged ({exc}); {UPDATE_HINT}") from None
 
 
+def write_text_file(path: str | os.PathLike[str], text: str) -> Path:
+    """Atomic write (:func:`~pytest_transfer.cache.atomic_write_text`) with the permissions of an ordinary file.
+
+    The temporary file behind an atomic write is created ``0600``; baselines
+    and reports are meant to be read by others (CI artifact servers, a web
+    server), so the mode is set from the umask as ``open()`` would.
+    """
+    p = Path(path)
+    atomic_write_text(p, text)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(p, 0o666 & ~mask)
+    return p
+
+
 def _safe(part: str) -> str:
     return _UNSAFE.sub("_", part).strip("._") or "_"
 
@@ -256,7 +271,7 @@ def write_baseline(path: str | os.PathLike[str], baseline: Baseline) -> str:
         except (OSError, UnicodeDecodeError):
             pass
         action = "updated"
-    atomic_write_text(p, text)
+    write_text_file(p, text)
     return action
 
 

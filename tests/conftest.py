@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy  # noqa: F401  (imported once here: pytester's in-process runs cannot re-import numpy)
 import pytest
 import torch  # noqa: F401
+
 from tests._helpers import make_blobs_images, tiny_net
 
 

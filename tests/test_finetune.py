@@ -57,7 +57,7 @@ def test_last_blocks_are_trained_end_to_end(blobs, fresh_context):
     a = predict(model, blobs, method="finetune", finetune={"epochs": 5, "last_blocks": 1})
     b = predict(model, blobs, method="finetune", finetune={"epochs": 5, "last_blocks": 1})
     assert np.array_equal(a.y_pred, b.y_pred)  # seeded: deterministic
-    tuned = [v for v in fresh_context.probes.values() if hasattr(v, "module")][0]
+    tuned = next(v for v in fresh_context.probes.values() if hasattr(v, "module"))
     # the block before the head changed, the first convolution did not
     assert not torch.equal(tuned.module[4].weight, model.module[4].weight)
     assert torch.equal(tuned.module[0].weight, model.module[0].weight)
@@ -69,9 +69,9 @@ def test_finetune_works_under_noise(tiny_model, blobs):
 
 
 def test_finetune_option_errors(tiny_model, blobs):
-    with pytest.raises(ValueError, match="unknown option.*epoch.*valid: batch_size, epochs"):
+    with pytest.raises(ValueError, match=r"unknown option.*epoch.*valid: batch_size, epochs"):
         predict(tiny_model, blobs, method="finetune", finetune={"epoch": 3})
-    with pytest.raises(ValueError, match="last_blocks=9 but the model has only"):
+    with pytest.raises(ValueError, match=r"last_blocks=9 but the model has only"):
         predict(tiny_model, blobs, method="finetune", finetune={"last_blocks": 9})
     with pytest.raises(ValueError, match="method='finetune' only"):
         predict(tiny_model, blobs, method="knn", finetune={"epochs": 3})

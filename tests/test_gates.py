@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests._helpers import make_blobs_images, tiny_net
 from torch import nn
 
 from pytest_transfer import (
@@ -19,6 +18,7 @@ from pytest_transfer.context import Context, set_current_context
 from pytest_transfer.metrics import f1_score
 from pytest_transfer.predictions import predict
 from pytest_transfer.settings import resolve
+from tests._helpers import make_blobs_images, tiny_net
 
 
 def test_accuracy_gate_passes_and_returns_the_measurement(tiny_model, blobs, fresh_context):

@@ -8,7 +8,6 @@ from torch import nn
 
 from pytest_transfer import load_model
 from pytest_transfer.models import Preprocess, TransferModel, hub_checkpoint_dir
-
 from tests._helpers import tiny_net
 
 
@@ -103,7 +102,7 @@ def test_module_is_wrapped_with_penultimate_features(fresh_context):
 
 def test_bad_feature_node_lists_how_to_find_names(fresh_context):
     m = load_model(tiny_net())
-    with pytest.raises(ValueError, match="not a submodule.*named_modules"):
+    with pytest.raises(ValueError, match=r"not a submodule.*named_modules"):
         m.resolve_node("layer9")
     with pytest.raises(ValueError, match="':input' or ':output'"):
         m.resolve_node("4:middle")

@@ -52,7 +52,7 @@ def test_bad_values_are_usage_errors_listing_valid_ones(tmp_path, key, value, ex
 
 def test_bad_value_in_file_names_the_file(tmp_path):
     pp = write_pyproject(tmp_path, "[tool.pytest_transfer]\ndevice = 'gpu0'\n")
-    with pytest.raises(pytest.UsageError, match="pyproject.toml.*device"):
+    with pytest.raises(pytest.UsageError, match=r"pyproject.toml.*device"):
         resolve({}, rootdir=tmp_path, pyproject=pp, environ={})
 
 

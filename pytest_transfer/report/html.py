@@ -50,7 +50,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cache import atomic_write_text
+from ..baselines import write_text_file
 
 PLOTS_HINT = 'pip install "pytest-transfer[plots]"'
 _MAX_LEGEND = 16
@@ -279,15 +279,18 @@ def _ranking_figure(rk: Mapping[str, Any]) -> Any:
     fig = _figure(4.2 * panels + 1.6, 0.42 * len(models) + 1.4)
     axes = fig.subplots(1, panels, squeeze=False, sharey=True)[0]
     names = [models[i][:28] for i in order]
-    axes[0].barh(names, [scores[i] for i in order], color="#54aeff", edgecolor="#0969da")
+    bars = axes[0].barh(names, [scores[i] for i in order], color="#54aeff", edgecolor="#0969da")
+    axes[0].bar_label(bars, fmt="%.3g", padding=3, fontsize=8)
     axes[0].set_xlabel(str(rk.get("metric", "score")))
     axes[0].set_title("estimated transferability", fontsize=10)
     if ref is not None:
-        axes[1].barh(names, [ref[i] for i in order], color="#aceebb", edgecolor="#1a7f37")
+        ref_bars = axes[1].barh(names, [ref[i] for i in order], color="#aceebb", edgecolor="#1a7f37")
+        axes[1].bar_label(ref_bars, fmt="%.3g", padding=3, fontsize=8)
         axes[1].set_xlabel(str(rk.get("reference_metric", "reference")))
         axes[1].set_title("measured (reference)", fontsize=10)
     for ax in axes:
         ax.grid(axis="x", alpha=0.3)
+        ax.margins(x=0.15)  # room for the value labels
     return fig
 
 
@@ -457,6 +460,4 @@ def render_html(report: Mapping[str, Any], *, plots: bool | None = None) -> str:
 
 def write_html(path: str | os.PathLike[str], report: Mapping[str, Any], *, plots: bool | None = None) -> Path:
     """Write the page for ``report`` atomically; returns the path."""
-    p = Path(path)
-    atomic_write_text(p, render_html(report, plots=plots))
-    return p
+    return write_text_file(path, render_html(report, plots=plots))

@@ -39,8 +39,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..baselines import count_actions
-from ..cache import atomic_write_text
+from ..baselines import count_actions, write_text_file
 
 SCHEMA = "pytest-transfer-report"
 VERSION = 1
@@ -142,6 +141,4 @@ def build_report(measurements: Sequence[Mapping[str, Any]], *, settings: Any = N
 
 def write_json(path: str | os.PathLike[str], report: Mapping[str, Any]) -> Path:
     """Write ``report`` atomically as indented, strict JSON; returns the path."""
-    p = Path(path)
-    atomic_write_text(p, json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False, default=str) + "\n")
-    return p
+    return write_text_file(path, json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False, default=str) + "\n")
