@@ -26,6 +26,8 @@ _LAZY = {
     "assert_robust_under_noise": "assertions",
     "assert_robust_under_corruption": "gates.robustness",
     "assert_robust_under_attack": "gates.robustness",
+    "assert_mce_below": "gates.robustness",
+    "corruption_sweep": "robustness.sweep",
     "assert_transferability_above": "gates.transferability",
     "assert_ranks_above": "gates.transferability",
     "rank_models": "gates.transferability",
@@ -48,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .datasets import TargetDataset, list_datasets, load_dataset
     from .engine import Evaluation, evaluate
     from .gates.regression import assert_no_regression
-    from .gates.robustness import assert_robust_under_attack, assert_robust_under_corruption
+    from .gates.robustness import assert_mce_below, assert_robust_under_attack, assert_robust_under_corruption
     from .gates.transferability import (
         assert_layer_transfer_above,
         assert_ranks_above,
@@ -61,6 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
         rank_models,
     )
     from .models import Preprocess, TransferModel, list_models, load_model
+    from .robustness.sweep import corruption_sweep
 
 
 def __getattr__(name: str) -> Any:

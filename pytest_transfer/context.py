@@ -65,6 +65,7 @@ class Context:
         self.measurements: list[Measurement] = []
         self.current_test: str | None = None
         self.current_test_path: str | None = None  # the test's file (baselines live next to it)
+        self.worker: str | None = None  # the pytest-xdist worker id of this process (set by the plugin)
         self.clock: float | None = None  # perf_counter at the start of the test's call phase / last record
         self.forward_passes = 0
         self.cache_hits = 0
@@ -115,7 +116,7 @@ class Context:
         if measurement.device is None and self._device is not None:
             measurement.device = str(self._device)
         if measurement.worker is None:
-            measurement.worker = os.environ.get("PYTEST_XDIST_WORKER")
+            measurement.worker = self.worker
         self.measurements.append(measurement)
         return measurement
 

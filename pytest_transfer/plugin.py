@@ -73,6 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                                                             metric=metric)
     )
     ctx.device_override = lambda: _device_from_hook(config)
+    ctx.worker = getattr(config, "workerinput", {}).get("workerid")
     config.stash[CONTEXT_KEY] = ctx
     config.stash[PREVIOUS_KEY] = set_current_context(ctx)
     config.stash[MEASUREMENTS_KEY] = []

@@ -128,3 +128,27 @@ def test_feature_cka_of_two_models_on_the_same_images(pair, fresh_context):
         hidden = a.module[:2](ds.batch(idx)).mean(dim=(2, 3)).double().numpy()
     assert feature_cka(a, b, ds, node_a="1") == pytest.approx(hand_cka(hidden @ hidden.T, fb @ fb.T), rel=1e-5)
     assert feature_cka(a, a, ds) == pytest.approx(1.0)
+
+
+def test_tiny_features_are_not_lost_against_the_bias_gradients(pair, images):
+    """A randomly initialised deep net can have features of order 1e-9: next to the bias gradients (1) they
+    vanish from an uncentred float64 Gram, so the NTK is centred from the gradients."""
+    a, b = pair
+    with torch.no_grad():
+        a.module[4].weight.mul_(1e-9)
+        a.module[4].bias.mul_(1e-9)
+
+    def feats(net):
+        with torch.no_grad():
+            return net[:-1](images).double().numpy()
+
+    fa, fb = feats(a.module), feats(b.module)
+    assert np.abs(fa).max() < 1e-7
+    expected = hand_cka(fa @ fa.T, fb @ fb.T)
+    assert ntk_similarity(a, b, images, layers=["6"]) == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_selection_without_sample_dependence_is_refused(pair, images):
+    a, b = pair
+    with pytest.raises(ValueError, match=r"model_a: every image gets the same gradient .* of 'a'"):
+        ntk_similarity(a, b, images, max_params=3)  # only the last bias: its gradient is 1 for every image

@@ -269,3 +269,27 @@ def test_the_json_writer_refuses_nothing_and_writes_strict_json(tmp_path):
     doc = _strict_json(path)
     assert doc["measurements"][0]["value"] is None and doc["measurements"][0]["details"]["curve"] == [None, 1.0]
     assert doc["summary"]["failed"] == 1 and doc["environment"]["workers"] == []
+
+
+def test_the_shapes_the_layer_and_ranking_gates_record_are_drawn(tmp_path):
+    from pytest_transfer.report.html import render_html
+    from pytest_transfer.report.json import build_report
+
+    def m(model, metric, details):
+        return {"gate": metric, "metric": metric, "value": 0.8, "model": model, "dataset": "digits", "passed": True,
+                "test": "t.py::test", "details": details}
+
+    curve = {"x": ["_blocks.5", "_blocks.10", "penultimate"], "label": "linear_probe accuracy"}
+    rows = [
+        m("lite0", "layer_accuracy", {"curve": {**curve, "y": [0.6, 0.8, 0.9]}}),
+        m("lite0-random", "layer_accuracy", {"curve": {**curve, "y": [0.3, 0.25, 0.2]}}),
+        m("lite0", "logme_lead", {"method": "logme", "ranking": [
+            {"model": "lite0", "score": 1.5, "knn_accuracy": 0.9, "rank": 1},
+            {"model": "lite0-random", "score": -0.2, "knn_accuracy": 0.2, "rank": 2}]}),
+    ]
+    page = render_html(build_report(rows))
+    assert "<h3>Layer-wise transfer</h3>" in page and "<h3>Other curves</h3>" not in page
+    assert "<h3>logme on digits</h3>" in page and "<th>k-NN accuracy</th>" in page
+    assert re.findall(r'<tr><td class="num">(\d)</td><td>([\w-]+)</td>', page) == [("1", "lite0"),
+                                                                                   ("2", "lite0-random")]
+    assert page.count("data:image/png;base64,") == 2

@@ -212,7 +212,8 @@ def rank_models(models: Iterable[Any], dataset: Any, *, metric: str = "logme", s
     candidates = list(models)
     if not candidates:
         raise ValueError("models: got an empty list; pass at least one model (spec string or TransferModel)")
-    resolved = [resolve_pair(m, dataset) for m in candidates]
+    first, dataset = resolve_pair(candidates[0], dataset)  # the dataset is loaded once
+    resolved = [(first, dataset), *(resolve_pair(m, dataset) for m in candidates[1:])]
     names = [m.name for m, _ in resolved]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -708,7 +709,7 @@ def _as_images(images: Any, *, n_samples: int, split: str) -> torch.Tensor:
 
 def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | None = None,
              max_params: int | None = None, kernel: str = "pntk", n_samples: int = 64, split: str = "test",
-             batch_size: int = 16) -> np.ndarray:
+             batch_size: int = 16, centered: bool = False) -> np.ndarray:
     """The empirical neural-tangent-kernel Gram matrix of ``model`` on ``images`` (N×N, float64).
 
     ``Θ(x, x') = J(x) J(x')ᵀ`` with ``J`` the gradient of the outputs with
@@ -720,6 +721,10 @@ def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | Non
     sample. ``kernel="trace"``: the mean over the C outputs of each output's NTK
     (the trace of the full NC×NC eNTK over C), C gradients per sample.
     Memory: N × P × 4 bytes (× C for ``trace``) for P selected parameters.
+    ``centered=True`` returns ``H Θ H`` (``H = I − 11ᵀ/N``), computed from
+    gradients centred over the samples: exact where forming Θ first would lose
+    the small sample-dependent part against a large constant one (the bias
+    gradients of a network whose features are tiny, e.g. at random init).
     """
     import torch
     from torch.func import functional_call, grad, jacrev, vmap
@@ -771,6 +776,8 @@ def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | Non
     step = max(1, (1 << 24) // max(1, len(x_all)))
     for c0 in range(0, width, step):
         block = rows[:, c0:c0 + step].double()
+        if centered:  # H J Jᵀ H = (H J)(H J)ᵀ: no cancellation against large constant gradients (biases)
+            block -= block.mean(dim=0, keepdim=True)
         gram += block @ block.T
     return (gram / n_out).cpu().numpy()
 
@@ -804,9 +811,24 @@ def ntk_similarity(model_a: Any, model_b: Any, images: Any, *, layers: int | str
     from ..metrics.similarity import cka_from_grams
 
     x = _as_images(images, n_samples=n_samples, split=split)
-    ka = ntk_gram(model_a, x, layers=layers, max_params=max_params, kernel=kernel, batch_size=batch_size)
-    kb = ntk_gram(model_b, x, layers=layers, max_params=max_params, kernel=kernel, batch_size=batch_size)
+    ka = ntk_gram(model_a, x, layers=layers, max_params=max_params, kernel=kernel, batch_size=batch_size,
+                  centered=not debiased)
+    kb = ntk_gram(model_b, x, layers=layers, max_params=max_params, kernel=kernel, batch_size=batch_size,
+                  centered=not debiased)
+    for name, k, m in (("model_a", ka, model_a), ("model_b", kb, model_b)):
+        if _centered_norm(k) == 0.0:
+            raise ValueError(
+                f"{name}: every image gets the same gradient for the selected parameters of "
+                f"{getattr(m, 'name', m)!r} (e.g. only a bias), so its NTK carries no information; select more "
+                "parameters (layers=..., a larger max_params)"
+            )
     return cka_from_grams(ka, kb, debiased=debiased)
+
+
+def _centered_norm(k: np.ndarray) -> float:
+    """Frobenius norm of ``H K H``: 0 when the kernel does not depend on the sample."""
+    kc = k - k.mean(axis=0) - k.mean(axis=1)[:, None] + k.mean()
+    return float(np.linalg.norm(kc)) if np.abs(kc).max(initial=0.0) > 1e-12 * np.abs(k).max(initial=0.0) else 0.0
 
 
 __all__ = [

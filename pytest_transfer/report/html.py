@@ -28,15 +28,19 @@ keys drawn (fill them from a gate to get its plot):
     ``{"layers": ["layer1", ...], "accuracy": [...]}``: transfer accuracy
     per layer, one line per model, one figure per dataset (layer names on
     the axis when the models share them, else relative depth).
+    The layer-transfer gate's ``curve`` (metric ``layer_accuracy``, node
+    names as ``x``) is drawn here too.
 ``ranking``
     ``{"metric": "logme", "models": [...], "scores": [...],
     "reference": [...], "reference_metric": "linear_probe_accuracy",
-    "tau": 0.8}`` (``reference`` and any extra numbers optional): a table and a
-    bar chart per dataset × metric.
+    "tau": 0.8}`` (``reference`` and any extra numbers optional), or a list
+    of rows ``{"model", "score", "knn_accuracy"}`` with the estimator in
+    ``details["method"]``: a table and a bar chart per dataset × metric.
 ``curve``
     a generic line ``{"x": [...], "y": [...], "label": "...", "xlabel": "...",
-    "ylabel": "...", "title": "..."}`` (or a list of them); curves with the
-    same dataset and title share a figure.
+    "ylabel": "...", "title": "..."}`` (or a list of them; ``x`` may be names);
+    curves with the same dataset and title (default: the metric) share a
+    figure, one line per model.
 """
 
 from __future__ import annotations
@@ -124,12 +128,33 @@ def collect_plot_data(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[Any, 
             lines.setdefault(str(item.get("corruption", r.get("metric"))), item)
         if isinstance(d.get("layerwise"), Mapping):
             out["layerwise"].setdefault(dataset, {}).setdefault(model, dict(d["layerwise"]))
-        if isinstance(d.get("ranking"), Mapping):
-            rk = dict(d["ranking"])
-            out["ranking"][(dataset, rk.get("metric", r.get("metric")))] = rk
+        ranking = _ranking(d.get("ranking"), d.get("method") or r.get("metric"))
+        if ranking is not None:
+            out["ranking"][(dataset, ranking["metric"])] = ranking
         for item in _as_list(d.get("curve")):
+            xs = list(item.get("x", []))
+            if r.get("metric") == "layer_accuracy" and xs and all(isinstance(x, str) for x in xs):
+                # the layer-transfer gate's curve: x = node names, y = accuracy per node
+                layers = {"layers": xs, "accuracy": list(item.get("y", []))}
+                out["layerwise"].setdefault(dataset, {}).setdefault(model, layers)
+                continue
             key = (dataset, item.get("title", r.get("metric")))
             out["curve"].setdefault(key, {}).setdefault((model, item.get("label")), item)
+    return out
+
+
+def _ranking(value: Any, metric: Any) -> dict[str, Any] | None:
+    """A ranking as ``{"metric", "models", "scores", "reference"?, ...}``; also accepts a list of rows
+    ``{"model", "score", "knn_accuracy"?, "rank"?}`` (as ``assert_ranks_above`` records it)."""
+    if isinstance(value, Mapping):
+        return {"metric": metric, **dict(value)}
+    rows = [v for v in value if isinstance(v, Mapping) and "model" in v] if isinstance(value, (list, tuple)) else []
+    if not rows:
+        return None
+    out: dict[str, Any] = {"metric": metric, "models": [r["model"] for r in rows],
+                           "scores": [r.get("score") for r in rows]}
+    if all(r.get("knn_accuracy") is not None for r in rows):
+        out.update(reference=[r["knn_accuracy"] for r in rows], reference_metric="k-NN accuracy")
     return out
 
 
@@ -298,9 +323,19 @@ def _curve_figure(items: Mapping[Any, Mapping[str, Any]]) -> Any:
     fig = _figure(7.4, 4.4)
     ax = fig.subplots()
     first = next(iter(items.values()))
+    labels = {label for _, label in items}
+    models = {model for model, _ in items}
+    names = list(map(str, first.get("x", [])))
+    categorical = any(isinstance(x, str) for item in items.values() for x in item.get("x", []))
     for color, ((model, label), item) in zip(_colors(len(items)), items.items(), strict=True):
-        ax.plot(_floats(item.get("x", [])), _floats(item.get("y", [])), marker="o", markersize=3.5, color=color,
-                label=str(label or model))
+        shown = str(model) if len(labels) == 1 and len(models) > 1 else str(label or model)
+        if len(labels) > 1 and len(models) > 1:
+            shown = f"{model}: {label}"
+        y = _floats(item.get("y", []))
+        x = list(range(len(y))) if categorical else _floats(item.get("x", []))
+        ax.plot(x, y, marker="o", markersize=3.5, color=color, label=shown)
+    if categorical:
+        ax.set_xticks(range(len(names)), [n[-18:] for n in names], rotation=40, ha="right", fontsize=8)
     ax.set_xlabel(str(first.get("xlabel", "")))
     ax.set_ylabel(str(first.get("ylabel", "")))
     ax.grid(alpha=0.3)

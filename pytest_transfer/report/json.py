@@ -8,7 +8,7 @@ once). Layout (``"schema": "pytest-transfer-report"``, ``"version": 1``)::
       "schema": "pytest-transfer-report", "version": 1,
       "created": "2025-01-01T12:00:00+00:00", "duration_s": 12.3,
       "environment": {"python": ..., "platform": ..., "pytest": ..., "pytest_transfer": ...,
-                      "torch": ..., "torchvision": ..., "numpy": ..., "cuda_available": ...,
+                      "torch": ..., "torchvision": ..., "numpy": ..., "cuda_available": ..., "cuda": ...,
                       "devices": ["cpu"], "workers": ["gw0", "gw1"]},
       "settings": {"confidence": "none", "confidence_level": 0.95, "seed": 0, "update_baselines": false, ...},
       "summary": {"measurements": 5, "passed": 4, "failed": 1, "tests": 3,
@@ -72,6 +72,7 @@ def environment(measurements: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any
         "torchvision": _version("torchvision"),
         "numpy": _version("numpy"),
         "cuda_available": cuda,
+        "cuda": getattr(getattr(torch, "version", None), "cuda", None),
         "devices": sorted({str(m["device"]) for m in measurements if m.get("device")}),
         "workers": sorted({str(m["worker"]) for m in measurements if m.get("worker")}),
     }
