@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _helpers import make_blobs_images, tiny_net
 from torch import nn
 
 from pytest_transfer import engine, load_dataset, load_model
@@ -14,6 +13,7 @@ from pytest_transfer.context import Context
 from pytest_transfer.engine import cache_key, evaluate, gaussian_noise, run_pass
 from pytest_transfer.models import Preprocess
 from pytest_transfer.settings import resolve
+from tests._helpers import make_blobs_images, tiny_net
 
 
 def context_with_cache(tmp_path, **cli):
@@ -261,15 +261,15 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_retried(fresh_context, bl
     module = OutOfMemoryAbove(limit=10, error=error)
     messages = []
     fresh_context.progress = messages.append
-    ev = evaluate(load_model(module, name="big"), blobs, batch_size=32)
-    assert module.sizes == [8, 8, 8, 6]  # 32 → 16 → 8, then the rest of the 30 test images at 8
-    np.testing.assert_allclose(ev.logits, reference(module.net, blobs)[0], atol=1e-5)
+    ev = evaluate(load_model(module, name="big"), blobs, split="all", batch_size=32)
+    assert module.sizes == [8] * 15  # 32 → 16 → 8, then the rest of the 120 images at 8
+    np.testing.assert_allclose(ev.logits, reference(module.net, blobs, split="all")[0], atol=1e-5)
     assert fresh_context.forward_passes == 1
     assert any("out of memory on cpu at batch size 32; retrying with 16" in m for m in messages)
     assert engine.batch_limit(module, torch.device("cpu")) == 8
     module.sizes.clear()
     evaluate(load_model(module, name="big"), blobs, split="train", batch_size=32)
-    assert max(module.sizes) == 8  # the next pass starts at the size that fitted
+    assert module.sizes and max(module.sizes) == 8  # the next pass starts at the size that fitted
 
 
 def test_out_of_memory_with_one_image_is_raised(fresh_context, blobs):
@@ -365,27 +365,24 @@ def every_batch(monkeypatch):
     monkeypatch.setattr(engine, "PROGRESS_EVERY", 0.0)
 
 def pytest_transfer_register_models(registry):
-    from _helpers import tiny_net
+    from tests._helpers import tiny_net
     registry.register("tiny", tiny_net)
 
 def pytest_transfer_register_datasets(registry):
-    from _helpers import make_blobs_images
+    from tests._helpers import make_blobs_images
     registry.register("blobs", make_blobs_images)
 """
 
 
 @pytest.mark.parametrize("quiet", [False, True])
-def test_progress_shows_in_pytest_unless_quiet(pytester, quiet, monkeypatch):
-    import _helpers
-
-    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(_helpers.__file__).parent))
+def test_progress_shows_in_pytest_unless_quiet(pytester, quiet):
     pytester.makeconftest(PROGRESS_PROJECT)
     pytester.makepyfile(test_p="""
         from pytest_transfer import evaluate
         def test_pass():
             evaluate("tiny", "blobs", split="all", batch_size=40)
     """)
-    args = ["-p", "no:cacheprovider", "--transfer-no-cache", "--transfer-device=cpu", "-s"]
+    args = ["-p", "no:cacheprovider", "--transfer-no-cache", "--transfer-device=cpu"]
     result = pytester.runpytest(*args, *(["-q"] if quiet else []))
     result.assert_outcomes(passed=1)
     lines = [line for line in result.outlines if "pytest-transfer: tiny on blobs:" in line]
