@@ -153,19 +153,51 @@ def model_group(item: Any) -> str | None:
     return "transfer:" + _spec_id(spec).replace("@", "_")  # xdist splits the group off the node id at "@"
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the xdist_group marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)  # around pytest-xdist's worker, which reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Generator[None, None, None]:
     """Under ``--dist loadgroup``, every test of one model runs on the same xdist worker.
 
     Each transfer test without an ``xdist_group`` mark of its own gets
     ``xdist_group(name="transfer:<model spec>")``, so the model is loaded, and
     its passes run, in one process.
     """
-    if config.getoption("dist", None) != "loadgroup":
-        return
+    # the controller has --dist; xdist's workers get dist="no" and loadgroup=True
+    loadgroup = config.getoption("dist", None) == "loadgroup" or getattr(config.option, "loadgroup", False)
+    if loadgroup:
+        for item in items:
+            if item.get_closest_marker("xdist_group") is None and (group := model_group(item)) is not None:
+                item.add_marker(pytest.mark.xdist_group(name=group))
+    result = yield
+    if loadgroup and os.environ.get("PYTEST_XDIST_WORKER"):
+        _suffix_xdist_groups(items)
+    return result
+
+
+def _suffix_xdist_groups(items: list[pytest.Item]) -> None:
+    """Make xdist's ``nodeid@group`` renaming take effect where pytest no longer reads it.
+
+    pytest-xdist (3.8 and earlier) tells its loadgroup scheduler a test's
+    group by setting ``item._nodeid``, which pytest 9.2 replaced by a
+    structured id (pytest-dev/pytest-xdist#1386), so groups were silently
+    ignored. This does the same renaming through the structured id, for
+    tests whose id xdist could not change; it does nothing once xdist does.
+    """
     for item in items:
-        if item.get_closest_marker("xdist_group") is None and (group := model_group(item)) is not None:
-            item.add_marker(pytest.mark.xdist_group(name=group))
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(names)
+        if not names or item.nodeid.endswith(suffix) or not hasattr(item, "_id"):
+            continue
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(item.nodeid + suffix)
+
+
+def nodeid_without_group(item: pytest.Item) -> str:
+    """The node id without the ``@group`` suffix of ``--dist loadgroup`` (measurements and baselines use it)."""
+    nodeid = item.nodeid
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") and at > nodeid.rfind("::") else nodeid
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -174,7 +206,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     if ctx is None:
         yield
         return
-    ctx.current_test = item.nodeid
+    ctx.current_test = nodeid_without_group(item)
     ctx.current_test_path = str(item.path)
     item.stash[ITEM_KEY] = []
     try:
@@ -198,7 +230,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, N
         # measurements travel with the reports (and so through pytest-xdist and --junitxml)
         already = item.stash.get(ITEM_KEY, [])
         for m in ctx.measurements:
-            if m.test == item.nodeid and not any(m is a for a in already):
+            if m.test == nodeid_without_group(item) and not any(m is a for a in already):
                 already.append(m)
                 item.user_properties.append((PROPERTY, json.dumps(m.to_dict(), default=str)))
                 item.user_properties.append((f"transfer.{m.metric}", m.value))

@@ -21,7 +21,7 @@ from pytest_transfer import (
     load_model,
     rank_models,
 )
-from pytest_transfer.context import Context, set_current_context
+from pytest_transfer.context import Context, current_context, set_current_context
 from pytest_transfer.gates.transferability import newcombe_independent_interval
 from pytest_transfer.metrics import knn_accuracy, leep, logme, nce
 from pytest_transfer.metrics.transferability import TRANSFERABILITY_METRICS
@@ -326,4 +326,16 @@ def test_drop_needs_the_same_label_space(good, squares):
     with pytest.raises(ValueError, match=r"shifted_dataset: 'two-classes' has classes .* same label space"):
         drop_in_performance(good, squares, other)
     with pytest.raises(ValueError, match="method: expected one of"):
-        drop_in_performance(good, squares, squares, method="finetune")
+        drop_in_performance(good, squares, squares, method="fine-tune")
+
+
+def test_drop_after_fine_tuning_the_head_on_the_reference(good, squares, shifted_squares):
+    from pytest_transfer.finetune import FinetuneConfig, finetuned_model
+
+    options = {"epochs": 2}
+    d = drop_in_performance(good, squares, shifted_squares, method="finetune", finetune=options)
+    tuned = finetuned_model(good, squares, FinetuneConfig.from_dict(options), ctx=current_context(), seed=0)
+    with torch.no_grad():
+        for ds, acc in ((squares, d.reference_accuracy), (shifted_squares, d.shifted_accuracy)):
+            pred = tuned(ds.batch(ds.indices("test"))).argmax(1).numpy()
+            assert acc == pytest.approx(np.mean(pred == ds.labels_of("test")))

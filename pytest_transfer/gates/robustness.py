@@ -122,8 +122,10 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     details = _sweep_details(res)
     worst = min(res.cells, key=lambda cell: float(np.mean(res.correct[cell])))
     worst_acc = float(np.mean(res.correct[worst]))
-    hint = (f"the worst cell is {worst[0]} at severity {worst[1]} (accuracy {worst_acc:.4f}); train with "
-            "corruption augmentation (AugMix, noise), or gate each group separately to see which one fails")
+    hint = "train with corruption augmentation (AugMix, noise)"
+    if len(res.cells) > 1:
+        hint = (f"the worst cell is {worst[0]} at severity {worst[1]} (accuracy {worst_acc:.4f}); {hint}, or "
+                "gate each group separately to see which one fails")
     if len(res.cells) == 1:
         name, level = res.cells[0]
         return drop_gate(

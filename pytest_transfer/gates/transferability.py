@@ -96,6 +96,21 @@ def estimator_input(model: TransferModel, dataset: TargetDataset, metric: str, *
     return EstimatorInput(values, ev.labels, kind, feats)
 
 
+def _estimate(fn: Callable[..., float], values: np.ndarray, labels: np.ndarray, kw: dict[str, Any], *,
+              key: tuple[Any, ...], ctx: Context) -> float:
+    """``fn(values, labels, **kw)``, memoised in the session: rankings and gates ask for the same scores."""
+    full = ("estimate", *key, getattr(fn, "__name__", repr(fn)), repr(sorted(kw.items())))
+    with ctx.lock:
+        if full not in ctx.probes:
+            ctx.probes[full] = float(fn(values, labels, **kw))
+        return ctx.probes[full]
+
+
+def _memo_key(model: TransferModel, dataset: TargetDataset, split: str, node: str, standardize: bool) -> tuple[
+        Any, ...]:
+    return (model.fingerprint(), dataset.fingerprint(), dataset.split_fingerprint(split), node, standardize)
+
+
 def _bootstrap(statistic: Callable[..., float], *arrays: np.ndarray, ctx: Context, n_resamples: int) -> tuple[
         float, float]:
     from ..metrics import bootstrap_ci
@@ -132,7 +147,8 @@ def assert_transferability_above(model: Any, dataset: Any, threshold: float | No
     mode = _confidence_mode(confidence, ctx)
     kw = dict(metric_kwargs or {})
     inp = estimator_input(model, dataset, metric, split=split, standardize=standardize, context=ctx)
-    value = float(fn(inp.values, inp.labels, **kw))
+    value = _estimate(fn, inp.values, inp.labels, kw, ctx=ctx,
+                      key=_memo_key(model, dataset, split, model.feature_node, standardize))
     interval = None
     if mode != "none":
         interval = _bootstrap(lambda v, y: fn(v, y, **kw), inp.values, inp.labels, ctx=ctx, n_resamples=n_resamples)
@@ -170,16 +186,17 @@ def _model_score(model: TransferModel, dataset: TargetDataset, metric: str, *, s
     from ..metrics import knn_accuracy
 
     fn = _check_metric(metric, accuracy_ok=True)
-    knn_metric = "knn_accuracy"
+    key = _memo_key(model, dataset, split, model.feature_node, standardize)
     if fn is None:  # measured: probe fitted on train, scored on test
         from ..predictions import predict
 
         pr = predict(model, dataset, method="linear_probe", split="test", context=ctx)
-        train = estimator_input(model, dataset, knn_metric, split=split, standardize=standardize, context=ctx)
-        return float(pr.correct.mean()), knn_accuracy(train.features, train.labels, k=k), pr.correct
+        train = estimator_input(model, dataset, "knn_accuracy", split=split, standardize=standardize, context=ctx)
+        return (float(pr.correct.mean()),
+                _estimate(knn_accuracy, train.features, train.labels, {"k": k}, key=key, ctx=ctx), pr.correct)
     inp = estimator_input(model, dataset, metric, split=split, standardize=standardize, context=ctx)
-    score = float(fn(inp.values, inp.labels, **kw))
-    return score, knn_accuracy(inp.features, inp.labels, k=k), inp
+    score = _estimate(fn, inp.values, inp.labels, kw, key=key, ctx=ctx)
+    return score, _estimate(knn_accuracy, inp.features, inp.labels, {"k": k}, key=key, ctx=ctx), inp
 
 
 def _sort_rows(names: Sequence[str], scores: Sequence[float], knn: Sequence[float], metric: str,
@@ -430,7 +447,8 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
             else:
                 if std is None:
                     std = _standardized(xtr) if standardize else np.asarray(xtr, dtype=np.float64)
-                scores[m].append(float(table[m](std, train.labels)))
+                scores[m].append(_estimate(table[m], std, train.labels, {}, ctx=ctx,
+                                           key=_memo_key(model, dataset, "train", n, standardize)))
                 continue
             correct[m].append(hits)
             scores[m].append(hits / len(test.labels))
@@ -538,13 +556,15 @@ def newcombe_independent_interval(successes_a: int, n_a: int, successes_b: int, 
 def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any, *, method: str = "linear_probe",
                         split: str = "test", shifted_split: str | None = None, max_drop: float | None = None,
                         relative: bool = False, confidence: str | None = None, k: int = 20,
-                        C: float = 1.0) -> DropResult:
+                        C: float = 1.0, finetune: dict[str, Any] | None = None) -> DropResult:
     """Accuracy on ``reference_dataset`` minus accuracy on ``shifted_dataset`` (same classes), with an interval.
 
     The probe (``linear_probe`` or ``knn``) is fitted on the reference
     dataset's train split and scored on the reference ``split`` and on the
     shifted dataset's ``shifted_split`` (default: the same name): a shift the
-    probe never saw. ``direct`` uses the model's own head on both. The two
+    probe never saw. ``finetune`` fine-tunes on the reference train split (options
+    in ``finetune=``, see :func:`assert_transfer_accuracy_above`) and scores the
+    tuned model on both; ``direct`` uses the model's own head on both. The two
     accuracies come from different samples, so the interval is Newcombe's
     hybrid score interval for independent proportions (see
     :func:`newcombe_independent_interval`); the relative drop is
@@ -571,9 +591,15 @@ def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any
             f"has {ref.classes[:10]}; a drop in performance needs the same label space (relabel one of them)"
         )
     shifted_split = split if shifted_split is None else shifted_split
-    base = predict(model, ref, method=method, split=split, k=k, C=C, context=ctx)
-    if method == "direct":
-        other = predict(model, shifted, method="direct", split=shifted_split, context=ctx)
+    base = predict(model, ref, method=method, split=split, k=k, C=C, context=ctx,
+                   **({"finetune": finetune} if method == "finetune" else {}))
+    if method in ("direct", "finetune"):
+        head = model
+        if method == "finetune":
+            from ..finetune import FinetuneConfig, finetuned_model
+
+            head = finetuned_model(model, ref, FinetuneConfig.from_dict(finetune), ctx=ctx, seed=ctx.settings.seed)
+        other = predict(head, shifted, method="direct", split=shifted_split, context=ctx)
         pred, y_shift = other.y_pred, other.y_true
     else:
         ev = evaluate(model, shifted, split=shifted_split, context=ctx)
