@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 
 
-def _model(name: str):  # noqa: ANN202 - a TransferModel
+def _model(name: str):
     from pytest_transfer import load_model
 
     if name == "efficientnet-lite0":
@@ -37,7 +37,7 @@ def _model(name: str):  # noqa: ANN202 - a TransferModel
     return load_model("torchvision:resnet18:none", image_size=64), nodes
 
 
-def _fresh_context():  # noqa: ANN202
+def _fresh_context():
     from pytest_transfer.context import Context, set_current_context
     from pytest_transfer.settings import resolve
 

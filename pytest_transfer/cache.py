@@ -75,12 +75,32 @@ class DiskCache:
         return self.directory / f"{key_digest(key)}.npz"
 
     @contextlib.contextmanager
-    def locked(self, key: dict[str, Any], timeout: float = 3600) -> Iterator[None]:
-        from filelock import FileLock
+    def locked(self, key: dict[str, Any], timeout: float = 3600) -> Iterator[bool]:
+        """Hold the entry's lock file (``<entry>.npz.lock``); yields whether the lock is held.
 
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path_for(key)) + ".lock", timeout=timeout):
-            yield
+        Where the directory cannot be locked (a read-only or lock-less file
+        system), a :class:`CacheWarning` says so and the body runs unlocked:
+        atomic writes still keep every entry whole, it may just be computed
+        more than once. Waiting longer than ``timeout`` seconds raises
+        ``filelock.Timeout``.
+        """
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.path_for(key)) + ".lock", timeout=timeout)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except Timeout:
+            raise
+        except OSError as exc:
+            warnings.warn(CacheWarning(f"pytest-transfer: cannot lock the cache directory {self.directory} ({exc}); "
+                                       "computing without the lock"), stacklevel=3)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
 
     def get(self, key: dict[str, Any], *, required: Iterable[str] = ()) -> dict[str, Any] | None:
         """The arrays stored under ``key``, or ``None``; a damaged or foreign entry (or one that lacks a
@@ -134,6 +154,11 @@ class DiskCache:
             if found is not None:
                 return found, True
             arrays = compute()
-            self.put(key, arrays)
             self.computations += 1
+            try:
+                self.put(key, arrays)
+            except OSError as exc:  # a full or read-only disk costs the next run a pass, not this run its result
+                warnings.warn(CacheWarning(f"pytest-transfer: could not write to the cache directory "
+                                           f"{self.directory} ({exc}); the result is used but not cached"),
+                              stacklevel=2)
             return arrays, False

@@ -147,3 +147,39 @@ def test_two_processes_asking_for_one_entry_compute_it_once(tmp_path):
     assert len(log.read_text().split()) == 1
     assert sorted(r["hit"] for r in results) == [False, True]
     assert all(r["x"] == [0, 2, 4, 6, 8] for r in results)
+
+
+def test_a_cache_that_cannot_be_written_warns_and_returns_the_result(tmp_path, monkeypatch):
+    from pytest_transfer import cache as cache_module
+
+    def full(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "atomic_write_bytes", full)
+    cache = DiskCache(tmp_path)
+    with pytest.warns(CacheWarning, match="could not write .*No space left on device.*not cached"):
+        arrays, hit = cache.get_or_compute({"k": 1}, lambda: {"x": np.arange(3)})
+    assert not hit and arrays["x"].tolist() == [0, 1, 2]
+    assert cache.get({"k": 1}) is None
+
+
+def test_a_directory_without_locks_warns_and_computes_unlocked(tmp_path, monkeypatch):
+    import filelock
+
+    def no_locks(self, *args, **kwargs):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", no_locks)
+    cache = DiskCache(tmp_path)
+    with pytest.warns(CacheWarning, match="cannot lock the cache directory .*No locks available"):
+        _, hit = cache.get_or_compute({"k": 1}, lambda: {"x": np.arange(3)})
+    assert not hit and cache.get({"k": 1})["x"].tolist() == [0, 1, 2]  # written all the same
+
+
+def test_waiting_too_long_for_a_lock_is_an_error(tmp_path):
+    import filelock
+
+    cache = DiskCache(tmp_path)
+    holder = filelock.FileLock(str(cache.path_for({"k": 1})) + ".lock", thread_local=False)
+    with holder, pytest.raises(filelock.Timeout), cache.locked({"k": 1}, timeout=0.05):
+        pass

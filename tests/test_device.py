@@ -8,6 +8,13 @@ import torch
 from pytest_transfer import device as dev
 
 
+@pytest.fixture(autouse=True)
+def outside_xdist(monkeypatch):
+    """These tests say which worker they are; the suite itself may run under xdist."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+
+
 @pytest.fixture
 def gpus(monkeypatch):
     """Pretend ``n`` CUDA devices are visible (``torch.device("cuda", i)`` needs no GPU to exist)."""
@@ -39,8 +46,6 @@ def test_invalid_specs_list_the_valid_ones(spec):
 
 
 def test_worker_index_and_count_from_xdist_environment(monkeypatch):
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
     assert dev.xdist_worker_index() is None and dev.xdist_worker_count() is None
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw12")
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "16")
