@@ -22,7 +22,7 @@ from pytest_transfer import (
     rank_models,
 )
 from pytest_transfer.context import Context, current_context, set_current_context
-from pytest_transfer.gates.transferability import newcombe_independent_interval
+from pytest_transfer.gates.transferability import half_sample_interval, newcombe_independent_interval
 from pytest_transfer.metrics import knn_accuracy, leep, logme, nce
 from pytest_transfer.metrics.transferability import TRANSFERABILITY_METRICS
 from pytest_transfer.settings import resolve
@@ -143,15 +143,27 @@ def test_unknown_metric_lists_the_valid_ones(good, squares):
         assert_transferability_above(good, squares, 0.0, metric="logmee")
 
 
-def test_strict_confidence_uses_a_bootstrap_interval(good, squares):
-    point = assert_transferability_above(good, squares, -100.0, metric="knn_accuracy")
-    lenient = assert_transferability_above(good, squares, point.value, metric="knn_accuracy", confidence="lenient",
-                                           n_resamples=40)
+def test_strict_confidence_uses_a_half_sample_interval_around_the_value(good, squares):
+    point = assert_transferability_above(good, squares, -100.0)
+    lenient = assert_transferability_above(good, squares, point.value, confidence="lenient", n_resamples=40)
     lo, hi = lenient.interval
-    assert lo < point.value <= hi and lo < hi
+    assert lo < point.value < hi and hi - point.value == pytest.approx(point.value - lo)
     with pytest.raises(AssertionError, match=r"confidence=strict"):
-        assert_transferability_above(good, squares, point.value, metric="knn_accuracy", confidence="strict",
-                                     n_resamples=40)
+        assert_transferability_above(good, squares, point.value, confidence="strict", n_resamples=40)
+    knn = assert_transferability_above(good, squares, 0.0, metric="knn_accuracy", confidence="lenient",
+                                       n_resamples=20)
+    assert 0.0 <= knn.interval[0] <= knn.value <= knn.interval[1] <= 1.0  # clipped to the metric's bounds
+
+
+def test_half_sample_standard_error_of_a_mean_is_the_textbook_one():
+    rng = np.random.default_rng(3)
+    x = rng.exponential(size=2000)
+    y = np.arange(2000) % 4
+    lo, hi = half_sample_interval(lambda v, _: v.mean(), x.mean(), x, labels=y, n_resamples=400, seed=1)
+    se = x.std(ddof=1) / np.sqrt(len(x))
+    assert (hi - lo) / 2 == pytest.approx(1.959964 * se, rel=0.1)
+    with pytest.raises(ValueError, match="n_resamples: need at least 2"):
+        half_sample_interval(lambda v, _: v.mean(), 0.0, x, labels=y, n_resamples=1)
 
 
 # --------------------------------------------------------------------------- rankings
@@ -221,7 +233,7 @@ def test_ranks_above_by_probe_accuracy_with_a_paired_interval(good, blind, squar
     assert result.interval == pytest.approx(paired_difference_interval(a.correct, b.correct))
 
 
-def test_ranks_above_with_a_bootstrap_interval_for_estimators(good, blind, squares):
+def test_ranks_above_with_a_half_sample_interval_for_estimators(good, blind, squares):
     result = assert_ranks_above(good, blind, squares, metric="hscore", confidence="strict", n_resamples=40)
     lo, hi = result.interval
     assert lo <= result.value <= hi and lo > 0  # a clear lead clears the strict gate
