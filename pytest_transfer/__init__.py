@@ -31,12 +31,12 @@ _LAZY = {
     "assert_transferability_above": "gates.transferability",
     "assert_ranks_above": "gates.transferability",
     "rank_models": "gates.transferability",
-    "drop_in_performance": "gates.transferability",
-    "layerwise_transfer": "gates.transferability",
-    "ntk_similarity": "gates.transferability",
-    "assert_layer_transfer_above": "gates.transferability",
+    "drop_in_performance": "gates.shift",
+    "layerwise_transfer": "gates.layers",
+    "ntk_similarity": "gates.similarity",
+    "assert_layer_transfer_above": "gates.layers",
     "estimator_agreement": "gates.transferability",
-    "feature_cka": "gates.transferability",
+    "feature_cka": "gates.similarity",
     "assert_no_regression": "gates.regression",
     "GateResult": "assertions",
     "Measurement": "context",
@@ -49,17 +49,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .context import Measurement
     from .datasets import TargetDataset, list_datasets, load_dataset
     from .engine import Evaluation, evaluate
+    from .gates.layers import assert_layer_transfer_above, layerwise_transfer
     from .gates.regression import assert_no_regression
     from .gates.robustness import assert_mce_below, assert_robust_under_attack, assert_robust_under_corruption
+    from .gates.shift import drop_in_performance
+    from .gates.similarity import feature_cka, ntk_similarity
     from .gates.transferability import (
-        assert_layer_transfer_above,
         assert_ranks_above,
         assert_transferability_above,
-        drop_in_performance,
         estimator_agreement,
-        feature_cka,
-        layerwise_transfer,
-        ntk_similarity,
         rank_models,
     )
     from .models import Preprocess, TransferModel, list_models, load_model

@@ -57,6 +57,7 @@ KNOWN_KEYS: dict[str, tuple[float, float]] = {
     "corruption_max_drop": (0.0, 1.0),
     "attack_min_accuracy": (0.0, 1.0),
     "max_mce": (0.0, INF),
+    "max_relative_mce": (-INF, INF),
     "logme": (-INF, INF),
     "leep": (-INF, 0.0),
     "nce": (-INF, 0.0),

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pytest_transfer import feature_cka, load_dataset, load_model, ntk_similarity
-from pytest_transfer.gates import transferability as tr
-from pytest_transfer.gates.transferability import ntk_gram, select_ntk_parameters
+from pytest_transfer.gates import similarity
+from pytest_transfer.gates.similarity import ntk_gram, select_ntk_parameters
 from tests._helpers import make_blobs_images, tiny_net
 
 
@@ -103,7 +103,7 @@ def test_ntk_input_errors(pair, images, monkeypatch):
         ntk_similarity(a, b, images[:, 0])
     with pytest.raises(ValueError, match="images: got 1 image"):
         ntk_similarity(a, b, images[:1])
-    monkeypatch.setattr(tr, "NTK_MAX_BYTES", 1000)
+    monkeypatch.setattr(similarity, "NTK_MAX_BYTES", 1000)
     with pytest.raises(ValueError, match=r"restrict the parameters \(layers=\.\.\., max_params=\.\.\.\)"):
         ntk_similarity(a, b, images)
 

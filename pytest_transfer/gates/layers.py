@@ -1,0 +1,199 @@
+"""Layer-wise transferability: probes at several nodes of one model, from one pass with all taps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..assertions import _confidence_mode, find_threshold, finish_gate
+from ..context import Context, Measurement, current_context
+from ..engine import evaluate
+from ..predictions import probe_for, resolve_pair
+from .transferability import (
+    LAYER_ACCURACIES,
+    _estimate,
+    _estimators,
+    _label,
+    _memo_key,
+    _standardized,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+
+    from ..datasets import TargetDataset
+    from ..models import TransferModel
+
+#: measured transfer accuracy on the test split (not an estimator): usable as ``metric=`` in rankings
+
+@dataclass
+class LayerwiseResult:
+    """Per-node scores of one model on one dataset, all read from one forward pass per split.
+
+    ``scores[metric]`` lists one value per node of ``nodes``; ``correct[metric]``
+    the number of correct test predictions for the accuracy metrics
+    (``linear_probe``, ``knn``), out of ``n_test``.
+    """
+
+    model: str
+    dataset: str
+    nodes: list[str]
+    dims: list[int]
+    scores: dict[str, list[float]]
+    correct: dict[str, list[int]] = field(default_factory=dict)
+    n_train: int = 0
+    n_test: int = 0
+
+    def curve(self, metric: str = "linear_probe") -> dict[str, Any]:
+        """Plot-ready ``{"x": nodes, "y": values, "label": ...}``."""
+        return {"x": list(self.nodes), "y": [float(v) for v in self._get(metric)], "label": _label(metric)}
+
+    def best(self, metric: str = "linear_probe") -> tuple[str, float]:
+        """``(node, value)`` of the best node (first one on ties)."""
+        values = self._get(metric)
+        i = int(np.argmax(values))
+        return self.nodes[i], float(values[i])
+
+    def _get(self, metric: str) -> list[float]:
+        if metric not in self.scores:
+            raise ValueError(f"metric: {metric!r} was not computed; available: {', '.join(self.scores)}")
+        return self.scores[metric]
+
+
+def _check_layer_metrics(metrics: Sequence[str]) -> list[str]:
+    table = _estimators()
+    out: list[str] = []
+    for m in metrics:
+        if m not in LAYER_ACCURACIES and (m not in table or getattr(table[m], "inputs", "") != "features"):
+            feats = sorted(n for n, f in table.items() if getattr(f, "inputs", "") == "features")
+            raise ValueError(f"metrics: {m!r} cannot be measured at a layer; use linear_probe, knn or a "
+                             f"feature-based estimator ({', '.join(feats)})")
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise ValueError("metrics: empty; pass e.g. ('linear_probe', 'logme')")
+    return out
+
+
+def _layer_probe(model: TransferModel, dataset: TargetDataset, node: str, train_x: np.ndarray,
+                 train_y: np.ndarray, *, C: float, ctx: Context) -> Any:
+    """The linear probe at ``node`` (shared with the accuracy gates at the model's own feature node)."""
+    from ..probes import fit_linear_probe
+
+    if node == model.feature_node:
+        return probe_for(model, dataset, "linear_probe", ctx=ctx, C=C)
+    key = ("linear_probe", *_memo_key(model, dataset, "train", node, True), C)
+    with ctx.lock:
+        if key not in ctx.probes:
+            ctx.probes[key] = fit_linear_probe(train_x, train_y, C=C)
+        return ctx.probes[key]
+
+
+def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
+                       metrics: Sequence[str] = ("linear_probe", "logme"), standardize: bool = True,
+                       C: float = 1.0, k: int = 20) -> LayerwiseResult:
+    """Transfer at several nodes of one model: linear-probe accuracy, k-NN accuracy or an estimator per node.
+
+    ``nodes`` are feature-node names (``"penultimate"``, a submodule name such
+    as ``"_blocks.5"`` whose 4-d output is globally average-pooled, or
+    ``"<submodule>:input"``). All nodes are read in **one forward pass** per
+    split (train, test), whatever their number. ``linear_probe`` /
+    ``knn``: fitted on train features, accuracy on the test split (as
+    :func:`assert_transfer_accuracy_above`); estimators (``logme``, ...): on the
+    train features, standardised with their own statistics.
+
+    >>> nodes = ["_blocks.5", "_blocks.10", "penultimate"]
+    >>> r = layerwise_transfer("efficientnet-lite0", "digits", nodes)  # doctest: +SKIP
+    >>> r.best("linear_probe")  # doctest: +SKIP
+    """
+    from ..probes import knn_predict
+
+    ctx = current_context()
+    model, dataset = resolve_pair(model, dataset)
+    if isinstance(nodes, str):
+        nodes = [nodes]
+    nodes = list(dict.fromkeys(nodes))
+    if not nodes:
+        raise ValueError("nodes: empty; name at least one node, e.g. ['penultimate']")
+    for n in nodes:
+        model.resolve_node(n)  # a clear error before any pass
+    wanted = _check_layer_metrics(metrics)
+    table = _estimators()
+    train = evaluate(model, dataset, split="train", taps=nodes, context=ctx)
+    test = (evaluate(model, dataset, split="test", taps=nodes, context=ctx)
+            if any(m in LAYER_ACCURACIES for m in wanted) else None)
+    scores: dict[str, list[float]] = {m: [] for m in wanted}
+    correct: dict[str, list[int]] = {m: [] for m in wanted if m in LAYER_ACCURACIES}
+    for n in nodes:
+        xtr = train.taps[n]
+        std = None
+        for m in wanted:
+            if m == "linear_probe":
+                hits = int(np.sum(_layer_probe(model, dataset, n, xtr, train.labels, C=C, ctx=ctx)
+                                  .predict(test.taps[n]) == test.labels))
+            elif m == "knn":
+                hits = int(np.sum(knn_predict(xtr, train.labels, test.taps[n], k=k) == test.labels))
+            else:
+                if std is None:
+                    std = _standardized(xtr) if standardize else np.asarray(xtr, dtype=np.float64)
+                scores[m].append(_estimate(table[m], std, train.labels, {}, ctx=ctx,
+                                           key=_memo_key(model, dataset, "train", n, standardize)))
+                continue
+            correct[m].append(hits)
+            scores[m].append(hits / len(test.labels))
+    return LayerwiseResult(model.name, dataset.name, nodes, [int(train.taps[n].shape[1]) for n in nodes], scores,
+                           correct, len(train.labels), len(test.labels) if test is not None else 0)
+
+
+def assert_layer_transfer_above(model: Any, dataset: Any, threshold: float | None = None, *,
+                                nodes: Sequence[str] | None = None, layer: str = "best",
+                                method: str = "linear_probe", confidence: str | None = None, C: float = 1.0,
+                                k: int = 20) -> Measurement:
+    """Gate on the transfer accuracy at the best of several nodes, or at a named node.
+
+    Accuracies at every node of ``nodes`` come from :func:`layerwise_transfer`
+    (one forward pass per split); ``layer="best"`` gates the best of them,
+    ``layer="<node>"`` that node (added to ``nodes`` if missing). Threshold key
+    ``layer_accuracy``; Wilson interval. The best of k layers is picked on the
+    test split, so it is optimistically biased when k is large: name the layer
+    for an unbiased gate. The per-layer curve goes to ``details["curve"]``.
+
+    >>> assert_layer_transfer_above(model, "digits-shifted", 0.9, nodes=["_blocks.5", "penultimate"])  # doctest: +SKIP
+    """
+    __tracebackhide__ = True
+    from ..metrics import wilson_interval
+
+    if method not in LAYER_ACCURACIES:
+        raise ValueError(f"method: expected one of {', '.join(LAYER_ACCURACIES)}, got {method!r}")
+    if nodes is None or isinstance(nodes, str):
+        nodes = [] if nodes is None else [nodes]
+    nodes = list(nodes)
+    if layer != "best" and layer not in nodes:
+        nodes.append(layer)
+    if not nodes:
+        raise ValueError("nodes: name the nodes to compare (e.g. nodes=['_blocks.5', 'penultimate']) "
+                         "or a layer=")
+    ctx = current_context()
+    model, dataset = resolve_pair(model, dataset)
+    thr = find_threshold(ctx, threshold, "threshold", model.name, dataset.name, ("layer_accuracy",))
+    mode = _confidence_mode(confidence, ctx)
+    res = layerwise_transfer(model, dataset, nodes, metrics=(method,), C=C, k=k)
+    chosen = res.best(method)[0] if layer == "best" else layer
+    i = res.nodes.index(chosen)
+    hits, n = res.correct[method][i], res.n_test
+    curve = res.curve(method)
+    return finish_gate(
+        ctx, gate="layer_transfer", metric="layer_accuracy",
+        label=f"Transfer accuracy ({method}) at layer {chosen!r}" + (" (best)" if layer == "best" else ""),
+        value=hits / n, interval=wilson_interval(hits, n, confidence=ctx.settings.confidence_level), threshold=thr,
+        higher_is_better=True, mode=mode, model=model.name, dataset=dataset.name,
+        details={"method": method, "split": "test", "n": n, "layer": chosen, "selection": layer, "curve": curve,
+                 "dims": res.dims},
+        hint="per layer: " + ", ".join(f"{x}={y:.4f}" for x, y in zip(curve["x"], curve["y"], strict=True))
+             + "; earlier layers often transfer better to targets far from the source domain",
+    )
+
+
+# --------------------------------------------------------------------------- drop under dataset shift

@@ -1,0 +1,153 @@
+"""Drop in performance between a reference dataset and a shifted one with the same label space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..assertions import _confidence_mode, finish_gate
+from ..context import current_context
+from ..engine import evaluate
+from ..predictions import probe_for, resolve_pair
+from ..thresholds import explicit
+
+if TYPE_CHECKING:  # pragma: no cover
+
+    pass
+
+#: measured transfer accuracy on the test split (not an estimator): usable as ``metric=`` in rankings
+
+@dataclass(frozen=True)
+class DropResult:
+    """Accuracy on a reference dataset minus accuracy on a shifted one (same label space)."""
+
+    model: str
+    reference: str
+    shifted: str
+    method: str
+    reference_accuracy: float
+    shifted_accuracy: float
+    absolute: float
+    relative: float
+    interval: tuple[float, float]
+    relative_interval: tuple[float, float]
+    n_reference: int
+    n_shifted: int
+    confidence: float
+
+
+def newcombe_independent_interval(successes_a: int, n_a: int, successes_b: int, n_b: int, *,
+                                  confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for ``p_a − p_b`` from two independent samples: Newcombe's hybrid score interval.
+
+    Newcombe (1998), "Interval estimation for the difference between independent
+    proportions: comparison of eleven methods", Statistics in Medicine 17:873-890,
+    method 10. With Wilson intervals ``(l_a, u_a)``, ``(l_b, u_b)`` and ``θ = p_a − p_b``:
+    ``[θ − sqrt((p_a − l_a)² + (u_b − p_b)²), θ + sqrt((u_a − p_a)² + (p_b − l_b)²)]``.
+    Close to nominal coverage, never outside [−1, 1], defined at 0 and 1.
+
+    >>> [round(v, 4) for v in newcombe_independent_interval(56, 70, 48, 80)]  # Newcombe's example (a)
+    [0.0524, 0.3339]
+    """
+    from ..metrics import wilson_interval
+
+    for name, s, n in (("a", successes_a, n_a), ("b", successes_b, n_b)):
+        if n < 1 or not 0 <= s <= n:
+            raise ValueError(f"successes_{name}/n_{name}: need 0 <= successes <= n and n >= 1, got {s}/{n}")
+    pa, pb = successes_a / n_a, successes_b / n_b
+    la, ua = wilson_interval(successes_a, n_a, confidence=confidence)
+    lb, ub = wilson_interval(successes_b, n_b, confidence=confidence)
+    theta = pa - pb
+    return (max(-1.0, theta - float(np.hypot(pa - la, ub - pb))),
+            min(1.0, theta + float(np.hypot(ua - pa, pb - lb))))
+
+
+def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any, *, method: str = "linear_probe",
+                        split: str = "test", shifted_split: str | None = None, max_drop: float | None = None,
+                        relative: bool = False, confidence: str | None = None, k: int = 20,
+                        C: float = 1.0, finetune: dict[str, Any] | None = None) -> DropResult:
+    """Accuracy on ``reference_dataset`` minus accuracy on ``shifted_dataset`` (same classes), with an interval.
+
+    The probe (``linear_probe`` or ``knn``) is fitted on the reference
+    dataset's train split and scored on the reference ``split`` and on the
+    shifted dataset's ``shifted_split`` (default: the same name): a shift the
+    probe never saw. ``finetune`` fine-tunes on the reference train split (options
+    in ``finetune=``, see :func:`assert_transfer_accuracy_above`) and scores the
+    tuned model on both; ``direct`` uses the model's own head on both. The two
+    accuracies come from different samples, so the interval is Newcombe's
+    hybrid score interval for independent proportions (see
+    :func:`newcombe_independent_interval`); the relative drop is
+    ``absolute / reference accuracy`` with its interval divided by the same
+    (the reference accuracy treated as fixed; NaN when it is 0).
+
+    With ``max_drop`` it is also a gate (on the relative drop when
+    ``relative=True``): it records a measurement and raises when exceeded.
+
+    >>> d = drop_in_performance("efficientnet-lite0", "digits", "digits-shifted")  # doctest: +SKIP
+    >>> d.absolute, d.interval  # doctest: +SKIP
+    """
+    __tracebackhide__ = True
+    from ..predictions import check_method, predict
+    from ..probes import knn_predict
+
+    check_method(method)
+    ctx = current_context()
+    model, ref = resolve_pair(model, reference_dataset)
+    _, shifted = resolve_pair(model, shifted_dataset)
+    if list(ref.classes) != list(shifted.classes):
+        raise ValueError(
+            f"shifted_dataset: {shifted.name!r} has classes {shifted.classes[:10]} but the reference {ref.name!r} "
+            f"has {ref.classes[:10]}; a drop in performance needs the same label space (relabel one of them)"
+        )
+    shifted_split = split if shifted_split is None else shifted_split
+    base = predict(model, ref, method=method, split=split, k=k, C=C, context=ctx,
+                   **({"finetune": finetune} if method == "finetune" else {}))
+    if method in ("direct", "finetune"):
+        head = model
+        if method == "finetune":
+            from ..finetune import FinetuneConfig, finetuned_model
+
+            head = finetuned_model(model, ref, FinetuneConfig.from_dict(finetune), ctx=ctx, seed=ctx.settings.seed)
+        other = predict(head, shifted, method="direct", split=shifted_split, context=ctx)
+        pred, y_shift = other.y_pred, other.y_true
+    else:
+        ev = evaluate(model, shifted, split=shifted_split, context=ctx)
+        probe = probe_for(model, ref, method, ctx=ctx, k=k, C=C)
+        if method == "linear_probe":
+            pred = probe.predict(ev.features)
+        else:
+            pred = knn_predict(probe[0], probe[1], ev.features, k=k)
+        y_shift = ev.labels
+    hits_ref, n_ref = int(base.correct.sum()), base.n
+    hits_shift, n_shift = int(np.sum(pred == y_shift)), len(y_shift)
+    level = ctx.settings.confidence_level
+    acc_ref, acc_shift = hits_ref / n_ref, hits_shift / n_shift
+    absolute = acc_ref - acc_shift
+    interval = newcombe_independent_interval(hits_ref, n_ref, hits_shift, n_shift, confidence=level)
+    nan = float("nan")
+    rel = absolute / acc_ref if acc_ref > 0 else nan
+    rel_interval = (interval[0] / acc_ref, interval[1] / acc_ref) if acc_ref > 0 else (nan, nan)
+    result = DropResult(model.name, ref.name, shifted.name, method, acc_ref, acc_shift, absolute, rel, interval,
+                        rel_interval, n_ref, n_shift, level)
+    if max_drop is not None:
+        mode = _confidence_mode(confidence, ctx)
+        if relative and acc_ref == 0:
+            raise ValueError(f"relative drop is undefined: accuracy of {model.name!r} on {ref.name!r} is 0")
+        finish_gate(
+            ctx, gate="shift_max_drop", metric="shift_max_drop",
+            label=f"Accuracy drop from {ref.name!r} to {shifted.name!r}" + (" (relative)" if relative else ""),
+            value=rel if relative else absolute, interval=rel_interval if relative else interval,
+            threshold=explicit(max_drop, "max_drop"), higher_is_better=False, mode=mode, model=model.name,
+            dataset=shifted.name,
+            details={"method": method, "split": shifted_split, "n": n_shift, "relative": relative,
+                     "reference": ref.name, "reference_accuracy": acc_ref, "shifted_accuracy": acc_shift,
+                     "n_reference": n_ref},
+            hint=f"accuracy {acc_ref:.4f} on {ref.name!r}, {acc_shift:.4f} on {shifted.name!r}; train with "
+                 "augmentations that cover the shift, or compare layers with layerwise_transfer()",
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- model similarity
