@@ -6,6 +6,7 @@ and numpy are imported when a transfer fixture or function is first used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -85,7 +86,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def _progress_writer(config: pytest.Config) -> Any:
     def write(message: str) -> None:
         tr = config.pluginmanager.get_plugin("terminalreporter")
-        if tr is not None and config.option.verbose >= 0:
+        if tr is None or config.option.verbose < 0:
+            return
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        # the terminal is captured while a test runs: step out of capturing so the line is seen
+        suspended = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
+        with suspended:
             tr.write_line(message)
 
     return write

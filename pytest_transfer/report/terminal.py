@@ -43,7 +43,7 @@ def format_table(measurements: Sequence[Measurement], *, max_width: int = 200) -
 def write_summary(tr: Any, measurements: Sequence[Measurement], ctx: Context) -> None:
     tr.write_sep("=", "pytest-transfer summary")
     width = getattr(tr, "_tw", None)
-    max_width = max(120, (width.fullwidth if width is not None else 200) - 1)
+    max_width = max(160, (width.fullwidth if width is not None else 200) - 1)
     for line in format_table(measurements, max_width=max_width):
         markup = {"red": True} if line.endswith("FAIL") else {}
         tr.write_line(line, **markup)
