@@ -338,7 +338,7 @@ def test_mce_gate_supplied_errors_and_bad_reference(data, head_model):
         assert_mce_below(head_model, data, 1.0, reference={"contrast": 0.5}, corruptions="fog", method="direct")
     with pytest.raises(ValueError, match="is the model under test"):
         assert_mce_below(head_model, data, 1.0, reference=head_model, corruptions="fog", method="direct")
-    with pytest.raises(ValueError, match="no config key yet"):
+    with pytest.raises(LookupError, match=r"set max_relative_mce = \.\.\."):
         assert_mce_below(head_model, data, reference=supplied, corruptions="fog", relative=True, method="direct")
 
 
