@@ -188,14 +188,16 @@ def _suffix_xdist_groups(items: list[pytest.Item]) -> None:
     ignored. This does the same renaming through the structured id, for
     tests whose id xdist could not change; it does nothing once xdist does.
     """
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # a pytest without structured ids: xdist's own renaming works there
+        return
     for item in items:
         names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
                         for m in item.iter_markers("xdist_group")})
         suffix = "@" + "_".join(names)
         if not names or item.nodeid.endswith(suffix) or not hasattr(item, "_id"):
             continue
-        from _pytest.nodeid import NodeId
-
         item._id = NodeId.parse(item.nodeid + suffix)
 
 
