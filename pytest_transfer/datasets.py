@@ -66,7 +66,7 @@ class TargetDataset:
         self.seed = int(seed)
         self.test_fraction = float(test_fraction)
         self._splits = self._explicit_splits(splits) if splits is not None else None
-        self._fingerprint: str | None = None
+        self._fingerprint: tuple[Any, str] | None = None
 
     # --- shape ----------------------------------------------------------
     def __len__(self) -> int:
@@ -135,6 +135,11 @@ class TargetDataset:
     # --- identity -------------------------------------------------------
     def fingerprint(self) -> str:
         """Hash of the images, labels and class names (the split is keyed separately)."""
+        images = self.images
+        guard = (images.data_ptr(), images._version, tuple(images.shape), self.labels.tobytes(),
+                 tuple(self.classes))
+        if self._fingerprint is not None and self._fingerprint[0] != guard:
+            self._fingerprint = None  # images or labels were changed in place
         if self._fingerprint is None:
             h = hashlib.blake2b(digest_size=16)
             h.update(str(tuple(self.images.shape)).encode())
@@ -142,8 +147,8 @@ class TargetDataset:
             h.update(self.images.contiguous().numpy().tobytes())
             h.update(self.labels.tobytes())
             h.update("\x00".join(self.classes).encode())
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
+            self._fingerprint = (guard, h.hexdigest())
+        return self._fingerprint[1]
 
     def split_fingerprint(self, split: str) -> str:
         return hashlib.blake2b(self.indices(split).tobytes(), digest_size=8).hexdigest()

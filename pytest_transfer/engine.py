@@ -42,7 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover
 ENGINE_VERSION = 2
 CHUNK = 64  # perturbations are drawn per fixed chunk of samples, so results do not depend on the batch size
 PROGRESS_EVERY = 2.0  # seconds between progress lines of a long pass
-_SAMPLES_PER_DIM = 8  # weight indices per dimension read by the in-place-change guard
 
 
 @dataclass(frozen=True)
@@ -441,48 +440,13 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
 
 # --- identity ----------------------------------------------------------------
 
-# what the fingerprint memos of models and datasets cannot see, remembered per object
-_GUARDS: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
-
-
-def _sample_sum(t: torch.Tensor) -> torch.Tensor:
-    # a logical (layout-independent) grid of at most 8 indices per dimension
-    index = tuple(slice(None, None, max(1, -(-n // _SAMPLES_PER_DIM))) for n in t.shape)
-    return t.detach()[index].double().sum()
-
-
-def _weights_sample(module: Any) -> tuple[float, ...]:
-    """Sums of a strided sample of every weight tensor: sees changes made through ``.data``."""
-    import torch
-
-    with torch.no_grad():
-        parts = [_sample_sum(v) for v in module.state_dict().values() if v.numel()]
-    return tuple(torch.stack(parts).tolist()) if parts else ()
-
-
 def model_fingerprint(model: TransferModel) -> str:
-    """``model.fingerprint()``, recomputed when something its memo cannot see has changed.
-
-    The memo of :meth:`TransferModel.fingerprint` follows the tensors' version
-    counters, which in-place updates under ``torch.no_grad()`` bump. It is
-    refreshed here too when ``preprocess`` or ``feature_node`` was replaced or
-    when a sampled weight changed behind the version counter (``param.data``).
-    """
-    guard = (id(model.preprocess), repr(model.preprocess), model.feature_node, _weights_sample(model.module))
-    if _GUARDS.get(model) != guard:
-        model._fingerprint = None
-        _GUARDS[model] = guard
+    """``model.fingerprint()`` (it notices in-place weight changes and a replaced preprocess itself)."""
     return model.fingerprint()
 
 
 def data_fingerprint(dataset: TargetDataset) -> str:
-    """``dataset.fingerprint()``, recomputed after an in-place change of its images or labels."""
-    images = dataset.images
-    guard = (images.data_ptr(), images._version, tuple(images.shape), dataset.labels.tobytes(),
-             tuple(dataset.classes))
-    if _GUARDS.get(dataset) != guard:
-        dataset._fingerprint = None
-        _GUARDS[dataset] = guard
+    """``dataset.fingerprint()`` (it notices in-place changes of images and labels itself)."""
     return dataset.fingerprint()
 
 

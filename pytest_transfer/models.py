@@ -145,11 +145,15 @@ class TransferModel:
     def fingerprint(self) -> str:
         """A hash of the weights, buffers, preprocess and feature node.
 
-        In-place changes of a parameter are seen (tensor versions are part of
-        the memo key), so the fingerprint is recomputed only when needed.
+        In-place changes of a parameter (also through ``.data``), a replaced
+        preprocess or feature node are seen by the memo key, so the hash is
+        recomputed only when needed.
         """
         state = self.module.state_dict()
-        memo_key = tuple((k, v.data_ptr(), v._version, tuple(v.shape)) for k, v in state.items())
+        # what the memo follows: tensor versions (in-place updates), a strided sample of every weight
+        # (changes made through ``.data`` bypass the versions), the preprocess and the feature node
+        memo_key = (tuple((k, v.data_ptr(), v._version, tuple(v.shape)) for k, v in state.items()),
+                    _weights_sample(state), id(self.preprocess), repr(self.preprocess), self.feature_node)
         if self._fingerprint is not None and self._fingerprint[0] == memo_key:
             return self._fingerprint[1]
         h = hashlib.blake2b(digest_size=16)
@@ -170,6 +174,22 @@ class TransferModel:
 
     def __repr__(self) -> str:
         return f"TransferModel(name={self.name!r}, num_classes={self.num_classes}, feature_node={self.feature_node!r})"
+
+
+_SAMPLES_PER_DIM = 8  # weight indices per dimension read by the fingerprint memo
+
+
+def _weights_sample(state: dict[str, Any]) -> tuple[float, ...]:
+    """Sums of a strided (layout-independent) sample of every tensor of a state dict."""
+    import torch
+
+    parts = []
+    with torch.no_grad():
+        for v in state.values():
+            if v.numel():
+                index = tuple(slice(None, None, max(1, -(-n // _SAMPLES_PER_DIM))) for n in v.shape)
+                parts.append(v.detach()[index].double().sum())
+    return tuple(torch.stack(parts).tolist()) if parts else ()
 
 
 def _torch() -> Any:
