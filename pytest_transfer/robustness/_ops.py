@@ -16,6 +16,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+
+def check_unit_range(images: torch.Tensor, *, hint: str, tol: float = 1e-4) -> None:
+    """Refuse NaN/Inf and values outside [0, 1] (within ``tol``); ``hint`` says what to pass instead."""
+    if not images.numel():
+        return
+    lo, hi = float(images.min()), float(images.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("images: contains NaN or Inf values; clean the input batch first")
+    if lo < -tol or hi > 1 + tol:
+        raise ValueError(f"images: values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}; {hint}")
+
 #: the side, in pixels, that ImageNet-C's pixel-valued parameters were written for
 REFERENCE_SIZE = 224
 

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._ops import check_unit_range
+
 Model = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -66,14 +68,8 @@ def _check_images(images: object) -> torch.Tensor:
         raise ValueError(f"images: expected a batch N×C×H×W, got shape {tuple(images.shape)}; add images[None]")
     if images.shape[0] == 0:
         raise ValueError("images: the batch is empty; pass at least one image")
-    lo, hi = float(images.min()), float(images.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError("images: contains NaN or Inf values")
-    if lo < -1e-6 or hi > 1 + 1e-6:
-        raise ValueError(
-            f"images: values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}; attack the un-normalised "
-            "images and let the model's preprocess normalise them"
-        )
+    check_unit_range(images, tol=1e-6,
+                     hint="attack the un-normalised images and let the model's preprocess normalise them")
     return images
 
 

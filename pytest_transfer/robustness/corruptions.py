@@ -68,6 +68,7 @@ from PIL import Image
 from . import corruptions_weather as weather
 from ._ops import (
     Context,
+    check_unit_range,
     clipped_zoom,
     fft_filter2d,
     gaussian_blur,
@@ -505,15 +506,8 @@ def _prepare(images: object) -> tuple[torch.Tensor, Callable[[torch.Tensor], tor
         )
     if x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"images: height and width must be at least 1, got shape {tuple(images.shape)}")
-    if x.numel():
-        lo, hi = float(x.min()), float(x.max())
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise ValueError("images: contains NaN or Inf values; clean the input batch first")
-        if lo < -1e-4 or hi > 1 + 1e-4:
-            raise ValueError(
-                f"images: values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}; pass un-normalised "
-                "images (corruptions are applied before the model's preprocess normalises them)"
-            )
+    check_unit_range(x, hint="pass un-normalised images (corruptions are applied before the model's preprocess "
+                             "normalises them)")
     work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     x = x.to(work).clamp(0.0, 1.0).contiguous()
     shape, dtype = images.shape, images.dtype
