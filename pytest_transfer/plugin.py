@@ -35,7 +35,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("transfer", "pytest-transfer: transfer, accuracy and robustness gates")
     for opt in OPTIONS:
-        shown = "off" if opt.flag else opt.default
+        shown = "off" if opt.flag else ("none" if opt.default is None else opt.default)
         help_text = f"{opt.help} (default: {shown}; [tool.pytest_transfer] {opt.key}; env {opt.env})"
         if opt.flag:
             group.addoption(opt.cli, action="store_true", default=None, dest=f"transfer_{opt.key}", help=help_text)
