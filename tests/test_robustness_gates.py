@@ -410,6 +410,14 @@ def test_attack_is_seeded(data, head_model):
     assert a.value == b.value and a.details["seed"] == 1
 
 
+def test_pgd_result_does_not_depend_on_the_batch_size(data, head_model):
+    from pytest_transfer.gates.robustness import attack_accuracy
+
+    _, small = attack_accuracy(head_model, data, eps=0.2, steps=1, method="direct", batch_size=7)
+    _, large = attack_accuracy(head_model, data, eps=0.2, steps=1, method="direct", batch_size=256)
+    assert np.array_equal(small, large)
+
+
 def test_attack_rejects_bad_arguments(data, head_model):
     with pytest.raises(ValueError, match="attack: expected one of pgd, fgsm"):
         assert_robust_under_attack(head_model, data, attack="cw", eps=0.1, min_accuracy=0.0)

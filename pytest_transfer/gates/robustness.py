@@ -336,9 +336,11 @@ def attack_accuracy(model: Any, dataset: Any, *, attack: str = "pgd", eps: float
     ``direct`` attacks the model's own head; ``linear_probe`` attacks
     :class:`ProbeHeadModel` with the probe fitted on clean train features,
     and classifies the adversarial features with that probe exactly as
-    :func:`~pytest_transfer.predictions.predict` does. PGD's random start is
-    seeded per batch of ``batch_size`` (``--transfer-batch-size``) from
-    ``seed`` (``--transfer-seed``): the same settings give the same result.
+    :func:`~pytest_transfer.predictions.predict` does. PGD runs over fixed
+    chunks of 64 images (``engine.CHUNK``), each with a random start seeded
+    from ``seed`` (``--transfer-seed``) and the chunk's position, so the
+    result does not depend on ``batch_size``; FGSM (deterministic) uses
+    ``batch_size`` (``--transfer-batch-size``).
 
     >>> y, ok = attack_accuracy(model, "digits", attack="fgsm", eps=2 / 255)  # doctest: +SKIP
     """
@@ -349,6 +351,10 @@ def attack_accuracy(model: Any, dataset: Any, *, attack: str = "pgd", eps: float
     size = int(batch_size or ctx.settings.batch_size)
     if size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+    if attack == "pgd":
+        from ..engine import CHUNK
+
+        size = CHUNK  # the unit the random start is seeded by, whatever the batch size
     device = ctx.device
     model.to(device)
     indices = dataset.indices(split)
