@@ -440,16 +440,6 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
 
 # --- identity ----------------------------------------------------------------
 
-def model_fingerprint(model: TransferModel) -> str:
-    """``model.fingerprint()`` (it notices in-place weight changes and a replaced preprocess itself)."""
-    return model.fingerprint()
-
-
-def data_fingerprint(dataset: TargetDataset) -> str:
-    """``dataset.fingerprint()`` (it notices in-place changes of images and labels itself)."""
-    return dataset.fingerprint()
-
-
 _CODE: dict[type, str] = {}
 
 
@@ -472,7 +462,7 @@ def code_fingerprint(model: TransferModel) -> str:
 def memo_base(model: TransferModel, dataset: TargetDataset, split: str, perturbation: Perturbation | None, *,
               precision: str) -> tuple[Any, ...]:
     """The session memo's key of a pass without its taps: ``ctx.evaluations[(memo_base(...), tuple(nodes))]``."""
-    return (model_fingerprint(model), data_fingerprint(dataset), dataset.split_fingerprint(split),
+    return (model.fingerprint(), dataset.fingerprint(), dataset.split_fingerprint(split),
             perturbation.key if perturbation else None, perturbation.seed if perturbation else None, precision)
 
 
@@ -492,8 +482,8 @@ def cache_key(model: TransferModel, dataset: TargetDataset, split: str, perturba
 
     return {
         "engine": ENGINE_VERSION, "pytest_transfer": __version__, "torch": torch.__version__,
-        "model": model_fingerprint(model), "code": code_fingerprint(model),
-        "data": data_fingerprint(dataset), "split": dataset.split_fingerprint(split),
+        "model": model.fingerprint(), "code": code_fingerprint(model),
+        "data": dataset.fingerprint(), "split": dataset.split_fingerprint(split),
         "perturbation": perturbation.key if perturbation else None,
         "seed": perturbation.seed if perturbation else None,
         "taps": sorted(nodes), "precision": precision, "device": torch.device(device).type,

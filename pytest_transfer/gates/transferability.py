@@ -108,9 +108,8 @@ def _estimate(fn: Callable[..., float], values: np.ndarray, labels: np.ndarray, 
 
 def _memo_key(model: TransferModel, dataset: TargetDataset, split: str, node: str, standardize: bool) -> tuple[
         Any, ...]:
-    from ..engine import data_fingerprint, model_fingerprint  # these see in-place weight changes too
 
-    return (model_fingerprint(model), data_fingerprint(dataset), dataset.split_fingerprint(split), node, standardize)
+    return (model.fingerprint(), dataset.fingerprint(), dataset.split_fingerprint(split), node, standardize)
 
 
 def half_sample_interval(statistic: Callable[..., float], value: float, *arrays: np.ndarray, labels: np.ndarray,

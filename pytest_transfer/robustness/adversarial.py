@@ -73,6 +73,16 @@ def _check_images(images: object) -> torch.Tensor:
     return images
 
 
+def _as_int(value: object, name: str, what: str) -> int:
+    """``value`` as an int (numpy integers too; bools and floats refused)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(f"{name}: expected {what}, got {value!r}") from None
+
+
 def _check_labels(labels: object, n: int, device: torch.device) -> torch.Tensor:
     if isinstance(labels, torch.Tensor):
         y = labels.detach()
@@ -191,12 +201,7 @@ def pgd(
     (True, True)
     """
     eps = _check_eps(eps)
-    if isinstance(steps, bool):
-        raise ValueError(f"steps: expected a positive integer, got {steps!r}")
-    try:
-        steps = operator.index(steps)
-    except TypeError:
-        raise ValueError(f"steps: expected a positive integer, got {steps!r}") from None
+    steps = _as_int(steps, "steps", "a positive integer")
     if steps < 1:
         raise ValueError(f"steps: must be at least 1, got {steps}")
     if step_size is None:
@@ -207,12 +212,7 @@ def pgd(
         step = float(step_size)
         if not (step > 0 and math.isfinite(step)):
             raise ValueError(f"step_size: must be a positive finite number (pixel units), got {step_size!r}")
-    if isinstance(seed, bool):
-        raise ValueError(f"seed: expected an integer, got {seed!r}")
-    try:
-        seed = operator.index(seed)
-    except TypeError:
-        raise ValueError(f"seed: expected an integer, got {seed!r}") from None
+    seed = _as_int(seed, "seed", "an integer")
     images = _check_images(images)
     with torch.inference_mode(False):
         x0 = images.detach().clone()
