@@ -51,9 +51,9 @@ class FinetuneConfig:
 
 def _head_path(module: Any) -> tuple[Any, str]:
     """The parent module and attribute name of the final ``nn.Linear``."""
-    from .models import _last_linear
+    from .models import last_linear
 
-    found = _last_linear(module)
+    found = last_linear(module)
     if found is None:  # pragma: no cover - TransferModel requires one for the penultimate node
         raise ValueError("finetune needs a final nn.Linear head to replace")
     name = found[0]

@@ -87,7 +87,7 @@ class TransferModel:
         self.in_channels = int(in_channels) if in_channels else _guess_in_channels(module)
         self.preprocess = preprocess if preprocess is not None else Preprocess(channels=self.in_channels or 0)
         self.categories = list(categories) if categories is not None else None
-        head = _last_linear(module)
+        head = last_linear(module)
         if num_classes is None:
             if self.categories is not None:
                 num_classes = len(self.categories)
@@ -124,7 +124,7 @@ class TransferModel:
     def resolve_node(self, node: str) -> tuple[str, bool]:
         """``(submodule name, read its input?)`` for a feature node name."""
         if node == PENULTIMATE:
-            head = _last_linear(self.module)
+            head = last_linear(self.module)
             if head is None:  # pragma: no cover - checked in __init__
                 raise ValueError(f"model {self.name!r} has no final linear layer")
             return head[0], True
@@ -213,7 +213,7 @@ def _preprocess_fingerprint(preprocess: Callable[..., Any], channels: int) -> st
         return hashlib.blake2b(repr(preprocess).encode(), digest_size=16).hexdigest()
 
 
-def _last_linear(module: nn.Module) -> tuple[str, Any] | None:
+def last_linear(module: nn.Module) -> tuple[str, Any] | None:
     from torch import nn
 
     last = None
