@@ -16,7 +16,7 @@ import os
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,16 @@ class DiskCache:
         atomic_write_bytes(path, buf.getvalue())
         return path
 
+    def put_or_warn(self, key: dict[str, Any], arrays: dict[str, Any]) -> None:
+        """:meth:`put`, but a full or read-only disk only warns (:class:`CacheWarning`): it costs the next run a
+        pass, not this run its result."""
+        try:
+            self.put(key, arrays)
+        except OSError as exc:
+            warnings.warn(CacheWarning(f"pytest-transfer: could not write to the cache directory "
+                                       f"{self.directory} ({exc}); the result is used but not cached"),
+                          stacklevel=3)
+
     def get_or_compute(self, key: dict[str, Any], compute: Callable[[], dict[str, Any]], *,
                        required: Iterable[str] = ()) -> tuple[dict[str, Any], bool]:
         """Return ``(arrays, hit)``; computes under the entry's lock when missing.
@@ -145,20 +155,39 @@ class DiskCache:
         directory (pytest-xdist workers, CI jobs on a shared volume): a process
         that finds the entry locked waits, then reads what the other one wrote.
         """
+        return self.get_or_compute_many([key], lambda _missing: [compute()], required=required)[0]
+
+    def get_or_compute_many(self, keys: Sequence[dict[str, Any]],
+                            compute: Callable[[list[int]], Sequence[dict[str, Any]]], *,
+                            required: Iterable[str] = ()) -> list[tuple[dict[str, Any], bool]]:
+        """``(arrays, hit)`` for each of ``keys``; ``compute(missing)`` makes the arrays of the entries at
+        positions ``missing`` at once (one call), under all their locks.
+
+        The locks are taken in one global order (by file name), so processes
+        asking for overlapping sets cannot deadlock; entries another process
+        wrote while this one waited are read, not recomputed. What cannot be
+        locked or written is reported with a :class:`CacheWarning` and the
+        results are returned all the same.
+        """
         required = tuple(required)
-        found = self.get(key, required=required)
-        if found is not None:
-            return found, True
-        with self.locked(key):
-            found = self.get(key, required=required)  # another process may have written it while we waited
-            if found is not None:
-                return found, True
-            arrays = compute()
-            self.computations += 1
-            try:
-                self.put(key, arrays)
-            except OSError as exc:  # a full or read-only disk costs the next run a pass, not this run its result
-                warnings.warn(CacheWarning(f"pytest-transfer: could not write to the cache directory "
-                                           f"{self.directory} ({exc}); the result is used but not cached"),
-                              stacklevel=2)
-            return arrays, False
+        out: list[tuple[dict[str, Any], bool] | None] = [None] * len(keys)
+
+        def read(positions: list[int]) -> list[int]:
+            for i in positions:
+                found = self.get(keys[i], required=required)
+                if found is not None:
+                    out[i] = (found, True)
+            return [i for i in positions if out[i] is None]
+
+        missing = read(list(range(len(keys))))
+        if missing:
+            with contextlib.ExitStack() as stack:
+                for i in sorted(missing, key=lambda i: self.path_for(keys[i]).name):
+                    stack.enter_context(self.locked(keys[i]))
+                missing = read(missing)  # another process may have written some while we waited
+                if missing:
+                    for i, arrays in zip(missing, compute(missing), strict=True):
+                        self.computations += 1
+                        self.put_or_warn(keys[i], arrays)
+                        out[i] = (arrays, False)
+        return [r for r in out if r is not None]

@@ -15,15 +15,27 @@ What the pass does, per device:
   module runs under ``torch.autocast(float16)`` (``--transfer-autocast``:
   ``auto`` = on for CUDA, falling back to float32 for a model whose outputs
   overflow; ``on``; ``off``);
-* any device: a batch that runs out of memory is halved and retried (down to
-  one image); the smaller size is remembered for the module and device.
+* any device: a batch that raises ``torch.OutOfMemoryError`` is halved and
+  retried (down to one image); the smaller size is remembered for the module
+  and device.
+
+The units, in the order a pass uses them: the chunk source
+(:func:`load_chunks`: dataset + indices → float [0, 1] chunks; perturbations
+and multi-variant streams are built on it by :func:`iter_chunks` and
+:func:`iter_variants`), the batching policy (:class:`BatchPolicy`), the
+memory layout (:func:`prepare_module`), the precision policy
+(:func:`autocast_dtype`), the taps (forward hooks, :func:`pool_features`),
+the host copies, and progress (:class:`pytest_transfer.progress.PassProgress`).
+:func:`run_pass` strings them together. :func:`evaluate` and
+:func:`evaluate_many` are the one path through the session memo and the disk
+cache (:meth:`pytest_transfer.cache.DiskCache.get_or_compute_many`, which alone
+decides what is a warning).
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -138,7 +150,7 @@ class Evaluation:
                 f"perturbation={self.perturbation!r}, n={len(self)}, taps={sorted(self.taps)})")
 
 
-# --- precision and memory ----------------------------------------------------
+# --- precision ---------------------------------------------------------------
 
 def autocast_dtype(mode: str, device: Any) -> torch.dtype | None:
     """The autocast dtype of a pass for ``--transfer-autocast`` ``mode`` on ``device`` (``None``: float32).
@@ -163,18 +175,52 @@ def autocast_dtype(mode: str, device: Any) -> torch.dtype | None:
     return torch.bfloat16 if kind == "cpu" else torch.float16
 
 
-def _precision_label(dtype: Any) -> str:
+def precision_label(dtype: Any) -> str:
+    """How a pass's precision is named in memo and cache keys: ``float32`` or ``autocast:<dtype>``."""
     return "float32" if dtype is None else f"autocast:{str(dtype).removeprefix('torch.')}"
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` says a device ran out of memory (CUDA, MPS or the CPU allocator)."""
+def _forward(module: Any, inp: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
+    """``module(inp)`` under autocast to ``amp`` (plain float32 for ``None``); the first output of a tuple."""
     import torch
 
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    if amp is not None:
+        with torch.autocast(inp.device.type, dtype=amp):
+            out = module(inp)
+    else:
+        out = module(inp)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _nonfinite(result: dict[str, np.ndarray]) -> list[str]:
+    import numpy as np
+
+    return [k for k, v in result.items() if not np.isfinite(v).all()]
+
+
+def _raise_nonfinite(bad: list[str], result: dict[str, np.ndarray], model: TransferModel,
+                     dataset: TargetDataset) -> None:
+    import numpy as np
+
+    if "logits" in bad:
+        rows = int((~np.isfinite(result["logits"])).any(axis=1).sum())
+        raise ValueError(
+            f"model {model.name!r} produced NaN/Inf outputs for {rows} image(s) of {dataset.name!r}; check the "
+            "weights (a diverged or corrupted checkpoint), the preprocess, or fp16 overflow (--transfer-autocast=off)"
+        )
+    if bad:
+        node = bad[0].removeprefix("tap:")
+        raise ValueError(f"model {model.name!r}: features at {node!r} contain NaN/Inf on {dataset.name!r}")
+
+
+# --- batching: out-of-memory halving -------------------------------------------
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's out-of-memory error (``torch.OutOfMemoryError``, which
+    ``torch.cuda.OutOfMemoryError`` is): decided by the exception's type, never by its message."""
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError)
 
 
 def _release_memory(device: Any) -> None:
@@ -199,84 +245,23 @@ def batch_limit(module: Any, device: Any) -> int | None:
     return _BATCH_LIMITS.get(module, {}).get(str(device))
 
 
-# --- the pass ----------------------------------------------------------------
+class BatchPolicy:
+    """The batch size of a pass: ``batch_size``, or the size that fitted in an earlier pass of ``module`` on
+    ``device``; :meth:`shrink` halves it after an out-of-memory error and remembers the new size."""
 
-def _pool(t: torch.Tensor) -> torch.Tensor:
-    if t.ndim == 4:
-        return t.mean(dim=(2, 3))
-    if t.ndim == 3:
-        return t.mean(dim=1)
-    if t.ndim > 2:
-        return t.flatten(1)
-    return t
+    def __init__(self, module: Any, device: Any, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+        self.device = device
+        self.limits = _BATCH_LIMITS.setdefault(module, {})
+        self.size = min(batch_size, self.limits.get(str(device), batch_size))
 
-
-class _Taps:
-    """Forward hooks that collect pooled activations of several nodes during one pass."""
-
-    def __init__(self, model: TransferModel, nodes: Sequence[str]) -> None:
-        self.model = model
-        self.nodes = list(nodes)
-        self.current: dict[str, torch.Tensor] = {}
-        self.handles: list[Any] = []
-
-    def __enter__(self) -> _Taps:
-        modules = dict(self.model.module.named_modules())
-        for node in self.nodes:
-            name, want_input = self.model.resolve_node(node)
-            sub = modules[name]
-            if want_input:
-                def pre_hook(_m: Any, args: tuple[Any, ...], node: str = node) -> None:
-                    self.current[node] = _pool(args[0])
-
-                self.handles.append(sub.register_forward_pre_hook(pre_hook))
-            else:
-                def hook(_m: Any, _args: Any, out: Any, node: str = node) -> None:
-                    if isinstance(out, (tuple, list)):
-                        out = out[0]
-                    self.current[node] = _pool(out)
-
-                self.handles.append(sub.register_forward_hook(hook))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self.handles:
-            h.remove()
-
-    def take(self, model: TransferModel) -> dict[str, torch.Tensor]:
-        try:
-            return {n: self.current.pop(n) for n in self.nodes}
-        except KeyError as exc:
-            raise ValueError(f"feature node {exc.args[0]!r} of {model.name!r} was not reached by the forward "
-                             "pass") from None
-        finally:
-            self.current.clear()
-
-
-def _load_chunk(dataset: TargetDataset, index: np.ndarray, device: Any) -> torch.Tensor:
-    """Float [0, 1] images of ``index`` on ``device``; on CUDA through pinned memory, converted there."""
-    import torch
-
-    if device.type != "cuda":
-        return dataset.batch(index).to(device)
-    images = dataset.images
-    raw = images.index_select(0, torch.as_tensor(index, dtype=torch.long, device=images.device))
-    if raw.device.type == "cpu":
-        raw = raw.pin_memory()
-    x = raw.to(device, non_blocking=True)
-    if x.dtype == torch.uint8:
-        return x.float().div_(255.0)  # the same division as TargetDataset.batch, done on the GPU
-    return x.float() if x.dtype != torch.float32 else x
-
-
-def iter_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any,
-                perturbation: Perturbation | None) -> Iterator[torch.Tensor]:
-    """Float [0, 1] images in fixed chunks of ``CHUNK``, perturbed on ``device``."""
-    for c, start in enumerate(range(0, len(indices), CHUNK)):
-        x = _load_chunk(dataset, indices[start:start + CHUNK], device)
-        if perturbation is not None:
-            x = perturbation.apply(x, c)
-        yield x
+    def shrink(self, failed: int) -> int:
+        """After a batch of ``failed`` images ran out of memory: the new, halved size (at least 1)."""
+        self.size = max(1, failed // 2)
+        self.limits[str(self.device)] = self.size
+        _release_memory(self.device)
+        return self.size
 
 
 class _Regroup:
@@ -314,18 +299,235 @@ def iter_batches(chunks: Iterable[torch.Tensor], batch_size: int) -> Iterator[to
         yield batch
 
 
-def _is_conv_net(module: Any) -> bool:
+# --- memory layout -------------------------------------------------------------
+
+def prepare_module(model: TransferModel, device: Any, channels_last: bool | None) -> tuple[Any, bool]:
+    """``model``'s module on ``device`` in eval mode, channels-last when asked (``None``: for conv nets);
+    returns ``(module, channels_last)``."""
     import torch
 
-    return any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+    module = model.to(device).module
+    module.eval()
+    if channels_last is None:
+        channels_last = any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    return module, channels_last
 
 
-def _to_host(t: torch.Tensor, asynchronous: bool) -> torch.Tensor:
-    t = t.float()
-    if t.device.type == "cpu":
-        return t
-    # CUDA → CPU with non_blocking=True lands in pinned memory; the pass synchronises once before reading it
-    return t.to("cpu", non_blocking=asynchronous)
+def _layout(inp: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    import torch
+
+    return inp.contiguous(memory_format=torch.channels_last) if channels_last and inp.ndim == 4 else inp
+
+
+# --- taps ----------------------------------------------------------------------
+
+def pool_features(t: torch.Tensor) -> torch.Tensor:
+    """Activations ``(N, ...)`` → ``(N, D)``: global average over H×W of a 4-d map, over tokens of a 3-d one,
+    flattened beyond that; 2-d features as they are."""
+    if t.ndim == 4:
+        return t.mean(dim=(2, 3))
+    if t.ndim == 3:
+        return t.mean(dim=1)
+    if t.ndim > 2:
+        return t.flatten(1)
+    return t
+
+
+class _Taps:
+    """Forward hooks that collect pooled activations of several nodes during one pass."""
+
+    def __init__(self, model: TransferModel, nodes: Sequence[str]) -> None:
+        self.model = model
+        self.nodes = list(nodes)
+        self.current: dict[str, torch.Tensor] = {}
+        self.handles: list[Any] = []
+
+    def _hook(self, node: str, want_input: bool) -> Callable[..., None]:
+        if want_input:
+            def pre_hook(_m: Any, args: tuple[Any, ...]) -> None:
+                self.current[node] = pool_features(args[0])
+
+            return pre_hook
+
+        def hook(_m: Any, _args: Any, out: Any) -> None:
+            self.current[node] = pool_features(out[0] if isinstance(out, (tuple, list)) else out)
+
+        return hook
+
+    def __enter__(self) -> _Taps:
+        modules = dict(self.model.module.named_modules())
+        for node in self.nodes:
+            name, want_input = self.model.resolve_node(node)
+            sub, hook = modules[name], self._hook(node, want_input)
+            register = sub.register_forward_pre_hook if want_input else sub.register_forward_hook
+            self.handles.append(register(hook))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def take(self) -> dict[str, torch.Tensor]:
+        try:
+            return {n: self.current.pop(n) for n in self.nodes}
+        except KeyError as exc:
+            raise ValueError(f"feature node {exc.args[0]!r} of {self.model.name!r} was not reached by the "
+                             "forward pass") from None
+        finally:
+            self.current.clear()
+
+
+# --- host copies ---------------------------------------------------------------
+
+class _HostOutputs:
+    """Per-batch outputs copied to the host (asynchronously from CUDA: synchronised once in :meth:`arrays`)."""
+
+    def __init__(self, nodes: Sequence[str], device: Any) -> None:
+        self.device = device
+        self.asynchronous = device.type == "cuda"
+        self.logits: list[torch.Tensor] = []
+        self.taps: dict[str, list[torch.Tensor]] = {n: [] for n in nodes}
+
+    def _host(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.float()
+        # CUDA → CPU with non_blocking=True lands in pinned memory; arrays() synchronises once before reading it
+        return t if t.device.type == "cpu" else t.to("cpu", non_blocking=self.asynchronous)
+
+    def add(self, logits: torch.Tensor, tapped: dict[str, torch.Tensor]) -> None:
+        self.logits.append(self._host(logits))
+        for n, t in tapped.items():
+            self.taps[n].append(self._host(t))
+
+    def arrays(self, num_classes: int | None) -> dict[str, np.ndarray]:
+        """``logits`` and ``tap:<node>`` as float32 numpy arrays."""
+        import numpy as np
+        import torch
+
+        if self.asynchronous:
+            torch.cuda.synchronize(self.device)
+        empty = np.zeros((0, num_classes or 0), np.float32)
+        result = {"logits": torch.cat(self.logits).numpy() if self.logits else empty}
+        for n, parts in self.taps.items():
+            result[f"tap:{n}"] = torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
+        return result
+
+
+# --- the chunk source ------------------------------------------------------------
+
+def _load_chunk(dataset: TargetDataset, index: np.ndarray, device: Any) -> torch.Tensor:
+    """Float [0, 1] images of ``index`` on ``device``; on CUDA through pinned memory, converted there."""
+    import torch
+
+    if device.type != "cuda":
+        return dataset.batch(index).to(device)
+    images = dataset.images
+    raw = images.index_select(0, torch.as_tensor(index, dtype=torch.long, device=images.device))
+    if raw.device.type == "cpu":
+        raw = raw.pin_memory()
+    x = raw.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)  # the same division as TargetDataset.batch, done on the GPU
+    return x.float() if x.dtype != torch.float32 else x
+
+
+def load_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any) -> Iterator[torch.Tensor]:
+    """The chunk source: float [0, 1] images ``(n, C, H, W)`` of ``indices`` on ``device``, in fixed chunks of
+    ``CHUNK`` (the last may be shorter). Every pass reads its images here, each chunk once."""
+    import torch
+
+    device = torch.device(device)
+    for start in range(0, len(indices), CHUNK):
+        yield _load_chunk(dataset, indices[start:start + CHUNK], device)
+
+
+def iter_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any,
+                perturbation: Perturbation | None) -> Iterator[torch.Tensor]:
+    """Float [0, 1] images in fixed chunks of ``CHUNK``, perturbed on ``device`` (chunk ``c`` with seed ``c``)."""
+    for c, x in enumerate(load_chunks(dataset, indices, device)):
+        yield x if perturbation is None else perturbation.apply(x, c)
+
+
+#: makes every variant of one chunk: ``make(images, chunk_index, perturbations)`` yields one tensor per
+#: perturbation, in order (``None`` = the clean images)
+VariantMaker = Callable[[Any, int, Sequence["Perturbation | None"]], Iterable[Any]]
+
+
+def apply_each(images: torch.Tensor, chunk: int, perturbations: Sequence[Perturbation | None]
+               ) -> Iterator[torch.Tensor]:
+    """The default :data:`VariantMaker`: ``perturbation.apply(images, chunk)`` for each (``None``: as they are)."""
+    for p in perturbations:
+        yield images if p is None else p.apply(images, chunk)
+
+
+def iter_variants(dataset: TargetDataset, indices: np.ndarray, device: Any,
+                  perturbations: Sequence[Perturbation | None], make: VariantMaker | None = None
+                  ) -> Iterator[torch.Tensor]:
+    """Each chunk loaded once, followed by all its variants (chunk-major order); undo with :func:`split_variants`.
+
+    Variant ``v`` of chunk ``c`` equals what :func:`iter_chunks` yields for
+    ``perturbations[v]`` at chunk ``c`` (``make`` may make several at once, faster, but not differently).
+    """
+    make = make or apply_each
+    for c, x in enumerate(load_chunks(dataset, indices, device)):
+        yield from make(x, c, perturbations)
+
+
+def split_variants(arrays: dict[str, np.ndarray], n: int, n_variants: int) -> list[dict[str, np.ndarray]]:
+    """Undo the chunk-major interleaving of :func:`iter_variants` over ``n`` images: one dict per variant."""
+    import numpy as np
+
+    rows: list[list[np.ndarray]] = [[] for _ in range(n_variants)]
+    offset = 0
+    for start in range(0, n, CHUNK):
+        m = min(CHUNK, n - start)
+        for v in range(n_variants):
+            rows[v].append(np.arange(offset + v * m, offset + (v + 1) * m))
+        offset += n_variants * m
+    out = []
+    for v in range(n_variants):
+        take = np.concatenate(rows[v]) if rows[v] else np.zeros(0, dtype=np.int64)
+        out.append({k: np.ascontiguousarray(a[take]) for k, a in arrays.items()})
+    return out
+
+
+# --- the pass ----------------------------------------------------------------
+
+@dataclass
+class _Step:
+    """What one batch needs besides its images."""
+
+    model: TransferModel
+    module: Any
+    taps: _Taps
+    amp: Any
+    channels_last: bool
+    dataset: str
+
+
+def _run_batch(step: _Step, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+    """``(logits, taps)`` of one batch, or ``None`` when it ran out of memory and can be halved."""
+    shape = None  # the module's input shape, once preprocess has run
+    try:
+        inp = _layout(step.model.preprocess(x), step.channels_last)
+        shape = tuple(inp.shape)
+        out = _forward(step.module, inp, step.amp)
+        del inp
+        return out, step.taps.take()
+    except Exception as exc:
+        step.taps.current.clear()
+        if is_out_of_memory(exc):
+            if len(x) > 1:
+                return None  # the caller retries outside this except block, so the batch's tensors can be freed
+            raise
+        if isinstance(exc, RuntimeError) and shape is not None:
+            raise ValueError(
+                f"model {step.model.name!r} failed on images of {step.dataset!r}: [0, 1] batch "
+                f"{tuple(x.shape)}, after preprocess {shape}: {str(exc).splitlines()[0]}. Check the "
+                "model's preprocess (image size, channels) against what the network expects"
+            ) from exc
+        raise
 
 
 def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, *, nodes: Sequence[str],
@@ -336,105 +538,49 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
     """The forward pass itself: returns ``logits`` and ``tap:<node>`` arrays (float32, CPU).
 
     ``batch_size`` is where it starts: a batch that runs out of device memory
-    is halved and retried. ``autocast`` is ``auto``, ``on`` or ``off`` (see
-    :func:`autocast_dtype`); ``channels_last`` defaults to "for conv nets".
-    ``chunks``, a function returning a fresh stream of [0, 1] image chunks of
-    ``total`` images, replaces the (perturbed) images of ``indices``: the
-    corruption sweep feeds every variant of each loaded chunk through one pass.
+    is halved and retried (:class:`BatchPolicy`). ``autocast`` is ``auto``,
+    ``on`` or ``off`` (see :func:`autocast_dtype`); ``channels_last`` defaults
+    to "for conv nets". ``chunks``, a function returning a fresh stream of
+    [0, 1] image chunks of ``total`` images, replaces the (perturbed) images of
+    ``indices`` (:func:`iter_chunks`): a multi-variant pass feeds
+    :func:`iter_variants` through here. ``progress`` receives progress lines
+    (:class:`~pytest_transfer.progress.PassProgress`).
     """
-    import numpy as np
     import torch
+
+    from .progress import PassProgress
 
     device = torch.device(device)
     if batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
     amp = autocast_dtype(autocast, device)
-    module = model.to(device).module
-    module.eval()
-    if channels_last is None:
-        channels_last = _is_conv_net(module)
-    if channels_last:
-        module.to(memory_format=torch.channels_last)
-    asynchronous = device.type == "cuda"
-    limits = _BATCH_LIMITS.setdefault(module, {})
-    size = min(batch_size, limits.get(str(device), batch_size))
-    logits_out: list[torch.Tensor] = []
-    taps_out: dict[str, list[torch.Tensor]] = {n: [] for n in nodes}
+    module, channels_last = prepare_module(model, device, channels_last)
+    policy = BatchPolicy(module, device, batch_size)
     label = f"{model.name} on {dataset.name}" + (f" [{perturbation.key}]" if perturbation else "")
-    started = last_report = time.monotonic()
-    done = 0
-    total = len(indices) if total is None else total
-    regroup = _Regroup(chunks() if chunks is not None else iter_chunks(dataset, indices, device, perturbation))
+    meter = PassProgress(progress, label, len(indices) if total is None else total, every=PROGRESS_EVERY)
+    stream = _Regroup(chunks() if chunks is not None else iter_chunks(dataset, indices, device, perturbation))
+    outputs = _HostOutputs(nodes, device)
     with _Taps(model, nodes) as taps, torch.inference_mode():
-        while (x := regroup.take(size)) is not None:
-            failed = False
-            shape = None  # the module's input shape, once preprocess has run
-            try:
-                inp = model.preprocess(x)
-                if channels_last and inp.ndim == 4:
-                    inp = inp.contiguous(memory_format=torch.channels_last)
-                shape = tuple(inp.shape)
-                if amp is not None:
-                    with torch.autocast(device.type, dtype=amp):
-                        out = module(inp)
-                else:
-                    out = module(inp)
-                del inp
-                if isinstance(out, (tuple, list)):
-                    out = out[0]
-                tapped = taps.take(model)
-            except Exception as exc:  # an out-of-memory error of any device: halve and retry
-                taps.current.clear()
-                if is_out_of_memory(exc) and len(x) > 1:
-                    failed = True
-                elif isinstance(exc, RuntimeError) and shape is not None and not is_out_of_memory(exc):
-                    raise ValueError(
-                        f"model {model.name!r} failed on images of {dataset.name!r}: [0, 1] batch "
-                        f"{tuple(x.shape)}, after preprocess {shape}: {str(exc).splitlines()[0]}. Check the "
-                        "model's preprocess (image size, channels) against what the network expects"
-                    ) from exc
-                else:
-                    raise
-            if failed:  # outside the except block, so the failed batch's tensors can be freed
-                regroup.push_back(x)
-                size = max(1, len(x) // 2)
-                limits[str(device)] = size
-                _release_memory(device)
-                if progress is not None:
-                    progress(f"pytest-transfer: {label}: out of memory on {device} at batch size {len(x)}; "
-                             f"retrying with {size} (set --transfer-batch-size={size} to start there)")
+        step = _Step(model, module, taps, amp, channels_last, dataset.name)
+        while (x := stream.take(policy.size)) is not None:
+            got = _run_batch(step, x)
+            if got is None:
+                stream.push_back(x)
+                size = policy.shrink(len(x))
+                meter.note(f"out of memory on {device} at batch size {len(x)}; retrying with {size} "
+                           f"(set --transfer-batch-size={size} to start there)")
                 continue
-            logits_out.append(_to_host(out, asynchronous))
-            for n, t in tapped.items():
-                taps_out[n].append(_to_host(t, asynchronous))
-            del out, tapped
-            done += len(x)
-            now = time.monotonic()
-            if progress is not None and now - last_report >= PROGRESS_EVERY:
-                rate = done / max(now - started, 1e-9)
-                progress(f"pytest-transfer: {label}: {done}/{total} images ({rate:.0f}/s)")
-                last_report = now
-    if asynchronous:
-        torch.cuda.synchronize(device)
-    logits = torch.cat(logits_out).numpy() if logits_out else np.zeros((0, model.num_classes or 0), np.float32)
-    result = {"logits": logits}
-    for n, parts in taps_out.items():
-        result[f"tap:{n}"] = torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
-    bad = [k for k, v in result.items() if not np.isfinite(v).all()]
+            outputs.add(*got)
+            del got
+            meter.advance(len(x))
+    result = outputs.arrays(model.num_classes)
+    bad = _nonfinite(result)
     if bad and amp is not None and autocast == "auto":
         # the model does not allow reduced precision: the whole pass again in float32
-        return run_pass(model, dataset, indices, nodes=nodes, perturbation=perturbation, batch_size=size,
+        return run_pass(model, dataset, indices, nodes=nodes, perturbation=perturbation, batch_size=policy.size,
                         device=device, progress=progress, autocast="off", channels_last=channels_last,
                         chunks=chunks, total=total)
-    if "logits" in bad:
-        rows = int((~np.isfinite(logits)).any(axis=1).sum())
-        raise ValueError(
-            f"model {model.name!r} produced NaN/Inf outputs for {rows} image(s) of {dataset.name!r}; check the "
-            "weights (a diverged or corrupted checkpoint), the preprocess, or fp16 overflow (--transfer-autocast=off)"
-        )
-    if bad:
-        node = bad[0].removeprefix("tap:")
-        raise ValueError(f"model {model.name!r}: features at {node!r} contain NaN/Inf on {dataset.name!r}")
+    _raise_nonfinite(bad, result, model, dataset)
     return result
 
 
@@ -490,7 +636,131 @@ def cache_key(model: TransferModel, dataset: TargetDataset, split: str, perturba
     }
 
 
-# --- the public entry point ---------------------------------------------------
+# --- the session memo and the disk cache: one path for every evaluation ----------
+
+def _memo_find(ctx: Context, base: tuple[Any, ...], wanted: set[str]) -> tuple[Evaluation | None, list[str]]:
+    """The memoised evaluation of ``base`` that has every tap of ``wanted``, or ``(None, nodes)``: the nodes a
+    new pass must read (``wanted`` and the taps of the memo's entries for ``base``, which it replaces)."""
+    union = set(wanted)
+    for (b, have), ev in list(ctx.evaluations.items()):
+        if b != base:
+            continue
+        if wanted <= set(have):
+            return ev, []  # the feature node is part of the model's fingerprint, so it is ev.feature_node
+        union |= set(have)  # one new pass reads every tap asked for so far
+        del ctx.evaluations[(b, have)]
+    return None, sorted(union)
+
+
+@dataclass
+class _Request:
+    """One model × dataset × split evaluated under several perturbations in one session."""
+
+    ctx: Context
+    model: TransferModel
+    dataset: TargetDataset
+    split: str
+    batch_size: int
+    cache: bool
+    make: VariantMaker | None
+    device: Any = None
+    mode: str = "auto"
+    precision: str = "float32"
+    indices: Any = None
+
+    def __post_init__(self) -> None:
+        self.device = self.ctx.device
+        self.mode = getattr(self.ctx.settings, "autocast", "auto")
+        self.precision = precision_label(autocast_dtype(self.mode, self.device))
+
+    def split_indices(self) -> np.ndarray:
+        if self.indices is None:
+            self.indices = self.dataset.indices(self.split)
+            if len(self.indices) == 0:
+                raise ValueError(f"dataset {self.dataset.name!r}: the {self.split!r} split is empty; use more "
+                                 "samples or another test_fraction")
+        return self.indices
+
+    def compute(self, chosen: Sequence[Perturbation | None], nodes: list[str]) -> list[dict[str, np.ndarray]]:
+        """One forward pass for all of ``chosen``: their arrays, in order."""
+        indices = self.split_indices()
+        self.ctx.forward_passes += 1
+        common = {"nodes": nodes, "batch_size": self.batch_size, "device": self.device,
+                  "progress": self.ctx.progress, "autocast": self.mode}
+        if len(chosen) == 1 and self.make is None:
+            return [run_pass(self.model, self.dataset, indices, perturbation=chosen[0], **common)]
+        arrays = run_pass(self.model, self.dataset, indices, perturbation=None, **common,
+                          chunks=lambda: iter_variants(self.dataset, indices, self.device, chosen, self.make),
+                          total=len(indices) * len(chosen))
+        return split_variants(arrays, len(indices), len(chosen))
+
+    def arrays(self, chosen: Sequence[Perturbation | None], nodes: list[str]) -> list[tuple[dict[str, Any], bool]]:
+        """``(arrays, from disk?)`` of each of ``chosen``: read from the disk cache, the rest in one pass."""
+        cache_dir = self.ctx.settings.cache_path() if self.cache else None
+        if cache_dir is None:
+            return [(a, False) for a in self.compute(chosen, nodes)]
+        from .cache import DiskCache
+
+        self.split_indices()
+        keys = [cache_key(self.model, self.dataset, self.split, p, nodes, precision=self.precision,
+                          device=self.device) for p in chosen]
+        found = DiskCache(cache_dir).get_or_compute_many(
+            keys, lambda missing: self.compute([chosen[i] for i in missing], nodes),
+            required=["logits", *(f"tap:{n}" for n in nodes)])
+        self.ctx.cache_hits += sum(hit for _, hit in found)
+        return found
+
+    def evaluation(self, p: Perturbation | None, nodes: list[str], arrays: dict[str, Any],
+                   hit: bool) -> Evaluation:
+        indices = self.split_indices()
+        return Evaluation(
+            model=self.model.name, dataset=self.dataset.name, split=self.split,
+            perturbation=p.key if p else None, indices=indices, labels=self.dataset.labels[indices],
+            logits=arrays["logits"], taps={n: arrays[f"tap:{n}"] for n in nodes},
+            feature_node=self.model.feature_node, from_cache=hit,
+        )
+
+
+def _evaluate_all(req: _Request, perturbations: Sequence[Perturbation | None], taps: Iterable[str]
+                  ) -> list[Evaluation]:
+    """Evaluations of distinct ``perturbations``: from the memo, else the disk, else one pass per tap set."""
+    wanted = {req.model.feature_node, *taps}
+    for node in wanted:
+        req.model.resolve_node(node)  # a bad node name fails here, before any work
+    ctx = req.ctx
+    with ctx.lock:
+        out: list[Evaluation | None] = [None] * len(perturbations)
+        bases = [memo_base(req.model, req.dataset, req.split, p, precision=req.precision) for p in perturbations]
+        todo: dict[tuple[str, ...], list[int]] = {}  # the taps of a pass -> the perturbations it serves
+        for i, base in enumerate(bases):
+            out[i], nodes = _memo_find(ctx, base, wanted)
+            if out[i] is None:
+                todo.setdefault(tuple(nodes), []).append(i)
+        for nodes, members in todo.items():
+            found = req.arrays([perturbations[i] for i in members], list(nodes))
+            for i, (arrays, hit) in zip(members, found, strict=True):
+                out[i] = ev = req.evaluation(perturbations[i], list(nodes), arrays, hit)
+                ctx.evaluations[(bases[i], nodes)] = ev
+        return [ev for ev in out if ev is not None]
+
+
+def _request(model: Any, dataset: Any, *, split: str, batch_size: int | None, context: Context | None,
+             cache: bool, make: VariantMaker | None) -> _Request:
+    from .datasets import TargetDataset, load_dataset
+    from .models import load_model
+
+    ctx = context or current_context()
+    if not isinstance(model, TransferModel):
+        model = load_model(model)
+    if not isinstance(dataset, TargetDataset):
+        dataset = load_dataset(dataset)
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+    size = int(batch_size or ctx.settings.batch_size)
+    return _Request(ctx, model, dataset, split, size, cache, make)
+
+
+# --- the public entry points ----------------------------------------------------
 
 def evaluate(model: Any, dataset: Any, *, split: str = "test", perturbation: Perturbation | None = None,
              taps: Iterable[str] = (), batch_size: int | None = None, context: Context | None = None,
@@ -506,67 +776,37 @@ def evaluate(model: Any, dataset: Any, *, split: str = "test", perturbation: Per
     >>> ev = evaluate("torchvision:resnet18:none", "digits", split="test")  # doctest: +SKIP
     >>> ev.logits.shape, ev.features.shape  # doctest: +SKIP
     """
-    from .datasets import TargetDataset, load_dataset
-    from .models import load_model
+    req = _request(model, dataset, split=split, batch_size=batch_size, context=context, cache=cache, make=None)
+    return _evaluate_all(req, [perturbation], taps)[0]
 
-    ctx = context or current_context()
-    if not isinstance(model, TransferModel):
-        model = load_model(model)
-    if not isinstance(dataset, TargetDataset):
-        dataset = load_dataset(dataset)
-    if batch_size is not None and int(batch_size) < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
-    wanted = {model.feature_node, *taps}
-    for node in wanted:
-        model.resolve_node(node)  # a bad node name fails here, before any work
-    with ctx.lock:
-        device = ctx.device
-        mode = getattr(ctx.settings, "autocast", "auto")
-        precision = _precision_label(autocast_dtype(mode, device))
-        base = memo_base(model, dataset, split, perturbation, precision=precision)
-        union = set(wanted)
-        for (b, have), ev in list(ctx.evaluations.items()):
-            if b != base:
-                continue
-            if wanted <= set(have):
-                return ev  # the feature node is part of the model's fingerprint, so it is ev.feature_node
-            union |= set(have)  # one new pass reads every tap asked for so far
-            del ctx.evaluations[(b, have)]
-        nodes = sorted(union)
-        indices = dataset.indices(split)
-        if len(indices) == 0:
-            raise ValueError(f"dataset {dataset.name!r}: the {split!r} split is empty; use more samples or "
-                             "another test_fraction")
-        size = int(batch_size or ctx.settings.batch_size)
 
-        def compute() -> dict[str, Any]:
-            ctx.forward_passes += 1
-            return run_pass(model, dataset, indices, nodes=nodes, perturbation=perturbation, batch_size=size,
-                            device=device, progress=ctx.progress, autocast=mode)
+def evaluate_many(model: Any, dataset: Any, perturbations: Sequence[Perturbation | None], *, split: str = "test",
+                  batch_size: int | None = None, context: Context | None = None, cache: bool = True,
+                  make: VariantMaker | None = None) -> list[Evaluation]:
+    """``[evaluate(model, dataset, split=split, perturbation=p) for p in perturbations]`` from one data load.
 
-        cache_dir = ctx.settings.cache_path() if cache else None
-        hit = False
-        if cache_dir is not None:
-            from .cache import DiskCache
+    Each chunk of the split is loaded once and every perturbation of it goes
+    through one forward pass (:func:`iter_variants`; ``make`` may make a
+    chunk's variants together, see :data:`VariantMaker`); results land in the
+    session memo and the disk cache under :func:`evaluate`'s keys (entries
+    already there are reused). Only the model's feature node is tapped.
 
-            key = cache_key(model, dataset, split, perturbation, nodes, precision=precision, device=device)
-            arrays, hit = DiskCache(cache_dir).get_or_compute(key, compute,
-                                                              required=["logits", *(f"tap:{n}" for n in nodes)])
-            if hit:
-                ctx.cache_hits += 1
-        else:
-            arrays = compute()
-        ev = Evaluation(
-            model=model.name, dataset=dataset.name, split=split,
-            perturbation=perturbation.key if perturbation else None, indices=indices,
-            labels=dataset.labels[indices], logits=arrays["logits"],
-            taps={n: arrays[f"tap:{n}"] for n in nodes}, feature_node=model.feature_node, from_cache=hit,
-        )
-        ctx.evaluations[(base, tuple(nodes))] = ev
-        return ev
+    >>> evs = evaluate_many(model, "digits", [None, gaussian_noise(0.1), corruption("fog", 3)])  # doctest: +SKIP
+    """
+    distinct: dict[tuple[str, int] | None, Perturbation | None] = {}
+    for p in perturbations:
+        if p is not None and not isinstance(p, Perturbation):
+            raise ValueError(f"perturbations: expected Perturbation objects or None, got {type(p).__name__}; "
+                             "build them with pytest_transfer.engine.corruption / gaussian_noise")
+        distinct.setdefault((p.key, p.seed) if p is not None else None, p)
+    req = _request(model, dataset, split=split, batch_size=batch_size, context=context, cache=cache, make=make)
+    evs = dict(zip(distinct, _evaluate_all(req, list(distinct.values()), ()), strict=True))
+    return [evs[(p.key, p.seed) if p is not None else None] for p in perturbations]
 
 
 __all__ = [
-    "AUTOCAST_MODES", "PENULTIMATE", "Evaluation", "Perturbation", "autocast_dtype", "cache_key", "corruption",
-    "evaluate", "gaussian_noise", "is_out_of_memory", "run_pass",
+    "AUTOCAST_MODES", "CHUNK", "PENULTIMATE", "BatchPolicy", "Evaluation", "Perturbation", "VariantMaker",
+    "apply_each", "autocast_dtype", "batch_limit", "cache_key", "corruption", "evaluate", "evaluate_many",
+    "gaussian_noise", "is_out_of_memory", "iter_batches", "iter_chunks", "iter_variants", "load_chunks",
+    "memo_base", "pool_features", "precision_label", "prepare_module", "run_pass", "split_variants",
 ]

@@ -256,7 +256,7 @@ class OutOfMemoryAbove(nn.Module):
         return self.net(x)
 
 
-@pytest.mark.parametrize("error", [torch.OutOfMemoryError, RuntimeError])
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError, torch.cuda.OutOfMemoryError])
 def test_a_batch_that_runs_out_of_memory_is_halved_and_retried(fresh_context, blobs, error):
     module = OutOfMemoryAbove(limit=10, error=error)
     messages = []
@@ -270,6 +270,13 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_retried(fresh_context, bl
     module.sizes.clear()
     evaluate(load_model(module, name="big"), blobs, split="train", batch_size=32)
     assert module.sizes and max(module.sizes) == 8  # the next pass starts at the size that fitted
+
+
+def test_out_of_memory_is_recognised_by_type_not_by_message(fresh_context, blobs):
+    module = OutOfMemoryAbove(limit=10, error=RuntimeError)  # says "CUDA out of memory", but is no OOM error
+    with pytest.raises(ValueError, match=r"failed on images of 'blobs'.*CUDA out of memory") as info:
+        evaluate(load_model(module, name="big"), blobs, split="all", batch_size=32)
+    assert type(info.value.__cause__) is RuntimeError and module.sizes == []
 
 
 def test_out_of_memory_with_one_image_is_raised(fresh_context, blobs):

@@ -97,16 +97,17 @@ def test_sweep_cells_equal_evaluate_with_the_same_corruption(tmp_path, data, hea
 
 def test_sweep_variants_are_the_engines_perturbed_chunks(data):
     """The images fed to the model are exactly what iter_chunks makes for each perturbation."""
-    from pytest_transfer.engine import iter_chunks
-    from pytest_transfer.robustness.sweep import _Variant, _variant_stream
+    from pytest_transfer.engine import iter_chunks, iter_variants
+    from pytest_transfer.robustness.sweep import corruption_variants
 
     idx = data.indices("test")
-    cells = [("gaussian_noise", 2), ("zoom_blur", 1), ("zoom_blur", 4), ("frost", 3)]
-    variants = [_Variant(None)] + [_Variant(corruption(n, s, seed=5), (n, s)) for n, s in cells]
-    stream = list(_variant_stream(data, idx, torch.device("cpu"), variants)())
+    cells = {corruption(n, s, seed=5): (n, s) for n, s in
+             [("gaussian_noise", 2), ("zoom_blur", 1), ("zoom_blur", 4), ("frost", 3)]}
+    variants = [None, *cells]
+    stream = list(iter_variants(data, idx, torch.device("cpu"), variants, corruption_variants(cells)))
     assert len(stream) == 2 * len(variants)  # 2 chunks, every variant of each
     for v, variant in enumerate(variants):
-        expected = list(iter_chunks(data, idx, torch.device("cpu"), variant.perturbation))
+        expected = list(iter_chunks(data, idx, torch.device("cpu"), variant))
         got = [stream[c * len(variants) + v] for c in range(2)]
         for a, b in zip(got, expected, strict=True):
             assert torch.equal(a, b)
@@ -151,6 +152,35 @@ def test_sweep_reuses_and_fills_the_disk_cache(tmp_path, data, head_model):
     again = corruption_sweep(head_model, data, ["defocus_blur", "fog"], [2, 4], method="direct", context=third)
     assert third.forward_passes == 1 and third.cache_hits == 3  # clean + defocus 2, 4 from disk; fog computed
     assert again.accuracy["defocus_blur"] == res.accuracy["defocus_blur"]
+
+
+@pytest.mark.parametrize("how", ["sweep", "evaluate"])
+def test_a_read_only_cache_warns_and_the_results_are_used(tmp_path, data, head_model, monkeypatch, how):
+    """Sweep and evaluate share one cache path: a cache that cannot be locked or written only warns."""
+    import filelock
+
+    from pytest_transfer import cache as cache_module
+    from pytest_transfer.cache import CacheWarning
+
+    def read_only(*_args, **_kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", read_only)
+    monkeypatch.setattr(cache_module, "atomic_write_bytes", read_only)
+    ctx = _context(tmp_path, no_cache=False, cache_dir=str(tmp_path / "cache"))
+    with pytest.warns(CacheWarning) as warned:
+        if how == "sweep":
+            res = corruption_sweep(head_model, data, "fog", [2, 4], method="direct", context=ctx)
+            got = res.accuracy["fog"][4]
+        else:
+            ev = evaluate(head_model, data, perturbation=corruption("fog", 4), context=ctx)
+            got = float(np.mean(ev.logits.argmax(1) == ev.labels))
+    texts = [str(w.message) for w in warned]
+    assert any("cannot lock the cache directory" in t for t in texts)
+    assert any("could not write to the cache directory" in t and "Read-only file system" in t for t in texts)
+    ref = evaluate(head_model, data, perturbation=corruption("fog", 4), context=_context(tmp_path))
+    assert got == pytest.approx(np.mean(ref.logits.argmax(1) == ref.labels))
+    assert ctx.forward_passes == 1 and not list((tmp_path / "cache").glob("*.npz"))
 
 
 def test_evaluate_many_equals_evaluate(tmp_path, data, head_model, fresh_context):

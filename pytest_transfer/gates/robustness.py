@@ -47,8 +47,8 @@ from ..assertions import (
     finish_gate,
 )
 from ..context import Context, Measurement, current_context
-from ..engine import _pool
 from ..engine import corruption as corruption_perturbation
+from ..engine import pool_features
 from ..predictions import check_method, direct_mapping, predict, probe_for, resolve_pair
 from ..robustness import fgsm, pgd
 from ..robustness.mce import ALEXNET_ERRORS, CLEAN
@@ -292,7 +292,7 @@ class ProbeHeadModel(nn.Module):
         box: list[torch.Tensor] = []
 
         def grab(t: Any) -> None:
-            box.append(_pool(t[0] if isinstance(t, (tuple, list)) else t))
+            box.append(pool_features(t[0] if isinstance(t, (tuple, list)) else t))
             raise _StopForward
 
         sub = self.backbone.get_submodule(self.node)

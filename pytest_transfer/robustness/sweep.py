@@ -4,9 +4,10 @@
 every requested variant of it on the device (the clean images and each
 corruption × severity, with the same per-chunk seeds as
 :func:`pytest_transfer.engine.corruption`), and feeds the stream of variants
-through **one** batched forward pass (the engine's :func:`~pytest_transfer.engine.run_pass`:
-batches mix variants, out-of-memory halving and autocast work as for any pass).
-The outputs are split back per variant and stored exactly where
+through **one** batched forward pass (the engine's
+:func:`~pytest_transfer.engine.evaluate_many`: batches mix variants,
+out-of-memory halving and autocast work as for any pass). The outputs are
+split back per variant and stored exactly where
 :func:`~pytest_transfer.engine.evaluate` would store them: the session memo
 (``context.evaluations``) and the disk cache, under the same keys as
 ``evaluate(model, dataset, perturbation=corruption(name, severity, seed=seed))``.
@@ -23,36 +24,21 @@ features and scored on corrupted test features.
 
 from __future__ import annotations
 
-import contextlib
 import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..context import Context, current_context
-from ..engine import (
-    CHUNK,
-    Evaluation,
-    Perturbation,
-    _load_chunk,
-    _precision_label,
-    autocast_dtype,
-    cache_key,
-    corruption,
-    memo_base,
-    run_pass,
-)
+from ..engine import Perturbation, VariantMaker, corruption, evaluate_many
 from ..predictions import check_method, predict, resolve_pair
 from .corruptions import DETERMINISTIC_CORRUPTIONS, SEVERITIES, corrupt_many, resolve_corruptions
 from .mce import ALEXNET_ERRORS, CLEAN, CorruptionErrorResult, mce, relative_mce
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-    from ..datasets import TargetDataset
-    from ..models import TransferModel
 
 #: the row of :meth:`SweepResult.to_rows` that holds the clean accuracy (severity 0)
 CLEAN_ROW = CLEAN
@@ -88,166 +74,33 @@ def resolve_severities(severities: int | str | Iterable[int], argname: str = "se
     return tuple(out)
 
 
-# --- the multi-variant pass ----------------------------------------------------
+# --- the variants of a chunk ----------------------------------------------------
 
-@dataclass(frozen=True)
-class _Variant:
-    perturbation: Perturbation | None
-    corruption: tuple[str, int] | None = None  # (name, severity) when it is an engine.corruption
-
-
-def _variant_stream(dataset: TargetDataset, indices: np.ndarray, device: Any,
-                    variants: Sequence[_Variant]) -> Callable[[], Iterator[torch.Tensor]]:
-    """Chunks of ``CHUNK`` images, each loaded once, followed by all its variants (chunk-major order).
-
-    Each variant of chunk ``c`` is ``perturbation.apply(x, c)``, what
-    :func:`pytest_transfer.engine.iter_chunks` yields for that perturbation.
-    Seed-free corruptions with several severities are made together by
-    :func:`corrupt_many` (equal to one call per severity: the seed does not matter).
+def corruption_variants(cells: Mapping[Perturbation, tuple[str, int]]) -> VariantMaker:
+    """A :data:`~pytest_transfer.engine.VariantMaker` that makes the seed-free corruptions of ``cells``
+    (``{engine.corruption(name, s): (name, s)}``) with several severities together by :func:`corrupt_many`
+    (equal to one call per severity: the seed does not matter); every other perturbation is applied as usual.
     """
-    groups: dict[str, list[tuple[int, int]]] = {}  # seed-free corruption -> [(variant index, severity)]
-    for i, v in enumerate(variants):
-        if v.corruption is not None and v.corruption[0] in DETERMINISTIC_CORRUPTIONS:
-            groups.setdefault(v.corruption[0], []).append((i, v.corruption[1]))
 
-    def chunks() -> Iterator[torch.Tensor]:
-        for c, start in enumerate(range(0, len(indices), CHUNK)):
-            x = _load_chunk(dataset, indices[start:start + CHUNK], device)
-            made: dict[int, torch.Tensor] = {}  # one group's severities, made when its first one is due
-            for i, v in enumerate(variants):
-                if v.perturbation is None:
-                    yield x
-                elif v.corruption is not None and v.corruption[0] in groups:
-                    if i not in made:
-                        members = groups[v.corruption[0]]
-                        sweep = corrupt_many(x, v.corruption[0], [s for _, s in members])
-                        made.update((j, t) for (j, _), (_, _, t) in zip(members, sweep, strict=True))
-                    yield made.pop(i)
-                else:
-                    yield v.perturbation.apply(x, c)
+    def make(x: torch.Tensor, chunk: int, perturbations: Sequence[Perturbation | None]) -> Iterator[torch.Tensor]:
+        groups: dict[str, list[tuple[int, int]]] = {}  # seed-free corruption -> [(position, severity)]
+        for i, p in enumerate(perturbations):
+            cell = cells.get(p) if p is not None else None
+            if cell is not None and cell[0] in DETERMINISTIC_CORRUPTIONS:
+                groups.setdefault(cell[0], []).append((i, cell[1]))
+        made: dict[int, torch.Tensor] = {}  # one group's severities, made when its first one is due
+        for i, p in enumerate(perturbations):
+            cell = cells.get(p) if p is not None else None
+            if cell is None or cell[0] not in groups:
+                yield x if p is None else p.apply(x, chunk)
+                continue
+            if i not in made:
+                members = groups[cell[0]]
+                sweep = corrupt_many(x, cell[0], [s for _, s in members])
+                made.update((j, t) for (j, _), (_, _, t) in zip(members, sweep, strict=True))
+            yield made.pop(i)
 
-    return chunks
-
-
-def _split_outputs(arrays: dict[str, np.ndarray], n: int, n_variants: int) -> list[dict[str, np.ndarray]]:
-    """Undo the chunk-major interleaving of a multi-variant pass: one dict of arrays per variant."""
-    rows: list[list[np.ndarray]] = [[] for _ in range(n_variants)]
-    offset = 0
-    for start in range(0, n, CHUNK):
-        m = min(CHUNK, n - start)
-        for v in range(n_variants):
-            rows[v].append(np.arange(offset + v * m, offset + (v + 1) * m))
-        offset += n_variants * m
-    out = []
-    for v in range(n_variants):
-        take = np.concatenate(rows[v]) if rows[v] else np.zeros(0, dtype=np.int64)
-        out.append({k: np.ascontiguousarray(a[take]) for k, a in arrays.items()})
-    return out
-
-
-def _evaluate_variants(model: TransferModel, dataset: TargetDataset, variants: Sequence[_Variant], *, split: str,
-                       ctx: Context, batch_size: int | None, cache: bool) -> list[Evaluation]:
-    nodes = [model.feature_node]
-    model.resolve_node(model.feature_node)
-    wanted = set(nodes)
-    with ctx.lock:
-        device = ctx.device
-        mode = getattr(ctx.settings, "autocast", "auto")
-        precision = _precision_label(autocast_dtype(mode, device))
-        indices = dataset.indices(split)
-        if len(indices) == 0:
-            raise ValueError(f"dataset {dataset.name!r}: the {split!r} split is empty; use more samples or "
-                             "another test_fraction")
-        bases = [memo_base(model, dataset, split, v.perturbation, precision=precision) for v in variants]
-        out: list[Evaluation | None] = [None] * len(variants)
-        for i, base in enumerate(bases):  # 1. the session memo
-            for (b, have), ev in ctx.evaluations.items():
-                if b == base and wanted <= set(have):
-                    out[i] = ev
-                    break
-
-        def make(i: int, arrays: dict[str, Any], hit: bool) -> Evaluation:
-            p = variants[i].perturbation
-            ev = Evaluation(
-                model=model.name, dataset=dataset.name, split=split, perturbation=p.key if p else None,
-                indices=indices, labels=dataset.labels[indices], logits=arrays["logits"],
-                taps={n: arrays[f"tap:{n}"] for n in nodes}, feature_node=model.feature_node, from_cache=hit,
-            )
-            ctx.evaluations[(bases[i], tuple(nodes))] = ev
-            return ev
-
-        cache_dir = ctx.settings.cache_path() if cache else None
-        disk = None
-        keys: dict[int, dict[str, Any]] = {}
-        if cache_dir is not None:  # 2. the disk cache
-            from ..cache import DiskCache
-
-            disk = DiskCache(cache_dir)
-            for i, v in enumerate(variants):
-                if out[i] is None:
-                    keys[i] = cache_key(model, dataset, split, v.perturbation, nodes, precision=precision,
-                                        device=device)
-                    found = disk.get(keys[i])
-                    if found is not None:
-                        ctx.cache_hits += 1
-                        out[i] = make(i, found, True)
-        missing = [i for i in range(len(variants)) if out[i] is None]
-        if missing:  # 3. one pass for everything else, under every missing entry's lock (in one global order)
-            with contextlib.ExitStack() as stack:
-                if disk is not None:
-                    for i in sorted(missing, key=lambda i: disk.path_for(keys[i]).name):
-                        stack.enter_context(disk.locked(keys[i]))
-                    for i in missing:  # another worker may have written some while we waited
-                        found = disk.get(keys[i])
-                        if found is not None:
-                            ctx.cache_hits += 1
-                            out[i] = make(i, found, True)
-                    missing = [i for i in missing if out[i] is None]
-                if missing:
-                    chosen = [variants[i] for i in missing]
-                    ctx.forward_passes += 1
-                    arrays = run_pass(
-                        model, dataset, indices, nodes=nodes, perturbation=None,
-                        batch_size=int(batch_size or ctx.settings.batch_size), device=device,
-                        progress=ctx.progress, autocast=mode,
-                        chunks=_variant_stream(dataset, indices, device, chosen),
-                        total=len(indices) * len(chosen),
-                    )
-                    for i, part in zip(missing, _split_outputs(arrays, len(indices), len(chosen)), strict=True):
-                        if disk is not None:
-                            disk.put(keys[i], part)
-                            disk.computations += 1
-                        out[i] = make(i, part, False)
-        return [ev for ev in out if ev is not None]
-
-
-def evaluate_many(model: Any, dataset: Any, perturbations: Sequence[Perturbation | None], *, split: str = "test",
-                  batch_size: int | None = None, context: Context | None = None,
-                  cache: bool = True) -> list[Evaluation]:
-    """``[evaluate(model, dataset, split=split, perturbation=p) for p in perturbations]`` from one data load.
-
-    Each chunk of the split is loaded once and every perturbation of it goes
-    through one forward pass; results land in the session memo and the disk
-    cache under :func:`~pytest_transfer.engine.evaluate`'s keys (entries
-    already there are reused). Only the model's feature node is tapped.
-
-    >>> from pytest_transfer.engine import corruption, gaussian_noise
-    >>> evs = evaluate_many(model, "digits", [None, gaussian_noise(0.1), corruption("fog", 3)])  # doctest: +SKIP
-    """
-    ctx = context or current_context()
-    model, dataset = resolve_pair(model, dataset)
-    variants: list[_Variant] = []
-    seen: dict[tuple[str, int] | None, int] = {}
-    for p in perturbations:
-        if p is not None and not isinstance(p, Perturbation):
-            raise ValueError(f"perturbations: expected Perturbation objects or None, got {type(p).__name__}; "
-                             "build them with pytest_transfer.engine.corruption / gaussian_noise")
-        ident = (p.key, p.seed) if p is not None else None
-        if ident not in seen:
-            seen[ident] = len(variants)
-            variants.append(_Variant(p))
-    evs = _evaluate_variants(model, dataset, variants, split=split, ctx=ctx, batch_size=batch_size, cache=cache)
-    return [evs[seen[(p.key, p.seed) if p is not None else None]] for p in perturbations]
+    return make
 
 
 # --- the sweep -----------------------------------------------------------------
@@ -423,23 +276,25 @@ def corruption_sweep(model: Any, dataset: Any, corruptions: str | Iterable[str] 
     names = resolve_corruptions(corruptions)
     levels = resolve_severities(severities)
     seed = int(ctx.settings.seed if seed is None else seed)
-    variants = [_Variant(None)] + [_Variant(corruption(c, s, seed=seed), (c, s)) for c in names for s in levels]
+    cells = {corruption(c, s, seed=seed): (c, s) for c in names for s in levels}
     if method == "direct":
         from ..predictions import direct_mapping
 
         direct_mapping(model, dataset)  # a head that cannot predict these classes fails before any work
-    _evaluate_variants(model, dataset, variants, split=split, ctx=ctx, batch_size=batch_size, cache=cache)
+    evaluate_many(model, dataset, [None, *cells], split=split, batch_size=batch_size, context=ctx, cache=cache,
+                  make=corruption_variants(cells))
 
     def correct(p: Perturbation | None) -> tuple[np.ndarray, np.ndarray]:
         pr = predict(model, dataset, method=method, split=split, perturbation=p, k=k, C=C, context=ctx)
         return pr.y_true, np.asarray(pr.correct, dtype=bool)
 
     y_true, clean = correct(None)
-    cells = {v.corruption: correct(v.perturbation)[1] for v in variants[1:] if v.corruption is not None}
     return SweepResult(model=model.name, dataset=dataset.name, method=method, split=split, seed=seed,
-                       corruptions=names, severities=levels, y_true=y_true, clean_correct=clean, correct=cells)
+                       corruptions=names, severities=levels, y_true=y_true, clean_correct=clean,
+                       correct={cell: correct(p)[1] for p, cell in cells.items()})
 
 
 __all__ = [
-    "SweepResult", "corruption_error", "corruption_sweep", "evaluate_many", "reference_errors", "resolve_severities",
+    "SweepResult", "corruption_error", "corruption_sweep", "corruption_variants", "evaluate_many", "reference_errors",
+    "resolve_severities",
 ]
