@@ -222,23 +222,39 @@ def baseline_directory(test_path: str | os.PathLike[str] | None) -> Path:
     return p.parent / DIRNAME / _safe(p.stem)
 
 
+def _test_part(test: str) -> str:
+    """The test's part of a file name: its id after the file, ``::`` as ``.``, made safe.
+
+    When making it safe changed the id (``[a/b]`` and ``[a_b]`` would both become
+    ``[a_b]``), ``~`` and a short hash of the raw id are appended, so different ids
+    never share a file; ``~`` is itself unsafe, so no unchanged id can look like that.
+    """
+    raw = test.split("::", 1)[1] if "::" in test else test
+    natural = raw.replace("::", ".")
+    safe = _safe(natural)
+    if safe != natural:
+        safe += "~" + hashlib.blake2b(raw.encode(), digest_size=4).hexdigest()
+    return safe
+
+
 def baseline_path(*, test: str | None, test_path: str | os.PathLike[str] | None, model: str, dataset: str,
                   method: str = "linear_probe", split: str = "test") -> Path:
     """Where the baseline of ``test`` × ``model`` × ``dataset`` (× method × split) lives.
+
+    The name is readable and unique per test id: an id that had to be changed to
+    make a safe file name carries a short hash of the raw id (``test_b[a_b]~1c0d3f5e``).
 
     >>> baseline_path(test="tests/test_a.py::test_b[x]", test_path="tests/test_a.py",
     ...               model="torchvision:resnet18", dataset="digits").as_posix()
     'tests/__transfer_baselines__/test_a/test_b[x]--torchvision_resnet18--digits.json'
     """
-    parts = []
-    if test:
-        parts.append((test.split("::", 1)[1] if "::" in test else test).replace("::", "."))
-    parts += [model, dataset]
+    parts = [_test_part(test)] if test else []
+    parts += [_safe(p) for p in (model, dataset)]
     if method != "linear_probe":
-        parts.append(method)
+        parts.append(_safe(method))
     if split != "test":
-        parts.append(split)
-    name = "--".join(_safe(p) for p in parts)
+        parts.append(_safe(split))
+    name = "--".join(parts)
     if len(name) > _MAX_NAME:
         digest = hashlib.blake2b(name.encode(), digest_size=5).hexdigest()
         name = f"{name[: _MAX_NAME - 11]}-{digest}"
@@ -260,19 +276,50 @@ def load_baseline(path: str | os.PathLike[str]) -> Baseline | None:
 
 
 def write_baseline(path: str | os.PathLike[str], baseline: Baseline) -> str:
-    """Write atomically; ``"created"``, ``"updated"`` or ``"unchanged"`` (same bytes: nothing written)."""
+    """Write atomically; ``"created"``, ``"updated"`` or ``"unchanged"`` (same bytes: nothing written).
+
+    Never overwrites the baseline of another result whose own file name is this
+    one (two ids that map to one name): that is a :class:`BaselineError`, and the
+    file is left as it was. A damaged file, or a copy of another test's file under
+    this result's name, is replaced.
+    """
     p = Path(path)
     text = baseline.to_json()
     action = "created"
     if p.is_file():
         try:
-            if p.read_text(encoding="utf-8") == text:
-                return "unchanged"
+            old = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
-            pass
+            old = None
+        if old == text:
+            return "unchanged"
+        if old is not None:
+            _refuse_to_overwrite_an_owner(p, old, baseline)
         action = "updated"
     write_text_file(p, text)
     return action
+
+
+def _identity(b: Baseline) -> tuple[Any, ...]:
+    return b.test, b.model, b.dataset, b.method, b.split
+
+
+def _refuse_to_overwrite_an_owner(path: Path, old_text: str, new: Baseline) -> None:
+    try:
+        stored = Baseline.from_json(old_text, path)
+    except BaselineError:
+        return  # damaged or foreign: nobody's baseline
+    if _identity(stored) == _identity(new):
+        return
+    own = baseline_path(test=stored.test, test_path=None, model=stored.model, dataset=stored.dataset,
+                        method=stored.method, split=stored.split)
+    if own.name == path.name:
+        raise BaselineError(
+            f"baseline file {path} is the baseline of test {stored.test!r} (model {stored.model!r}, dataset "
+            f"{stored.dataset!r}), whose name maps to the same file as test {new.test!r} (model {new.model!r}, "
+            f"dataset {new.dataset!r}); it was not overwritten. Give one of them its own file with "
+            "assert_no_regression(..., path=...) or rename the model or dataset"
+        )
 
 
 def check_identity(stored: Baseline, current: Baseline, path: str | os.PathLike[str], *,

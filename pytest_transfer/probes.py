@@ -3,8 +3,12 @@
 The linear probe standardises features with the train split's statistics and
 minimises scikit-learn's objective, ``C · Σ cross-entropy + ½‖W‖²`` (the
 intercept is not penalised), with full-batch L-BFGS in float64: deterministic,
-and the same solution as ``sklearn.linear_model.LogisticRegression`` on the
-same standardised features.
+and the same solution as ``sklearn.linear_model.LogisticRegression(C=C)`` on
+the same standardised features, for any number of classes. With two classes
+that is scikit-learn's binary objective, one weight vector ``w``
+(``C · Σ log-loss + ½‖w‖²``), returned as the two columns ``-w/2`` and ``w/2``
+(same probabilities); a two-vector softmax would penalise ``w`` by half as
+much, i.e. fit ``C = 2``.
 """
 
 from __future__ import annotations
@@ -91,8 +95,11 @@ def fit_linear_probe(features: Any, labels: Any, *, C: float = 1.0, max_iter: in
     y = torch.from_numpy(codes)
     n, d = xs.shape
     k = len(classes)
-    w = torch.zeros(k, d, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    # two classes: one weight vector, scikit-learn's binary objective (softmax's two vectors would halve
+    # the penalty on their difference, i.e. fit C=2); the decision columns are then ±½ of its logit
+    rows = 1 if k == 2 else k
+    w = torch.zeros(rows, d, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(rows, dtype=torch.float64, requires_grad=True)
     # scaled objective (divided by C·n) so that tolerances do not depend on n
     lam = 1.0 / (C * n)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12 * tol,
@@ -100,7 +107,12 @@ def fit_linear_probe(features: Any, labels: Any, *, C: float = 1.0, max_iter: in
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xs @ w.T + b, y) + 0.5 * lam * (w * w).sum()
+        logits = xs @ w.T + b
+        if rows == 1:
+            data = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], y.to(torch.float64))
+        else:
+            data = torch.nn.functional.cross_entropy(logits, y)
+        loss = data + 0.5 * lam * (w * w).sum()
         loss.backward()
         return loss
 
@@ -108,8 +120,10 @@ def fit_linear_probe(features: Any, labels: Any, *, C: float = 1.0, max_iter: in
         opt.step(closure)
     state = opt.state[opt._params[0]]
     n_iter = int(state.get("n_iter", 0))
-    return LinearProbe(w.detach().numpy().copy(), b.detach().numpy().copy(), std, classes,
-                       converged=n_iter < max_iter, n_iter=n_iter)
+    weight, bias = w.detach().numpy().copy(), b.detach().numpy().copy()
+    if rows == 1:  # softmax([-z/2, z/2]) = [1 - sigmoid(z), sigmoid(z)]
+        weight, bias = np.concatenate([-weight, weight]) / 2, np.concatenate([-bias, bias]) / 2
+    return LinearProbe(weight, bias, std, classes, converged=n_iter < max_iter, n_iter=n_iter)
 
 
 def knn_predict(train_features: Any, train_labels: Any, test_features: Any, *, k: int = 20,

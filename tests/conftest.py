@@ -39,12 +39,16 @@ def tiny_model(fresh_context):
     return load_model(tiny_net(), name="tiny")
 
 
-_HEAVY = {"torch", "torchvision", "numpy", "scipy", "sklearn", "PIL", "matplotlib", "functorch", "sympy", "filelock"}
+# pytest_transfer too: a function the package memoised during an inner run would otherwise keep the dropped
+# modules' classes (an inner run's BaselineError is not the one a later test imports), an order-dependent failure
+_HEAVY = {"torch", "torchvision", "numpy", "scipy", "sklearn", "PIL", "matplotlib", "functorch", "sympy", "filelock",
+          "pytest_transfer"}
 
 
 @pytest.fixture(autouse=True)
 def _keep_heavy_modules_across_pytester_runs(monkeypatch):
-    """pytester's in-process runs drop the modules they imported; torch and numpy cannot be imported twice."""
+    """pytester's in-process runs drop the modules they imported; torch and numpy cannot be imported twice,
+    and two copies of pytest_transfer's modules would have two copies of each exception class."""
     from _pytest import pytester as _pt
 
     original = _pt.SysModulesSnapshot.__init__

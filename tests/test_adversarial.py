@@ -89,8 +89,16 @@ def test_fgsm_equals_the_analytic_gradient_sign_of_a_linear_model(digits):
     flat = x.reshape(len(x), -1).double()
     probs = torch.softmax(((flat - 0.3) / 0.4) @ w.T + b, dim=1)
     grad = (probs - nn.functional.one_hot(y, 10).double()) @ w / 0.4  # d CE / d x
-    expected = (flat + 0.05 * grad.sign()).clamp(0, 1).reshape(x.shape).float()
-    assert torch.allclose(fgsm(model, x, y, eps=0.05), expected, atol=1e-6)
+    out = fgsm(model, x, y, eps=0.05).reshape(len(x), -1).double()
+    # the sign of a gradient entry at rounding level depends on float32 summation order (thread
+    # count): the exact comparison is made where the analytic gradient is clearly non-zero
+    clear = grad.abs() > 1e-4 * grad.abs().amax(dim=1, keepdim=True)
+    assert clear.float().mean() > 0.6  # most pixels are compared exactly
+    expected = (flat + 0.05 * grad.sign()).clamp(0, 1)
+    assert torch.allclose(out[clear], expected[clear], atol=1e-6)
+    # elsewhere the pixel moved by -eps, 0 or +eps (then clipped), nothing else
+    options = torch.stack([(flat + s * 0.05).clamp(0, 1) for s in (-1.0, 0.0, 1.0)])
+    assert bool(((out - options).abs() <= 1e-6).any(dim=0)[~clear].all())
 
 
 def test_pgd_default_step_size_and_seeded_random_start(digits):

@@ -342,7 +342,69 @@ def test_paths_are_safe_and_bounded():
 
     p = baseline_path(test="tests/t.py::TestA::test_b[a/b]", test_path="tests/t.py", model="torchvision:resnet18",
                       dataset="imagefolder:/data/x ray", method="knn", split="train")
-    assert p.as_posix() == ("tests/__transfer_baselines__/t/TestA.test_b[a_b]--torchvision_resnet18--"
-                            "imagefolder_data_x_ray--knn--train.json")
+    assert p.as_posix().startswith("tests/__transfer_baselines__/t/TestA.test_b[a_b]~")
+    assert p.as_posix().endswith("--torchvision_resnet18--imagefolder_data_x_ray--knn--train.json")
     long = baseline_path(test="t.py::test", test_path="t.py", model="m" * 300, dataset="d")
     assert len(long.name) <= 155 and long.name.endswith(".json")
+
+
+PARAM_TESTS = '''
+import pytest
+from pytest_transfer import assert_no_regression
+
+pytestmark = pytest.mark.transfer(model="tiny", dataset="spots")
+
+
+@pytest.mark.parametrize("name", ["a/b", "a_b"], ids=["a/b", "a_b"])
+def test_ids(name, pretrained_model, target_dataset):
+    assert_no_regression(pretrained_model, target_dataset)
+'''
+
+
+def test_ids_that_sanitise_alike_get_their_own_baseline_files(project):
+    from pytest_transfer.baselines import baseline_path
+
+    project.makepyfile(test_models=PARAM_TESTS)
+    project.runpytest("--transfer-update-baselines").assert_outcomes(passed=2)
+    files = _baseline_files(project)
+    slash = baseline_path(test="test_models.py::test_ids[a/b]", test_path="test_models.py", model="tiny",
+                          dataset="spots")
+    assert len(files) == 2 and f"__transfer_baselines__/test_models/{slash.name}" in files
+    assert "__transfer_baselines__/test_models/test_ids[a_b]--tiny--spots.json" in files  # a clean id keeps its name
+    project.runpytest().assert_outcomes(passed=2)  # each compares against its own file
+
+
+def test_the_file_name_hash_is_of_the_raw_test_id():
+    import hashlib
+
+    from pytest_transfer.baselines import baseline_path
+
+    p = baseline_path(test="t.py::test_x[a/b]", test_path="t.py", model="m", dataset="d")
+    digest = hashlib.blake2b(b"test_x[a/b]", digest_size=4).hexdigest()
+    assert p.name == f"test_x[a_b]~{digest}--m--d.json"
+    other = baseline_path(test="t.py::test_x[a:b]", test_path="t.py", model="m", dataset="d")
+    assert other != p and baseline_path(test="t.py::test_x[a_b]", test_path="t.py", model="m", dataset="d") != p
+
+
+def test_a_file_owned_by_another_result_is_never_overwritten(tmp_path):
+    from pytest_transfer import baselines
+
+    def make(model, acc):
+        return baselines.Baseline(model=model, dataset="d", method="linear_probe", split="test",
+                                  metrics={"accuracy": acc}, correct=np.array([True, False]),
+                                  predictions=np.array([0, 1]), num_classes=2, dataset_fingerprint="f",
+                                  split_fingerprint="s", test="t.py::test_x")
+
+    first = make("hub:m", 0.5)  # "hub:m" and "hub_m" map to the same file name
+    path = baselines.baseline_path(test=first.test, test_path=tmp_path / "t.py", model="hub:m", dataset="d")
+    assert path == baselines.baseline_path(test=first.test, test_path=tmp_path / "t.py", model="hub_m", dataset="d")
+    assert baselines.write_baseline(path, first) == "created"
+    before = path.read_bytes()
+    with pytest.raises(baselines.BaselineError, match=r"is the baseline of test 't.py::test_x' \(model 'hub:m'.*"
+                                                      r"it was not overwritten"):
+        baselines.write_baseline(path, make("hub_m", 0.0))
+    assert path.read_bytes() == before
+    assert baselines.write_baseline(path, make("hub:m", 1.0)) == "updated"  # its own result still updates it
+    copy = path.with_name("copy.json")  # a copy under a name that is not its own is replaced
+    copy.write_bytes(before)
+    assert baselines.write_baseline(copy, make("hub_m", 0.0)) == "updated"

@@ -109,3 +109,29 @@ def test_knn_errors():
         knn_predict(x, [0, 1, 0, 1], x, metric="manhattan")
     with pytest.raises(ValueError, match="3 dimensions"):
         knn_predict(x, [0, 1, 0, 1], np.ones((2, 3)))
+
+
+def hard_problem(classes, seed=0, n=90, d=40):
+    """Few noisy samples in many dimensions: the penalty decides the solution, C=1 and C=2 differ."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.normal(size=(n, d)) + 0.6 * rng.normal(size=(classes, d))[y]
+    flip = rng.random(n) < 0.2
+    y = np.where(flip, rng.integers(0, classes, n), y)
+    return x, y
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10])
+def test_linear_probe_equals_sklearn_C1_for_any_number_of_classes(classes):
+    x, y = hard_problem(classes)
+    xs = StandardScaler().fit_transform(x)
+    ref = LogisticRegression(C=1.0, tol=1e-12, max_iter=100_000).fit(xs, y)
+    other = LogisticRegression(C=2.0, tol=1e-12, max_iter=100_000).fit(xs, y)
+    probe = fit_linear_probe(x, y, tol=1e-10, max_iter=5000)
+    z = probe.decision_function(x)
+    ours = np.exp(z - z.max(1, keepdims=True))
+    ours /= ours.sum(1, keepdims=True)
+    want = ref.predict_proba(xs)
+    assert np.max(np.abs(other.predict_proba(xs) - want)) > 0.02  # C matters on these features
+    assert np.max(np.abs(ours - want)) < 1e-5
+    assert np.array_equal(probe.predict(x), ref.predict(xs))
