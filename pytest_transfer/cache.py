@@ -1,14 +1,20 @@
-"""On-disk cache of evaluations: keyed by fingerprints, written atomically, shared under a file lock.
+"""On-disk cache of evaluations and derived results: keyed by fingerprints, written atomically, locked.
 
 Each entry is one ``.npz`` file named by the key's hash. A file that cannot be
 read, or that holds another key, is reported, removed and recomputed.
 Writers take a per-entry lock (``filelock``), so several pytest-xdist workers
 or CI jobs sharing one directory compute each entry once.
+
+Forward passes are cached by :mod:`pytest_transfer.engine`; everything
+computed from them (probe fits, estimator and k-NN scores, attack results,
+fine-tuned heads) goes through :func:`cached_result`, one mechanism for the
+session memo and the disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -18,9 +24,13 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 FORMAT = 1
+DERIVED_FORMAT = 1  # bumped when an encoding of a derived result changes
+DERIVED_DIR = "derived"  # derived results live in this subfolder of the cache directory
 
 
 class CacheWarning(UserWarning):
@@ -191,3 +201,138 @@ class DiskCache:
                         self.put_or_warn(keys[i], arrays)
                         out[i] = (arrays, False)
         return [r for r in out if r is not None]
+
+
+# --- derived results ------------------------------------------------------------
+
+
+def array_fingerprint(*arrays: Any) -> str:
+    """A 32-hex-digit SHA-256 of the arrays' dtypes, shapes and bytes (numpy arrays or anything
+    ``numpy.asarray`` takes): the identity of what a derived result was computed from.
+
+    >>> import numpy as np
+    >>> array_fingerprint(np.arange(3)) == array_fingerprint(np.arange(3)) != array_fingerprint(np.arange(3.0))
+    True
+    """
+    import numpy as np
+
+    h = hashlib.sha256()  # the fastest hashlib digest here (hardware SHA); collisions need not resist attacks
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}|".encode())
+        h.update(memoryview(a).cast("B") if a.size else b"")
+    return h.hexdigest()[:32]
+
+
+_DISTRIBUTIONS = {"sklearn": "scikit-learn"}
+
+
+@functools.cache
+def _version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(_DISTRIBUTIONS.get(name, name))
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def library_versions(names: Iterable[str]) -> dict[str, str]:
+    """``{name: version}`` of the installed libraries ``names`` (``numpy``, ``torch``, ``scipy``,
+    ``sklearn``, read from their distributions' metadata without importing them): part of every
+    derived result's key."""
+    return {name: _version(name) for name in sorted(set(names))}
+
+
+_SOURCES: dict[tuple[str, int, int], str] = {}
+
+
+def source_fingerprint(*functions: Callable[..., Any]) -> str:
+    """A 16-hex-digit hash of the source files of the modules that define ``functions``: a derived
+    result's key holds the code that computed it, so an edited estimator or probe is a miss (the
+    package version alone does not change during development)."""
+    import inspect
+
+    h = hashlib.blake2b(digest_size=8)
+    for path in sorted({inspect.getsourcefile(inspect.unwrap(f)) or "" for f in functions}):
+        try:
+            st = os.stat(path)
+        except OSError:
+            h.update(path.encode())
+            continue
+        memo = (path, st.st_mtime_ns, st.st_size)
+        if memo not in _SOURCES:
+            _SOURCES[memo] = hashlib.blake2b(Path(path).read_bytes(), digest_size=8).hexdigest()
+        h.update(_SOURCES[memo].encode())
+    return h.hexdigest()
+
+
+def _derived_key(kind: str, key: dict[str, Any], libraries: Iterable[str]) -> dict[str, Any]:
+    from . import __version__
+
+    return {"kind": kind, "derived_format": DERIVED_FORMAT, "pytest_transfer": __version__,
+            "libraries": library_versions(("numpy", *libraries)), **key}
+
+
+def cached_result(kind: str, key: dict[str, Any], compute: Callable[[], T], *,
+                  encode: Callable[[T], dict[str, Any]], decode: Callable[[dict[str, Any]], T],
+                  context: Any = None, libraries: Iterable[str] = ()) -> T:
+    """``compute()``, memoised in the session and cached on disk under ``key``.
+
+    ``kind`` names what is computed (``"linear_probe"``, ``"estimate"``,
+    ``"attack"``, ...); ``key`` must hold the fingerprints of every input
+    (:func:`array_fingerprint`, model and dataset fingerprints) and every
+    parameter that changes the result. The versions of this package, of
+    numpy and of ``libraries`` (e.g. ``("torch",)``) are added to it.
+    ``encode`` turns the result into a dict of numpy arrays (what is written,
+    as a :class:`DiskCache` entry); ``decode``
+    rebuilds the result from them. Entries live in the ``derived/`` subfolder
+    of the cache directory. An entry that ``decode`` cannot read
+    (``KeyError``, ``ValueError``, ``TypeError``, ``IndexError``) is damaged:
+    it is reported with a :class:`CacheWarning`, removed and recomputed.
+    With ``--transfer-no-cache`` only the session memo is used; a cache
+    directory that cannot be written to warns and the result is still used.
+    The context counts what it computed and what it read per kind
+    (``context.derived_computed`` / ``context.derived_read``).
+    """
+    from .context import current_context
+
+    ctx = context or current_context()
+    full = _derived_key(kind, key, libraries)
+    memo = (kind, key_digest(full))
+    with ctx.lock:
+        if memo in ctx.derived:
+            return ctx.derived[memo]
+        directory = ctx.settings.cache_path()
+        if directory is None:
+            value, counter = compute(), ctx.derived_computed
+        else:
+            value, hit = _through_disk(DiskCache(Path(directory) / DERIVED_DIR), full, compute, encode, decode)
+            counter = ctx.derived_read if hit else ctx.derived_computed
+        counter[kind] = counter.get(kind, 0) + 1
+        ctx.derived[memo] = value
+        return value
+
+
+def _through_disk(disk: DiskCache, key: dict[str, Any], compute: Callable[[], T],
+                  encode: Callable[[T], dict[str, Any]], decode: Callable[[dict[str, Any]], T]) -> tuple[T, bool]:
+    """``(value, hit)``: the decoded entry, or the computed value (written); an undecodable entry is damaged."""
+    box: list[T] = []
+
+    def run() -> dict[str, Any]:
+        box.append(compute())
+        return encode(box[0])
+
+    for _ in range(2):  # a second damaged entry (written meanwhile by another process) is not read again
+        arrays, hit = disk.get_or_compute(key, run)
+        if not hit:
+            return box[-1], False
+        try:
+            return decode(arrays), True
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            path = disk.path_for(key)
+            warnings.warn(CacheWarning(f"pytest-transfer: cache file {path} is damaged ({exc!r}); recomputing it"),
+                          stacklevel=3)
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return compute(), False

@@ -61,7 +61,9 @@ class Context:
         self.loaded_models: dict[Any, Any] = {}
         self.loaded_datasets: dict[Any, Any] = {}
         self.evaluations: dict[tuple[Any, ...], Any] = {}
-        self.probes: dict[tuple[Any, ...], Any] = {}
+        self.derived: dict[tuple[str, str], Any] = {}  # the session memo of cache.cached_result
+        self.derived_computed: dict[str, int] = {}  # derived results computed in this session, per kind
+        self.derived_read: dict[str, int] = {}  # derived results read from the disk cache, per kind
         self.measurements: list[Measurement] = []
         self.current_test: str | None = None
         self.current_test_path: str | None = None  # the test's file (baselines live next to it)

@@ -72,65 +72,114 @@ def _trainable_blocks(module: Any, head: Any, k: int) -> list[Any]:
 
 def finetuned_model(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig, *, ctx: Context,
                     seed: int) -> TransferModel:
-    """Train (once per session and configuration) and return the fine-tuned model."""
+    """Train (once, then from the cache: :func:`~pytest_transfer.cache.cached_result`, kind ``finetune``)
+    and return the fine-tuned model. The cache holds the trained head and blocks, keyed by the model's and
+    the train split's fingerprints, ``cfg``, ``seed``, the device type and the code."""
+    from .cache import cached_result, source_fingerprint
+    from .engine import code_fingerprint
+
+    key = {"model": model.fingerprint(), "code": code_fingerprint(model), "data": dataset.fingerprint(),
+           "train": dataset.split_fingerprint("train"), "config": repr(cfg), "seed": int(seed),
+           "device": ctx.device.type, "source": source_fingerprint(finetuned_model)}
+    return cached_result("finetune", key, lambda: _finetune(model, dataset, cfg, ctx=ctx, seed=seed),
+                         encode=lambda tuned: _trained_state(tuned.module, cfg),
+                         decode=lambda arrays: _rebuild(model, dataset, cfg, arrays), context=ctx,
+                         libraries=("torch",))
+
+
+def _trained_state(module: Any, cfg: FinetuneConfig) -> dict[str, np.ndarray]:
+    """The state entries of the head and the trained blocks (float arrays): what a cache entry holds."""
+    parent, attr = _head_path(module)
+    head = getattr(parent, attr)
+    trained = [head, *_trainable_blocks(module, head, cfg.last_blocks)]
+    prefixes = tuple(f"{name}." if name else "" for name, m in module.named_modules() if any(m is t for t in trained))
+    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items() if k.startswith(prefixes)}
+
+
+def _fresh_module(model: TransferModel, n_classes: int, gen: Any) -> Any:
+    """A frozen copy of the model's module with a new (seeded) head for ``n_classes``."""
+    import torch
+
+    module = copy.deepcopy(model.module).eval()
+    parent, attr = _head_path(module)
+    new_head = torch.nn.Linear(getattr(parent, attr).in_features, n_classes)
+    with torch.no_grad():
+        new_head.weight.copy_(torch.randn(new_head.weight.shape, generator=gen) * 0.01)
+        new_head.bias.zero_()
+    setattr(parent, attr, new_head.to(model.device))
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _wrap(model: TransferModel, dataset: TargetDataset, module: Any) -> TransferModel:
+    from .models import TransferModel
+
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return TransferModel(module.eval(), name=f"{model.name}+finetune", preprocess=model.preprocess,
+                         num_classes=dataset.num_classes, categories=list(dataset.classes),
+                         in_channels=model.in_channels)
+
+
+def _rebuild(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
+             arrays: dict[str, np.ndarray]) -> TransferModel:
+    """The fine-tuned model from a cache entry; an entry without exactly the trained entries raises KeyError."""
+    import torch
+
+    module = _fresh_module(model, dataset.num_classes, torch.Generator().manual_seed(0))
+    expected = set(_trained_state(module, cfg))
+    if set(arrays) != expected:
+        raise KeyError(f"the entry holds {sorted(set(arrays) ^ expected)[:3]} but not the trained state")
+    state = module.state_dict()
+    with torch.no_grad():
+        for k, v in arrays.items():
+            state[k].copy_(torch.from_numpy(v))
+    return _wrap(model, dataset, module)
+
+
+def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig, *, ctx: Context,
+              seed: int) -> TransferModel:
     import torch
 
     from .engine import evaluate
-    from .models import TransferModel
     from .probes import Standardizer
 
-    key = (model.fingerprint(), dataset.fingerprint(), dataset.split_fingerprint("train"), "finetune", cfg, seed)
-    with ctx.lock:
-        if key in ctx.probes:
-            return ctx.probes[key]
-        module = copy.deepcopy(model.module).eval()
-        parent, attr = _head_path(module)
-        old_head = getattr(parent, attr)
-        n_classes = dataset.num_classes
-        gen = torch.Generator().manual_seed(seed)
-        new_head = torch.nn.Linear(old_head.in_features, n_classes)
-        with torch.no_grad():
-            new_head.weight.copy_(torch.randn(new_head.weight.shape, generator=gen) * 0.01)
-            new_head.bias.zero_()
-        for p in module.parameters():
-            p.requires_grad_(False)
-        train_idx = dataset.indices("train")
-        labels = torch.from_numpy(dataset.labels[train_idx])
-        if cfg.last_blocks == 0:
-            feats = evaluate(model, dataset, split="train", context=ctx).features.astype(np.float64)
-            std = Standardizer.fit(feats)
-            x = torch.from_numpy(std(feats)).float()
-            head = torch.nn.Linear(x.shape[1], n_classes)
-            head.load_state_dict(new_head.state_dict())
-            _train(lambda idx: head(x[idx]), head.parameters(), labels, cfg, gen)
-            with torch.no_grad():  # fold the standardisation into the head, as LinearProbe.torch_head does
-                scale = torch.from_numpy(std.scale).float()
-                mean = torch.from_numpy(std.mean).float()
-                new_head.weight.copy_(head.weight / scale)
-                new_head.bias.copy_(head.bias - new_head.weight @ mean)
-            setattr(parent, attr, new_head.to(model.device))
-        else:
-            setattr(parent, attr, new_head)
-            params = list(new_head.parameters())
-            for block in _trainable_blocks(module, new_head, cfg.last_blocks):
-                for p in block.parameters():
-                    p.requires_grad_(True)
-                params += list(block.parameters())
-            device = ctx.device
-            module.to(device)
+    gen = torch.Generator().manual_seed(seed)
+    module = _fresh_module(model, dataset.num_classes, gen)
+    parent, attr = _head_path(module)
+    new_head = getattr(parent, attr)
+    train_idx = dataset.indices("train")
+    labels = torch.from_numpy(dataset.labels[train_idx])
+    if cfg.last_blocks == 0:
+        feats = evaluate(model, dataset, split="train", context=ctx).features.astype(np.float64)
+        std = Standardizer.fit(feats)
+        x = torch.from_numpy(std(feats)).float()
+        head = torch.nn.Linear(x.shape[1], dataset.num_classes)
+        head.load_state_dict(new_head.state_dict())
+        _train(lambda idx: head(x[idx]), head.parameters(), labels, cfg, gen)
+        with torch.no_grad():  # fold the standardisation into the head, as LinearProbe.torch_head does
+            scale = torch.from_numpy(std.scale).float().to(new_head.weight.device)
+            mean = torch.from_numpy(std.mean).float().to(new_head.weight.device)
+            new_head.weight.copy_(head.weight.to(new_head.weight.device) / scale)
+            new_head.bias.copy_(head.bias.to(new_head.weight.device) - new_head.weight @ mean)
+    else:
+        params = list(new_head.parameters())
+        for block in _trainable_blocks(module, new_head, cfg.last_blocks):
+            for p in block.parameters():
+                p.requires_grad_(True)
+            params += list(block.parameters())
+        for p in new_head.parameters():
+            p.requires_grad_(True)
+        device = ctx.device
+        module.to(device)
 
-            def forward(idx: torch.Tensor) -> torch.Tensor:
-                images = dataset.batch(train_idx[idx.numpy()]).to(device)
-                return module(model.preprocess(images)).float().cpu()
+        def forward(idx: torch.Tensor) -> torch.Tensor:
+            images = dataset.batch(train_idx[idx.numpy()]).to(device)
+            return module(model.preprocess(images)).float().cpu()
 
-            _train(forward, params, labels, cfg, gen)
-        for p in module.parameters():
-            p.requires_grad_(False)
-        tuned = TransferModel(module.eval(), name=f"{model.name}+finetune", preprocess=model.preprocess,
-                              num_classes=n_classes, categories=list(dataset.classes),
-                              in_channels=model.in_channels)
-        ctx.probes[key] = tuned
-        return tuned
+        _train(forward, params, labels, cfg, gen)
+    return _wrap(model, dataset, module)
 
 
 def _train(forward: Any, params: Any, labels: Any, cfg: FinetuneConfig, gen: Any) -> None:

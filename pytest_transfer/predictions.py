@@ -2,7 +2,7 @@
 
 ``direct`` uses the model's own head; ``linear_probe`` and ``knn`` fit on
 frozen train-split features (clean) and predict test-split features, clean or
-perturbed. Probes are fitted once per session and model × dataset.
+perturbed. Probe fits and k-NN predictions are cached (:mod:`pytest_transfer.derived`).
 """
 
 from __future__ import annotations
@@ -79,18 +79,14 @@ def direct_mapping(model: TransferModel, dataset: TargetDataset) -> np.ndarray |
 
 def probe_for(model: TransferModel, dataset: TargetDataset, method: str, *, ctx: Context,
               k: int = 20, C: float = 1.0) -> Any:
-    """The probe fitted on clean train features, memoised per session."""
-    from .probes import fit_linear_probe
+    """The probe fitted on clean train features (cached: :func:`~pytest_transfer.derived.linear_probe`);
+    for ``knn``, the train features and labels."""
+    from .derived import linear_probe
 
-    key = (model.fingerprint(), dataset.fingerprint(), dataset.split_fingerprint("train"), method, k, C)
-    with ctx.lock:
-        if key not in ctx.probes:
-            train = evaluate(model, dataset, split="train", context=ctx)
-            if method == "linear_probe":
-                ctx.probes[key] = fit_linear_probe(train.features, train.labels, C=C)
-            else:
-                ctx.probes[key] = (train.features, train.labels)
-        return ctx.probes[key]
+    train = evaluate(model, dataset, split="train", context=ctx)
+    if method == "linear_probe":
+        return linear_probe(train.features, train.labels, C=C, context=ctx)
+    return train.features, train.labels
 
 
 def predict(model: Any, dataset: Any, *, method: str = "linear_probe", split: str = "test",
@@ -101,7 +97,7 @@ def predict(model: Any, dataset: Any, *, method: str = "linear_probe", split: st
     ``finetune`` holds the options of :class:`~pytest_transfer.finetune.FinetuneConfig`
     (``epochs``, ``lr``, ``last_blocks``, ``batch_size``, ``weight_decay``) for ``method="finetune"``.
     """
-    from .probes import knn_predict
+    from .derived import knn_predictions
 
     ctx = context or current_context()
     model, dataset = resolve_pair(model, dataset)
@@ -132,4 +128,4 @@ def predict(model: Any, dataset: Any, *, method: str = "linear_probe", split: st
         p /= p.sum(axis=1, keepdims=True)
         return Predictions(ev.labels, probe.classes[z.argmax(axis=1)], ev, method, p)
     train_x, train_y = probe
-    return Predictions(ev.labels, knn_predict(train_x, train_y, ev.features, k=k), ev, method)
+    return Predictions(ev.labels, knn_predictions(train_x, train_y, ev.features, k=k, context=ctx), ev, method)

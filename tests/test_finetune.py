@@ -57,7 +57,7 @@ def test_last_blocks_are_trained_end_to_end(blobs, fresh_context):
     a = predict(model, blobs, method="finetune", finetune={"epochs": 5, "last_blocks": 1})
     b = predict(model, blobs, method="finetune", finetune={"epochs": 5, "last_blocks": 1})
     assert np.array_equal(a.y_pred, b.y_pred)  # seeded: deterministic
-    tuned = next(v for v in fresh_context.probes.values() if hasattr(v, "module"))
+    tuned = next(v for v in fresh_context.derived.values() if hasattr(v, "module"))
     # the block before the head changed, the first convolution did not
     assert not torch.equal(tuned.module[4].weight, model.module[4].weight)
     assert torch.equal(tuned.module[0].weight, model.module[0].weight)

@@ -17,7 +17,6 @@ from .transferability import (
     _estimate,
     _estimators,
     _label,
-    _memo_key,
     _standardized,
 )
 
@@ -80,15 +79,11 @@ def _check_layer_metrics(metrics: Sequence[str]) -> list[str]:
 def _layer_probe(model: TransferModel, dataset: TargetDataset, node: str, train_x: np.ndarray,
                  train_y: np.ndarray, *, C: float, ctx: Context) -> Any:
     """The linear probe at ``node`` (shared with the accuracy gates at the model's own feature node)."""
-    from ..probes import fit_linear_probe
+    from ..derived import linear_probe
 
     if node == model.feature_node:
         return probe_for(model, dataset, "linear_probe", ctx=ctx, C=C)
-    key = ("linear_probe", *_memo_key(model, dataset, "train", node, True), C)
-    with ctx.lock:
-        if key not in ctx.probes:
-            ctx.probes[key] = fit_linear_probe(train_x, train_y, C=C)
-        return ctx.probes[key]
+    return linear_probe(train_x, train_y, C=C, context=ctx)
 
 
 def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
@@ -108,7 +103,7 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
     >>> r = layerwise_transfer("efficientnet-lite0", "digits", nodes)  # doctest: +SKIP
     >>> r.best("linear_probe")  # doctest: +SKIP
     """
-    from ..probes import knn_predict
+    from ..derived import knn_predictions
 
     ctx = current_context()
     model, dataset = resolve_pair(model, dataset)
@@ -134,12 +129,11 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
                 hits = int(np.sum(_layer_probe(model, dataset, n, xtr, train.labels, C=C, ctx=ctx)
                                   .predict(test.taps[n]) == test.labels))
             elif m == "knn":
-                hits = int(np.sum(knn_predict(xtr, train.labels, test.taps[n], k=k) == test.labels))
+                hits = int(np.sum(knn_predictions(xtr, train.labels, test.taps[n], k=k, context=ctx) == test.labels))
             else:
                 if std is None:
                     std = _standardized(xtr) if standardize else np.asarray(xtr, dtype=np.float64)
-                scores[m].append(_estimate(table[m], std, train.labels, {}, ctx=ctx,
-                                           key=_memo_key(model, dataset, "train", n, standardize)))
+                scores[m].append(_estimate(table[m], std, train.labels, {}, ctx=ctx))
                 continue
             correct[m].append(hits)
             scores[m].append(hits / len(test.labels))

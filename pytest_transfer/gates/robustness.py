@@ -46,6 +46,7 @@ from ..assertions import (
     find_threshold,
     finish_gate,
 )
+from ..cache import cached_result
 from ..context import Context, Measurement, current_context
 from ..engine import corruption as corruption_perturbation
 from ..engine import pool_features
@@ -340,7 +341,10 @@ def attack_accuracy(model: Any, dataset: Any, *, attack: str = "pgd", eps: float
     chunks of 64 images (``engine.CHUNK``), each with a random start seeded
     from ``seed`` (``--transfer-seed``) and the chunk's position, so the
     result does not depend on ``batch_size``; FGSM (deterministic) uses
-    ``batch_size`` (``--transfer-batch-size``).
+    ``batch_size`` (``--transfer-batch-size``). The result is cached
+    (:func:`~pytest_transfer.cache.cached_result`, kind ``attack``), keyed by
+    the model's and the data's fingerprints and every parameter above except
+    ``batch_size``.
 
     >>> y, ok = attack_accuracy(model, "digits", attack="fgsm", eps=2 / 255)  # doctest: +SKIP
     """
@@ -351,13 +355,46 @@ def attack_accuracy(model: Any, dataset: Any, *, attack: str = "pgd", eps: float
     size = int(batch_size or ctx.settings.batch_size)
     if size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+    indices = dataset.indices(split)
+    y_true = dataset.labels[indices]
+    correct = cached_result(
+        "attack", _attack_key(model, dataset, attack=attack, eps=eps, steps=steps, step_size=step_size,
+                              method=method, split=split, seed=seed, C=C, ctx=ctx),
+        lambda: _attack_correct(model, dataset, indices, attack=attack, eps=eps, steps=steps, step_size=step_size,
+                                method=method, seed=seed, size=size, C=C, ctx=ctx),
+        encode=lambda c: {"correct": c}, decode=lambda a: a["correct"].astype(bool, copy=False), context=ctx,
+        libraries=("torch",))
+    return y_true, correct
+
+
+def _attack_key(model: TransferModel, dataset: TargetDataset, *, attack: str, eps: Any, steps: Any,
+                step_size: Any, method: str, split: str, seed: int, C: float, ctx: Context) -> dict[str, Any]:
+    """What an attack's result depends on: the model (weights, preprocess, code), the data and both splits (the
+    probe is fitted on train), the attack's parameters, the probe's ``C``, the device type and the code."""
+    from ..cache import source_fingerprint
+    from ..engine import CHUNK, code_fingerprint
+    from ..probes import fit_linear_probe
+
+    pgd_only = attack == "pgd"
+    return {"model": model.fingerprint(), "code": code_fingerprint(model), "data": dataset.fingerprint(),
+            "split": dataset.split_fingerprint(split), "train": dataset.split_fingerprint("train"),
+            "attack": attack, "eps": repr(eps), "steps": repr(steps) if pgd_only else None,
+            "step_size": repr(step_size) if pgd_only else None, "seed": seed if pgd_only else None,
+            "chunk": CHUNK if pgd_only else None, "method": method,
+            "C": repr(C) if method == "linear_probe" else None, "device": ctx.device.type,
+            "source": source_fingerprint(fgsm, _attack_correct, fit_linear_probe)}
+
+
+def _attack_correct(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, *, attack: str, eps: float,
+                    steps: int, step_size: float | None, method: str, seed: int, size: int, C: float,
+                    ctx: Context) -> np.ndarray:
+    """Per-sample correctness (bool, len(indices)) under the attack: what :func:`attack_accuracy` caches."""
     if attack == "pgd":
         from ..engine import CHUNK
 
         size = CHUNK  # the unit the random start is seeded by, whatever the batch size
     device = ctx.device
     model.to(device)
-    indices = dataset.indices(split)
     y_true = dataset.labels[indices]
     if method == "direct":
         mapping = direct_mapping(model, dataset)
@@ -390,7 +427,7 @@ def attack_accuracy(model: Any, dataset: Any, *, attack: str = "pgd", eps: float
             adv = pgd(target, x, labels, eps=eps, steps=steps, step_size=step_size, seed=_batch_seed(seed, b))
         with torch.no_grad():
             correct[part] = (decide(adv) == y_true[part]) & valid[part]
-    return y_true, correct
+    return correct
 
 
 def assert_robust_under_attack(model: Any, dataset: Any, *, attack: str = "pgd", eps: float,

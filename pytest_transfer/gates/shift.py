@@ -89,8 +89,8 @@ def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any
     >>> d.absolute, d.interval  # doctest: +SKIP
     """
     __tracebackhide__ = True
+    from ..derived import knn_predictions
     from ..predictions import check_method, predict
-    from ..probes import knn_predict
 
     check_method(method)
     ctx = current_context()
@@ -118,7 +118,7 @@ def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any
         if method == "linear_probe":
             pred = probe.predict(ev.features)
         else:
-            pred = knn_predict(probe[0], probe[1], ev.features, k=k)
+            pred = knn_predictions(probe[0], probe[1], ev.features, k=k, context=ctx)
         y_shift = ev.labels
     hits_ref, n_ref = int(base.correct.sum()), base.n
     hits_shift, n_shift = int(np.sum(pred == y_shift)), len(y_shift)

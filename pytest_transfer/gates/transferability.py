@@ -97,19 +97,12 @@ def estimator_input(model: TransferModel, dataset: TargetDataset, metric: str, *
 
 
 def _estimate(fn: Callable[..., float], values: np.ndarray, labels: np.ndarray, kw: dict[str, Any], *,
-              key: tuple[Any, ...], ctx: Context) -> float:
-    """``fn(values, labels, **kw)``, memoised in the session: rankings and gates ask for the same scores."""
-    full = ("estimate", *key, getattr(fn, "__name__", repr(fn)), repr(sorted(kw.items())))
-    with ctx.lock:
-        if full not in ctx.probes:
-            ctx.probes[full] = float(fn(values, labels, **kw))
-        return ctx.probes[full]
+              ctx: Context) -> float:
+    """``fn(values, labels, **kw)``, cached (:func:`~pytest_transfer.derived.estimate`): rankings and gates
+    ask for the same scores, and a rerun reads them from the disk cache."""
+    from ..derived import estimate
 
-
-def _memo_key(model: TransferModel, dataset: TargetDataset, split: str, node: str, standardize: bool) -> tuple[
-        Any, ...]:
-
-    return (model.fingerprint(), dataset.fingerprint(), dataset.split_fingerprint(split), node, standardize)
+    return estimate(fn, values, labels, kw, context=ctx)
 
 
 def half_sample_interval(statistic: Callable[..., float], value: float, *arrays: np.ndarray, labels: np.ndarray,
@@ -186,8 +179,7 @@ def assert_transferability_above(model: Any, dataset: Any, threshold: float | No
     mode = _confidence_mode(confidence, ctx)
     kw = dict(metric_kwargs or {})
     inp = estimator_input(model, dataset, metric, split=split, standardize=standardize, context=ctx)
-    value = _estimate(fn, inp.values, inp.labels, kw, ctx=ctx,
-                      key=_memo_key(model, dataset, split, model.feature_node, standardize))
+    value = _estimate(fn, inp.values, inp.labels, kw, ctx=ctx)
     interval = None
     if mode != "none":
         interval = _interval(lambda v, y: fn(v, y, **kw), value, inp.values, labels=inp.labels, ctx=ctx,
@@ -226,17 +218,16 @@ def _model_score(model: TransferModel, dataset: TargetDataset, metric: str, *, s
     from ..metrics import knn_accuracy
 
     fn = _check_metric(metric, accuracy_ok=True)
-    key = _memo_key(model, dataset, split, model.feature_node, standardize)
     if fn is None:  # measured: probe fitted on train, scored on test
         from ..predictions import predict
 
         pr = predict(model, dataset, method="linear_probe", split="test", context=ctx)
         train = estimator_input(model, dataset, "knn_accuracy", split=split, standardize=standardize, context=ctx)
         return (float(pr.correct.mean()),
-                _estimate(knn_accuracy, train.features, train.labels, {"k": k}, key=key, ctx=ctx), pr.correct)
+                _estimate(knn_accuracy, train.features, train.labels, {"k": k}, ctx=ctx), pr.correct)
     inp = estimator_input(model, dataset, metric, split=split, standardize=standardize, context=ctx)
-    score = _estimate(fn, inp.values, inp.labels, kw, key=key, ctx=ctx)
-    return score, _estimate(knn_accuracy, inp.features, inp.labels, {"k": k}, key=key, ctx=ctx), inp
+    score = _estimate(fn, inp.values, inp.labels, kw, ctx=ctx)
+    return score, _estimate(knn_accuracy, inp.features, inp.labels, {"k": k}, ctx=ctx), inp
 
 
 def _sort_rows(names: Sequence[str], scores: Sequence[float], knn: Sequence[float], metric: str,

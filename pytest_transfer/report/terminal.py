@@ -52,3 +52,17 @@ def write_summary(tr: Any, measurements: Sequence[Measurement], ctx: Context) ->
     mode = ctx.settings.confidence
     tr.write_line(f"{len(measurements)} gate(s), {failed} failed; intervals are {level}% "
                   f"(confidence mode: {mode}); device: {ctx._device or ctx.settings.device}")
+    tr.write_line(work_line(ctx))
+
+
+def work_line(ctx: Context) -> str:
+    """What this process computed and what it read from the disk cache: forward passes and derived results
+    (probe fits, k-NN, estimator scores, attacks, fine-tuned heads), per kind.
+
+    A warm rerun reads ``... derived results computed: none; read: ...``.
+    """
+    def per_kind(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {n}" for k, n in sorted(counts.items())) or "none"
+
+    return (f"pytest-transfer work: {ctx.forward_passes} forward pass(es), {ctx.cache_hits} read from the cache; "
+            f"derived results computed: {per_kind(ctx.derived_computed)}; read: {per_kind(ctx.derived_read)}")
