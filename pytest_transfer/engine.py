@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .context import Context, current_context
-from .models import PENULTIMATE, TransferModel
+from .models import PENULTIMATE, TransferModel, restored
 from .settings import AUTOCAST_MODES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,6 +125,10 @@ class Evaluation:
     @property
     def features(self) -> np.ndarray:
         """Features at the model's feature node (the penultimate layer by default)."""
+        if self.feature_node not in self.taps:
+            raise ValueError(f"model {self.model!r}: no features at {self.feature_node!r} (no classification head, "
+                             "a final nn.Linear or 1x1 nn.Conv2d, to read them before); pass "
+                             "feature_node='<submodule name>' (see [n for n, _ in model.module.named_modules()])")
         return self.taps[self.feature_node]
 
     @property
@@ -506,6 +510,13 @@ class _Step:
     dataset: str
 
 
+def check_logits(model: TransferModel, out: Any) -> None:
+    """Refuse a module whose output is not an N×classes matrix, saying so."""
+    if getattr(out, "ndim", None) != 2:
+        raise ValueError(f"model {model.name!r} returns outputs of shape {tuple(getattr(out, 'shape', ()))}; a "
+                         "classifier must return N×classes logits: wrap the module so that it does")
+
+
 def _run_batch(step: _Step, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
     """``(logits, taps)`` of one batch, or ``None`` when it ran out of memory and can be halved."""
     shape = None  # the module's input shape, once preprocess has run
@@ -513,6 +524,7 @@ def _run_batch(step: _Step, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, to
         inp = _layout(step.model.preprocess(x), step.channels_last)
         shape = tuple(inp.shape)
         out = _forward(step.module, inp, step.amp)
+        check_logits(step.model, out)
         del inp
         return out, step.taps.take()
     except Exception as exc:
@@ -687,11 +699,12 @@ class _Request:
         self.ctx.forward_passes += 1
         common = {"nodes": nodes, "batch_size": self.batch_size, "device": self.device,
                   "progress": self.ctx.progress, "autocast": self.mode}
-        if len(chosen) == 1 and self.make is None:
-            return [run_pass(self.model, self.dataset, indices, perturbation=chosen[0], **common)]
-        arrays = run_pass(self.model, self.dataset, indices, perturbation=None, **common,
-                          chunks=lambda: iter_variants(self.dataset, indices, self.device, chosen, self.make),
-                          total=len(indices) * len(chosen))
+        with restored(self.model):  # the user's module keeps its mode, device and memory format
+            if len(chosen) == 1 and self.make is None:
+                return [run_pass(self.model, self.dataset, indices, perturbation=chosen[0], **common)]
+            arrays = run_pass(self.model, self.dataset, indices, perturbation=None, **common,
+                              chunks=lambda: iter_variants(self.dataset, indices, self.device, chosen, self.make),
+                              total=len(indices) * len(chosen))
         return split_variants(arrays, len(indices), len(chosen))
 
     def arrays(self, chosen: Sequence[Perturbation | None], nodes: list[str]) -> list[tuple[dict[str, Any], bool]]:
@@ -724,7 +737,7 @@ class _Request:
 def _evaluate_all(req: _Request, perturbations: Sequence[Perturbation | None], taps: Iterable[str]
                   ) -> list[Evaluation]:
     """Evaluations of distinct ``perturbations``: from the memo, else the disk, else one pass per tap set."""
-    wanted = {req.model.feature_node, *taps}
+    wanted = {*taps} | ({req.model.feature_node} if req.model.has_features else set())
     for node in wanted:
         req.model.resolve_node(node)  # a bad node name fails here, before any work
     ctx = req.ctx

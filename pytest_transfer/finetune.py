@@ -51,11 +51,12 @@ class FinetuneConfig:
 
 def _head_path(module: Any) -> tuple[Any, str]:
     """The parent module and attribute name of the final ``nn.Linear``."""
-    from .models import last_linear
+    from .models import find_head
 
-    found = last_linear(module)
-    if found is None:  # pragma: no cover - TransferModel requires one for the penultimate node
-        raise ValueError("finetune needs a final nn.Linear head to replace")
+    found = find_head(module)
+    if found is None or not hasattr(found[1], "in_features"):
+        raise ValueError("finetune needs a final nn.Linear head to replace (this model's head is "
+                         f"{type(found[1]).__name__ if found else 'not found'}); use method='linear_probe'")
     name = found[0]
     parent_name, _, attr = name.rpartition(".")
     parent = module.get_submodule(parent_name) if parent_name else module

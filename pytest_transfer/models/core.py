@@ -1,0 +1,241 @@
+"""``TransferModel``, the plain ``Preprocess`` and how the penultimate feature node is found."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .fingerprint import ModelFingerprint
+from .restore import restored
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+PENULTIMATE = "penultimate"
+
+
+def close_names(name: str, candidates: Iterable[str], *, n: int = 5) -> list[str]:
+    """Up to ``n`` of ``candidates`` spelled like ``name`` (``difflib.get_close_matches``, cutoff 0.6)."""
+    return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6)
+
+
+class Preprocess:
+    """Resize to a square ``size`` and normalise with ``mean`` / ``std``.
+
+    Takes float images in [0, 1], N×C×H×W, on any device, and returns the
+    module's input. One-channel images are repeated to three when
+    ``channels == 3``. Models from a library get that library's preprocess
+    instead (see :class:`TensorTransform`).
+
+    >>> import torch
+    >>> p = Preprocess(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    >>> p(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 3, 32, 32])
+    """
+
+    def __init__(self, size: int | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, *, channels: int = 3) -> None:
+        if size is not None and int(size) < 1:
+            raise ValueError(f"size: expected a positive image size, got {size}")
+        self.size = int(size) if size is not None else None
+        self.mean = tuple(float(m) for m in mean) if mean is not None else None
+        self.std = tuple(float(s) for s in std) if std is not None else None
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError(f"std: every value must be positive, got {self.std}")
+        self.channels = int(channels)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        x = to_channels(images, self.channels)
+        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
+            down = x.shape[-1] > self.size or x.shape[-2] > self.size
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=down)
+        if self.mean is not None and self.std is not None:
+            mean = x.new_tensor(self.mean).view(1, -1, 1, 1)
+            std = x.new_tensor(self.std).view(1, -1, 1, 1)
+            x = (x - mean) / std
+        return x
+
+    def __repr__(self) -> str:
+        return f"Preprocess(size={self.size}, mean={self.mean}, std={self.std}, channels={self.channels})"
+
+
+def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Repeat one-channel N×1×H×W images to three channels when the model takes three."""
+    if images.shape[1] == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1)
+    return images
+
+
+class TensorTransform:
+    """A library's own image transform applied to a batch of float [0, 1] N×C×H×W tensors.
+
+    ``transform`` is the object the library itself feeds its model with and
+    must accept batched float tensors: torchvision's ``W.transforms()``
+    (resize of the shorter side with the weights' interpolation and
+    antialias, centre crop, normalise), timm's eval transform, or a Hugging
+    Face image processor call. One-channel images are repeated to three first.
+    """
+
+    def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor], *, source: str) -> None:
+        self.transform = transform
+        self.source = source
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.transform(to_channels(images, 3))
+
+    def __repr__(self) -> str:
+        return f"TensorTransform(source={self.source!r}, transform={self.transform!r})"
+
+
+def find_head(module: nn.Module) -> tuple[str, Any] | None:
+    """``(name, layer)`` of the classification head: the last ``nn.Linear``, else a final 1×1 ``nn.Conv2d``.
+
+    The penultimate features of a model are the (spatially pooled) input of
+    this layer: the pooled features of a ResNet, the [CLS] token of a ViT,
+    and, for SqueezeNet, whose head is a 1×1 convolution followed by no layer
+    with weights, the 512 channels entering it, averaged over space. ``None``
+    when there is neither (a backbone whose head was replaced by
+    ``nn.Identity``, for instance).
+    """
+    from torch import nn
+
+    linear = last_weighted = None
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.Linear):
+            linear = (name, sub)
+        if any(True for _ in sub.parameters(recurse=False)):
+            last_weighted = (name, sub)
+    if linear is not None:
+        return linear
+    if last_weighted is not None and isinstance(last_weighted[1], nn.Conv2d) \
+            and tuple(last_weighted[1].kernel_size) == (1, 1):
+        return last_weighted
+    return None
+
+
+def head_classes(layer: Any) -> int:
+    """The number of outputs of a head layer found by :func:`find_head`."""
+    return int(getattr(layer, "out_features", None) or layer.out_channels)
+
+
+class TransferModel:
+    """An ``nn.Module`` plus what is needed to use it honestly.
+
+    ``preprocess`` maps float [0, 1] images N×C×H×W to the module's input.
+    Perturbations are applied before it. ``feature_node`` names where features
+    are read: ``"penultimate"`` (the input of the classification head found by
+    :func:`find_head`), a submodule name (its output; 4-d outputs are
+    global-average-pooled, 3-d token outputs averaged over tokens), or
+    ``"<submodule>:input"``. A model without a head to find needs
+    ``feature_node=`` only for gates that read features.
+
+    Calling the object runs preprocess and the module in eval mode and returns
+    logits; the module's train/eval mode is left as it was.
+    """
+
+    def __init__(self, module: nn.Module, *, name: str | None = None,
+                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 num_classes: int | None = None, categories: Sequence[str] | None = None,
+                 feature_node: str | None = None, in_channels: int | None = None) -> None:
+        from torch import nn
+
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.name = name or type(module).__name__
+        self.in_channels = int(in_channels) if in_channels else _guess_in_channels(module)
+        self.preprocess = preprocess if preprocess is not None else Preprocess(channels=self.in_channels or 0)
+        self.categories = list(categories) if categories is not None else None
+        head = find_head(module)
+        if num_classes is None:
+            if self.categories is not None:
+                num_classes = len(self.categories)
+            elif head is not None:
+                num_classes = head_classes(head[1])
+        self.num_classes = num_classes
+        self.feature_node = feature_node or PENULTIMATE
+        self._fingerprint = ModelFingerprint()
+
+    # --- running -----------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        import torch
+
+        for p in self.module.parameters():
+            return p.device
+        for b in self.module.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def to(self, device: Any) -> TransferModel:
+        self.module.to(device)
+        return self
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        with restored(self.module):
+            self.module.eval()
+            return self.module(self.preprocess(images))
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the feature node can be read (an explicit node, or a head that :func:`find_head` finds)."""
+        return self.feature_node != PENULTIMATE or find_head(self.module) is not None
+
+    def resolve_node(self, node: str) -> tuple[str, bool]:
+        """``(submodule name, read its input?)`` for a feature node name."""
+        if node == PENULTIMATE:
+            head = find_head(self.module)
+            if head is None:
+                raise ValueError(
+                    f"model {self.name!r}: no classification head (a final nn.Linear or 1x1 nn.Conv2d) to read "
+                    "penultimate features from; pass feature_node='<submodule name>' "
+                    "(see [n for n, _ in model.module.named_modules()])"
+                )
+            return head[0], True
+        name, _, kind = node.partition(":")
+        if kind not in ("", "input", "output"):
+            raise ValueError(f"feature node {node!r}: the suffix must be ':input' or ':output'")
+        modules = dict(self.module.named_modules())
+        if name not in modules:
+            close = close_names(name, [n for n in modules if n])
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"feature node {node!r} is not a submodule of {self.name!r}.{hint} "
+                "List them with [n for n, _ in model.module.named_modules()]"
+            )
+        return name, kind == "input"
+
+    # --- identity ----------------------------------------------------
+    def fingerprint(self) -> str:
+        """A hash of what decides the outputs: weights, buffers, attributes, preprocess and feature node.
+
+        Every parameter and buffer (persistent or not), the plain attributes
+        of every submodule (numbers, strings, tuples, flags, tensors kept as
+        attributes), the module classes, what the preprocess does to a probe
+        batch, and the feature node. A memo makes a repeated call cheap (well
+        under a millisecond for a ResNet-18) and still notices in-place
+        changes; see :class:`~pytest_transfer.models.fingerprint.ModelFingerprint`.
+        Arbitrary Python in ``forward`` is not seen: edited classes are caught
+        by the engine's code fingerprint, anything else needs
+        ``--transfer-no-cache`` (or ``evaluate(..., cache=False)``).
+        """
+        return self._fingerprint(self.module, self.preprocess, self.feature_node, self.in_channels or 3)
+
+    def __repr__(self) -> str:
+        return f"TransferModel(name={self.name!r}, num_classes={self.num_classes}, feature_node={self.feature_node!r})"
+
+
+def _guess_in_channels(module: nn.Module) -> int | None:
+    """The first convolution's input channels (``None`` when there is no convolution to tell)."""
+    from torch import nn
+
+    for sub in module.modules():
+        if isinstance(sub, nn.Conv2d):
+            return int(sub.in_channels)
+        if isinstance(sub, nn.Linear):
+            break
+    return None

@@ -1,0 +1,3 @@
+"""placeholder"""
+def load_hf(*a, **k):
+    raise NotImplementedError

@@ -1,0 +1,57 @@
+"""Leave a user's module as it was found: train/eval mode, device and memory format of every tensor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+
+@contextmanager
+def restored(model: Any) -> Iterator[nn.Module]:
+    """Run a block that may move, convert or switch ``model`` (a ``TransferModel`` or an ``nn.Module``),
+    then put it back as it was.
+
+    On exit every submodule gets back its ``training`` flag, and every
+    parameter and buffer gets back the very tensor it held on entry (so its
+    device, dtype, memory format, storage and version counter are as before,
+    and the model's fingerprint memo stays valid): the engine may run a pass
+    on the session's device in channels-last and eval mode without the
+    user's module changing under them. Parameters keep their identity, so an
+    optimizer holding them is not affected. Values written *into* the entry
+    tensors in place during the block are kept; tensors the block put in
+    their place are dropped.
+
+    >>> import torch
+    >>> net = torch.nn.Conv2d(3, 4, 1).train()
+    >>> with restored(net):
+    ...     _ = net.eval().to(memory_format=torch.channels_last)
+    >>> net.training, net.weight.is_contiguous()
+    (True, True)
+    """
+    module = getattr(model, "module", model)
+    modes = [(m, m.training) for m in module.modules()]
+    held = []
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False):
+            held.append((m, name, p, p.data))
+        for name, b in m.named_buffers(recurse=False):
+            held.append((m, name, None, b))
+    try:
+        yield module
+    finally:
+        for m, flag in modes:
+            m.training = flag
+        for m, name, param, tensor in held:
+            if param is None:
+                if getattr(m, name, None) is not tensor:
+                    setattr(m, name, tensor)
+                continue
+            if getattr(m, name, None) is not param:
+                setattr(m, name, param)
+            if param.data_ptr() != tensor.data_ptr() or param.device != tensor.device or param.dtype != tensor.dtype \
+                    or param.stride() != tensor.stride():
+                param.data = tensor

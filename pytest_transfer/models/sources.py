@@ -1,0 +1,115 @@
+"""``load_model``: spec strings and modules to ``TransferModel``; the model registry; ``list_models``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..registry import Registry
+from .core import TransferModel
+
+SPEC_FORMS = ("torchvision:<arch>[:<weights>]", "timm:<name>", "hf:<folder or cached repo id>",
+              "checkpoint:<path> (with arch=)")
+
+
+def as_transfer_model(obj: Any, *, name: str | None = None, preprocess: Callable[..., Any] | None = None,
+                      feature_node: str | None = None, **kwargs: Any) -> TransferModel:
+    """Wrap what a factory returned: a ``TransferModel`` as is, an ``nn.Module`` wrapped."""
+    from torch import nn
+
+    if isinstance(obj, TransferModel):
+        if feature_node:
+            obj.feature_node = feature_node
+            obj.resolve_node(feature_node)
+        if name:
+            obj.name = name
+        if preprocess is not None:
+            obj.preprocess = preprocess
+        return obj
+    if isinstance(obj, nn.Module):
+        return TransferModel(obj, name=name, preprocess=preprocess, feature_node=feature_node, **kwargs)
+    raise TypeError(f"expected a TransferModel or an nn.Module, got {type(obj).__name__}")
+
+
+def _from_source(source: str, rest: str, feature_node: str | None, kwargs: dict[str, Any]) -> TransferModel | None:
+    if source == "torchvision":
+        from .torchvision import load_torchvision
+
+        arch, _, weights = rest.partition(":")
+        return load_torchvision(arch, weights or "DEFAULT", feature_node=feature_node, **kwargs)
+    if source == "checkpoint":
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(rest, feature_node=feature_node, **kwargs)
+    if source == "timm":
+        from .timm import load_timm
+
+        return load_timm(rest, feature_node=feature_node, **kwargs)
+    if source == "hf":
+        from .hf import load_hf
+
+        return load_hf(rest, feature_node=feature_node, **kwargs)
+    return None
+
+
+def load_model(spec: Any, *, registry: Registry | None = None, name: str | None = None,
+               preprocess: Callable[..., Any] | None = None, feature_node: str | None = None,
+               **kwargs: Any) -> TransferModel:
+    """Build a ``TransferModel`` from a spec string or an ``nn.Module``.
+
+    Specs: ``torchvision:<arch>[:<weights>]``, ``timm:<name>``,
+    ``hf:<local folder or cached repo id>``, ``checkpoint:<path>`` (with
+    ``arch=``), or a name registered through the
+    ``pytest_transfer_register_models`` hook. Other keyword arguments go to
+    the source (``check_hash=``, ``image_size=``, ``weights=``, builder
+    arguments). A model from a library is fed as that library feeds it.
+
+    >>> m = load_model("torchvision:resnet18:none", image_size=32)  # doctest: +SKIP
+    """
+    if not isinstance(spec, str):
+        return as_transfer_model(spec, name=name, preprocess=preprocess, feature_node=feature_node, **kwargs)
+    reg = registry if registry is not None else default_model_registry()
+    if spec in reg:
+        obj = reg.get(spec)(**kwargs)
+        return as_transfer_model(obj, name=name or spec, preprocess=preprocess, feature_node=feature_node)
+    source, _, rest = spec.partition(":")
+    model = _from_source(source, rest, feature_node, kwargs) if rest else None
+    if model is None:
+        known = ", ".join(reg.list()) or "none registered"
+        raise ValueError(f"unknown model spec {spec!r}; use {', '.join(SPEC_FORMS)}, or a registered name ({known})")
+    if preprocess is not None:
+        model.preprocess = preprocess
+    if name:
+        model.name = name
+    return model
+
+
+_DEFAULT_REGISTRY: Registry | None = None
+
+
+def default_model_registry() -> Registry:
+    """The registry used outside pytest (inside, the plugin's registry is active)."""
+    global _DEFAULT_REGISTRY
+    from ..context import current_context
+
+    ctx = current_context(create=False)
+    if ctx is not None:
+        return ctx.models
+    if _DEFAULT_REGISTRY is None:
+        _DEFAULT_REGISTRY = Registry("model")
+    return _DEFAULT_REGISTRY
+
+
+def list_models(include: str | Sequence[str] | None = None, exclude: str | Sequence[str] | None = None, *,
+                torchvision: bool = False) -> list[str]:
+    """Registered model names (and, with ``torchvision=True``, ``torchvision:<arch>`` specs of every
+    classification model in torchvision's registry)."""
+    names = default_model_registry().list(include=include, exclude=exclude)
+    if torchvision:
+        from .torchvision import classification_models
+
+        reg = Registry("model")
+        for arch in classification_models():
+            reg.register(f"torchvision:{arch}", lambda: None)
+        names += reg.list(include=include, exclude=exclude)
+    return names

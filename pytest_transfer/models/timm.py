@@ -1,0 +1,3 @@
+"""placeholder"""
+def load_timm(*a, **k):
+    raise NotImplementedError
