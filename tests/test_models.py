@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -67,3 +70,113 @@ def test_registered_model_names(fresh_context):
     assert m.name == "tiny" and m.num_classes == 4
     with pytest.raises(ValueError, match=r"registered name \(tiny\)"):
         load_model("tinyy")
+
+
+class Calibrated(nn.Module):
+    """A small classifier whose output depends on state outside its state dict: a plain ``temperature``
+    attribute, a non-persistent buffer, a flag, a string mode and a tuple."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4, 3)
+        self.register_buffer("shift", torch.zeros(3), persistent=False)
+        self.register_buffer("bias_prior", torch.zeros(3))
+        self.temperature = 1.0
+        self.flip = False
+        self.mode = "plain"
+        self.crop = (0, 8)
+        self.gain = torch.ones(3)  # a tensor kept as a plain attribute (neither parameter nor buffer)
+
+    def forward(self, x):
+        x = x[..., self.crop[0]:self.crop[1], self.crop[0]:self.crop[1]]
+        z = self.head(self.features(x.flip(-1) if self.flip else x)) / self.temperature
+        z = (z + self.shift + self.bias_prior) * self.gain
+        return z.square() if self.mode == "square" else z
+
+
+def _set_attr(name, value):
+    return lambda net: setattr(net, name, value)
+
+
+def _in_place(get):
+    def change(net):
+        with torch.no_grad():
+            get(net).add_(0.5)
+    return change
+
+
+CHANGES = {
+    "parameter in place": _in_place(lambda n: n.head.weight),
+    "parameter through .data": lambda n: n.head.bias.data.add_(0.5),
+    "persistent buffer": _in_place(lambda n: n.bias_prior),
+    "non-persistent buffer": _in_place(lambda n: n.shift),
+    "non-persistent buffer through .data": lambda n: n.shift.data.add_(0.5),
+    "replaced parameter": lambda n: setattr(n.head, "bias", nn.Parameter(n.head.bias.detach() + 0.5)),
+    "number attribute": _set_attr("temperature", 2.0),
+    "flag attribute": _set_attr("flip", True),
+    "string attribute": _set_attr("mode", "square"),
+    "tuple attribute": _set_attr("crop", (1, 7)),
+    "tensor attribute in place": _in_place(lambda n: n.gain),
+    "replaced tensor attribute": lambda n: setattr(n, "gain", torch.full((3,), 2.0)),
+    "attribute of a submodule": lambda n: setattr(n.features[0], "padding", (2, 2)),
+}
+
+
+@pytest.mark.parametrize("kind", CHANGES)
+def test_every_kind_of_change_gives_a_new_fingerprint_and_a_new_pass(fresh_context, blobs, kind):
+    from pytest_transfer import evaluate
+
+    model = load_model(Calibrated(), name="calibrated", preprocess=Preprocess(size=8, channels=1))
+    before = model.fingerprint()
+    first = evaluate(model, blobs).logits
+    passes = fresh_context.forward_passes
+    CHANGES[kind](model.module)
+    assert model.fingerprint() != before
+    second = evaluate(model, blobs).logits
+    assert fresh_context.forward_passes == passes + 1  # not served from the memo
+    assert not np.allclose(first, second)
+
+
+def test_fingerprint_ignores_mode_device_moves_and_layout(fresh_context):
+    model = load_model(Calibrated(), preprocess=Preprocess(size=8, channels=1))
+    before = model.fingerprint()
+    model.module.train()
+    assert model.fingerprint() == before  # gates run in eval mode: the mode is not part of the outputs
+    model.module.to(memory_format=torch.channels_last)
+    assert model.fingerprint() == before  # values, not layout
+    twin = load_model(Calibrated(), preprocess=Preprocess(size=8, channels=1))
+    assert twin.fingerprint() == before
+
+
+def test_a_gate_leaves_the_module_as_it_was(fresh_context, blobs):
+    from pytest_transfer import assert_transfer_accuracy_above
+
+    net = Calibrated().train()
+    net.features[0].eval()  # one submodule in another mode than the rest
+    weight, shift = net.features[0].weight, net.shift
+    ptr = weight.data_ptr()
+    model = load_model(net, preprocess=Preprocess(size=8, channels=1))
+    assert_transfer_accuracy_above(model, blobs, 0.0)
+    assert net.training and net.head.training and not net.features[0].training
+    assert net.features[0].weight is weight and weight.data_ptr() == ptr and weight.is_contiguous()
+    assert net.shift is shift
+    model(torch.rand(2, 1, 8, 8))  # calling the model directly too
+    assert net.training and not net.features[0].training
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device type (CUDA)")
+def test_a_gate_on_another_device_leaves_the_module_where_it_was(fresh_context, blobs):
+    from pytest_transfer import evaluate
+    from pytest_transfer.context import Context
+
+    on_gpu = Context(dataclasses.replace(fresh_context.settings, device="cuda"))
+    net = Calibrated().train()
+    model = load_model(net, preprocess=Preprocess(size=8, channels=1))
+    ev = evaluate(model, blobs, context=on_gpu)
+    assert on_gpu.device.type == "cuda" and on_gpu.forward_passes == 1
+    assert net.head.weight.device.type == "cpu" and net.training and net.features[0].weight.is_contiguous()
+    with torch.inference_mode():
+        reference = net.eval()(Preprocess(size=8, channels=1)(blobs.batch(ev.indices)))
+    torch.testing.assert_close(torch.from_numpy(ev.logits), reference, rtol=1e-3, atol=1e-3)

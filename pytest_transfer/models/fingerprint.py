@@ -38,13 +38,14 @@ _SAMPLE_BUDGET = 64  # values sampled per tensor by the memo (about this many, s
 class _TensorAttr:
     """Stands for a tensor kept as a plain attribute (hashed with the other tensors)."""
 
-    __slots__ = ("name",)
+    __slots__ = ("ident", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, ident: int) -> None:
         self.name = name
+        self.ident = ident  # which tensor object: compared by the memo, not hashed
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _TensorAttr) and other.name == self.name
+        return isinstance(other, _TensorAttr) and (other.name, other.ident) == (self.name, self.ident)
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -70,7 +71,7 @@ def _plain(value: Any, name: str, tensors: list[tuple[str, Any]]) -> Any:
         return value
     if isinstance(value, torch.Tensor):
         tensors.append((name, value))
-        return _TensorAttr(name)
+        return _TensorAttr(name, id(value))
     if isinstance(value, (tuple, list)):
         return (type(value).__name__, tuple(_plain(v, f"{name}.{i}", tensors) for i, v in enumerate(value)))
     if isinstance(value, dict):
@@ -140,10 +141,6 @@ def _sample(groups: dict[int, list[Any]]) -> dict[int, Any]:
     return {size: np.concatenate(views, axis=None) for size, views in groups.items()}
 
 
-def _tensor_state(tensors: list[tuple[str, Any]]) -> tuple[Any, ...]:
-    return tuple((name, id(t), t.data_ptr(), t._version) for name, t in tensors)
-
-
 def _hash_tensor(h: Any, name: str, t: torch.Tensor) -> None:
     import torch
 
@@ -172,6 +169,78 @@ def preprocess_fingerprint(preprocess: Callable[..., Any], channels: int) -> str
         return hashlib.blake2b(repr(preprocess).encode(), digest_size=16).hexdigest()
 
 
+_SCALARS = frozenset({bool, int, float, complex, str, bytes, type(None)})
+
+
+def _immutable(value: Any) -> bool:
+    """Whether ``value`` cannot change without being replaced (so identity comparison suffices)."""
+    import torch
+
+    if type(value) in _SCALARS or isinstance(value, (enum.Enum, torch.dtype, torch.device)):
+        return True
+    return type(value) is tuple and all(_immutable(v) for v in value)
+
+
+class _ModuleRecord:
+    """What the memo compares for one submodule: its attributes (by identity when immutable, by value
+    otherwise) and the tensors in its parameter and buffer slots."""
+
+    __slots__ = ("buffers", "get", "mutable", "n", "params", "values")
+
+    def __init__(self, m: Any) -> None:
+        from operator import itemgetter
+
+        d = vars(m)
+        assert _BASE is not None
+        keys = [k for k in d if k not in _BASE]
+        self.n = len(d)
+        self.get = itemgetter(*keys) if keys else (lambda _d: ())
+        self.values = self.get(d)
+        self.mutable = tuple((k, _plain(d[k], k, [])) for k in keys if not _immutable(d[k]))
+        self.params = tuple(map(id, d["_parameters"].values()))
+        self.buffers = tuple(map(id, d["_buffers"].values()))
+
+    def unchanged(self, m: Any) -> bool:
+        d = vars(m)
+        if len(d) != self.n:
+            return False
+        try:
+            if self.get(d) != self.values:
+                return False
+        except (RuntimeError, ValueError, TypeError):  # a tensor attribute replaced: == is elementwise
+            return False
+        if tuple(map(id, d["_parameters"].values())) != self.params \
+                or tuple(map(id, d["_buffers"].values())) != self.buffers:
+            return False
+        return all(_plain(d[k], k, []) == p for k, p in self.mutable)
+
+
+class _Snapshot:
+    """Everything a memo hit compares (see the module docstring)."""
+
+    def __init__(self, module: Any, tensors: list[tuple[str, Any]], preprocess: Any, feature_node: str) -> None:
+        self.modules = list(module.modules())
+        self.records = [_ModuleRecord(m) for m in self.modules]
+        self.tensors = [t for _, t in tensors]
+        self.state = [(t.data_ptr(), t._version) for t in self.tensors]
+        self.views = _sample_views(tensors)
+        self.sample = {size: a.copy() for size, a in _sample(self.views).items()}
+        self.preprocess = (id(preprocess), repr(preprocess), feature_node)
+
+    def unchanged(self, module: Any, preprocess: Any, feature_node: str) -> bool:
+        import numpy as np
+
+        modules = list(module.modules())
+        if modules != self.modules or (id(preprocess), repr(preprocess), feature_node) != self.preprocess:
+            return False
+        if not all(r.unchanged(m) for r, m in zip(self.records, modules, strict=True)):
+            return False
+        if [(t.data_ptr(), t._version) for t in self.tensors] != self.state:
+            return False
+        now = _sample(self.views)
+        return all(np.array_equal(now[size], self.sample[size]) for size in self.sample)
+
+
 class ModelFingerprint:
     """The memoised fingerprint of one ``TransferModel`` (see the module docstring for what it sees).
 
@@ -180,36 +249,23 @@ class ModelFingerprint:
     """
 
     def __init__(self) -> None:
-        self.key: tuple[Any, ...] | None = None
-        self.views: dict[int, list[Any]] = {}
-        self.sample: dict[int, Any] = {}
+        self.snapshot: _Snapshot | None = None
         self.digest = ""
-
-    def _key(self, module: nn.Module, preprocess: Any, feature_node: str) -> tuple[tuple[Any, ...], list[Any]]:
-        tensors, structure = walk(module)
-        key = (_tensor_state(tensors), structure, id(preprocess), repr(preprocess), feature_node)
-        return key, tensors
 
     def is_current(self, module: nn.Module, preprocess: Any, feature_node: str) -> bool:
         """Whether the memo still describes the module (the check a hit costs)."""
-        import numpy as np
-
-        if self.key is None or self._key(module, preprocess, feature_node)[0] != self.key:
-            return False
-        now = _sample(self.views)
-        return all(np.array_equal(now[size], self.sample[size]) for size in self.sample)
+        return self.snapshot is not None and self.snapshot.unchanged(module, preprocess, feature_node)
 
     def __call__(self, module: nn.Module, preprocess: Any, feature_node: str, channels: int) -> str:
         if self.is_current(module, preprocess, feature_node):
             return self.digest
-        key, tensors = self._key(module, preprocess, feature_node)
+        tensors, structure = walk(module)
         h = hashlib.blake2b(digest_size=16)
-        h.update(repr(key[1]).encode())  # classes and plain attributes of every submodule, in order
+        h.update(repr(structure).encode())  # classes and plain attributes of every submodule, in order
         for name, t in tensors:
             _hash_tensor(h, name, t)
         h.update(feature_node.encode())
         h.update(preprocess_fingerprint(preprocess, channels).encode())
-        self.views = _sample_views(tensors)
-        self.sample = {size: a.copy() for size, a in _sample(self.views).items()}
-        self.key, self.digest = key, h.hexdigest()
+        self.snapshot = _Snapshot(module, tensors, preprocess, feature_node)
+        self.digest = h.hexdigest()
         return self.digest

@@ -97,7 +97,7 @@ def common_prefix(keys: list[str]) -> str:
         return ""
     parts = [k.split(".")[:-1] for k in keys]
     shared = []
-    for column in zip(*parts):
+    for column in zip(*parts, strict=False):
         if len(set(column)) != 1:
             break
         shared.append(column[0])
