@@ -10,7 +10,7 @@ Importing this package imports no torch.
 from __future__ import annotations
 
 from .checkpoint import load_checkpoint
-from .core import PENULTIMATE, Preprocess, TensorTransform, TransferModel, find_head, head_classes
+from .core import PENULTIMATE, Preprocess, TensorTransform, TransferModel, find_head, head_classes, last_linear
 from .hf import load_hf
 from .restore import restored
 from .sources import as_transfer_model, default_model_registry, list_models, load_model
@@ -19,6 +19,6 @@ from .torchvision import hub_checkpoint_dir, load_torchvision
 
 __all__ = [
     "PENULTIMATE", "Preprocess", "TensorTransform", "TransferModel", "as_transfer_model", "default_model_registry",
-    "find_head", "head_classes", "hub_checkpoint_dir", "list_models", "load_checkpoint", "load_hf", "load_model",
+    "find_head", "head_classes", "hub_checkpoint_dir", "last_linear", "list_models", "load_checkpoint", "load_hf", "load_model",
     "load_timm", "load_torchvision", "restored",
 ]

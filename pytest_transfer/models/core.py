@@ -117,6 +117,14 @@ def find_head(module: nn.Module) -> tuple[str, Any] | None:
     return None
 
 
+def last_linear(module: nn.Module) -> tuple[str, Any] | None:
+    """``(name, layer)`` of the last ``nn.Linear`` of ``module`` (what fine-tuning replaces), or ``None``."""
+    from torch import nn
+
+    found = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    return found[-1] if found else None
+
+
 def head_classes(layer: Any) -> int:
     """The number of outputs of a head layer found by :func:`find_head`."""
     return int(getattr(layer, "out_features", None) or layer.out_channels)
