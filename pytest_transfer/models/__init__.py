@@ -19,6 +19,6 @@ from .torchvision import hub_checkpoint_dir, load_torchvision
 
 __all__ = [
     "PENULTIMATE", "Preprocess", "TensorTransform", "TransferModel", "as_transfer_model", "default_model_registry",
-    "find_head", "head_classes", "hub_checkpoint_dir", "last_linear", "list_models", "load_checkpoint", "load_hf", "load_model",
-    "load_timm", "load_torchvision", "restored",
+    "find_head", "head_classes", "hub_checkpoint_dir", "last_linear", "list_models", "load_checkpoint", "load_hf",
+    "load_model", "load_timm", "load_torchvision", "restored",
 ]
