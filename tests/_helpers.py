@@ -29,3 +29,31 @@ def tiny_net(n_classes: int = 3, channels: int = 1, seed: int = 0):
         nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
         nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, n_classes),
     )
+
+
+def fill_hf_cache(cache, repo_id: str, files: dict, *, commit: str = "0123456789abcdef0123456789abcdef01234567"):
+    """Lay files out as huggingface_hub caches a model repository: ``models--<org>--<name>/blobs/<sha256>``,
+    ``snapshots/<commit>/<file>`` linking to the blob, and ``refs/main`` holding the commit."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    for name, source in files.items():
+        data = Path(source).read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    return repo
+
+
+def sample_photos():
+    """scikit-learn's two real 427x640 photos as uint8 H×W×3 arrays."""
+    from sklearn.datasets import load_sample_images
+
+    return list(load_sample_images().images)

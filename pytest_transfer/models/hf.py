@@ -1,3 +1,107 @@
-"""placeholder"""
-def load_hf(*a, **k):
-    raise NotImplementedError
+"""``hf:<local folder or cached repo id>``: a Hugging Face transformers image classifier, offline.
+
+The model is ``AutoModelForImageClassification.from_pretrained`` and the
+preprocess the saved image processor (``AutoImageProcessor``, torchvision
+backend) called on the float [0, 1] batch with ``do_rescale=False``; both are
+read with ``local_files_only=True`` and huggingface_hub forced offline. Needs
+the ``hf`` extra: ``pip install 'pytest-transfer[hf]'``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .core import TensorTransform, TransferModel
+from .hfhub import fill_hint, hf_cache_dir, hf_offline, repo_folder
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+class ProcessorCall:
+    """A Hugging Face image processor as a function of float [0, 1] N×C×H×W tensors: its own resize, crop
+    and normalisation, without the 1/255 rescale (the images are already in [0, 1])."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.processor(images=images, do_rescale=False, return_tensors="pt")["pixel_values"]
+        return out.to(images.device)
+
+    def __repr__(self) -> str:
+        return f"ProcessorCall({type(self.processor).__name__}({self.processor.to_json_string()}))"
+
+
+def _logits_module() -> Any:
+    from torch import nn
+
+    class HFClassifier(nn.Module):
+        """A transformers image classifier whose forward returns the ``.logits`` of its output."""
+
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.model(pixel_values=pixel_values).logits
+
+    return HFClassifier
+
+
+def _import_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError("hf: models need the transformers package: pip install 'pytest-transfer[hf]'") from None
+    return transformers
+
+
+def _categories(config: Any) -> list[str] | None:
+    labels = getattr(config, "id2label", None) or {}
+    names = [str(labels.get(i, labels.get(str(i), ""))) for i in range(config.num_labels)]
+    return None if all(n in ("", f"LABEL_{i}") for i, n in enumerate(names)) else names
+
+
+def load_hf(ref: str, *, cache_dir: str | os.PathLike[str] | None = None, revision: str | None = None,
+            feature_node: str | None = None, **model_kwargs: Any) -> TransferModel:
+    """``hf:<ref>``: ``ref`` is a folder written by ``save_pretrained`` or a repo id in the Hugging Face cache.
+
+    The cache is ``cache_dir`` or :func:`~pytest_transfer.models.hfhub.hf_cache_dir`
+    (``HF_HUB_CACHE``, ``HF_HOME/hub``, ...); nothing is downloaded, and a
+    missing model is a ``FileNotFoundError`` naming the folder looked in and
+    how to fill it. ``num_classes`` and ``categories`` come from the
+    config's labels. Logits are the output's ``.logits``; features are the
+    input of the classification head (the last ``nn.Linear``, the model's
+    ``classifier``): the final [CLS] token for ViT / DeiT / BEiT, the pooled
+    output for ConvNeXt, ResNet, Swin; ``feature_node="model.<submodule>"``
+    chooses another (the module is wrapped, hence the ``model.`` prefix).
+    """
+    transformers = _import_transformers()
+    local = Path(ref).expanduser()
+    cache = hf_cache_dir(cache_dir)
+    where = str(local) if local.is_dir() else ref
+    common = {"local_files_only": True, "cache_dir": str(cache), "revision": revision}
+    try:
+        with hf_offline():
+            model = transformers.AutoModelForImageClassification.from_pretrained(where, **common, **model_kwargs)
+            processor = transformers.AutoImageProcessor.from_pretrained(where, backend="torchvision", **common)
+    except (OSError, ValueError) as exc:
+        if not local.is_dir() and not isinstance(exc, OSError):
+            raise
+        if local.is_dir():
+            raise FileNotFoundError(f"hf:{ref}: {local} does not hold a saved image classifier and image processor "
+                                    f"(model.save_pretrained(path) and processor.save_pretrained(path)): "
+                                    f"{str(exc).splitlines()[0]}") from None
+        folder = repo_folder(ref, cache)
+        python = (f"from transformers import AutoModelForImageClassification as M, AutoImageProcessor as P; "
+                  f"M.from_pretrained('{ref}'); P.from_pretrained('{ref}')")
+        raise FileNotFoundError(f"hf:{ref}: not a folder, and not in the Hugging Face cache {cache} (looked in "
+                                f"{folder}). {fill_hint(python, cache, folder)}") from None
+    model.eval()
+    return TransferModel(_logits_module()(model), name=f"hf:{ref}",
+                         preprocess=TensorTransform(ProcessorCall(processor), source=f"hf:{ref}"),
+                         num_classes=model.config.num_labels, categories=_categories(model.config),
+                         feature_node=feature_node)

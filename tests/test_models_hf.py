@@ -1,0 +1,74 @@
+"""``hf:<folder or repo id>``: a tiny ViT saved with save_pretrained gives the numbers transformers gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pytest_transfer import evaluate, load_dataset, load_model
+from tests._helpers import fill_hf_cache, sample_photos
+
+transformers = pytest.importorskip("transformers", reason="needs the [hf] extra")
+LABELS = ["cat", "dog", "fox"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny random ViT (32 px, patches of 8) and its image processor, saved with save_pretrained."""
+    folder = tmp_path_factory.mktemp("tiny-vit")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=64, num_labels=3,
+                                    id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).eval().save_pretrained(folder)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
+                                   image_std=[0.2, 0.25, 0.3]).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """The two real photos and their mirror images as float [0, 1] N×3×H×W, labels 0, 1, 0, 1."""
+    images = torch.from_numpy(np.stack(sample_photos())).permute(0, 3, 1, 2).float() / 255
+    return torch.cat([images, images.flip(-1)]), np.array([0, 1, 0, 1])
+
+
+def test_logits_equal_the_model_on_its_processors_output(fresh_context, saved, photos):
+    images, labels = photos
+    model = load_model(f"hf:{saved}")
+    assert model.num_classes == 3 and model.categories == LABELS
+    ev = evaluate(model, load_dataset((images.numpy(), labels), name="photos", test_fraction=0.5), split="test")
+    reference = transformers.ViTForImageClassification.from_pretrained(saved).eval()
+    processor = transformers.AutoImageProcessor.from_pretrained(saved)
+    chosen = images[ev.indices]
+    with torch.inference_mode():
+        inputs = processor(images=list(chosen), do_rescale=False, return_tensors="pt")
+        out = reference(**inputs, output_hidden_states=True)
+        as_uint8 = processor(images=list((chosen * 255).round().to(torch.uint8)), return_tensors="pt")
+        from_uint8 = reference(**as_uint8).logits
+        cls = reference.vit.layernorm(out.hidden_states[-1])[:, 0]  # what ViT's classifier reads: the final [CLS]
+    torch.testing.assert_close(torch.from_numpy(ev.logits), out.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.from_numpy(ev.features), cls, rtol=1e-4, atol=1e-5)
+    assert float((from_uint8 - out.logits).abs().max()) < 0.05  # 8-bit images: the same up to rounding
+
+
+def test_a_cached_repo_id_loads_offline(fresh_context, saved, tmp_path, monkeypatch):
+    files = {p.name: p for p in saved.iterdir()}
+    fill_hf_cache(tmp_path / "hub", "acme/tiny-vit", files)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    by_id = load_model("hf:acme/tiny-vit")
+    from_folder = load_model(f"hf:{saved}")
+    for k, v in from_folder.module.state_dict().items():
+        assert torch.equal(by_id.module.state_dict()[k], v), k
+    assert by_id.name == "hf:acme/tiny-vit"
+
+
+def test_missing_model_names_the_cache_folder(fresh_context, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError) as info:
+        load_model("hf:acme/not-here")
+    msg = str(info.value)
+    assert str(tmp_path / "hub" / "models--acme--not-here") in msg and "never downloads" in msg
+    with pytest.raises(FileNotFoundError, match="save_pretrained"):
+        load_model(f"hf:{tmp_path}")
