@@ -151,7 +151,7 @@ def test_fingerprint_ignores_mode_device_moves_and_layout(fresh_context):
 
 
 def test_a_gate_leaves_the_module_as_it_was(fresh_context, blobs):
-    from pytest_transfer import assert_transfer_accuracy_above
+    from pytest_transfer import assert_robust_under_attack, assert_transfer_accuracy_above
 
     net = Calibrated().train()
     net.features[0].eval()  # one submodule in another mode than the rest
@@ -159,6 +159,7 @@ def test_a_gate_leaves_the_module_as_it_was(fresh_context, blobs):
     ptr = weight.data_ptr()
     model = load_model(net, preprocess=Preprocess(size=8, channels=1))
     assert_transfer_accuracy_above(model, blobs, 0.0)
+    assert_robust_under_attack(model, blobs, attack="fgsm", eps=0.01, min_accuracy=0.0)
     assert net.training and net.head.training and not net.features[0].training
     assert net.features[0].weight is weight and weight.data_ptr() == ptr and weight.is_contiguous()
     assert net.shift is shift

@@ -29,26 +29,27 @@ def _use_torch_home(mp: pytest.MonkeyPatch, folder) -> None:
 
 
 def _save_random_weights(arch: str) -> None:
-    """Random weights of ``arch`` where torchvision expects its DEFAULT weights (a different seed per arch)."""
+    """Random weights of ``arch`` where torchvision expects its DEFAULT weights (a different seed per arch);
+    saved once, by the first test that needs them (each xdist worker has its own folder)."""
     from torchvision.models import get_model, get_model_weights
 
     w = get_model_weights(arch).DEFAULT
+    path = weights_file(w)
+    if path.is_file():
+        return
     torch.manual_seed(len(arch))
     quick = {"init_weights": False} if arch in ("googlenet", "inception_v3") else {}  # torch's default init
     module = get_model(arch, weights=None, num_classes=len(w.meta["categories"]), **quick)
-    path = weights_file(w)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(module.state_dict(), path)
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    """A torch hub cache holding random weights for every architecture of ``ARCHS``."""
+    """A torch hub cache (``TORCH_HOME``) for this module; ``_save_random_weights`` fills it on demand."""
     folder = tmp_path_factory.mktemp("torch_home")
     with pytest.MonkeyPatch.context() as mp:
         _use_torch_home(mp, folder)
-        for arch in ARCHS:
-            _save_random_weights(arch)
         yield folder
 
 
@@ -77,6 +78,7 @@ def _reference_logits(arch: str, images: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_logits_equal_torchvisions_pipeline_and_features_exist(fresh_context, hub, photos, arch):
     images, labels = photos
+    _save_random_weights(arch)
     model = load_model(f"torchvision:{arch}", check_hash=False)  # random weights cannot carry the real hash
     assert model.num_classes == 1000 and model.categories[0] == "tench"
     ds = load_dataset((images.numpy(), labels.numpy()), name="photos", test_fraction=0.5)
@@ -90,6 +92,7 @@ def test_logits_equal_torchvisions_pipeline_and_features_exist(fresh_context, hu
 
 def test_builders_weight_settings_apply(fresh_context, hub):
     """GoogLeNet with ImageNet weights normalises its input itself (transform_input=True), as torchvision does."""
+    _save_random_weights("googlenet")
     assert load_model("torchvision:googlenet", check_hash=False).module.transform_input is True
     assert load_model("torchvision:googlenet:none").module.transform_input is False
 
@@ -128,6 +131,7 @@ def test_a_model_whose_output_is_not_n_by_classes_is_refused(fresh_context):
 def test_hash_prefix_in_the_file_name_is_checked(fresh_context, hub):
     from torchvision.models import ResNet18_Weights
 
+    _save_random_weights("resnet18")
     path = weights_file(ResNet18_Weights.DEFAULT)
     assert HASH_IN_NAME.search(path.name).group(1) == "f37072fd"
     with pytest.raises(ValueError) as info:
@@ -187,6 +191,7 @@ def test_unknown_arch_suggests_names_spelled_alike(fresh_context):
 def test_preprocess_is_the_weights_transforms(fresh_context, hub):
     from torchvision.models import ResNet18_Weights
 
+    _save_random_weights("resnet18")
     model = load_model("torchvision:resnet18", check_hash=False)
     x = torch.rand(3, 3, 50, 70)
     torch.testing.assert_close(model.preprocess(x), ResNet18_Weights.DEFAULT.transforms()(x))
@@ -195,3 +200,13 @@ def test_preprocess_is_the_weights_transforms(fresh_context, hub):
     small = load_model("torchvision:resnet18", check_hash=False, image_size=32)
     assert small.preprocess(x).shape == (3, 3, 32, 32)
     assert small.preprocess.transform.resize_size == [37]  # 256/224 of the crop, as the weights scale it
+
+
+def test_list_models_lists_torchvisions_classifiers(fresh_context):
+    from pytest_transfer import list_models
+    from pytest_transfer.models.torchvision import classification_models
+
+    assert len(classification_models()) >= 80
+    assert list_models("torchvision:squeezenet*", torchvision=True) == [
+        "torchvision:squeezenet1_0", "torchvision:squeezenet1_1"]
+    assert not list_models("torchvision:*rcnn*", torchvision=True)

@@ -50,6 +50,7 @@ from ..cache import cached_result
 from ..context import Context, Measurement, current_context
 from ..engine import corruption as corruption_perturbation
 from ..engine import pool_features
+from ..models import leaves_models_as_found
 from ..predictions import check_method, direct_mapping, predict, probe_for, resolve_pair
 from ..robustness import fgsm, pgd
 from ..robustness.mce import ALEXNET_ERRORS, CLEAN
@@ -328,6 +329,7 @@ def _check_attack(attack: str, method: str) -> None:
                          f"{', '.join(ATTACK_METHODS)}, got {method!r} (k-NN has no gradient)")
 
 
+@leaves_models_as_found
 def attack_accuracy(model: Any, dataset: Any, *, attack: str = "pgd", eps: float, steps: int = 10,
                     step_size: float | None = None, method: str = "linear_probe", split: str = "test",
                     seed: int | None = None, batch_size: int | None = None, C: float = 1.0,

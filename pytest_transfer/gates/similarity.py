@@ -9,6 +9,7 @@ import numpy as np
 
 from ..context import current_context
 from ..engine import evaluate
+from ..models import leaves_models_as_found
 from ..predictions import resolve_pair
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,6 +109,7 @@ def _as_images(images: Any, *, n_samples: int, split: str) -> torch.Tensor:
     return x
 
 
+@leaves_models_as_found
 def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | None = None,
              max_params: int | None = None, kernel: str = "pntk", n_samples: int = 64, split: str = "test",
              batch_size: int = 16, centered: bool = False) -> np.ndarray:

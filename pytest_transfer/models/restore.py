@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -55,3 +58,23 @@ def restored(model: Any) -> Iterator[nn.Module]:
             if param.data_ptr() != tensor.data_ptr() or param.device != tensor.device or param.dtype != tensor.dtype \
                     or param.stride() != tensor.stride():
                 param.data = tensor
+
+
+def leaves_models_as_found(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a gate so that every model among its positional arguments (a ``TransferModel`` or an
+    ``nn.Module``) is :func:`restored` when it returns or raises; spec strings pass through."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        with ExitStack() as stack:
+            for arg in args:
+                if _is_model(arg):
+                    stack.enter_context(restored(arg))
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _is_model(obj: Any) -> bool:
+    module = getattr(obj, "module", obj)
+    return callable(getattr(module, "modules", None)) and hasattr(module, "training")
