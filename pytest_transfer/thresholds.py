@@ -38,14 +38,16 @@ from typing import Any
 
 import pytest
 
+from .estimators import ESTIMATORS
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 INF = math.inf
-# metric key -> (low, high) of valid thresholds; kept here (not imported from the
-# metrics package) so that validating a config never imports numpy.
+# metric key -> (low, high) of valid thresholds: the gates' own keys, then every declared transferability
+# estimator (pytest_transfer.estimators, standard library only: validating a config never imports numpy)
 KNOWN_KEYS: dict[str, tuple[float, float]] = {
     "transfer_accuracy": (0.0, 1.0),
     "linear_probe_accuracy": (0.0, 1.0),
@@ -58,18 +60,9 @@ KNOWN_KEYS: dict[str, tuple[float, float]] = {
     "attack_min_accuracy": (0.0, 1.0),
     "max_mce": (0.0, INF),
     "max_relative_mce": (-INF, INF),
-    "logme": (-INF, INF),
-    "leep": (-INF, 0.0),
-    "nce": (-INF, 0.0),
-    "hscore": (0.0, INF),
-    "regularized_hscore": (0.0, INF),
-    "transrate": (-INF, INF),
-    "gbc": (-INF, 0.0),
-    "nleep": (-INF, 0.0),
-    "sfda": (0.0, 1.0),
-    "lfc": (-1.0, 1.0),
     "layer_accuracy": (0.0, 1.0),
     "regression_min_effect": (0.0, 1.0),
+    **{name: e.bounds for name, e in ESTIMATORS.items()},
 }
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pytest_transfer import assert_f1_above, assert_robust_under_noise, assert_transfer_accuracy_above
-from pytest_transfer.assertions import bootstrap_interval, decide
+from pytest_transfer.gates.core import bootstrap_interval, decide
 
 MODES = ("none", "strict", "lenient")
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from pytest_transfer.assertions import decide
+from pytest_transfer.gates.core import decide
 from pytest_transfer.gates.regression import paired_regression, regression_power
 from pytest_transfer.metrics.stats import paired_difference_interval, wilson_interval
 

@@ -43,7 +43,7 @@ def test_hook_beats_the_table_and_none_defers():
 
 
 def test_hook_beats_the_table_across_keys_but_the_argument_beats_both(fresh_context):
-    from pytest_transfer.assertions import find_threshold
+    from pytest_transfer.gates.core import find_threshold
 
     table = ThresholdTable({"m": {"d": {"linear_probe_accuracy": 0.5}}})
     table.providers.append(lambda model, dataset, metric: 0.8 if metric == "transfer_accuracy" else None)

@@ -22,9 +22,8 @@ from pytest_transfer import (
     rank_models,
 )
 from pytest_transfer.context import Context, current_context, set_current_context
-from pytest_transfer.gates.shift import newcombe_independent_interval
-from pytest_transfer.gates.transferability import half_sample_interval
 from pytest_transfer.metrics import knn_accuracy, leep, logme, nce
+from pytest_transfer.metrics.stats import half_sample_interval, newcombe_independent_interval
 from pytest_transfer.metrics.transferability import TRANSFERABILITY_METRICS
 from pytest_transfer.settings import resolve
 from pytest_transfer.thresholds import KNOWN_KEYS

@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..assertions import _confidence_mode, find_threshold, finish_gate
 from ..context import Context, Measurement, current_context
 from ..engine import evaluate
 from ..predictions import probe_for, resolve_pair
+from .core import open_gate
 from .transferability import (
     LAYER_ACCURACIES,
-    _estimate,
-    _estimators,
-    _label,
-    _standardized,
+    estimate,
+    estimators,
+    metric_label,
+    standardized,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..datasets import TargetDataset
     from ..models import TransferModel
 
-#: measured transfer accuracy on the test split (not an estimator): usable as ``metric=`` in rankings
 
 @dataclass
 class LayerwiseResult:
@@ -47,7 +46,7 @@ class LayerwiseResult:
 
     def curve(self, metric: str = "linear_probe") -> dict[str, Any]:
         """Plot-ready ``{"x": nodes, "y": values, "label": ...}``."""
-        return {"x": list(self.nodes), "y": [float(v) for v in self._get(metric)], "label": _label(metric)}
+        return {"x": list(self.nodes), "y": [float(v) for v in self._get(metric)], "label": metric_label(metric)}
 
     def best(self, metric: str = "linear_probe") -> tuple[str, float]:
         """``(node, value)`` of the best node (first one on ties)."""
@@ -62,7 +61,7 @@ class LayerwiseResult:
 
 
 def _check_layer_metrics(metrics: Sequence[str]) -> list[str]:
-    table = _estimators()
+    table = estimators()
     out: list[str] = []
     for m in metrics:
         if m not in LAYER_ACCURACIES and (m not in table or getattr(table[m], "inputs", "") != "features"):
@@ -115,7 +114,7 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
     for n in nodes:
         model.resolve_node(n)  # a clear error before any pass
     wanted = _check_layer_metrics(metrics)
-    table = _estimators()
+    table = estimators()
     train = evaluate(model, dataset, split="train", taps=nodes, context=ctx)
     test = (evaluate(model, dataset, split="test", taps=nodes, context=ctx)
             if any(m in LAYER_ACCURACIES for m in wanted) else None)
@@ -132,8 +131,8 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
                 hits = int(np.sum(knn_predictions(xtr, train.labels, test.taps[n], k=k, context=ctx) == test.labels))
             else:
                 if std is None:
-                    std = _standardized(xtr) if standardize else np.asarray(xtr, dtype=np.float64)
-                scores[m].append(_estimate(table[m], std, train.labels, {}, ctx=ctx))
+                    std = standardized(xtr) if standardize else np.asarray(xtr, dtype=np.float64)
+                scores[m].append(estimate(table[m], std, train.labels, {}, ctx=ctx))
                 continue
             correct[m].append(hits)
             scores[m].append(hits / len(test.labels))
@@ -157,8 +156,6 @@ def assert_layer_transfer_above(model: Any, dataset: Any, threshold: float | Non
     >>> assert_layer_transfer_above(model, "digits-shifted", 0.9, nodes=["_blocks.5", "penultimate"])  # doctest: +SKIP
     """
     __tracebackhide__ = True
-    from ..metrics import wilson_interval
-
     if method not in LAYER_ACCURACIES:
         raise ValueError(f"method: expected one of {', '.join(LAYER_ACCURACIES)}, got {method!r}")
     if nodes is None or isinstance(nodes, str):
@@ -169,20 +166,17 @@ def assert_layer_transfer_above(model: Any, dataset: Any, threshold: float | Non
     if not nodes:
         raise ValueError("nodes: name the nodes to compare (e.g. nodes=['_blocks.5', 'penultimate']) "
                          "or a layer=")
-    ctx = current_context()
-    model, dataset = resolve_pair(model, dataset)
-    thr = find_threshold(ctx, threshold, "threshold", model.name, dataset.name, ("layer_accuracy",))
-    mode = _confidence_mode(confidence, ctx)
-    res = layerwise_transfer(model, dataset, nodes, metrics=(method,), C=C, k=k)
+    g = open_gate(model, dataset, threshold=threshold, argument="threshold", keys=("layer_accuracy",),
+                  confidence=confidence)
+    res = layerwise_transfer(g.model, g.dataset, nodes, metrics=(method,), C=C, k=k)
     chosen = res.best(method)[0] if layer == "best" else layer
     i = res.nodes.index(chosen)
     hits, n = res.correct[method][i], res.n_test
     curve = res.curve(method)
-    return finish_gate(
-        ctx, gate="layer_transfer", metric="layer_accuracy",
+    return g.finish(
+        gate="layer_transfer", metric="layer_accuracy",
         label=f"Transfer accuracy ({method}) at layer {chosen!r}" + (" (best)" if layer == "best" else ""),
-        value=hits / n, interval=wilson_interval(hits, n, confidence=ctx.settings.confidence_level), threshold=thr,
-        higher_is_better=True, mode=mode, model=model.name, dataset=dataset.name,
+        value=hits / n, interval=g.accuracy_interval(hits, n), higher_is_better=True,
         details={"method": method, "split": "test", "n": n, "layer": chosen, "selection": layer, "curve": curve,
                  "dims": res.dims},
         hint="per layer: " + ", ".join(f"{x}={y:.4f}" for x, y in zip(curve["x"], curve["y"], strict=True))

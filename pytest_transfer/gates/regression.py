@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from ..assertions import _confidence_mode, decide, plain
 from ..baselines import (
     Baseline,
     BaselineError,
@@ -49,7 +48,9 @@ from ..baselines import (
     write_baseline,
 )
 from ..context import Context, Measurement, current_context
+from ..jsonable import plain
 from ..thresholds import Threshold
+from .core import confidence_mode, decide
 
 DEFAULT_MIN_EFFECT = 0.01
 DETECTION_POWER = 0.8
@@ -411,7 +412,7 @@ def assert_no_regression(model: Any, dataset: Any, *, metrics: str | Sequence[st
     effect = _min_effect(ctx, min_effect, model.name, dataset.name)
     abs_tol = _per_metric(tolerance, names, "tolerance")
     rel_tol = _per_metric(relative_tolerance, names, "relative_tolerance")
-    mode = _confidence_mode(confidence, ctx)
+    mode = confidence_mode(confidence, ctx)
 
     pr = predict(model, dataset, method=method, split=split, k=k, C=C, context=ctx)
     test_path = ctx.current_test_path

@@ -38,14 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..assertions import (
-    _accuracy_interval,
-    _confidence_mode,
-    bootstrap_interval,
-    drop_gate,
-    find_threshold,
-    finish_gate,
-)
+from ..assertions import drop_gate
 from ..cache import cached_result
 from ..context import Context, Measurement, current_context
 from ..engine import corruption as corruption_perturbation
@@ -61,6 +54,7 @@ from ..robustness.sweep import (
     reference_errors,
     resolve_severities,
 )
+from .core import bootstrap_interval, open_gate
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..datasets import TargetDataset
@@ -110,13 +104,12 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     __tracebackhide__ = True
     from ..robustness import resolve_corruptions
 
-    ctx = current_context()
     check_method(method)
     names = resolve_corruptions(corruption)
     levels = resolve_severities(severity, "severity")
-    model, dataset = resolve_pair(model, dataset)
-    thr = find_threshold(ctx, max_drop, "max_drop", model.name, dataset.name, ("corruption_max_drop",))
-    mode = _confidence_mode(confidence, ctx)
+    g = open_gate(model, dataset, threshold=max_drop, argument="max_drop", keys=("corruption_max_drop",),
+                  confidence=confidence)
+    ctx, model, dataset = g.ctx, g.model, g.dataset
     seed = int(ctx.settings.seed if seed is None else seed)
     res = corruption_sweep(model, dataset, names, levels, method=method, split=split, seed=seed, k=k, context=ctx)
     what = _describe(corruption, levels, names)
@@ -130,8 +123,8 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     if len(res.cells) == 1:
         name, level = res.cells[0]
         return drop_gate(
-            ctx, model, dataset, perturbation=corruption_perturbation(name, level, seed=seed), method=method,
-            split=split, max_drop=thr, relative=relative, mode=mode, gate="corruption_max_drop",
+            g, perturbation=corruption_perturbation(name, level, seed=seed), method=method,
+            split=split, relative=relative, gate="corruption_max_drop",
             label=f"Accuracy drop under corruption {name} (severity {level})", k=k,
             details={"corruption": name, "severity": level, **details}, hint=hint,
         )
@@ -155,10 +148,10 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
             "perturbed_accuracy": acc_cells, "relative": relative, "aggregate": "mean drop over cells",
             "interval_method": "paired percentile bootstrap over samples", "worst_cell": [worst[0], worst[1]],
             "worst_accuracy": worst_acc, **details}
-    return finish_gate(
-        ctx, gate="corruption_max_drop", metric="corruption_max_drop",
-        label=f"Mean accuracy drop under corruptions {what}", value=value, interval=interval, threshold=thr,
-        higher_is_better=False, mode=mode, model=model.name, dataset=dataset.name, details=info,
+    return g.finish(
+        gate="corruption_max_drop", metric="corruption_max_drop",
+        label=f"Mean accuracy drop under corruptions {what}", value=value, interval=interval,
+        higher_is_better=False, details=info,
         hint=f"clean accuracy {acc_clean:.4f}, mean corrupted {acc_cells:.4f}; {hint}",
     )
 
@@ -221,14 +214,12 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
     __tracebackhide__ = True
     from ..robustness import resolve_corruptions
 
-    ctx = current_context()
     check_method(method)
     names = resolve_corruptions(corruptions)
     levels = resolve_severities(severities)
-    model, dataset = resolve_pair(model, dataset)
-    key = "max_relative_mce" if relative else "max_mce"
-    thr = find_threshold(ctx, max_mce, "max_mce", model.name, dataset.name, (key,))
-    mode = _confidence_mode(confidence, ctx)
+    g = open_gate(model, dataset, threshold=max_mce, argument="max_mce",
+                  keys=("max_relative_mce" if relative else "max_mce",), confidence=confidence)
+    ctx, model, dataset = g.ctx, g.model, g.dataset
     seed = int(ctx.settings.seed if seed is None else seed)
     res = corruption_sweep(model, dataset, names, levels, method=method, split=split, seed=seed, k=k, C=C,
                            context=ctx)
@@ -236,7 +227,7 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
                              seed=seed, k=k, C=C, ctx=ctx)
     result = res.mce(ref, relative=relative)
     interval = None
-    if mode != "none":
+    if g.mode != "none":
         mine = np.column_stack([res.clean_correct, res.cell_matrix()]).astype(np.float64)
         fixed = None if isinstance(ref, SweepResult) else reference_errors(ref, names, levels)
 
@@ -249,17 +240,16 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
             if ref.n != res.n:
                 raise ValueError("reference: the reference sweep has other samples; sweep it on the same split")
             arrays.append(np.column_stack([ref.clean_correct, ref.cell_matrix()]).astype(np.float64))
-        interval = bootstrap_interval(ctx, statistic, *arrays)
+        interval = g.bootstrap_interval(statistic, *arrays)
     details = {"method": method, "split": split, "n": res.n, "relative": relative, "reference": source,
                "per_corruption": result.per_corruption, **_sweep_details(res)}
     if isinstance(ref, SweepResult):
         details["reference_clean_accuracy"] = ref.clean_accuracy
         details["reference_table"] = ref.to_dict()["accuracy"]
     worst = max(result.per_corruption, key=result.per_corruption.__getitem__)
-    return finish_gate(
-        ctx, gate="max_mce", metric="relative_mce" if relative else "mce", label=result.name,
-        value=float(result), interval=interval, threshold=thr, higher_is_better=False, mode=mode,
-        model=model.name, dataset=dataset.name, details=details,
+    return g.finish(
+        gate="max_mce", metric="relative_mce" if relative else "mce", label=result.name,
+        value=float(result), interval=interval, higher_is_better=False, details=details,
         hint=f"reference: {source}; the worst corruption is {worst} (CE {result.per_corruption[worst]:.4f}); "
              "train with corruption augmentation, or compare against a reference measured on this data",
     )
@@ -452,11 +442,10 @@ def assert_robust_under_attack(model: Any, dataset: Any, *, attack: str = "pgd",
     >>> assert_robust_under_attack(model, "digits", attack="pgd", eps=2 / 255, min_accuracy=0.5)  # doctest: +SKIP
     """
     __tracebackhide__ = True
-    ctx = current_context()
     _check_attack(attack, method)
-    model, dataset = resolve_pair(model, dataset)
-    thr = find_threshold(ctx, min_accuracy, "min_accuracy", model.name, dataset.name, ("attack_min_accuracy",))
-    mode = _confidence_mode(confidence, ctx)
+    g = open_gate(model, dataset, threshold=min_accuracy, argument="min_accuracy", keys=("attack_min_accuracy",),
+                  confidence=confidence)
+    ctx, model, dataset = g.ctx, g.model, g.dataset
     seed = int(ctx.settings.seed if seed is None else seed)
     clean = predict(model, dataset, method=method, split=split, C=C, context=ctx)
     _, correct = attack_accuracy(model, dataset, attack=attack, eps=eps, steps=steps, step_size=step_size,
@@ -468,11 +457,10 @@ def assert_robust_under_attack(model: Any, dataset: Any, *, attack: str = "pgd",
     if attack == "pgd":
         details.update(steps=steps, step_size=float(2.5 * eps / steps if step_size is None else step_size))
     shown = f"eps={eps:.4g}" + (f" = {eps * 255:.3g}/255" if eps else "")
-    return finish_gate(
-        ctx, gate="attack_min_accuracy", metric=f"{attack}_accuracy",
+    return g.finish(
+        gate="attack_min_accuracy", metric=f"{attack}_accuracy",
         label=f"Accuracy under {attack.upper()} attack (L∞ {shown}, {method})", value=hits / n,
-        interval=_accuracy_interval(hits, n, ctx), threshold=thr, higher_is_better=True, mode=mode,
-        model=model.name, dataset=dataset.name, details=details,
+        interval=g.accuracy_interval(hits, n), higher_is_better=True, details=details,
         hint=f"clean accuracy {acc_clean:.4f}; eps is in [0, 1] pixel units (8/255 ≈ 0.031); adversarial "
              "training or a smaller eps raise it; compare attack='fgsm' (weaker) with 'pgd'",
     )

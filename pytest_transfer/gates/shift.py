@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..assertions import _confidence_mode, finish_gate
 from ..context import current_context
 from ..engine import evaluate
+from ..metrics.stats import newcombe_independent_interval
 from ..predictions import probe_for, resolve_pair
-from ..thresholds import explicit
+from .core import open_gate
 
-if TYPE_CHECKING:  # pragma: no cover
-
-    pass
-
-#: measured transfer accuracy on the test split (not an estimator): usable as ``metric=`` in rankings
 
 @dataclass(frozen=True)
 class DropResult:
@@ -36,32 +31,6 @@ class DropResult:
     n_reference: int
     n_shifted: int
     confidence: float
-
-
-def newcombe_independent_interval(successes_a: int, n_a: int, successes_b: int, n_b: int, *,
-                                  confidence: float = 0.95) -> tuple[float, float]:
-    """Interval for ``p_a − p_b`` from two independent samples: Newcombe's hybrid score interval.
-
-    Newcombe (1998), "Interval estimation for the difference between independent
-    proportions: comparison of eleven methods", Statistics in Medicine 17:873-890,
-    method 10. With Wilson intervals ``(l_a, u_a)``, ``(l_b, u_b)`` and ``θ = p_a − p_b``:
-    ``[θ − sqrt((p_a − l_a)² + (u_b − p_b)²), θ + sqrt((u_a − p_a)² + (p_b − l_b)²)]``.
-    Close to nominal coverage, never outside [−1, 1], defined at 0 and 1.
-
-    >>> [round(v, 4) for v in newcombe_independent_interval(56, 70, 48, 80)]  # Newcombe's example (a)
-    [0.0524, 0.3339]
-    """
-    from ..metrics import wilson_interval
-
-    for name, s, n in (("a", successes_a, n_a), ("b", successes_b, n_b)):
-        if n < 1 or not 0 <= s <= n:
-            raise ValueError(f"successes_{name}/n_{name}: need 0 <= successes <= n and n >= 1, got {s}/{n}")
-    pa, pb = successes_a / n_a, successes_b / n_b
-    la, ua = wilson_interval(successes_a, n_a, confidence=confidence)
-    lb, ub = wilson_interval(successes_b, n_b, confidence=confidence)
-    theta = pa - pb
-    return (max(-1.0, theta - float(np.hypot(pa - la, ub - pb))),
-            min(1.0, theta + float(np.hypot(ua - pa, pb - lb))))
 
 
 def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any, *, method: str = "linear_probe",
@@ -132,15 +101,14 @@ def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any
     result = DropResult(model.name, ref.name, shifted.name, method, acc_ref, acc_shift, absolute, rel, interval,
                         rel_interval, n_ref, n_shift, level)
     if max_drop is not None:
-        mode = _confidence_mode(confidence, ctx)
+        g = open_gate(model, ref, threshold=max_drop, argument="max_drop", keys=(), confidence=confidence, ctx=ctx)
         if relative and acc_ref == 0:
             raise ValueError(f"relative drop is undefined: accuracy of {model.name!r} on {ref.name!r} is 0")
-        finish_gate(
-            ctx, gate="shift_max_drop", metric="shift_max_drop",
+        g.finish(
+            gate="shift_max_drop", metric="shift_max_drop",
             label=f"Accuracy drop from {ref.name!r} to {shifted.name!r}" + (" (relative)" if relative else ""),
             value=rel if relative else absolute, interval=rel_interval if relative else interval,
-            threshold=explicit(max_drop, "max_drop"), higher_is_better=False, mode=mode, model=model.name,
-            dataset=shifted.name,
+            higher_is_better=False, dataset=shifted.name,
             details={"method": method, "split": shifted_split, "n": n_shift, "relative": relative,
                      "reference": ref.name, "reference_accuracy": acc_ref, "shifted_accuracy": acc_shift,
                      "n_reference": n_ref},

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..assertions import _confidence_mode, find_threshold, finish_gate
 from ..context import Context, Measurement, current_context
 from ..engine import evaluate
+from ..estimators import label
 from ..predictions import resolve_pair
-from ..thresholds import explicit
+from .core import open_gate
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -42,15 +42,18 @@ if TYPE_CHECKING:  # pragma: no cover
 #: measured transfer accuracy on the test split (not an estimator): usable as ``metric=`` in rankings
 PROBE_ACCURACY = "linear_probe_accuracy"
 LAYER_ACCURACIES = ("linear_probe", "knn")
-_LABELS = {"linear_probe": "linear probe accuracy", "knn": "k-NN accuracy", PROBE_ACCURACY: "linear probe accuracy",
-           "logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score", "knn_accuracy": "k-NN accuracy"}
+_ACCURACY_LABELS = {"linear_probe": "linear probe accuracy", "knn": "k-NN accuracy",
+                    PROBE_ACCURACY: "linear probe accuracy"}
 
 
-def _label(metric: str) -> str:
-    return _LABELS.get(metric, metric)
+def metric_label(metric: str) -> str:
+    """How messages and plots name ``metric``: a measured accuracy, or an estimator's declared label
+    (:data:`pytest_transfer.estimators.ESTIMATORS`)."""
+    return _ACCURACY_LABELS.get(metric) or label(metric)
 
 
-def _estimators() -> dict[str, Callable[..., float]]:
+def estimators() -> dict[str, Callable[..., float]]:
+    """Every transferability estimator's function by name (imports numpy)."""
     from ..metrics.transferability import TRANSFERABILITY_METRICS
 
     return TRANSFERABILITY_METRICS
@@ -58,7 +61,7 @@ def _estimators() -> dict[str, Callable[..., float]]:
 
 def _check_metric(metric: str, *, accuracy_ok: bool = False) -> Callable[..., float] | None:
     """The estimator named ``metric`` (``None`` for the measured probe accuracy), or a ``ValueError``."""
-    table = _estimators()
+    table = estimators()
     if metric in table:
         return table[metric]
     if accuracy_ok and metric == PROBE_ACCURACY:
@@ -67,7 +70,8 @@ def _check_metric(metric: str, *, accuracy_ok: bool = False) -> Callable[..., fl
     raise ValueError(f"metric: unknown transferability metric {metric!r}; valid: {', '.join(valid)}")
 
 
-def _standardized(x: np.ndarray) -> np.ndarray:
+def standardized(x: np.ndarray) -> np.ndarray:
+    """``x`` (N×D) as float64, standardised with its own per-column mean and standard deviation."""
     from ..probes import Standardizer
 
     x = np.asarray(x, dtype=np.float64)
@@ -90,13 +94,13 @@ def estimator_input(model: TransferModel, dataset: TargetDataset, metric: str, *
     fn = _check_metric(metric)
     ctx = context or current_context()
     ev = evaluate(model, dataset, split=split, context=ctx)
-    feats = _standardized(ev.features) if standardize else np.asarray(ev.features, dtype=np.float64)
+    feats = standardized(ev.features) if standardize else np.asarray(ev.features, dtype=np.float64)
     kind = getattr(fn, "inputs", "features")
     values = {"features": feats, "probs": ev.probs, "preds": ev.preds}[kind]
     return EstimatorInput(values, ev.labels, kind, feats)
 
 
-def _estimate(fn: Callable[..., float], values: np.ndarray, labels: np.ndarray, kw: dict[str, Any], *,
+def estimate(fn: Callable[..., float], values: np.ndarray, labels: np.ndarray, kw: dict[str, Any], *,
               ctx: Context) -> float:
     """``fn(values, labels, **kw)``, cached (:func:`~pytest_transfer.derived.estimate`): rankings and gates
     ask for the same scores, and a rerun reads them from the disk cache."""
@@ -105,46 +109,10 @@ def _estimate(fn: Callable[..., float], values: np.ndarray, labels: np.ndarray, 
     return estimate(fn, values, labels, kw, context=ctx)
 
 
-def half_sample_interval(statistic: Callable[..., float], value: float, *arrays: np.ndarray, labels: np.ndarray,
-                         confidence: float = 0.95, n_resamples: int = 200, seed: int = 0,
-                         bounds: tuple[float, float] | None = None) -> tuple[float, float]:
-    """Normal interval ``value ± z·SE`` with SE from stratified half-samples drawn without replacement.
-
-    Each resample keeps half of every class (rounded up) without replacement
-    and calls ``statistic(*arrays_subset, labels_subset)``; for a statistic
-    that behaves like a mean, the spread of half-sample values equals the
-    standard error of the full-sample one (half-sampling, McCarthy 1969: the
-    finite-population correction of m = N/2 cancels the 1/m). Unlike the
-    with-replacement bootstrap it never duplicates a sample, which
-    leave-one-out k-NN and evidence-based scores (LogME) would count as extra
-    signal: a bootstrap interval of LogME can miss its own point estimate. The
-    interval is clipped to ``bounds``.
-
-    >>> import numpy as np
-    >>> x = np.random.default_rng(0).normal(size=400); y = np.arange(400) % 2
-    >>> lo, hi = half_sample_interval(lambda v, y: v.mean(), x.mean(), x, labels=y)
-    >>> bool(lo < x.mean() < hi)
-    True
-    """
-    from ..metrics.stats import normal_quantile
-
-    if isinstance(n_resamples, bool) or int(n_resamples) < 2:
-        raise ValueError(f"n_resamples: need at least 2 half-samples, got {n_resamples!r}")
-    rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    values = np.empty(int(n_resamples))
-    for r in range(int(n_resamples)):
-        idx = np.sort(np.concatenate([rng.choice(g, size=(len(g) + 1) // 2, replace=False) for g in groups]))
-        values[r] = statistic(*(a[idx] for a in arrays), labels[idx])
-    half = normal_quantile(confidence) * float(np.std(values, ddof=1))
-    lo, hi = value - half, value + half
-    if bounds is not None:
-        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return float(lo), float(hi)
-
-
 def _interval(statistic: Callable[..., float], value: float, *arrays: np.ndarray, labels: np.ndarray,
               ctx: Context, n_resamples: int, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    from ..metrics.stats import half_sample_interval
+
     return half_sample_interval(statistic, value, *arrays, labels=labels, confidence=ctx.settings.confidence_level,
                                 n_resamples=n_resamples, seed=ctx.settings.seed, bounds=bounds)
 
@@ -173,21 +141,18 @@ def assert_transferability_above(model: Any, dataset: Any, threshold: float | No
     """
     __tracebackhide__ = True
     fn = _check_metric(metric)
-    ctx = current_context()
-    model, dataset = resolve_pair(model, dataset)
-    thr = find_threshold(ctx, threshold, "threshold", model.name, dataset.name, (metric,))
-    mode = _confidence_mode(confidence, ctx)
+    g = open_gate(model, dataset, threshold=threshold, argument="threshold", keys=(metric,), confidence=confidence)
+    ctx, model, dataset = g.ctx, g.model, g.dataset
     kw = dict(metric_kwargs or {})
     inp = estimator_input(model, dataset, metric, split=split, standardize=standardize, context=ctx)
-    value = _estimate(fn, inp.values, inp.labels, kw, ctx=ctx)
+    value = estimate(fn, inp.values, inp.labels, kw, ctx=ctx)
     interval = None
-    if mode != "none":
+    if g.mode != "none":
         interval = _interval(lambda v, y: fn(v, y, **kw), value, inp.values, labels=inp.labels, ctx=ctx,
                              n_resamples=n_resamples, bounds=fn.bounds)
-    return finish_gate(
-        ctx, gate="transferability", metric=metric, label=f"Transferability ({_label(metric)})", value=value,
-        interval=interval, threshold=thr, higher_is_better=bool(fn.higher_is_better), mode=mode, model=model.name,
-        dataset=dataset.name,
+    return g.finish(
+        gate="transferability", metric=metric, label=f"Transferability ({metric_label(metric)})", value=value,
+        interval=interval, higher_is_better=bool(fn.higher_is_better),
         details={"method": metric, "split": split, "n": len(inp.labels), "inputs": inp.kind,
                  "standardize": standardize and inp.kind == "features", "dim": int(inp.features.shape[1])},
         hint="compare with rank_models() against a reference model, and check the preprocess and feature node; "
@@ -224,10 +189,10 @@ def _model_score(model: TransferModel, dataset: TargetDataset, metric: str, *, s
         pr = predict(model, dataset, method="linear_probe", split="test", context=ctx)
         train = estimator_input(model, dataset, "knn_accuracy", split=split, standardize=standardize, context=ctx)
         return (float(pr.correct.mean()),
-                _estimate(knn_accuracy, train.features, train.labels, {"k": k}, ctx=ctx), pr.correct)
+                estimate(knn_accuracy, train.features, train.labels, {"k": k}, ctx=ctx), pr.correct)
     inp = estimator_input(model, dataset, metric, split=split, standardize=standardize, context=ctx)
-    score = _estimate(fn, inp.values, inp.labels, kw, ctx=ctx)
-    return score, _estimate(knn_accuracy, inp.features, inp.labels, {"k": k}, ctx=ctx), inp
+    score = estimate(fn, inp.values, inp.labels, kw, ctx=ctx)
+    return score, estimate(knn_accuracy, inp.features, inp.labels, {"k": k}, ctx=ctx), inp
 
 
 def _sort_rows(names: Sequence[str], scores: Sequence[float], knn: Sequence[float], metric: str,
@@ -295,9 +260,8 @@ def assert_ranks_above(model_a: Any, model_b: Any, dataset: Any, *, metric: str 
     """
     __tracebackhide__ = True
     fn = _check_metric(metric, accuracy_ok=True)
-    ctx = current_context()
-    mode = _confidence_mode(confidence, ctx)
-    a, ds = resolve_pair(model_a, dataset)
+    g = open_gate(model_a, dataset, threshold=margin, argument="margin", keys=(), confidence=confidence)
+    ctx, a, ds = g.ctx, g.model, g.dataset
     b, _ = resolve_pair(model_b, ds)
     if a.name == b.name:
         raise ValueError(f"model_b: has the same name as model_a ({a.name!r}); give them distinct names")
@@ -307,7 +271,7 @@ def assert_ranks_above(model_a: Any, model_b: Any, dataset: Any, *, metric: str 
     higher = True if fn is None else bool(fn.higher_is_better)
     diff = sa - sb if higher else sb - sa
     interval = None
-    if mode != "none":
+    if g.mode != "none":
         level = ctx.settings.confidence_level
         if fn is None:
             from ..metrics.stats import paired_difference_interval
@@ -319,10 +283,9 @@ def assert_ranks_above(model_a: Any, model_b: Any, dataset: Any, *, metric: str 
                                  da.values, db.values, labels=da.labels, ctx=ctx, n_resamples=n_resamples,
                                  bounds=None)
     rows = _sort_rows([a.name, b.name], [sa, sb], [ka, kb], metric, higher)
-    return finish_gate(
-        ctx, gate="ranks_above", metric=f"{metric}_lead", label=f"{_label(metric)} lead over reference {b.name!r}",
-        value=diff, interval=interval, threshold=explicit(margin, "margin"), higher_is_better=True, mode=mode,
-        model=a.name, dataset=ds.name,
+    return g.finish(
+        gate="ranks_above", metric=f"{metric}_lead", label=f"{metric_label(metric)} lead over reference {b.name!r}",
+        value=diff, interval=interval, higher_is_better=True,
         details={"method": metric, "split": "test" if fn is None else split, "reference": b.name,
                  "score": sa, "reference_score": sb, "ranking": [r.to_dict() for r in rows]},
         hint=f"{a.name} scores {sa:.4f}, {b.name} {sb:.4f} (k-NN {ka:.4f} vs {kb:.4f}); check that the candidate's "

@@ -25,7 +25,9 @@ from ._checks import check_nonempty, check_same_length, to_numpy
 __all__ = [
     "McNemarResult",
     "bootstrap_ci",
+    "half_sample_interval",
     "mcnemar_test",
+    "newcombe_independent_interval",
     "normal_quantile",
     "paired_difference_interval",
     "wilson_interval",
@@ -291,3 +293,63 @@ def bootstrap_ci(
         )
     low, high = np.quantile(values, [(1.0 - c) / 2.0, (1.0 + c) / 2.0])
     return float(low), float(high)
+
+
+def newcombe_independent_interval(successes_a: int, n_a: int, successes_b: int, n_b: int, *,
+                                  confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for ``p_a − p_b`` from two independent samples: Newcombe's hybrid score interval.
+
+    Newcombe (1998), "Interval estimation for the difference between independent
+    proportions: comparison of eleven methods", Statistics in Medicine 17:873-890,
+    method 10. With Wilson intervals ``(l_a, u_a)``, ``(l_b, u_b)`` and ``θ = p_a − p_b``:
+    ``[θ − sqrt((p_a − l_a)² + (u_b − p_b)²), θ + sqrt((u_a − p_a)² + (p_b − l_b)²)]``.
+    Close to nominal coverage, never outside [−1, 1], defined at 0 and 1.
+
+    >>> [round(v, 4) for v in newcombe_independent_interval(56, 70, 48, 80)]  # Newcombe's example (a)
+    [0.0524, 0.3339]
+    """
+    for name, s, n in (("a", successes_a, n_a), ("b", successes_b, n_b)):
+        if n < 1 or not 0 <= s <= n:
+            raise ValueError(f"successes_{name}/n_{name}: need 0 <= successes <= n and n >= 1, got {s}/{n}")
+    pa, pb = successes_a / n_a, successes_b / n_b
+    la, ua = wilson_interval(successes_a, n_a, confidence=confidence)
+    lb, ub = wilson_interval(successes_b, n_b, confidence=confidence)
+    theta = pa - pb
+    return (max(-1.0, theta - float(np.hypot(pa - la, ub - pb))),
+            min(1.0, theta + float(np.hypot(ua - pa, pb - lb))))
+
+
+def half_sample_interval(statistic: Callable[..., float], value: float, *arrays: np.ndarray, labels: np.ndarray,
+                         confidence: float = 0.95, n_resamples: int = 200, seed: int = 0,
+                         bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+    """Normal interval ``value ± z·SE`` with SE from stratified half-samples drawn without replacement.
+
+    Each resample keeps half of every class (rounded up) without replacement
+    and calls ``statistic(*arrays_subset, labels_subset)``; for a statistic
+    that behaves like a mean, the spread of half-sample values equals the
+    standard error of the full-sample one (half-sampling, McCarthy 1969: the
+    finite-population correction of m = N/2 cancels the 1/m). Unlike the
+    with-replacement bootstrap it never duplicates a sample, which
+    leave-one-out k-NN and evidence-based scores (LogME) would count as extra
+    signal: a bootstrap interval of LogME can miss its own point estimate. The
+    interval is clipped to ``bounds``.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=400); y = np.arange(400) % 2
+    >>> lo, hi = half_sample_interval(lambda v, y: v.mean(), x.mean(), x, labels=y)
+    >>> bool(lo < x.mean() < hi)
+    True
+    """
+    if isinstance(n_resamples, bool) or int(n_resamples) < 2:
+        raise ValueError(f"n_resamples: need at least 2 half-samples, got {n_resamples!r}")
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    values = np.empty(int(n_resamples))
+    for r in range(int(n_resamples)):
+        idx = np.sort(np.concatenate([rng.choice(g, size=(len(g) + 1) // 2, replace=False) for g in groups]))
+        values[r] = statistic(*(a[idx] for a in arrays), labels[idx])
+    half = normal_quantile(confidence) * float(np.std(values, ddof=1))
+    lo, hi = value - half, value + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return float(lo), float(hi)

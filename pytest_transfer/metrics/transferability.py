@@ -2,10 +2,11 @@
 
 Each function scores one model on one labelled target set, from its features
 (N×D), its source-head probabilities (N×Z) or its hard source predictions.
-Every score is "higher is better" and declares it, with its bounds, through
-:func:`~pytest_transfer.metrics._checks.declare`; each function also carries an
-``inputs`` attribute, ``"features"``, ``"probs"`` or ``"preds"``, saying what it
-must be fed. Maths is float64; numpy arrays and torch tensors are accepted.
+Every score is "higher is better". Each estimator is declared once, in
+:data:`pytest_transfer.estimators.ESTIMATORS` (label, direction, bounds and
+``inputs``: ``"features"``, ``"probs"`` or ``"preds"``, what it must be fed);
+``@estimator`` attaches that declaration to the function of the same name.
+Maths is float64; numpy arrays and torch tensors are accepted.
 Labels may be any integers; they are remapped to 0..C-1.
 
 The functions never transform their input. Callers that rank models
@@ -18,10 +19,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
+from ..estimators import ESTIMATORS
 from ._checks import (
     as_float,
     as_int_labels,
@@ -41,14 +43,18 @@ _EPS = np.finfo(np.float64).eps
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _feeds(kind: Literal["features", "probs", "preds"]) -> Callable[[F], F]:
-    """Record what a metric must be fed: features, source probabilities or source predictions."""
+_REGISTERED: dict[str, Callable[..., float]] = {}
 
-    def wrap(fn: F) -> F:
-        fn.inputs = kind  # type: ignore[attr-defined]
-        return fn
 
-    return wrap
+def estimator(fn: F) -> F:
+    """Attach the declaration of :data:`pytest_transfer.estimators.ESTIMATORS` named like ``fn``
+    (``higher_is_better``, ``bounds``, ``inputs``, ``label``) to it."""
+    spec = ESTIMATORS[fn.__name__]
+    declare(higher_is_better=spec.higher_is_better, bounds=spec.bounds)(fn)
+    fn.inputs = spec.inputs  # type: ignore[attr-defined]
+    fn.label = spec.label  # type: ignore[attr-defined]
+    _REGISTERED[spec.name] = fn
+    return fn
 
 
 def _one_hot(y: np.ndarray, c: int) -> np.ndarray:
@@ -162,8 +168,7 @@ def _logme_per_class(x: np.ndarray, y: np.ndarray, c: int) -> tuple[np.ndarray, 
     return evidence, lam * scale * beta, beta
 
 
-@_feeds("features")
-@declare(higher_is_better=True, bounds=(-_INF, _INF))
+@estimator
 def logme(features: Any, labels: Any) -> float:
     """LogME (You et al. 2021): the maximum marginal likelihood of a Bayesian linear head.
 
@@ -212,8 +217,7 @@ def _log_eep(probs: np.ndarray, y: np.ndarray, c: int) -> float:
     return float(np.mean(np.log(eep)))
 
 
-@_feeds("probs")
-@declare(higher_is_better=True, bounds=(-_INF, 0.0))
+@estimator
 def leep(source_probs: Any, labels: Any) -> float:
     """LEEP (Nguyen et al. 2020), the log expected empirical prediction.
 
@@ -236,8 +240,7 @@ def leep(source_probs: Any, labels: Any) -> float:
     return _log_eep(np.clip(p, 0.0, None), y, c)
 
 
-@_feeds("preds")
-@declare(higher_is_better=True, bounds=(-_INF, 0.0))
+@estimator
 def nce(source_pred: Any, labels: Any) -> float:
     """NCE (Tran et al. 2019), the negative conditional entropy ``-H(Y | Z)``.
 
@@ -317,8 +320,7 @@ def _pinv_trace(lam: np.ndarray, q2: np.ndarray, weights: np.ndarray, numerator:
     return float(np.sum(weights * (numerator * q2[keep] / lam[keep, None])))
 
 
-@_feeds("features")
-@declare(higher_is_better=True, bounds=(0.0, _INF))
+@estimator
 def hscore(features: Any, labels: Any) -> float:
     """H-score (Bao et al. 2019): ``tr(pinv(Cov f) Cov(E[f|y]))``.
 
@@ -353,8 +355,7 @@ def _ledoit_wolf_shrinkage(extra: dict) -> tuple[float, float]:
     return (0.0 if beta <= 0 or delta <= 0 else beta / delta), mu
 
 
-@_feeds("features")
-@declare(higher_is_better=True, bounds=(0.0, _INF))
+@estimator
 def regularized_hscore(features: Any, labels: Any) -> float:
     """Shrinkage H-score (Ibrahim et al. 2021): ``tr(Cov_a(f)⁻¹ (1 - a) Cov(E[f|y]))``.
 
@@ -389,8 +390,7 @@ def _coding_rate(z: np.ndarray, eps: float) -> float:
     return 0.5 * _logdet_spd(gram)
 
 
-@_feeds("features")
-@declare(higher_is_better=True, bounds=(-_INF, _INF))
+@estimator
 def transrate(features: Any, labels: Any, *, eps: float = 1e-4) -> float:
     """TransRate (Huang et al. 2022): the coding-rate gain of knowing the labels.
 
@@ -421,8 +421,7 @@ def transrate(features: Any, labels: Any, *, eps: float = 1e-4) -> float:
 # --------------------------------------------------------------------------- GBC
 
 
-@_feeds("features")
-@declare(higher_is_better=True, bounds=(-_INF, 0.0))
+@estimator
 def gbc(features: Any, labels: Any, *, gaussian: str = "spherical") -> float:
     """GBC (Pándy et al. 2022): minus the summed Bhattacharyya coefficients between classes.
 
@@ -497,8 +496,7 @@ def _pca_scores(x: np.ndarray, pca_dim: int | float | None) -> np.ndarray:
     return scores * np.where(flip == 0, 1.0, flip)
 
 
-@_feeds("features")
-@declare(higher_is_better=True, bounds=(-_INF, 0.0))
+@estimator
 def nleep(
     features: Any,
     labels: Any,
@@ -587,8 +585,7 @@ def _regularized_fda_probs(
     return _softmax(logits), shrinkage, means
 
 
-@_feeds("features")
-@declare(higher_is_better=True, bounds=(0.0, 1.0))
+@estimator
 def sfda(features: Any, labels: Any) -> float:
     """SFDA (Shao et al. 2022): Self-challenging Fisher Discriminant Analysis.
 
@@ -636,8 +633,7 @@ def _nearest(dist: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(idx, order, axis=1)
 
 
-@_feeds("features")
-@declare(higher_is_better=True, bounds=(0.0, 1.0))
+@estimator
 def knn_accuracy(features: Any, labels: Any, *, k: int = 20, metric: str = "cosine") -> float:
     """Leave-one-out k-nearest-neighbour accuracy of the labels from the features.
 
@@ -691,8 +687,7 @@ def knn_accuracy(features: Any, labels: Any, *, k: int = 20, metric: str = "cosi
 # --------------------------------------------------------------------------- LFC
 
 
-@_feeds("features")
-@declare(higher_is_better=True, bounds=(-1.0, 1.0))
+@estimator
 def lfc(features: Any, labels: Any) -> float:
     """Label-feature correlation (Deshpande et al. 2021).
 
@@ -731,19 +726,7 @@ def lfc(features: Any, labels: Any) -> float:
     return float(cov / math.sqrt(var_k * var_l))
 
 
-TRANSFERABILITY_METRICS: dict[str, Callable[..., float]] = {
-    "logme": logme,
-    "leep": leep,
-    "nce": nce,
-    "hscore": hscore,
-    "regularized_hscore": regularized_hscore,
-    "transrate": transrate,
-    "gbc": gbc,
-    "nleep": nleep,
-    "sfda": sfda,
-    "knn_accuracy": knn_accuracy,
-    "lfc": lfc,
-}
+TRANSFERABILITY_METRICS: dict[str, Callable[..., float]] = {name: _REGISTERED[name] for name in ESTIMATORS}
 """Every transferability estimator by name; each has ``higher_is_better``, ``bounds`` and ``inputs``."""
 
 __all__ = [

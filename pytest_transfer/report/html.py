@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..baselines import write_text_file
+from ..estimators import label as metric_label
 
 PLOTS_HINT = 'pip install "pytest-transfer[plots]"'
 _MAX_LEGEND = 16
@@ -306,7 +307,7 @@ def _ranking_figure(rk: Mapping[str, Any]) -> Any:
     names = [models[i][:28] for i in order]
     bars = axes[0].barh(names, [scores[i] for i in order], color="#54aeff", edgecolor="#0969da")
     axes[0].bar_label(bars, fmt="%.3g", padding=3, fontsize=8)
-    axes[0].set_xlabel(str(rk.get("metric", "score")))
+    axes[0].set_xlabel(metric_label(str(rk.get("metric", "score"))))  # an estimator's declared label
     axes[0].set_title("estimated transferability", fontsize=10)
     if ref is not None:
         ref_bars = axes[1].barh(names, [ref[i] for i in order], color="#aceebb", edgecolor="#1a7f37")

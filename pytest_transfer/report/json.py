@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..baselines import count_actions, write_text_file
+from ..jsonable import plain
 
 SCHEMA = "pytest-transfer-report"
 VERSION = 1
@@ -78,21 +78,10 @@ def environment(measurements: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any
     }
 
 
-def finite(value: Any) -> Any:
-    """``value`` with NaN / ±Inf replaced by ``None`` (recursively), so that it is strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
 def entry(m: Mapping[str, Any], test_outcome: str | None = None) -> dict[str, Any]:
     """One measurement (a ``Measurement.to_dict()``) as the report writes it."""
     interval = m.get("interval")
-    return finite({
+    return plain({
         "test": m.get("test"),
         "test_outcome": test_outcome,
         "model": m.get("model"),
@@ -122,7 +111,7 @@ def build_report(measurements: Sequence[Mapping[str, Any]], *, settings: Any = N
     shown = {}
     if settings is not None:
         shown = {key: getattr(settings, key) for key in SETTINGS_SHOWN if hasattr(settings, key)}
-    return finite({
+    return plain({
         "schema": SCHEMA,
         "version": VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -1,0 +1,197 @@
+"""What every gate does, in one place (public-internal: for gate modules, not for users).
+
+A gate: resolves the model × dataset pair (:func:`open_gate`), finds its
+threshold and says where it came from (:func:`find_threshold`), range-checks
+it (:func:`check_threshold`, the one hook every threshold passes through,
+from an argument or from a config file), measures (the gate's own part),
+computes the interval in the chosen confidence mode (:func:`confidence_mode`,
+:meth:`Gate.accuracy_interval`, :meth:`Gate.bootstrap_interval`), decides
+(:func:`decide`), records the measurement and raises the message
+(:func:`finish_gate`).
+
+>>> gate = open_gate(model, "digits", threshold=None, argument="threshold", keys=("f1",),
+...                  confidence=None)  # doctest: +SKIP
+>>> gate.finish(gate="f1", metric="f1_macro", label="F1", value=0.93, interval=None,
+...             higher_is_better=True, details={}, hint="...")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..context import Context, Measurement, current_context
+from ..jsonable import plain
+from ..settings import CONFIDENCE_MODES
+from ..thresholds import Threshold, explicit
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..datasets import TargetDataset
+    from ..models import TransferModel
+
+
+def confidence_mode(confidence: str | bool | None, ctx: Context) -> str:
+    """The gate's confidence mode: the argument (``True`` = ``strict``, ``False`` = ``none``), else
+    ``--transfer-confidence``; a ``ValueError`` lists the valid modes."""
+    if confidence is None:
+        return ctx.settings.confidence
+    if confidence is True:
+        return "strict"
+    if confidence is False:
+        return "none"
+    mode = str(confidence).lower()
+    if mode not in CONFIDENCE_MODES:
+        raise ValueError(f"confidence: expected one of {', '.join(CONFIDENCE_MODES)}, got {confidence!r}")
+    return mode
+
+
+def check_threshold(threshold: Threshold, *, argument: str, keys: Sequence[str]) -> Threshold:
+    """Every threshold of every gate passes through here, from an argument or from a config file.
+
+    Config values were range-checked when the file was read
+    (:data:`pytest_transfer.thresholds.KNOWN_KEYS`); here a threshold that is
+    not a number (NaN) is refused, since no value could ever clear it.
+    ``argument`` and ``keys`` name the gate's argument and config keys.
+    """
+    if math.isnan(threshold.value):
+        where = f"{argument}=" if threshold.source.startswith("argument") else threshold.source
+        raise ValueError(f"{where}: the threshold is NaN; pass a number (config key {keys[0] if keys else argument})")
+    return threshold
+
+
+def find_threshold(ctx: Context, value: float | None, argument: str, model: str, dataset: str,
+                   keys: Sequence[str]) -> Threshold:
+    """The argument ``value`` when given, else the first of ``keys`` in the hook / config table (see
+    :mod:`pytest_transfer.thresholds`), checked by :func:`check_threshold`; a ``LookupError`` says where to
+    set one."""
+    __tracebackhide__ = True
+    if value is not None:
+        return check_threshold(explicit(value, argument), argument=argument, keys=keys)
+    try:
+        found = ctx.thresholds.require(model, dataset, tuple(keys), argument=argument)
+    except LookupError as exc:
+        raise LookupError(str(exc)) from None
+    return check_threshold(found, argument=argument, keys=keys)
+
+
+def decide(value: float, interval: tuple[float, float] | None, threshold: float, *, higher_is_better: bool,
+           mode: str) -> bool:
+    """Point gate (``none``), ``strict`` (the whole interval clears) or ``lenient`` (fail only when it all misses)."""
+    if mode == "none" or interval is None:
+        return value >= threshold if higher_is_better else value <= threshold
+    lo, hi = interval
+    if higher_is_better:
+        return (lo if mode == "strict" else hi) >= threshold
+    return (hi if mode == "strict" else lo) <= threshold
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4f}" if abs(x) < 1000 else f"{x:.6g}"
+
+
+def failure_message(*, label: str, value: float, interval: tuple[float, float] | None, threshold: Threshold,
+                    higher_is_better: bool, mode: str, level: float, model: str, dataset: str,
+                    details: dict[str, Any], hint: str) -> str:
+    """The ``AssertionError`` text of a failed gate: value, interval, threshold and its source, what to try."""
+    pct = round(level * 100)
+    shown = _fmt(value)
+    if interval is not None:
+        shown += f" ({pct}% interval {_fmt(interval[0])}–{_fmt(interval[1])})"
+    side = "below the minimum" if higher_is_better else "above the maximum"
+    rule = {"none": "", "strict": f" [confidence=strict: the whole {pct}% interval must clear it]",
+            "lenient": f" [confidence=lenient: the whole {pct}% interval is on the wrong side]"}[mode]
+    where = ", ".join(f"{k}={v}" for k, v in details.items() if k in ("method", "split", "n", "sigma", "relative"))
+    return (
+        f"{label} of model {model!r} on dataset {dataset!r} is {shown}, {side} {_fmt(threshold.value)}{rule}\n"
+        f"  threshold from: {threshold.source}\n"
+        + (f"  measured with: {where}\n" if where else "")
+        + f"  next: {hint}"
+    )
+
+
+def finish_gate(ctx: Context, *, gate: str, metric: str, label: str, value: float,
+                interval: tuple[float, float] | None, threshold: Threshold, higher_is_better: bool, mode: str,
+                model: str, dataset: str, details: dict[str, Any], hint: str) -> Measurement:
+    """Decide, record the measurement in ``ctx``, and return it or raise ``AssertionError``."""
+    __tracebackhide__ = True
+    passed = decide(value, interval, threshold.value, higher_is_better=higher_is_better, mode=mode)
+    m = ctx.record(Measurement(
+        gate=gate, metric=metric, value=float(value), model=model, dataset=dataset,
+        interval=(float(interval[0]), float(interval[1])) if interval is not None else None,
+        threshold=threshold.value, threshold_source=threshold.source,
+        comparison=">=" if higher_is_better else "<=", passed=passed, confidence=mode, details=plain(details),
+    ))
+    if passed:
+        return m
+    raise AssertionError(failure_message(
+        label=label, value=value, interval=interval, threshold=threshold, higher_is_better=higher_is_better,
+        mode=mode, level=ctx.settings.confidence_level, model=model, dataset=dataset, details=details, hint=hint,
+    ))
+
+
+def bootstrap_interval(ctx: Context, statistic: Any, *arrays: Any, n_resamples: int = 1000,
+                       vectorized: bool = False) -> tuple[float, float]:
+    """The seeded percentile bootstrap interval a gate reports for a metric that is not a proportion.
+
+    Level ``--transfer-confidence-level``, seed ``--transfer-seed``: the same
+    run gives the same interval. Samples (rows of ``arrays``) are resampled
+    jointly (see :func:`pytest_transfer.metrics.bootstrap_ci`).
+    """
+    from ..metrics import bootstrap_ci
+
+    return bootstrap_ci(statistic, *arrays, confidence=ctx.settings.confidence_level, n_resamples=n_resamples,
+                        seed=ctx.settings.seed, vectorized=vectorized)
+
+
+def accuracy_interval(correct_count: int, n: int, ctx: Context) -> tuple[float, float]:
+    """Wilson's interval of ``correct_count / n`` at ``--transfer-confidence-level``."""
+    from ..metrics import wilson_interval
+
+    return wilson_interval(correct_count, n, confidence=ctx.settings.confidence_level)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A gate once its pair, threshold and confidence mode are known; :meth:`finish` decides and records."""
+
+    ctx: Context
+    model: TransferModel
+    dataset: TargetDataset
+    threshold: Threshold
+    mode: str
+
+    def accuracy_interval(self, correct_count: int, n: int) -> tuple[float, float]:
+        return accuracy_interval(correct_count, n, self.ctx)
+
+    def bootstrap_interval(self, statistic: Callable[..., float], *arrays: Any) -> tuple[float, float] | None:
+        """The bootstrap interval, or ``None`` when the confidence mode is ``none`` (no resampling then)."""
+        return None if self.mode == "none" else bootstrap_interval(self.ctx, statistic, *arrays)
+
+    def finish(self, *, gate: str, metric: str, label: str, value: float, interval: tuple[float, float] | None,
+               higher_is_better: bool, details: dict[str, Any], hint: str, dataset: str | None = None
+               ) -> Measurement:
+        """:func:`finish_gate` for this gate's model and dataset (``dataset`` names another, e.g. the shifted one)."""
+        __tracebackhide__ = True
+        return finish_gate(self.ctx, gate=gate, metric=metric, label=label, value=value, interval=interval,
+                           threshold=self.threshold, higher_is_better=higher_is_better, mode=self.mode,
+                           model=self.model.name, dataset=dataset or self.dataset.name, details=details, hint=hint)
+
+
+def open_gate(model: Any, dataset: Any, *, threshold: float | None, argument: str, keys: Sequence[str],
+              confidence: str | bool | None, ctx: Context | None = None) -> Gate:
+    """Resolve the pair (spec strings or objects), find and check the threshold, pick the confidence mode."""
+    __tracebackhide__ = True
+    from ..predictions import resolve_pair
+
+    ctx = ctx or current_context()
+    model, dataset = resolve_pair(model, dataset)
+    thr = find_threshold(ctx, threshold, argument, model.name, dataset.name, keys)
+    return Gate(ctx, model, dataset, thr, confidence_mode(confidence, ctx))
+
+
+__all__ = [
+    "Gate", "accuracy_interval", "bootstrap_interval", "check_threshold", "confidence_mode", "decide",
+    "failure_message", "find_threshold", "finish_gate", "open_gate",
+]
