@@ -181,3 +181,37 @@ def test_a_gate_on_another_device_leaves_the_module_where_it_was(fresh_context, 
     with torch.inference_mode():
         reference = net.eval()(Preprocess(size=8, channels=1)(blobs.batch(ev.indices)))
     torch.testing.assert_close(torch.from_numpy(ev.logits), reference, rtol=1e-3, atol=1e-3)
+
+
+def test_restored_puts_every_tensor_back_after_a_device_move():
+    """The device half of restoring without a GPU: the meta device holds no data, so only the very tensors
+    restored() kept can bring the values back."""
+    from pytest_transfer.models import restored
+
+    net = Calibrated()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    weight = net.head.weight
+    with restored(net):
+        net.to("meta").to(memory_format=torch.channels_last)
+        assert net.head.weight.device.type == "meta"
+    assert net.head.weight is weight and weight.device.type == "cpu" and net.shift.device.type == "cpu"
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_an_attribute_change_is_not_served_from_the_disk_cache(fresh_context, blobs, tmp_path):
+    import dataclasses as dc
+
+    from pytest_transfer import evaluate
+    from pytest_transfer.context import Context
+
+    cached = Context(dc.replace(fresh_context.settings, no_cache=False, cache_dir=str(tmp_path / "cache")))
+    net = Calibrated()
+    first = evaluate(load_model(net, preprocess=Preprocess(size=8, channels=1)), blobs, context=cached)
+    again = evaluate(load_model(net, preprocess=Preprocess(size=8, channels=1)), blobs,
+                     context=Context(cached.settings))
+    assert again.from_cache and np.array_equal(first.logits, again.logits)  # the cache works
+    net.temperature = 3.0
+    changed = evaluate(load_model(net, preprocess=Preprocess(size=8, channels=1)), blobs,
+                       context=Context(cached.settings))
+    assert not changed.from_cache and np.allclose(changed.logits * 3.0, first.logits, atol=1e-5)

@@ -120,8 +120,9 @@ def missing_weights(arch: str, w: Any, path: Path) -> FileNotFoundError:
         f"weights for torchvision:{arch}:{w.name} are not in the torch hub cache: expected {path}. "
         f"pytest-transfer never downloads. On a machine with network access run "
         f"`python -c \"import torchvision; torchvision.models.get_model('{arch}', weights='{w.name}')\"` "
-        f"and copy {path.name} from its {hub_checkpoint_dir()} (or $TORCH_HOME/hub/checkpoints) here, "
-        f"or set TORCH_HOME; or use torchvision:{arch}:none for random weights"
+        f"and copy {path.name} from that machine's ~/.cache/torch/hub/checkpoints (or $TORCH_HOME/hub/checkpoints) "
+        f"into {path.parent}, or set TORCH_HOME to a folder whose hub/checkpoints has it; or use "
+        f"torchvision:{arch}:none for random weights"
     )
 
 
