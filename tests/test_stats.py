@@ -123,6 +123,23 @@ def test_mcnemar_equals_scipy_binomtest(seed):
     assert result.p_value == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("lost, gained", [(10, 2), (3, 3), (0, 5), (7, 0), (260, 240), (1200, 1150)])
+def test_one_sided_mcnemar_equals_scipy_binomtest_greater(lost, gained):
+    expected = sps.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue
+    assert stats.mcnemar_one_sided(lost, gained) == pytest.approx(expected, rel=1e-9)
+    assert stats.mcnemar_one_sided(0, 0) == 1.0
+
+
+@pytest.mark.parametrize("m, p", [(1, 0.3), (12, 0.5), (40, 0.08), (300, 0.71)])
+def test_binomial_pmf_and_half_tails_equal_scipy(m, p):
+    k = np.arange(m + 1)
+    np.testing.assert_allclose(stats.binomial_pmf(m, p), sps.binom.pmf(k, m, p), rtol=1e-9, atol=1e-300)
+    tails = stats.binomial_half_upper_tails(m)
+    np.testing.assert_allclose(tails[:-1], sps.binom.sf(k - 1, m, 0.5), rtol=1e-9, atol=1e-300)
+    assert tails[-1] == 0.0
+    assert stats.binomial_pmf(5, 0.0).tolist() == [1, 0, 0, 0, 0, 0]
+
+
 @pytest.mark.parametrize("b, c", [(2600, 2400), (5000, 5000), (12000, 11500), (40, 0), (0, 1)])
 def test_mcnemar_large_and_extreme_counts_equal_scipy(b, c):
     a = np.r_[np.ones(b, bool), np.zeros(c, bool), np.ones(7, bool)]

@@ -49,6 +49,13 @@ from ..baselines import (
 )
 from ..context import Context, Measurement, current_context
 from ..jsonable import plain
+from ..metrics.stats import (
+    as_correct,
+    binomial_half_upper_tails,
+    binomial_pmf,
+    log_factorials,
+    mcnemar_one_sided,
+)
 from ..thresholds import Threshold
 from .core import confidence_mode, decide
 
@@ -60,55 +67,6 @@ _LOST_SHOWN = 20
 
 
 # --------------------------------------------------------------------------- the paired test (numpy only)
-
-def _log_factorials(n: int) -> np.ndarray:
-    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])
-
-
-def _binom_pmf(m: int, p: float, logf: np.ndarray) -> np.ndarray:
-    """``P(X = k)`` for ``k = 0..m``, ``X ~ Binomial(m, p)``, from log factorials."""
-    if p <= 0.0 or p >= 1.0:
-        out = np.zeros(m + 1)
-        out[0 if p <= 0.0 else m] = 1.0
-        return out
-    k = np.arange(m + 1)
-    return np.exp(logf[m] - logf[k] - logf[m - k] + k * math.log(p) + (m - k) * math.log1p(-p))
-
-
-def _half_upper_tails(m: int, logf: np.ndarray) -> np.ndarray:
-    """``t[b] = P(X >= b)`` for ``b = 0..m+1``, ``X ~ Binomial(m, 1/2)`` (summed from the small end)."""
-    pmf = _binom_pmf(m, 0.5, logf)
-    return np.append(np.cumsum(pmf[::-1])[::-1], 0.0)
-
-
-def mcnemar_one_sided(lost: int, gained: int) -> float:
-    """Exact one-sided McNemar p-value of "worse than the baseline": ``P(X >= lost)``, ``X ~ Bin(lost+gained, ½)``.
-
-    The same number as ``scipy.stats.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue``;
-    1.0 without discordant samples.
-
-    >>> round(mcnemar_one_sided(10, 2), 4)
-    0.0193
-    """
-    lost, gained = int(lost), int(gained)
-    if lost < 0 or gained < 0:
-        raise ValueError(f"lost, gained: counts must be >= 0, got {lost}, {gained}")
-    m = lost + gained
-    if m == 0:
-        return 1.0
-    return float(min(1.0, _half_upper_tails(m, _log_factorials(m))[lost]))
-
-
-def _as_correct(x: Any, name: str) -> np.ndarray:
-    a = np.asarray(x)
-    if a.ndim != 1 or a.size == 0:
-        raise ValueError(f"{name}: expected a non-empty 1-d array of per-sample correctness, got shape {a.shape}")
-    if a.dtype.kind != "b":
-        if a.dtype.kind not in "iuf" or not np.all((a == 0) | (a == 1)):
-            raise ValueError(f"{name}: expected booleans or 0/1 (y_pred == y_true), got dtype {a.dtype}")
-        a = a.astype(bool)
-    return a
-
 
 def _check_alpha(alpha: float) -> float:
     a = float(alpha)
@@ -159,8 +117,8 @@ def paired_regression(baseline_correct: Any, current_correct: Any, *, alpha: flo
     >>> paired_regression(base, worse).regressed, paired_regression(base, base).regressed
     (True, False)
     """
-    a = _as_correct(baseline_correct, "baseline_correct")
-    b = _as_correct(current_correct, "current_correct")
+    a = as_correct(baseline_correct, "baseline_correct")
+    b = as_correct(current_correct, "current_correct")
     if a.shape != b.shape:
         raise ValueError(f"current_correct: {b.size} samples but the baseline has {a.size}; pair the same samples")
     lost = int(np.count_nonzero(a & ~b))
@@ -197,17 +155,17 @@ def regression_power(n: int, *, drop: float, discordant: float, alpha: float = 0
     min_effect = _check_effect(min_effect)
     if discordant == 0.0:
         return 0.0
-    logf = _log_factorials(n)
-    p_m = _binom_pmf(n, discordant, logf)
+    logf = log_factorials(n)
+    p_m = binomial_pmf(n, discordant, logf)
     q = min(1.0, max(0.0, (discordant + drop) / (2.0 * discordant)))
     need = n * min_effect - 1e-9
     power = 0.0
     for m in np.flatnonzero(p_m > 1e-15):
         m = int(m)
-        tails = _half_upper_tails(m, logf)
+        tails = binomial_half_upper_tails(m, logf)
         b0 = max(int(np.argmax(tails <= alpha)), math.ceil((m + need) / 2.0))
         if b0 <= m:
-            power += p_m[m] * float(_binom_pmf(m, q, logf)[b0:].sum())
+            power += p_m[m] * float(binomial_pmf(m, q, logf)[b0:].sum())
     return float(min(1.0, power))
 
 

@@ -24,8 +24,13 @@ from ._checks import check_nonempty, check_same_length, to_numpy
 
 __all__ = [
     "McNemarResult",
+    "as_correct",
+    "binomial_half_upper_tails",
+    "binomial_pmf",
     "bootstrap_ci",
     "half_sample_interval",
+    "log_factorials",
+    "mcnemar_one_sided",
     "mcnemar_test",
     "newcombe_independent_interval",
     "normal_quantile",
@@ -98,13 +103,15 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
     return _wilson(s, total, normal_quantile(confidence))
 
 
-def _as_correct(x: Any, name: str) -> np.ndarray:
+def as_correct(x: Any, name: str) -> np.ndarray:
+    """``x`` as a non-empty 1-d boolean array of per-sample correctness (booleans or 0/1), or a ``ValueError``."""
     a = to_numpy(x, name)
     if a.ndim != 1:
         raise ValueError(
             f"{name}: expected a 1-d array with one True/False per sample, got shape {tuple(a.shape)}; "
             "pass y_pred == y_true"
         )
+    check_nonempty(name, a)
     if a.dtype.kind == "b":
         return a
     if a.dtype.kind not in "iuf" or not np.all((a == 0) | (a == 1)):
@@ -116,10 +123,9 @@ def _as_correct(x: Any, name: str) -> np.ndarray:
 
 def _paired(correct_a: Any, correct_b: Any) -> tuple[int, int, int, int]:
     """Counts (both right, only a right, only b right, both wrong)."""
-    a = _as_correct(correct_a, "correct_a")
-    b = _as_correct(correct_b, "correct_b")
+    a = as_correct(correct_a, "correct_a")
+    b = as_correct(correct_b, "correct_b")
     check_same_length("correct_a", a, "correct_b", b)
-    check_nonempty("correct_a", a)
     both = int(np.count_nonzero(a & b))
     only_a = int(np.count_nonzero(a & ~b))
     only_b = int(np.count_nonzero(~a & b))
@@ -140,13 +146,49 @@ class McNemarResult:
     """exact two-sided p-value of H0 "both models are equally accurate" """
 
 
-def _binom_half_cdf(k: int, n: int) -> float:
-    """``P(X <= k)`` for ``X ~ Binomial(n, 1/2)``, summed in log space (no overflow for large n)."""
-    i = np.arange(k + 1)
-    log_pmf = np.array([math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) for j in i])
-    log_pmf -= n * math.log(2.0)
-    top = log_pmf.max()
-    return float(math.exp(top) * np.exp(log_pmf - top).sum())
+def log_factorials(n: int) -> np.ndarray:
+    """``[log 0!, log 1!, ..., log n!]`` (float64)."""
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, int(n) + 1, dtype=np.float64)))])
+
+
+def binomial_pmf(m: int, p: float, logf: np.ndarray | None = None) -> np.ndarray:
+    """``P(X = k)`` for ``k = 0..m``, ``X ~ Binomial(m, p)``, from log factorials (``logf``: at least up to
+    ``m``; computed when not given). The same numbers as ``scipy.stats.binom.pmf(k, m, p)``."""
+    m = int(m)
+    if p <= 0.0 or p >= 1.0:
+        out = np.zeros(m + 1)
+        out[0 if p <= 0.0 else m] = 1.0
+        return out
+    logf = log_factorials(m) if logf is None else logf
+    k = np.arange(m + 1)
+    return np.exp(logf[m] - logf[k] - logf[m - k] + k * math.log(p) + (m - k) * math.log1p(-p))
+
+
+def binomial_half_upper_tails(m: int, logf: np.ndarray | None = None) -> np.ndarray:
+    """``t[b] = P(X >= b)`` for ``b = 0..m+1``, ``X ~ Binomial(m, 1/2)``, summed from the small end (so a
+    small tail keeps its precision). ``P(X <= k) = t[m − k]`` by symmetry."""
+    pmf = binomial_pmf(m, 0.5, logf)
+    return np.append(np.cumsum(pmf[::-1])[::-1], 0.0)
+
+
+def mcnemar_one_sided(lost: int, gained: int) -> float:
+    """Exact one-sided McNemar p-value of "worse than the baseline": ``P(X >= lost)``, ``X ~ Bin(lost+gained, ½)``.
+
+    ``lost``: samples right in the baseline and wrong now; ``gained``: the
+    reverse (McNemar 1947). The same number as
+    ``scipy.stats.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue``; 1.0 without
+    discordant samples.
+
+    >>> round(mcnemar_one_sided(10, 2), 4)
+    0.0193
+    """
+    lost, gained = int(lost), int(gained)
+    if lost < 0 or gained < 0:
+        raise ValueError(f"lost, gained: counts must be >= 0, got {lost}, {gained}")
+    m = lost + gained
+    if m == 0:
+        return 1.0
+    return float(min(1.0, binomial_half_upper_tails(m)[lost]))
 
 
 def mcnemar_test(correct_a: Any, correct_b: Any) -> McNemarResult:
@@ -165,7 +207,7 @@ def mcnemar_test(correct_a: Any, correct_b: Any) -> McNemarResult:
     _, b, c, _ = _paired(correct_a, correct_b)
     n = b + c
     k = min(b, c)
-    p = 1.0 if n == 0 else min(1.0, 2.0 * _binom_half_cdf(k, n))
+    p = 1.0 if n == 0 else min(1.0, 2.0 * float(binomial_half_upper_tails(n)[n - k]))
     return McNemarResult(b=b, c=c, statistic=k, p_value=p)
 
 
