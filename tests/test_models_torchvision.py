@@ -109,14 +109,18 @@ def test_a_module_without_a_head_needs_a_feature_node_only_for_features(fresh_co
     from pytest_transfer import assert_transfer_accuracy_above
 
     net = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())  # 3 "classes"
-    images = torch.rand(12, 3, 8, 8)
+    images = torch.rand(40, 3, 8, 8)
     labels = images.mean(dim=(2, 3)).argmax(1)
     ds = load_dataset((images.numpy(), labels.numpy()), name="rgb")
     model = load_model(net, name="headless")
     assert model.num_classes is None and not model.has_features
-    assert evaluate(model, ds).logits.shape == (len(ds.indices("test")), 3)  # a direct gate runs
+    assert evaluate(model, ds).logits.shape == (len(ds.indices("test")), 3)
+    with pytest.raises(ValueError, match=r"number of outputs of 'headless' is unknown.*num_classes="):
+        assert_transfer_accuracy_above(model, ds, 0.0, method="direct")
+    model = load_model(net, name="headless", num_classes=3)
+    assert_transfer_accuracy_above(model, ds, 0.0, method="direct")  # a direct gate runs
     with pytest.raises(ValueError, match=r"no classification head.*feature_node="):
-        assert_transfer_accuracy_above(model, ds, 0.5)
+        assert_transfer_accuracy_above(model, ds, 0.5)  # the linear probe needs features
 
 
 def test_a_model_whose_output_is_not_n_by_classes_is_refused(fresh_context):
@@ -210,3 +214,21 @@ def test_list_models_lists_torchvisions_classifiers(fresh_context):
     assert list_models("torchvision:squeezenet*", torchvision=True) == [
         "torchvision:squeezenet1_0", "torchvision:squeezenet1_1"]
     assert not list_models("torchvision:*rcnn*", torchvision=True)
+
+
+@pytest.mark.parametrize(("arch", "max_step"), [("resnet18", 0.02), ("efficientnet_b0", 0.2)])
+def test_preprocess_equals_torchvisions_pil_pipeline_up_to_8_bit_rounding(fresh_context, arch, max_step):
+    """torchvision feeding a PIL photo resizes it in 8 bits (bilinear: one 8-bit step, 1/255/0.229 = 0.017
+    after normalising; bicubic: PIL also clips the overshoot); the float pipeline differs by no more."""
+    from PIL import Image
+    from torchvision.models import get_model_weights
+
+    from tests._helpers import sample_photos
+
+    model = load_model(f"torchvision:{arch}:none")  # random weights, the DEFAULT weights' transforms
+    transform = get_model_weights(arch).DEFAULT.transforms()
+    for photo in sample_photos():
+        pil = transform(Image.fromarray(photo))
+        ours = model.preprocess(torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float() / 255)[0]
+        assert ours.shape == pil.shape
+        assert float((ours - pil).abs().max()) < max_step and float((ours - pil).abs().mean()) < 0.01
