@@ -46,6 +46,17 @@ def classification_details(y_true: Any, y_pred: Any, scores: Any, classes: list[
     return out
 
 
+ACCURACY_HINTS = {  # what to try next when a transfer-accuracy gate fails, per method
+    "linear_probe": "check the preprocess (image size, normalisation) and the feature node; compare method='knn'",
+    "knn": "check the preprocess and the feature node; try another k (k=...) or compare method='linear_probe', "
+           "which learns a weighting of the features that k-NN cannot",
+    "direct": "the model's own head must predict the target's classes in the same order; if it was trained on "
+              "other classes use method='linear_probe' or 'finetune'",
+    "finetune": "train longer or more of the network (finetune={'epochs': ..., 'last_blocks': ...}); compare "
+                "method='linear_probe' to see what the frozen features give",
+}
+
+
 def assert_transfer_accuracy_above(model: Any, dataset: Any, threshold: float | None = None, *,
                                    method: str = "linear_probe", split: str = "test",
                                    confidence: str | None = None, k: int = 20, C: float = 1.0,
@@ -72,8 +83,7 @@ def assert_transfer_accuracy_above(model: Any, dataset: Any, threshold: float | 
         value=hits / pr.n, interval=g.accuracy_interval(hits, pr.n), higher_is_better=True,
         details={"method": method, "split": split, "n": pr.n, "correct": hits,
                  **classification_details(pr.y_true, pr.y_pred, pr.scores, g.dataset.classes)},
-        hint="check the preprocess (image size, normalisation) and the feature node; compare method='knn'; "
-             "a larger test split narrows the interval",
+        hint=ACCURACY_HINTS.get(method, ACCURACY_HINTS["linear_probe"]) + "; a larger test split narrows the interval",
     )
 
 

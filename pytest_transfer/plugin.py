@@ -7,6 +7,7 @@ and numpy are imported when a transfer fixture or function is first used.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import time
@@ -15,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from .context import Context, Measurement, set_current_context
-from .settings import OPTIONS, SECTION, resolve
+from .context import Context, set_current_context
+from .report.session import PROPERTY, SessionCollector
+from .settings import OPTIONS, resolve
 
 CONTEXT_KEY = pytest.StashKey[Context]()
 PREVIOUS_KEY = pytest.StashKey[Any]()
-MEASUREMENTS_KEY = pytest.StashKey[list]()
+COLLECTOR_KEY = pytest.StashKey[Any]()
 ITEM_KEY = pytest.StashKey[list]()
 MARKER_KEYWORDS = ("model", "dataset", "model_kwargs", "dataset_kwargs")
-PROPERTY = "pytest_transfer"
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -77,10 +78,15 @@ def pytest_configure(config: pytest.Config) -> None:
     ctx.worker = getattr(config, "workerinput", {}).get("workerid")
     config.stash[CONTEXT_KEY] = ctx
     config.stash[PREVIOUS_KEY] = set_current_context(ctx)
-    config.stash[MEASUREMENTS_KEY] = []
     if config.option.verbose >= 0:
         ctx.progress = _progress_writer(config)
-    config.pluginmanager.register(SessionCollector(config), "transfer-session")
+    config.stash[COLLECTOR_KEY] = collector = SessionCollector(config, ctx)
+    config.pluginmanager.register(collector, "transfer-session")
+    if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
+        from .report.html_extras import HtmlExtras
+
+        config.pluginmanager.register(HtmlExtras(lambda item: [m.to_dict() for m in item.stash.get(ITEM_KEY, [])]),
+                                      "transfer-html-extras")
 
 
 def _progress_writer(config: pytest.Config) -> Any:
@@ -117,17 +123,20 @@ def _marker(item: Any) -> Any:
     return item.get_closest_marker("transfer") if hasattr(item, "get_closest_marker") else None
 
 
-def _check_marker(mark: Any, where: str) -> None:
+def _check_marker(mark: Any, where: str, error: type[Exception] = pytest.UsageError) -> None:
+    """Refuse a malformed ``transfer`` marker with ``error`` (one line naming the test, the mistake and the fix)."""
     if mark.args:
-        raise pytest.UsageError(f"{where}: @pytest.mark.transfer takes keywords only "
-                                f"({', '.join(MARKER_KEYWORDS)}), got positional {mark.args!r}")
+        raise error(f"{where}: @pytest.mark.transfer takes keywords only ({', '.join(MARKER_KEYWORDS)}), "
+                    f"got positional {mark.args!r}; write @pytest.mark.transfer(model=..., dataset=...)")
     unknown = sorted(set(mark.kwargs) - set(MARKER_KEYWORDS))
     if unknown:
-        raise pytest.UsageError(f"{where}: @pytest.mark.transfer got unknown keyword(s) {', '.join(unknown)}; "
-                                f"valid: {', '.join(MARKER_KEYWORDS)}")
+        close = difflib.get_close_matches(unknown[0], MARKER_KEYWORDS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise error(f"{where}: @pytest.mark.transfer got unknown keyword(s) {', '.join(unknown)}{hint}; "
+                    f"valid: {', '.join(MARKER_KEYWORDS)}")
     for key in ("model_kwargs", "dataset_kwargs"):
         if key in mark.kwargs and not isinstance(mark.kwargs[key], dict):
-            raise pytest.UsageError(f"{where}: @pytest.mark.transfer({key}=...) must be a dict")
+            raise error(f"{where}: @pytest.mark.transfer({key}=...) must be a dict, got {mark.kwargs[key]!r}")
 
 
 def _spec_id(spec: Any) -> str:
@@ -139,7 +148,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     mark = metafunc.definition.get_closest_marker("transfer")
     if mark is None:
         return
-    _check_marker(mark, metafunc.definition.nodeid)
+    # a collection error shows only its message (no plugin traceback) and stops the run
+    _check_marker(mark, metafunc.definition.nodeid, pytest.Collector.CollectError)
     for key, fixture in (("model", "pretrained_model"), ("dataset", "target_dataset")):
         specs = mark.kwargs.get(key)
         if isinstance(specs, (list, tuple)) and fixture in metafunc.fixturenames:
@@ -243,81 +253,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, N
                 item.user_properties.append((PROPERTY, json.dumps(m.to_dict(), default=str)))
                 item.user_properties.append((f"transfer.{m.metric}", m.value))
     yield
-
-
-def _is_xdist_worker(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
-
-
-class SessionCollector:
-    """Collects the measurements carried by test reports (local or from pytest-xdist workers).
-
-    On the controller (or without xdist) it writes ``--transfer-report`` /
-    ``--transfer-html`` at the end of the session; workers write nothing.
-    """
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.outcomes: dict[str, str] = {}
-        self.started = time.time()
-        self.written: list[tuple[str, str]] = []
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call":
-            outcome = report.outcome
-            if hasattr(report, "wasxfail"):
-                outcome = "xfailed" if report.skipped else "xpassed"
-            self.outcomes[report.nodeid] = outcome
-        elif report.failed:
-            self.outcomes[report.nodeid] = "error"
-        elif report.skipped and report.when == "setup":
-            self.outcomes[report.nodeid] = "skipped"
-        if report.when != "teardown":
-            return
-        for name, value in report.user_properties:
-            if name == PROPERTY:
-                self.config.stash[MEASUREMENTS_KEY].append(json.loads(value))
-
-    def _target(self, key: str) -> str | None:
-        ctx = get_context(self.config)
-        value = getattr(ctx.settings, key)
-        if not value:
-            return None
-        # a path from [tool.pytest_transfer] is relative to that file's folder; from the command line or the
-        # environment, to the directory pytest was started in (as --junitxml)
-        from_file = SECTION in ctx.settings.source(key)
-        base = ctx.settings.rootdir if from_file else str(self.config.invocation_params.dir)
-        return value if os.path.isabs(value) else os.path.join(base, value)
-
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if _is_xdist_worker(self.config) or CONTEXT_KEY not in self.config.stash:
-            return
-        json_path, html_path = self._target("report"), self._target("html")
-        if not (json_path or html_path):
-            return
-        from .report.json import build_report, write_json
-
-        report = build_report(self.config.stash[MEASUREMENTS_KEY], settings=get_context(self.config).settings,
-                              outcomes=self.outcomes, duration=time.time() - self.started)
-        if json_path:
-            self.written.append(("JSON report", str(write_json(json_path, report))))
-        if html_path:
-            from .report.html import write_html
-
-            self.written.append(("HTML report", str(write_html(html_path, report))))
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        collected = self.config.stash[MEASUREMENTS_KEY]
-        if collected:
-            from .baselines import summary_lines
-            from .report.terminal import write_summary
-
-            ctx = get_context(self.config)
-            write_summary(terminalreporter, [Measurement(**m) for m in collected], ctx)
-            for line in summary_lines(collected, update=ctx.settings.update_baselines):
-                terminalreporter.write_line(line)
-        for what, path in self.written:
-            terminalreporter.write_line(f"pytest-transfer: {what} written to {path}")
 
 
 # --- fixtures ----------------------------------------------------------------

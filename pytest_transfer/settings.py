@@ -6,6 +6,7 @@ and the environment variable ``PYTEST_TRANSFER_FOO_BAR``.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -130,6 +131,12 @@ OPTIONS: tuple[Option, ...] = (
            metavar="F"),
     Option("thresholds", None, _parse_path,
            "a TOML file of thresholds (same layout as [tool.pytest_transfer.thresholds])", metavar="PATH"),
+    Option("github_summary", None, _parse_path,
+           "append a Markdown job summary to PATH (default: $GITHUB_STEP_SUMMARY when set) and print GitHub "
+           "annotations for failing gates", metavar="PATH"),
+    Option("openmetrics", None, _parse_path,
+           "write every gate's value in the OpenMetrics text format to PATH (GitLab's metrics report)",
+           metavar="PATH"),
 )
 OPTION_BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -149,6 +156,8 @@ class Settings:
     autocast: str = "auto"
     test_fraction: float = 0.25
     thresholds: str | None = None
+    github_summary: str | None = None
+    openmetrics: str | None = None
     rootdir: str = "."
     pyproject: str | None = None
     threshold_table: Mapping[str, Any] = field(default_factory=dict)
@@ -194,6 +203,28 @@ def _parse(opt: Option, value: Any, where: str) -> Any:
         raise pytest.UsageError(f"{where}: invalid value {value!r} for {opt.key}: {exc}") from None
 
 
+def _check_keys(file_cfg: Mapping[str, Any], pp: Path | None) -> None:
+    """A ``pytest.UsageError`` for keys of ``[tool.pytest_transfer]`` that are not options.
+
+    A threshold key there (``regression_min_effect``, ``f1``, ...) is told where it belongs instead;
+    a misspelt option is told the closest option names.
+    """
+    from .thresholds import KNOWN_KEYS
+
+    unknown = sorted(set(file_cfg) - set(OPTION_BY_KEY))
+    if not unknown:
+        return
+    key = unknown[0]
+    if key in KNOWN_KEYS:
+        raise pytest.UsageError(
+            f"{pp} {SECTION}: {key} is a threshold, set per model and dataset: write it under "
+            f'[tool.pytest_transfer.thresholds."<model>"."<dataset>"] (either name may be "*")')
+    close = difflib.get_close_matches(key, list(OPTION_BY_KEY), n=3)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise pytest.UsageError(f"{pp} {SECTION}: unknown key(s) {', '.join(unknown)}; {hint}"
+                            f"valid keys: {', '.join(sorted(OPTION_BY_KEY))}")
+
+
 def resolve(
     cli: Mapping[str, Any] | None = None,
     *,
@@ -213,10 +244,7 @@ def resolve(
     if isinstance(table, str):  # thresholds = "path/to/thresholds.toml": the option, not a table
         table = {}
     file_cfg = {k: v for k, v in section.items() if not (k == "thresholds" and isinstance(v, dict))}
-    unknown = sorted(set(file_cfg) - set(OPTION_BY_KEY))
-    if unknown:
-        valid = ", ".join(sorted([*OPTION_BY_KEY, "thresholds"]))
-        raise pytest.UsageError(f"{pp} {SECTION}: unknown key(s) {', '.join(unknown)}; valid keys: {valid}")
+    _check_keys(file_cfg, pp)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for opt in OPTIONS:

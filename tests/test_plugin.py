@@ -90,8 +90,8 @@ def test_passing_and_failing_gates_and_the_summary_table(project):
         "*threshold from: argument threshold=*",
         "*= pytest-transfer summary =*",
         "test*model*dataset*metric*value [[]interval]*threshold*result",
-        "test_passes*tiny*blobs*linear_probe_accuracy*>= 0.5000*PASS",
-        "test_fails*tiny*blobs*linear_probe_accuracy*>= 1.0100*FAIL",
+        "test_gates.py::test_passes*tiny*blobs*linear_probe_accuracy*>= 0.5000*PASS",
+        "test_gates.py::test_fails*tiny*blobs*linear_probe_accuracy*>= 1.0100*FAIL",
         "2 gate(s), 1 failed*",
     ])
     # the threshold of the passing gate came from pyproject.toml
@@ -173,7 +173,16 @@ def test_unknown_marker_keyword_is_a_usage_error(project):
     ''')
     result = project.runpytest()
     assert result.ret == pytest.ExitCode.INTERRUPTED  # reported as a collection error of that test
-    result.stdout.fnmatch_lines(["*unknown keyword(s) modle; valid: model, dataset, model_kwargs, dataset_kwargs*"])
+    result.stdout.fnmatch_lines([
+        "*ERROR collecting*",
+        "*::test_typo: @pytest.mark.transfer got unknown keyword(s) modle (did you mean model?); "
+        "valid: model, dataset, model_kwargs, dataset_kwargs",
+        "*short test summary info*",
+    ])
+    # the one clear line, without the plugin's (or pluggy's) traceback
+    errors = result.stdout.str().split("ERROR collecting", 1)[1].split("short test summary info", 1)[0]
+    assert len(errors.strip().splitlines()) == 3  # the rest of the title, the message, the next title
+    assert "pluggy" not in errors and "plugin.py" not in errors and "Traceback" not in errors
 
 
 def test_marker_kwargs_reach_the_factories(project):

@@ -184,7 +184,7 @@ def test_under_xdist_every_measurement_reaches_the_controller_once(project):
     summary = result.stdout.str().split("pytest-transfer summary", 1)[1]
     for test, metric in EXPECTED:
         metric = metric.replace("linear_probe", "knn")
-        assert len(re.findall(rf"^{test}\s+pooled\s+spots\s+{metric}\s", summary, flags=re.M)) == 1
+        assert len(re.findall(rf"^test_models.py::{test}\s+pooled\s+spots\s+{metric}\s", summary, flags=re.M)) == 1
     assert "5 gate(s), 2 failed" in summary
     page = (project.path / "report.html").read_text()
     assert page.count('<tr class="passed">') + page.count('<tr class="failed">') == 5

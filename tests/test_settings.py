@@ -58,7 +58,15 @@ def test_bad_value_in_file_names_the_file(tmp_path):
 
 def test_unknown_key_lists_valid_keys(tmp_path):
     pp = write_pyproject(tmp_path, "[tool.pytest_transfer]\ndevcie = 'cpu'\n")
-    with pytest.raises(pytest.UsageError, match=r"unknown key\(s\) devcie; valid keys: .*device"):
+    with pytest.raises(pytest.UsageError, match=r"unknown key\(s\) devcie; did you mean device\? valid keys: "
+                                                 r"autocast, .*device, github_summary, "):
+        resolve({}, rootdir=tmp_path, pyproject=pp, environ={})
+
+
+def test_a_threshold_key_in_the_settings_table_says_where_it_belongs(tmp_path):
+    pp = write_pyproject(tmp_path, "[tool.pytest_transfer]\nregression_min_effect = 0.02\n")
+    with pytest.raises(pytest.UsageError, match=r"regression_min_effect is a threshold, set per model and dataset: "
+                                                 r'write it under \[tool.pytest_transfer.thresholds."<model>"'):
         resolve({}, rootdir=tmp_path, pyproject=pp, environ={})
 
 

@@ -381,9 +381,27 @@ def _have_matplotlib() -> bool:
     return True
 
 
+def figure_images(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """``(caption, base64 PNG)`` for every plot the rows carry; empty without matplotlib.
+
+    A figure that cannot be drawn from malformed data is left out (the page
+    built by :func:`render_html` says why).
+    """
+    if not _have_matplotlib():
+        return []
+    out = []
+    for _, caption, make in _figures(collect_plot_data(rows)):
+        try:
+            out.append((caption, _png(make())))
+        except Exception:  # one malformed plot must not lose the others
+            continue
+    return out
+
+
 # --------------------------------------------------------------------------- page
 
-def _measurement_table(rows: Sequence[Mapping[str, Any]]) -> str:
+def measurement_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """An HTML ``<table>`` of report rows (as :func:`pytest_transfer.report.json.entry` makes them)."""
     head = ("test", "model", "dataset", "metric", "value", "interval", "threshold", "threshold from", "confidence",
             "result", "time (s)")
     out = ["<table><thead><tr>", *[f"<th>{h}</th>" for h in head], "</tr></thead><tbody>"]
@@ -465,7 +483,7 @@ def render_html(report: Mapping[str, Any], *, plots: bool | None = None) -> str:
         '<div class="cards">' + "".join(f'<div class="card {cls}"><b>{_e(v)}</b><span>{_e(k)}</span></div>'
                                         for k, v, cls in cards) + "</div>",
         "<h2>Measurements</h2>",
-        _measurement_table(rows) if rows else "<p>No measurements were recorded.</p>",
+        measurement_table(rows) if rows else "<p>No measurements were recorded.</p>",
     ]
     if data["ranking"]:
         parts += ["<h2>Model rankings</h2>", _ranking_tables(data["ranking"])]

@@ -1,57 +1,154 @@
-"""The end-of-session table: test, model, dataset, metric, value [interval], threshold, result."""
+"""The end-of-session table: test, model, dataset, metric, value [interval], threshold, result.
+
+Test ids are wrapped over several lines when the terminal is narrow, never
+cut. A comparison row names its counterpart (``a vs b`` for a ranking,
+``vs baseline`` for a regression, ``reference → shifted`` for a dataset
+shift), so two rows of one test never look the same. The footer names the
+devices every process (every pytest-xdist worker) actually ran on.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..context import Context, Measurement
+
+HEADER = ["test", "model", "dataset", "metric", "value [interval]", "threshold", "result"]
+MIN_TEST_WIDTH = 16
 
 
 def _num(x: float) -> str:
     return f"{x:.4f}" if abs(x) < 1000 else f"{x:.4g}"
 
 
+def short_test(test: str | None) -> str:
+    """The node id without its directories: ``test_file.py::test_name[param]``."""
+    if not test:
+        return "-"
+    path, sep, rest = test.partition("::")
+    return path.rsplit("/", 1)[-1] + sep + rest
+
+
+def counterpart(gate: str | None, model: str, dataset: str, details: Mapping[str, Any]) -> tuple[str, str]:
+    """``(model, dataset)`` cells that name what a comparison gate compared against.
+
+    ``ranks_above``: ``"a vs b"``; ``regression``: ``"a vs baseline"``;
+    ``shift_max_drop``: dataset ``"reference → shifted"``; others unchanged.
+    """
+    reference = details.get("reference")
+    if gate == "ranks_above" and reference:
+        return f"{model} vs {reference}", dataset
+    if gate == "regression":
+        return f"{model} vs baseline", dataset
+    if gate == "shift_max_drop" and reference:
+        return model, f"{reference} → {dataset}"
+    return model, dataset
+
+
 def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
+    """One list of cells (as :data:`HEADER`) per measurement."""
     out = []
     for m in measurements:
         value = _num(m.value)
         if m.interval is not None:
             value += f" [{_num(m.interval[0])}, {_num(m.interval[1])}]"
-        threshold = f"{m.comparison} {_num(m.threshold)}" if m.threshold is not None else "-"
-        test = (m.test or "-").split("::", 1)[-1] if m.test else "-"
-        out.append([test, m.model, m.dataset, m.metric, value, threshold, "PASS" if m.passed else "FAIL"])
+        if m.threshold is not None:
+            threshold = f"{m.comparison} {_num(m.threshold)}"
+        else:
+            threshold = "new baseline" if m.comparison == "baseline" else "-"
+        model, dataset = counterpart(m.gate, m.model, m.dataset, m.details or {})
+        out.append([short_test(m.test), model, dataset, m.metric, value, threshold, "PASS" if m.passed else "FAIL"])
     return out
 
 
-def format_table(measurements: Sequence[Measurement], *, max_width: int = 200) -> list[str]:
-    header = ["test", "model", "dataset", "metric", "value [interval]", "threshold", "result"]
+_BREAK = re.compile(r"(?<=::)|(?<=/)|(?<=\[)|(?<=-)|(?<=_)|(?<= )")
+
+
+def wrap_cell(cell: str, width: int) -> list[str]:
+    """``cell`` in lines of at most ``width`` characters, broken after ``::``, ``/``, ``[``, ``-``, ``_`` or a
+    space where possible (a piece longer than ``width`` is split), nothing dropped."""
+    if len(cell) <= width:
+        return [cell]
+    lines = [""]
+    for piece in _BREAK.split(cell):
+        while len(piece) > width:
+            if lines[-1]:
+                lines.append("")
+            lines[-1], piece = piece[:width], piece[width:]
+            lines.append("")
+        if len(lines[-1]) + len(piece.rstrip()) > width:
+            lines.append("")
+        lines[-1] += piece
+    return [line.rstrip() for line in lines if line.strip()] or [""]
+
+
+def _min_width(cells: list[str]) -> int:
+    """The widest space-free word of a column (a model name is not split inside), at least 16."""
+    return max([MIN_TEST_WIDTH, *(len(w) for c in cells for w in c.split())])
+
+
+def table_blocks(measurements: Sequence[Measurement], *, max_width: int = 200) -> list[list[str]]:
+    """The table as blocks of lines: the header block, then one block per measurement.
+
+    Lines are at most ``max_width`` characters where the columns can shrink
+    to fit: the test column first (down to 16 characters), then the model
+    column (down to its longest name); a cell wider than its column continues
+    on the next line of its block (:func:`wrap_cell`; nothing is cut).
+    """
     body = rows(measurements)
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    # keep the table readable on narrow terminals: shorten the test column first
-    over = sum(widths) + 2 * (len(widths) - 1) - max_width
-    if over > 0:
-        widths[0] = max(12, widths[0] - over)
+    widths = [max(len(r[i]) for r in [HEADER, *body]) for i in range(len(HEADER))]
+    for col in (0, 1):
+        over = sum(widths) + 2 * (len(widths) - 1) - max_width
+        if over > 0:
+            floor = MIN_TEST_WIDTH if col == 0 else _min_width([r[col] for r in body])
+            widths[col] = max(min(floor, widths[col]), widths[col] - over)
 
-    def fmt(r: list[str]) -> str:
-        cells = [(c if len(c) <= w else c[: w - 1] + "…").ljust(w) for c, w in zip(r, widths, strict=True)]
-        return "  ".join(cells).rstrip()
+    def fmt(r: list[str]) -> list[str]:
+        cells = [wrap_cell(c, w) for c, w in zip(r, widths, strict=True)]
+        height = max(len(c) for c in cells)
+        return ["  ".join((c[i] if i < len(c) else "").ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+                for i in range(height)]
 
-    return [fmt(header), fmt(["-" * w for w in widths]), *[fmt(r) for r in body]]
+    return [[*fmt(HEADER), "  ".join("-" * w for w in widths)], *[fmt(r) for r in body]]
+
+
+def format_table(measurements: Sequence[Measurement], *, max_width: int = 200) -> list[str]:
+    """The table's lines (see :func:`table_blocks`)."""
+    return [line for block in table_blocks(measurements, max_width=max_width) for line in block]
+
+
+def devices_line(measurements: Sequence[Measurement], requested: str) -> str:
+    """``devices: cpu`` or ``devices: cuda:0 (gw0), cuda:1 (gw1)``: what each process actually used."""
+    used: dict[str, set[str]] = {}
+    for m in measurements:
+        if m.device:
+            used.setdefault(m.device, set()).update([m.worker] if m.worker else [])
+    if not used:
+        return f"devices: none used (--transfer-device {requested})"
+    parts = [f"{dev} ({', '.join(sorted(workers))})" if workers else dev for dev, workers in sorted(used.items())]
+    return ("device: " if len(parts) == 1 else "devices: ") + ", ".join(parts)
 
 
 def write_summary(tr: Any, measurements: Sequence[Measurement], ctx: Context) -> None:
+    """Write the table and its footer through pytest's terminal reporter ``tr`` (failing rows in red)."""
     tr.write_sep("=", "pytest-transfer summary")
-    width = getattr(tr, "_tw", None)
-    max_width = max(160, (width.fullwidth if width is not None else 200) - 1)
-    for line in format_table(measurements, max_width=max_width):
-        markup = {"red": True} if line.endswith("FAIL") else {}
-        tr.write_line(line, **markup)
+    # a terminal wraps long lines: fit its width; a log file has none, so nothing needs wrapping there
+    writer = getattr(tr, "_tw", None)
+    tty = bool(getattr(tr, "isatty", False)) and writer is not None
+    max_width = max(80, writer.fullwidth - 1) if tty else 10**6
+    header, *blocks = table_blocks(measurements, max_width=max_width)
+    for line in header:
+        tr.write_line(line)
+    for m, block in zip(measurements, blocks, strict=True):
+        for line in block:
+            tr.write_line(line, **({} if m.passed else {"red": True}))
     failed = sum(1 for m in measurements if not m.passed)
     level = round(ctx.settings.confidence_level * 100)
-    mode = ctx.settings.confidence
     tr.write_line(f"{len(measurements)} gate(s), {failed} failed; intervals are {level}% "
-                  f"(confidence mode: {mode}); device: {ctx._device or ctx.settings.device}")
+                  f"(confidence mode: {ctx.settings.confidence}); "
+                  f"{devices_line(measurements, ctx.settings.device)}")
     tr.write_line(work_line(ctx))
 
 

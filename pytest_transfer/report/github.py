@@ -1,0 +1,206 @@
+"""GitHub Actions: a Markdown job summary and workflow annotations for failing gates.
+
+When ``$GITHUB_STEP_SUMMARY`` is set (GitHub sets it in every job step), or
+``--transfer-github-summary PATH`` is given, the pytest controller appends to
+that file (GitHub's documented contract for job summaries: append Markdown,
+https://docs.github.com/actions/using-workflows/workflow-commands-for-github-actions#adding-a-job-summary):
+
+* a headline with the counts;
+* the gate table: result, test, model (``vs`` its counterpart), dataset,
+  metric, value with its interval, threshold, and where the threshold came from;
+* "Change against the stored baselines": for every ``assert_no_regression``
+  comparison, the baseline value, the current value, the change and its
+  interval; new baselines are listed as written. Without any, one line says
+  that no baseline was compared in this run;
+* links to the JSON and HTML reports when they were written (to the run's
+  artifacts when ``$GITHUB_SERVER_URL``, ``$GITHUB_REPOSITORY`` and
+  ``$GITHUB_RUN_ID`` are set, else their paths).
+
+Every failing gate also gives one workflow command on standard output,
+``::error file=<path>,line=<line>,title=<title>::<message>``, pointing at the
+test (at the failing line when the test failed there). A gate that failed
+inside a test that passed (``pytest.raises`` around a gate shown biting) gives
+``::warning`` instead. Paths are relative to ``$GITHUB_WORKSPACE`` when set
+(the repository root GitHub resolves annotation paths against), else to the
+rootdir. Escaping follows GitHub's toolkit (``%``, CR, LF, and in properties
+``:`` and ``,``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .terminal import counterpart, short_test
+
+PASS, FAIL = "✅ PASS", "❌ FAIL"
+
+
+def summary_path(option: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """Where the job summary goes: the option's path, else ``$GITHUB_STEP_SUMMARY``, else ``None``."""
+    environ = os.environ if environ is None else environ
+    return option or environ.get("GITHUB_STEP_SUMMARY") or None
+
+
+def _num(x: Any) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.4f}" if abs(x) < 1000 else f"{x:.4g}"
+
+
+def _signed(x: float) -> str:
+    return f"{x + 0.0:+.4f}"  # + 0.0: no "-0.0000"
+
+
+def _cell(text: Any) -> str:
+    """A Markdown table cell: pipes escaped, newlines folded."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _code(text: Any) -> str:
+    return f"`{_cell(text).replace('`', '')}`"
+
+
+def _value(r: Mapping[str, Any]) -> str:
+    interval = r.get("interval")
+    shown = _num(r.get("value"))
+    return shown + (f" [{_num(interval[0])}, {_num(interval[1])}]" if interval else "")
+
+
+def _is_regression(r: Mapping[str, Any]) -> bool:
+    return r.get("gate") == "regression"
+
+
+def gate_table(rows: Sequence[Mapping[str, Any]], *, level: int) -> list[str]:
+    """The Markdown gate table (every measurement except regression comparisons)."""
+    out = [f"| result | test | model | dataset | metric | value [{level}% interval] | threshold | threshold from |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        model, dataset = counterpart(r.get("gate"), str(r.get("model")), str(r.get("dataset")), r.get("details") or {})
+        threshold = f"{r.get('comparison')} {_num(r.get('threshold'))}" if r.get("threshold") is not None else "–"
+        out.append(f"| {PASS if r.get('outcome') == 'passed' else FAIL} | {_code(short_test(r.get('test')))} "
+                   f"| {_cell(model)} | {_cell(dataset)} | {_cell(r.get('metric'))} | {_value(r)} "
+                   f"| {_cell(threshold)} | {_cell(r.get('threshold_source') or '–')} |")
+    return out
+
+
+def baseline_section(rows: Sequence[Mapping[str, Any]], *, level: int) -> list[str]:
+    """The change of every compared metric against its stored baseline (or one line saying there was none)."""
+    compared = [r for r in rows if _is_regression(r) and r.get("comparison") != "baseline"]
+    written = [r for r in rows if _is_regression(r) and r.get("comparison") == "baseline"]
+    out = ["### Change against the stored baselines", ""]
+    if not compared and not written:
+        return [*out, "No stored baseline was compared in this run (`assert_no_regression` / "
+                      "`transfer_baseline` compare against `__transfer_baselines__/`).", ""]
+    if compared:
+        out += [f"| result | test | model | dataset | metric | baseline | now | change [{level}% interval] "
+                "| allowed drop | baseline file |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in compared:
+            d = r.get("details") or {}
+            interval = r.get("interval")
+            drop = r.get("value")
+            change = _signed(-drop) if drop is not None else "–"
+            if interval:
+                change += f" [{_signed(-interval[1])}, {_signed(-interval[0])}]"
+            out.append(f"| {PASS if r.get('outcome') == 'passed' else FAIL} | {_code(short_test(r.get('test')))} "
+                       f"| {_cell(r.get('model'))} | {_cell(r.get('dataset'))} "
+                       f"| {_cell(str(r.get('metric')).removesuffix('_drop'))} | {_num(d.get('baseline_value'))} "
+                       f"| {_num(d.get('current_value'))} | {change} | {_num(r.get('threshold'))} "
+                       f"| {_code(d.get('baseline', '–'))} |")
+        out.append("")
+    for r in written:
+        d = r.get("details") or {}
+        out.append(f"- new baseline {_code(d.get('baseline', '–'))}: {_cell(r.get('metric'))} "
+                   f"{_num(r.get('value'))} ({_cell(r.get('model'))} on {_cell(r.get('dataset'))})")
+    return [*out, ""] if written else out
+
+
+def _run_url(environ: Mapping[str, str]) -> str | None:
+    parts = [environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")]
+    if not all(parts):
+        return None
+    return f"{parts[0]}/{parts[1]}/actions/runs/{parts[2]}"
+
+
+def links(written: Sequence[tuple[str, str]], environ: Mapping[str, str]) -> list[str]:
+    """One line linking the reports written (to the run's artifacts on GitHub, else by path)."""
+    if not written:
+        return []
+    url = _run_url(environ)
+    shown = [f"[{what}]({url}#artifacts) ({_code(os.path.basename(path))})" if url else f"{what}: {_code(path)}"
+             for what, path in written]
+    return ["Reports: " + " · ".join(shown), ""]
+
+
+def render_summary(report: Mapping[str, Any], *, written: Sequence[tuple[str, str]] = (),
+                   environ: Mapping[str, str] | None = None) -> str:
+    """The Markdown job summary for a report document (:func:`pytest_transfer.report.json.build_report`)."""
+    environ = os.environ if environ is None else environ
+    rows = list(report.get("measurements", []))
+    settings = report.get("settings", {})
+    level = round(float(settings.get("confidence_level", 0.95)) * 100)
+    failed = sum(1 for r in rows if r.get("outcome") != "passed")
+    gates = [r for r in rows if not _is_regression(r)]
+    head = f"## pytest-transfer: {len(rows)} gate(s), " + (f"{failed} failed ❌" if failed else "all passed ✅")
+    env = report.get("environment", {})
+    devices = ", ".join(env.get("devices") or []) or "none"
+    out = [head, ""]
+    if gates:
+        out += [*gate_table(gates, level=level), ""]
+    out += baseline_section(rows, level=level)
+    out += links(written, environ)
+    out.append(f"<sub>confidence mode {_cell(settings.get('confidence', 'none'))}, {level}% intervals; "
+               f"devices: {_cell(devices)}; pytest-transfer {_cell(env.get('pytest_transfer') or '?')}</sub>")
+    return "\n".join(out) + "\n\n"
+
+
+def append_summary(path: str | os.PathLike[str], markdown: str) -> str:
+    """Append ``markdown`` to ``path`` (created with its folder if missing), as GitHub expects; returns the path."""
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(markdown)
+    return os.fspath(path)
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def annotation(r: Mapping[str, Any], location: tuple[str, int] | None) -> str:
+    """The workflow command for one failing gate (``::error`` or, when its test passed, ``::warning``)."""
+    level = "warning" if r.get("test_outcome") in ("passed", "xfailed") else "error"
+    model, dataset = counterpart(r.get("gate"), str(r.get("model")), str(r.get("dataset")), r.get("details") or {})
+    threshold = f"{r.get('comparison')} {_num(r.get('threshold'))}" if r.get("threshold") is not None else "–"
+    message = (f"{r.get('metric')} of {model} on {dataset} is {_value(r)}, threshold {threshold} "
+               f"(from {r.get('threshold_source') or '–'}); test {r.get('test')}")
+    props = [] if location is None else [f"file={_escape_property(location[0])}", f"line={int(location[1])}"]
+    props.append(f"title={_escape_property('pytest-transfer: ' + str(r.get('metric')) + ' gate failed')}")
+    return f"::{level} {','.join(props)}::{_escape_data(message)}"
+
+
+def annotations(report: Mapping[str, Any], locations: Mapping[str, tuple[str, int]]) -> list[str]:
+    """One workflow command per failing gate; ``locations`` maps test ids to ``(path, 1-based line)``."""
+    return [annotation(r, locations.get(str(r.get("test"))))
+            for r in report.get("measurements", []) if r.get("outcome") != "passed"]
+
+
+def annotation_path(path: str, rootdir: str, environ: Mapping[str, str] | None = None) -> str:
+    """``path`` (relative to ``rootdir``) made relative to ``$GITHUB_WORKSPACE`` when set, with ``/``."""
+    environ = os.environ if environ is None else environ
+    workspace = environ.get("GITHUB_WORKSPACE")
+    full = os.path.normpath(os.path.join(rootdir, path))
+    if workspace:
+        try:
+            full = os.path.relpath(full, workspace)
+        except ValueError:  # another drive on Windows: keep the absolute path
+            pass
+    else:
+        full = os.path.relpath(full, rootdir)
+    return full.replace(os.sep, "/")

@@ -1,0 +1,176 @@
+"""What the pytest controller does with the session's measurements: reports, job summaries, the terminal.
+
+:class:`SessionCollector` is a pytest plugin object. It gathers the
+measurements carried by test reports (its own process's, or those sent by
+pytest-xdist workers), the test outcomes and locations, and at the end of the
+session writes ``--transfer-report`` (JSON), ``--transfer-html``,
+``--transfer-openmetrics`` and the GitHub job summary, then prints the
+summary table, baseline notes, thresholds tables that matched nothing, the
+files written and (for GitHub) one annotation per failing gate.
+Workers write nothing. Only pytest and the standard library are imported at
+module level.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+
+from ..context import Context, Measurement
+from ..settings import SECTION
+
+PROPERTY = "pytest_transfer"
+PASSES_PROPERTY = "pytest_transfer.passes"
+
+
+def unused_threshold_tables(table: Any, pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """The ``"model"."dataset"`` tables of a :class:`~pytest_transfer.thresholds.ThresholdTable` that match
+    none of the ``(model, dataset)`` pairs, each as ``[section."m"."d"] in <file>``."""
+    seen = set(pairs)
+    out = []
+    for mp, dp in table.entries:
+        if any(fnmatch.fnmatchcase(m, mp) and fnmatch.fnmatchcase(d, dp) for m, d in seen):
+            continue
+        key = next(iter(table.entries[(mp, dp)]), "")
+        origin, section = table.origins.get((mp, dp, key), (table.origin, table.section))
+        name = f'"{mp}"."{dp}"'
+        out.append(f"[{section}.{name}] in {origin}" if section else f"[{name}] in {origin}")
+    return out
+
+
+def _location(report: pytest.TestReport) -> tuple[str, int]:
+    """``(path relative to the rootdir, 1-based line)``: the failing line in the test's file, else the test's."""
+    path, line, _ = report.location
+    crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
+    if report.failed and crash is not None and str(crash.path).replace(os.sep, "/").endswith(path.replace(os.sep, "/")):
+        return path, int(crash.lineno)
+    return path, (line or 0) + 1
+
+
+class SessionCollector:
+    """Collects measurements from test reports and writes every output on the controller."""
+
+    def __init__(self, config: pytest.Config, ctx: Context, *, progress: Callable[[list[dict[str, Any]]], None]
+                 | None = None) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.measurements: list[dict[str, Any]] = []
+        self.outcomes: dict[str, str] = {}
+        self.locations: dict[str, tuple[str, int]] = {}
+        self.started = time.time()
+        self.written: list[tuple[str, str]] = []
+        self.report: dict[str, Any] | None = None
+        self.progress = progress  # called on the controller with the passes an xdist worker ran for a test
+
+    @property
+    def is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
+
+    def _outcome(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            outcome = report.outcome
+            if hasattr(report, "wasxfail"):
+                outcome = "xfailed" if report.skipped else "xpassed"
+            self.outcomes[report.nodeid] = outcome
+        elif report.failed:
+            self.outcomes[report.nodeid] = "error"
+        elif report.skipped and report.when == "setup":
+            self.outcomes[report.nodeid] = "skipped"
+        if report.failed or report.nodeid not in self.locations:
+            self.locations[report.nodeid] = _location(report)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._outcome(report)
+        if report.when != "teardown":
+            return
+        passes = []
+        for name, value in report.user_properties:
+            if name == PROPERTY:
+                self.measurements.append(json.loads(value))
+            elif name == PASSES_PROPERTY:
+                passes.append(json.loads(value))
+        if passes and self.progress is not None and not self.is_worker:
+            self.progress(passes)
+
+    def target(self, key: str) -> str | None:
+        """The path of an output option: relative to ``[tool.pytest_transfer]``'s file when set there, else to
+        the directory pytest was started in (as ``--junitxml``)."""
+        value = getattr(self.ctx.settings, key)
+        if key == "github_summary" and not value:
+            from .github import summary_path
+
+            value = summary_path(None)
+            if value:
+                return value
+        if not value:
+            return None
+        from_file = SECTION in self.ctx.settings.source(key)
+        base = self.ctx.settings.rootdir if from_file else str(self.config.invocation_params.dir)
+        return value if os.path.isabs(value) else os.path.join(base, value)
+
+    def build(self) -> dict[str, Any]:
+        from .json import build_report
+
+        return build_report(self.measurements, settings=self.ctx.settings, outcomes=self.outcomes,
+                            duration=time.time() - self.started)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.is_worker:
+            return
+        targets = {key: self.target(key) for key in ("report", "html", "openmetrics", "github_summary")}
+        if not any(targets.values()):
+            return
+        self.report = report = self.build()
+        if targets["report"]:
+            from .json import write_json
+
+            self.written.append(("JSON report", str(write_json(targets["report"], report))))
+        if targets["html"]:
+            from .html import write_html
+
+            self.written.append(("HTML report", str(write_html(targets["html"], report))))
+        if targets["openmetrics"]:
+            from .openmetrics import write_openmetrics
+
+            self.written.append(("OpenMetrics report", str(write_openmetrics(targets["openmetrics"], report))))
+        if targets["github_summary"]:
+            from .github import append_summary, render_summary
+
+            markdown = render_summary(report, written=list(self.written))
+            self.written.append(("GitHub job summary", append_summary(targets["github_summary"], markdown)))
+
+    def _annotations(self) -> list[str]:
+        if self.report is None or not self.target("github_summary"):
+            return []
+        from .github import annotation_path, annotations
+
+        rootdir = str(self.config.rootpath)
+        where = {test: (annotation_path(path, rootdir), line) for test, (path, line) in self.locations.items()}
+        return annotations(self.report, where)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        tr = terminalreporter
+        if self.measurements:
+            from ..baselines import summary_lines
+            from .terminal import write_summary
+
+            write_summary(tr, [Measurement(**m) for m in self.measurements], self.ctx)
+            for line in summary_lines(self.measurements, update=self.ctx.settings.update_baselines):
+                tr.write_line(line)
+            pairs = [(str(m["model"]), str(m["dataset"])) for m in self.measurements]
+            unused = unused_threshold_tables(self.ctx.thresholds, pairs)
+            if unused:
+                tr.write_line("pytest-transfer: thresholds never used (their model and dataset patterns matched no "
+                              "gate in this session; a typo there disables a gate): " + "; ".join(unused),
+                              yellow=True)
+        for what, path in self.written:
+            tr.write_line(f"pytest-transfer: {what} written to {path}")
+        for line in self._annotations():
+            tr.write_line(line)
+
