@@ -71,7 +71,7 @@ class Context:
         self.clock: float | None = None  # perf_counter at the start of the test's call phase / last record
         self.forward_passes = 0
         self.cache_hits = 0
-        self.progress: Callable[[str], None] | None = None
+        self.progress: Callable[[Any], None] | None = None  # receives progress.PassStatus updates
         self.lock = threading.RLock()
         self._device: Any = None
         self.device_override: Callable[[], Any] | None = None

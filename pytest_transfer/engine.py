@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ENGINE_VERSION = 2
 CHUNK = 64  # perturbations are drawn per fixed chunk of samples, so results do not depend on the batch size
-PROGRESS_EVERY = 2.0  # seconds between progress lines of a long pass
+PROGRESS_EVERY = 0.5  # seconds between progress updates of a long pass
 
 
 @dataclass(frozen=True)
@@ -544,9 +544,9 @@ def _run_batch(step: _Step, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, to
 
 def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, *, nodes: Sequence[str],
              perturbation: Perturbation | None, batch_size: int, device: Any,
-             progress: Callable[[str], None] | None = None, autocast: str = "auto",
+             progress: Callable[[Any], None] | None = None, autocast: str = "auto",
              channels_last: bool | None = None, chunks: Callable[[], Iterable[torch.Tensor]] | None = None,
-             total: int | None = None) -> dict[str, np.ndarray]:
+             total: int | None = None, split: str | None = None, variant: str | None = None) -> dict[str, np.ndarray]:
     """The forward pass itself: returns ``logits`` and ``tap:<node>`` arrays (float32, CPU).
 
     ``batch_size`` is where it starts: a batch that runs out of device memory
@@ -555,8 +555,8 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
     to "for conv nets". ``chunks``, a function returning a fresh stream of
     [0, 1] image chunks of ``total`` images, replaces the (perturbed) images of
     ``indices`` (:func:`iter_chunks`): a multi-variant pass feeds
-    :func:`iter_variants` through here. ``progress`` receives progress lines
-    (:class:`~pytest_transfer.progress.PassProgress`).
+    :func:`iter_variants` through here. ``progress`` receives the pass's
+    :class:`~pytest_transfer.progress.PassStatus` updates (``split`` and ``variant`` only label them).
     """
     import torch
 
@@ -568,8 +568,10 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
     amp = autocast_dtype(autocast, device)
     module, channels_last = prepare_module(model, device, channels_last)
     policy = BatchPolicy(module, device, batch_size)
-    label = f"{model.name} on {dataset.name}" + (f" [{perturbation.key}]" if perturbation else "")
-    meter = PassProgress(progress, label, len(indices) if total is None else total, every=PROGRESS_EVERY)
+    meter = PassProgress(progress, model=model.name, dataset=dataset.name, split=split,
+                         variant=variant or (perturbation.key if perturbation else None),
+                         total=len(indices) if total is None else total, every=PROGRESS_EVERY)
+    meter.start()
     stream = _Regroup(chunks() if chunks is not None else iter_chunks(dataset, indices, device, perturbation))
     outputs = _HostOutputs(nodes, device)
     with _Taps(model, nodes) as taps, torch.inference_mode():
@@ -585,13 +587,14 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
             outputs.add(*got)
             del got
             meter.advance(len(x))
+    meter.finish()
     result = outputs.arrays(model.num_classes)
     bad = _nonfinite(result)
     if bad and amp is not None and autocast == "auto":
         # the model does not allow reduced precision: the whole pass again in float32
         return run_pass(model, dataset, indices, nodes=nodes, perturbation=perturbation, batch_size=policy.size,
                         device=device, progress=progress, autocast="off", channels_last=channels_last,
-                        chunks=chunks, total=total)
+                        chunks=chunks, total=total, split=split, variant=variant)
     _raise_nonfinite(bad, result, model, dataset)
     return result
 
@@ -698,13 +701,13 @@ class _Request:
         indices = self.split_indices()
         self.ctx.forward_passes += 1
         common = {"nodes": nodes, "batch_size": self.batch_size, "device": self.device,
-                  "progress": self.ctx.progress, "autocast": self.mode}
+                  "progress": self.ctx.progress, "autocast": self.mode, "split": self.split}
         with restored(self.model):  # the user's module keeps its mode, device and memory format
             if len(chosen) == 1 and self.make is None:
                 return [run_pass(self.model, self.dataset, indices, perturbation=chosen[0], **common)]
             arrays = run_pass(self.model, self.dataset, indices, perturbation=None, **common,
                               chunks=lambda: iter_variants(self.dataset, indices, self.device, chosen, self.make),
-                              total=len(indices) * len(chosen))
+                              total=len(indices) * len(chosen), variant=f"{len(chosen)} variants")
         return split_variants(arrays, len(indices), len(chosen))
 
     def arrays(self, chosen: Sequence[Perturbation | None], nodes: list[str]) -> list[tuple[dict[str, Any], bool]]:

@@ -6,7 +6,6 @@ and numpy are imported when a transfer fixture or function is first used.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import os
@@ -17,12 +16,13 @@ from typing import Any
 import pytest
 
 from .context import Context, set_current_context
-from .report.session import PROPERTY, SessionCollector
+from .report.session import PASSES_PROPERTY, PROPERTY, SessionCollector
 from .settings import OPTIONS, resolve
 
 CONTEXT_KEY = pytest.StashKey[Context]()
 PREVIOUS_KEY = pytest.StashKey[Any]()
 COLLECTOR_KEY = pytest.StashKey[Any]()
+LIVE_KEY = pytest.StashKey[Any]()
 ITEM_KEY = pytest.StashKey[list]()
 MARKER_KEYWORDS = ("model", "dataset", "model_kwargs", "dataset_kwargs")
 
@@ -78,9 +78,11 @@ def pytest_configure(config: pytest.Config) -> None:
     ctx.worker = getattr(config, "workerinput", {}).get("workerid")
     config.stash[CONTEXT_KEY] = ctx
     config.stash[PREVIOUS_KEY] = set_current_context(ctx)
-    if config.option.verbose >= 0:
-        ctx.progress = _progress_writer(config)
-    config.stash[COLLECTOR_KEY] = collector = SessionCollector(config, ctx)
+    from .report.live import LiveProgress
+
+    ctx.progress = live = LiveProgress(config)
+    config.stash[LIVE_KEY] = live
+    config.stash[COLLECTOR_KEY] = collector = SessionCollector(config, ctx, progress=_passes_printer(config))
     config.pluginmanager.register(collector, "transfer-session")
     if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
         from .report.html_extras import HtmlExtras
@@ -89,18 +91,16 @@ def pytest_configure(config: pytest.Config) -> None:
                                       "transfer-html-extras")
 
 
-def _progress_writer(config: pytest.Config) -> Any:
-    def write(message: str) -> None:
-        tr = config.pluginmanager.get_plugin("terminalreporter")
-        if tr is None or config.option.verbose < 0:
-            return
-        capman = config.pluginmanager.get_plugin("capturemanager")
-        # the terminal is captured while a test runs: step out of capturing so the line is seen
-        suspended = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
-        with suspended:
-            tr.write_line(message)
+def _passes_printer(config: pytest.Config) -> Any:
+    """On the pytest-xdist controller: one line per pass a worker ran, printed as its test finishes."""
+    def show(passes: list[dict[str, Any]]) -> None:
+        from .report.live import controller_line, write_lines
 
-    return write
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and config.option.verbose >= 0:
+            write_lines(tr, [controller_line(sent) for sent in passes])
+
+    return show
 
 
 def _device_from_hook(config: pytest.Config) -> Any:
@@ -244,6 +244,11 @@ def pytest_runtest_call(item: pytest.Item) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, None, None]:
     ctx = item.config.stash.get(CONTEXT_KEY, None)
+    live = item.config.stash.get(LIVE_KEY, None)
+    if live is not None:
+        live.clear()  # pytest writes the test's outcome next
+        if call.when == "teardown":  # under pytest-xdist, the passes the test ran travel to the controller
+            item.user_properties.extend((PASSES_PROPERTY, json.dumps(p)) for p in live.take())
     if ctx is not None:
         # measurements travel with the reports (and so through pytest-xdist and --junitxml)
         already = item.stash.get(ITEM_KEY, [])

@@ -265,7 +265,7 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_retried(fresh_context, bl
     assert module.sizes == [8] * 15  # 32 → 16 → 8, then the rest of the 120 images at 8
     np.testing.assert_allclose(ev.logits, reference(module.net, blobs, split="all")[0], atol=1e-5)
     assert fresh_context.forward_passes == 1
-    assert any("out of memory on cpu at batch size 32; retrying with 16" in m for m in messages)
+    assert any("out of memory on cpu at batch size 32; retrying with 16" in str(m) for m in messages)
     assert engine.batch_limit(module, torch.device("cpu")) == 8
     module.sizes.clear()
     evaluate(load_model(module, name="big"), blobs, split="train", batch_size=32)
@@ -359,8 +359,11 @@ def test_a_long_pass_reports_progress(fresh_context, blobs, monkeypatch):
     messages = []
     run_pass(load_model(tiny_net(), name="tiny"), blobs, blobs.indices("all"), nodes=["penultimate"],
              perturbation=gaussian_noise(0.1), batch_size=50, device="cpu", progress=messages.append)
-    assert messages[0].startswith("pytest-transfer: tiny on blobs [gaussian_noise(sigma=0.1)]: 50/120 images (")
-    assert messages[-1].startswith("pytest-transfer: tiny on blobs [gaussian_noise(sigma=0.1)]: 120/120 images")
+    assert [m.kind for m in messages] == ["start", "advance", "advance", "advance", "end"]
+    assert [m.done for m in messages] == [0, 50, 100, 120, 120] and {m.total for m in messages} == {120}
+    assert str(messages[0]) == "pytest-transfer: tiny on blobs (gaussian_noise(sigma=0.1)): 120 images ..."
+    assert messages[1].status().startswith("tiny on blobs (gaussian_noise(sigma=0.1)): 50/120 images, ")
+    assert str(messages[-1]).startswith("pytest-transfer: tiny on blobs (gaussian_noise(sigma=0.1)): 120 images in ")
 
 
 PROGRESS_PROJECT = """
@@ -392,5 +395,8 @@ def test_progress_shows_in_pytest_unless_quiet(pytester, quiet):
     args = ["-p", "no:cacheprovider", "--transfer-no-cache", "--transfer-device=cpu"]
     result = pytester.runpytest(*args, *(["-q"] if quiet else []))
     result.assert_outcomes(passed=1)
-    lines = [line for line in result.outlines if "pytest-transfer: tiny on blobs:" in line]
-    assert (lines == []) if quiet else (len(lines) == 3 and "120/120 images" in lines[-1])
+    lines = [line for line in result.outlines if "pytest-transfer: tiny on blobs" in line]
+    # not a terminal: one line when the pass starts, one when it ends
+    assert (lines == []) if quiet else lines == ["pytest-transfer: tiny on blobs (all split): 120 images ...",
+                                                 lines[1]]
+    assert quiet or lines[1].startswith("pytest-transfer: tiny on blobs (all split): 120 images in ")
