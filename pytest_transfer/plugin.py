@@ -283,10 +283,9 @@ def _requested_spec(request: pytest.FixtureRequest, key: str, fixture: str) -> t
         return request.param, kwargs
     if mark is not None and mark.kwargs.get(key) is not None:
         return mark.kwargs[key], kwargs
-    raise pytest.UsageError(
-        f"{request.node.nodeid}: the {fixture} fixture needs a {key}: mark the test with "
-        f'@pytest.mark.transfer({key}="...") or parametrize {fixture} indirectly'
-    )
+    # the one line, without the plugin's traceback
+    pytest.fail(f"{request.node.nodeid}: the {fixture} fixture needs a {key}: mark the test with "
+                f'@pytest.mark.transfer({key}="...") or parametrize {fixture} indirectly', pytrace=False)
 
 
 @pytest.fixture

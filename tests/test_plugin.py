@@ -159,8 +159,12 @@ def test_fixture_without_a_model_says_how_to_give_one(project):
             pass
     ''')
     result = project.runpytest()
-    result.stdout.fnmatch_lines(['*needs a model: mark the test with @pytest.mark.transfer(model="...")*'])
-    assert result.ret != 0
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_nothing*",
+                                 '*::test_nothing: the pretrained_model fixture needs a model: mark the test with '
+                                 '@pytest.mark.transfer(model="...") or parametrize pretrained_model indirectly',
+                                 "*short test summary info*"])
+    assert "plugin.py" not in result.stdout.str()  # the one line, no traceback through the plugin
 
 
 def test_unknown_marker_keyword_is_a_usage_error(project):

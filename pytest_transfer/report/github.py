@@ -22,7 +22,7 @@ test (at the failing line when the test failed there). A gate that failed
 inside a test that passed (``pytest.raises`` around a gate shown biting) gives
 ``::warning`` instead. Paths are relative to ``$GITHUB_WORKSPACE`` when set
 (the repository root GitHub resolves annotation paths against), else to the
-rootdir. Escaping follows GitHub's toolkit (``%``, CR, LF, and in properties
+directory pytest was started in. Escaping follows GitHub's toolkit (``%``, CR, LF, and in properties
 ``:`` and ``,``).
 """
 
@@ -191,16 +191,15 @@ def annotations(report: Mapping[str, Any], locations: Mapping[str, tuple[str, in
             for r in report.get("measurements", []) if r.get("outcome") != "passed"]
 
 
-def annotation_path(path: str, rootdir: str, environ: Mapping[str, str] | None = None) -> str:
-    """``path`` (relative to ``rootdir``) made relative to ``$GITHUB_WORKSPACE`` when set, with ``/``."""
+def annotation_path(path: str, rootdir: str, environ: Mapping[str, str] | None = None, *,
+                    start: str | None = None) -> str:
+    """``path`` (relative to ``rootdir``) made relative to ``$GITHUB_WORKSPACE`` when set (where GitHub resolves
+    annotation paths), else to ``start`` (default: the working directory), with ``/`` separators."""
     environ = os.environ if environ is None else environ
-    workspace = environ.get("GITHUB_WORKSPACE")
+    base = environ.get("GITHUB_WORKSPACE") or start or os.getcwd()
     full = os.path.normpath(os.path.join(rootdir, path))
-    if workspace:
-        try:
-            full = os.path.relpath(full, workspace)
-        except ValueError:  # another drive on Windows: keep the absolute path
-            pass
-    else:
-        full = os.path.relpath(full, rootdir)
+    try:
+        full = os.path.relpath(full, base)
+    except ValueError:  # another drive on Windows: keep the absolute path
+        pass
     return full.replace(os.sep, "/")

@@ -56,6 +56,7 @@ from typing import Any
 
 from ..baselines import write_text_file
 from ..estimators import label as metric_label
+from .terminal import counterpart
 
 PLOTS_HINT = 'pip install "pytest-transfer[plots]"'
 _MAX_LEGEND = 16
@@ -410,10 +411,11 @@ def measurement_table(rows: Sequence[Mapping[str, Any]]) -> str:
         interval = r.get("interval")
         shown_interval = f"[{_num(interval[0])}, {_num(interval[1])}]" if interval else "–"
         threshold = f"{_e(r.get('comparison'))} {_num(r.get('threshold'))}" if r.get("threshold") is not None else "–"
+        model, dataset = counterpart(r.get("gate"), str(r.get("model")), str(r.get("dataset")), r.get("details") or {})
         out.append(
             f'<tr class="{"failed" if result == "FAIL" else "passed"}">'
             f'<td class="test" title="{_e(r.get("test"))}">{_e(_short_test(r.get("test")))}</td>'
-            f"<td>{_e(r.get('model'))}</td><td>{_e(r.get('dataset'))}</td><td>{_e(r.get('metric'))}</td>"
+            f"<td>{_e(model)}</td><td>{_e(dataset)}</td><td>{_e(r.get('metric'))}</td>"
             f'<td class="num">{_num(r.get("value"))}</td><td class="num">{shown_interval}</td>'
             f'<td class="num">{threshold}</td><td class="src">{_e(r.get("threshold_source"))}</td>'
             f"<td>{_e(r.get('confidence'))}</td><td class=\"{result}\">{result}</td>"
@@ -487,29 +489,31 @@ def render_html(report: Mapping[str, Any], *, plots: bool | None = None) -> str:
     ]
     if data["ranking"]:
         parts += ["<h2>Model rankings</h2>", _ranking_tables(data["ranking"])]
-    parts.append("<h2>Plots</h2>")
-    if not figures:
-        parts.append("<p>No measurement carried plot data (confusion matrices, reliability, robustness or "
-                     "layer-wise curves, rankings).</p>")
-    elif not draw:
-        parts.append(f'<p class="note">{len(figures)} plot(s) are available for these measurements but '
-                     f"matplotlib is not installed. To get them: <code>{_e(PLOTS_HINT)}</code></p>")
-    else:
-        section = None
-        for title, caption, make in figures:
-            if title != section:
-                parts.append(f"<h3>{_e(title)}</h3>")
-                section = title
-            try:
-                img = _png(make())
-            except Exception as exc:  # a gate's malformed plot data must not lose the whole report
-                parts.append(f'<p class="note">Could not draw {_e(caption)}: {_e(type(exc).__name__)}: '
-                             f"{_e(exc)}</p>")
-                continue
-            parts.append(f'<figure><img alt="{_e(title)}: {_e(caption)}" src="data:image/png;base64,{img}">'
-                         f"<figcaption>{_e(caption)}</figcaption></figure>")
-    parts.append("</body></html>\n")
+    parts += ["<h2>Plots</h2>", *_plots_section(figures, draw), "</body></html>\n"]
     return "\n".join(parts)
+
+
+def _plots_section(figures: Sequence[tuple[str, str, Callable[[], Any]]], draw: bool) -> list[str]:
+    if not figures:
+        return ["<p>No measurement carried plot data (confusion matrices, reliability, robustness or "
+                "layer-wise curves, rankings).</p>"]
+    if not draw:
+        return [f'<p class="note">{len(figures)} plot(s) are available for these measurements but '
+                f"matplotlib is not installed. To get them: <code>{_e(PLOTS_HINT)}</code></p>"]
+    parts, section = [], None
+    for title, caption, make in figures:
+        if title != section:
+            parts.append(f"<h3>{_e(title)}</h3>")
+            section = title
+        try:
+            img = _png(make())
+        except Exception as exc:  # a gate's malformed plot data must not lose the whole report
+            parts.append(f'<p class="note">Could not draw {_e(caption)}: {_e(type(exc).__name__)}: '
+                         f"{_e(exc)}</p>")
+            continue
+        parts.append(f'<figure><img alt="{_e(title)}: {_e(caption)}" src="data:image/png;base64,{img}">'
+                     f"<figcaption>{_e(caption)}</figcaption></figure>")
+    return parts
 
 
 def write_html(path: str | os.PathLike[str], report: Mapping[str, Any], *, plots: bool | None = None) -> Path:

@@ -151,7 +151,9 @@ class SessionCollector:
         from .github import annotation_path, annotations
 
         rootdir = str(self.config.rootpath)
-        where = {test: (annotation_path(path, rootdir), line) for test, (path, line) in self.locations.items()}
+        start = str(self.config.invocation_params.dir)
+        where = {test: (annotation_path(path, rootdir, start=start), line)
+                 for test, (path, line) in self.locations.items()}
         return annotations(self.report, where)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
