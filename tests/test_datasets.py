@@ -95,10 +95,11 @@ def test_imagefolder(fresh_context, tmp_path):
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
     ds = load_dataset(f"imagefolder:{tmp_path}")
-    assert ds.classes == ["cat", "dog"] and ds.images.shape == (6, 3, 10, 12)
+    assert ds.classes == ["cat", "dog"] and ds.streamed and ds.batch(ds.indices("all")).shape == (6, 3, 10, 12)
     Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "dog" / "big.png")
     mixed = load_dataset(f"imagefolder:{tmp_path}", size=16)
-    assert mixed.images.shape == (7, 3, 16, 16)
+    assert mixed.batch(mixed.indices("all")).shape == (7, 3, 16, 16)
+    assert load_dataset(f"imagefolder:{tmp_path}").image_size == (224, 224)  # mixed sizes: the documented default
 
 
 def test_imagefolder_errors(fresh_context, tmp_path):
@@ -112,12 +113,14 @@ def test_imagefolder_errors(fresh_context, tmp_path):
         load_dataset(f"imagefolder:{tmp_path}")
 
 
-def test_torch_dataset_is_stacked(fresh_context):
+def test_torch_dataset_is_streamed(fresh_context):
     from torchvision.datasets import FakeData
     from torchvision.transforms import ToTensor
 
-    ds = load_dataset(FakeData(size=10, image_size=(3, 6, 6), num_classes=2, transform=ToTensor()), name="fake")
-    assert ds.images.shape == (10, 3, 6, 6) and ds.name == "fake"
+    fake = FakeData(size=10, image_size=(3, 6, 6), num_classes=2, transform=ToTensor())
+    ds = load_dataset(fake, name="fake")
+    assert ds.streamed and ds.name == "fake" and len(ds) == 10 and ds.image_size == (6, 6)
+    assert torch.equal(ds.batch([3])[0], fake[3][0])
 
 
 def test_torchvision_dataset_missing_files_never_downloads(fresh_context, tmp_path):

@@ -1,0 +1,296 @@
+"""The dataset sources: digits, ``imagefolder:``, ``torchvision:``, torch ``Dataset`` objects, arrays."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..registry import Registry
+from .core import TargetDataset, stratified_split
+from .files import FileSource, describe_skipped, find_image_folder, scan_files
+from .torchsets import DatasetSource, probe_layout, read_labels
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+
+def resolve_data_path(path: str, spec: str) -> Path:
+    """``path`` as a folder: a relative one is resolved against the rootdir (the folder of the
+    ``pyproject.toml`` holding ``[tool.pytest_transfer]``, else pytest's rootdir), as ``cache_dir`` is.
+    A missing folder raises ``FileNotFoundError`` naming the base used."""
+    from ..context import current_context
+
+    p = Path(path).expanduser()
+    base = None if p.is_absolute() else Path(current_context().settings.rootdir)
+    full = p if base is None else base / p
+    if not full.is_dir():
+        where = "" if base is None else (f" (a relative path is resolved against the rootdir {base}, as cache_dir "
+                                         "is; give an absolute path or one relative to it)")
+        raise FileNotFoundError(f"{spec}: no such directory {full}{where}")
+    return full
+
+
+def load_digits_dataset(*, shifted: bool = False, canvas: int = 20, **kwargs: Any) -> TargetDataset:
+    """scikit-learn's 1,797 real 8×8 handwritten digits, 10 classes, 1 channel, in memory.
+
+    ``shifted=True`` (spec ``digits-shifted``) places each digit at a seeded
+    random position on a ``canvas``×``canvas`` black image (seed 0, fixed):
+    the same real digits and labels, but no longer separable pixel by pixel,
+    so features that do not know about shapes stop working.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("the 'digits' dataset needs scikit-learn: pip install 'pytest-transfer[data]'") from None
+    import numpy as np
+
+    d = load_digits()
+    images = (d.images.astype(np.float32) / 16.0)[:, None]
+    if shifted:
+        if canvas < 8:
+            raise ValueError(f"canvas: must be at least 8 pixels, got {canvas}")
+        rng = np.random.default_rng(0)
+        offsets = rng.integers(0, canvas - 8 + 1, size=(len(images), 2))
+        placed = np.zeros((len(images), 1, canvas, canvas), np.float32)
+        for i, (r, c) in enumerate(offsets):
+            placed[i, 0, r:r + 8, c:c + 8] = images[i, 0]
+        images = placed
+    default = "digits-shifted" if shifted else "digits"
+    return TargetDataset(images, d.target, name=kwargs.pop("name", default), classes=[str(i) for i in range(10)],
+                         **kwargs)
+
+
+def load_imagefolder(root: str, *, size: int | None = None, channels: int | None = None,
+                     allow_empty: bool = False, skip_unreadable: bool = False, fingerprint: str = "content",
+                     **kwargs: Any) -> TargetDataset:
+    """``imagefolder:<path>``: one sub-folder per class, as torchvision's ``ImageFolder``; streamed.
+
+    Classes and sample order are torchvision's (sorted sub-folder names),
+    except that hidden files and folders are skipped at every level (see
+    :func:`~pytest_transfer.datasets.files.find_image_folder`). Only the
+    file headers are read here; the engine decodes the images chunk by chunk.
+
+    * ``size``: ``None`` keeps images as stored when they all share one size;
+      otherwise (or when given) the shorter side is resized to ``size``
+      (default 224) and the centre cropped square.
+    * ``channels``: 1 or 3; by default 1 when every image is greyscale.
+      Bit depth, palette and alpha: :mod:`pytest_transfer.datasets.decode`.
+    * ``allow_empty=True`` keeps a class folder without images (an error
+      naming it otherwise).
+    * ``skip_unreadable=True`` leaves out files that PIL cannot read or that
+      are truncated (each file is then decoded once while listing, remembered
+      for unchanged files), warns with the count and lists them in
+      ``dataset.skipped``; by default such a file is an error naming it.
+    * ``fingerprint``: ``"content"`` (default) hashes the bytes of every file
+      (read once per session, about 1 GB/s from a warm disk cache);
+      ``"stat"`` hashes paths, sizes and modification times only.
+
+    A relative ``root`` is resolved against the rootdir, like ``cache_dir``.
+    """
+    spec = f"imagefolder:{root}"
+    base = resolve_data_path(root, spec)
+    classes, samples = find_image_folder(base, allow_empty=allow_empty)
+    if not samples:
+        raise ValueError(f"{spec}: no images found under {base}")
+    paths = [p for p, _ in samples]
+    kept, layout, hw, skipped = scan_files(paths, skip_unreadable=skip_unreadable, size=size, channels=channels,
+                                           what=spec)
+    if skipped:
+        warnings.warn(f"{spec}: {describe_skipped(skipped)}", UserWarning, stacklevel=2)
+    source = FileSource([paths[i] for i in kept], layout, hw, root=str(base), fingerprint=fingerprint)
+    ds = TargetDataset(source, [samples[i][1] for i in kept], name=kwargs.pop("name", spec), classes=classes,
+                       **kwargs)
+    ds.skipped = skipped
+    return ds
+
+
+def _uint8_data(ds: Any) -> Any:
+    """A torchvision dataset's ``data`` array (MNIST, CIFAR, ...) when it is the images as uint8, else None."""
+    data = getattr(ds, "data", None)
+    if data is None or getattr(ds, "transform", None) is not None or len(data) != len(ds):
+        return None
+    if str(getattr(data, "dtype", "")) not in ("uint8", "torch.uint8") or data.ndim not in (3, 4):
+        return None
+    return data
+
+
+def _open_splits(cls: type, dataset_name: str, root: str, spec: str) -> dict[str, Any]:
+    parts: dict[str, Any] = {}
+    for split, attempts in (("train", ({"train": True}, {"split": "train"})),
+                            ("test", ({"train": False}, {"split": "test"}))):
+        for extra in attempts:
+            try:
+                parts[split] = cls(root, download=False, **extra)
+                break
+            except TypeError:
+                continue
+            except (RuntimeError, FileNotFoundError, OSError) as exc:
+                raise FileNotFoundError(
+                    f"{spec}: the dataset files are not there ({exc}). pytest-transfer never downloads: fetch "
+                    f"them on a machine with network access, e.g. torchvision.datasets.{dataset_name}({root!r}, "
+                    f"download=True), and copy {root} here"
+                ) from None
+    if not parts:
+        parts["all"] = cls(root)
+    return parts
+
+
+def load_torchvision_dataset(dataset_name: str, root: str, *, max_samples: int | None = None,
+                             size: int | None = None, channels: int | None = None, **kwargs: Any) -> TargetDataset:
+    """``torchvision:<Name>:<root>``: a torchvision dataset from local files, never downloading.
+
+    When the dataset has an official train/test split, it is kept.
+    ``max_samples`` keeps a stratified, seeded subset of each split, chosen
+    from the labels alone (``targets``, ``samples``, ...) before any image is
+    decoded. Datasets that hold their images as one uint8 array (MNIST,
+    Fashion-MNIST, CIFAR) keep the chosen images in memory; the others are
+    streamed item by item. ``size`` / ``channels``: as for ``imagefolder``.
+    A relative ``root`` is resolved against the rootdir.
+    """
+    import numpy as np
+    import torchvision.datasets as tvd
+
+    spec = f"torchvision:{dataset_name}:{root}"
+    cls = getattr(tvd, dataset_name, None)
+    if cls is None or not isinstance(cls, type):
+        names = [n for n in dir(tvd) if n[:1].isupper() and n not in ("VisionDataset", "DatasetFolder")]
+        raise ValueError(f"torchvision has no dataset {dataset_name!r}; e.g. {', '.join(names[:15])}")
+    base = resolve_data_path(root, spec)
+    opened = _open_splits(cls, dataset_name, str(base), spec)
+    seed = int(kwargs.get("seed", 0))
+    parts, labels, offsets = [], [], {}
+    for split, ds in opened.items():
+        y = read_labels(ds)
+        keep = np.arange(len(y))
+        if max_samples is not None and len(y) > max_samples:
+            keep = stratified_split(np.unique(y, return_inverse=True)[1], test_fraction=max_samples / len(y),
+                                    seed=seed)["test"]
+        offsets[split] = (sum(len(a) for a in labels), len(keep))
+        parts.append((ds, keep))
+        labels.append(y[keep])
+    all_labels = np.concatenate(labels)
+    splits = None
+    if "train" in offsets and "test" in offsets:
+        splits = {k: np.arange(o, o + n) for k, (o, n) in offsets.items()}
+    classes = getattr(parts[0][0], "classes", None)
+    classes = classes if classes and len(classes) > int(all_labels.max()) else None
+    common = {"name": kwargs.pop("name", spec), "classes": classes, "splits": splits, **kwargs}
+    arrays = [_uint8_data(ds) for ds, _ in parts]
+    if size is None and channels is None and all(a is not None for a in arrays):
+        return TargetDataset(_stack_subsets(arrays, [k for _, k in parts]), all_labels, **common)
+    layout, hw = probe_layout(parts, size=size, channels=channels)
+    return TargetDataset(DatasetSource(parts, layout, hw, root=str(base), name=spec), all_labels, **common)
+
+
+def _stack_subsets(arrays: Sequence[Any], keeps: Sequence[np.ndarray]) -> np.ndarray:
+    """The kept rows of each uint8 array, concatenated N×C×H×W (only those rows are copied)."""
+    import numpy as np
+    import torch
+
+    out = []
+    for data, keep in zip(arrays, keeps, strict=True):
+        rows = data[keep] if isinstance(data, np.ndarray) else data[torch.as_tensor(keep)].numpy()
+        out.append(rows.transpose(0, 3, 1, 2) if rows.ndim == 4 and rows.shape[-1] in (1, 3) else rows)
+    return np.ascontiguousarray(np.concatenate(out))
+
+
+def dataset_from_torch(obj: Any, *, name: str | None = None, classes: Sequence[Any] | None = None,
+                       size: int | None = None, channels: int | None = None, **kwargs: Any) -> TargetDataset:
+    """A torch ``Dataset`` of ``(image, label)`` items (PIL images, tensors or arrays), streamed.
+
+    Labels are read from its attributes when it has them (``targets``,
+    ``samples``, ...), else in one pass over the items. Channels and size are
+    probed on a few items spread over it: colour among them makes every item
+    RGB (greyscale items repeated); different sizes choose ``size=224``.
+    """
+    import numpy as np
+
+    label = name or type(obj).__name__
+    labels = read_labels(obj)
+    parts = [(obj, np.arange(len(obj)))]
+    layout, hw = probe_layout(parts, size=size, channels=channels)
+    names = classes if classes is not None else getattr(obj, "classes", None)
+    if names is not None and (not len(labels) or len(names) <= int(labels.max())):
+        names = None
+    return TargetDataset(DatasetSource(parts, layout, hw, name=label), labels, name=label, classes=names, **kwargs)
+
+
+def as_target_dataset(obj: Any, *, name: str | None = None, seed: int = 0, test_fraction: float = 0.25,
+                      classes: Sequence[Any] | None = None, **kwargs: Any) -> TargetDataset:
+    """Wrap what a factory returned: a ``TargetDataset``, an ``(images, labels)`` pair or a torch ``Dataset``."""
+    if isinstance(obj, TargetDataset):
+        if name:
+            obj.name = name
+        return obj
+    if isinstance(obj, tuple) and len(obj) == 2:
+        return TargetDataset(obj[0], obj[1], name=name or "arrays", seed=seed, test_fraction=test_fraction,
+                             classes=classes)
+    if hasattr(obj, "__getitem__") and hasattr(obj, "__len__"):
+        return dataset_from_torch(obj, name=name, classes=classes, seed=seed, test_fraction=test_fraction, **kwargs)
+    raise TypeError(
+        f"cannot make a dataset from {type(obj).__name__}: pass a spec string, a torch Dataset, "
+        "or (images, labels) arrays"
+    )
+
+
+def load_dataset(spec: Any, *, name: str | None = None, seed: int | None = None,
+                 test_fraction: float | None = None, registry: Registry | None = None,
+                 **kwargs: Any) -> TargetDataset:
+    """Build a ``TargetDataset`` from a spec string, a torch ``Dataset`` or ``(images, labels)``.
+
+    Specs: ``digits``, ``digits-shifted``, ``imagefolder:<path>``, ``torchvision:<Name>:<root>``,
+    or a name registered through ``pytest_transfer_register_datasets``.
+    ``seed`` and ``test_fraction`` default to the active settings. Folders and
+    torch ``Dataset`` objects are streamed; keyword arguments go to the
+    source (:func:`load_imagefolder`, :func:`load_torchvision_dataset`,
+    :func:`dataset_from_torch`, a registered factory).
+
+    >>> ds = load_dataset("digits")  # doctest: +SKIP
+    """
+    from ..context import current_context
+
+    ctx = current_context()
+    seed = ctx.settings.seed if seed is None else seed
+    test_fraction = ctx.settings.test_fraction if test_fraction is None else test_fraction
+    common = {"seed": seed, "test_fraction": test_fraction}
+    if not isinstance(spec, str):
+        return as_target_dataset(spec, name=name, **common, **kwargs)
+    reg = registry if registry is not None else ctx.datasets
+    if spec in reg:
+        obj = reg.get(spec)(**kwargs)
+        ds = as_target_dataset(obj, name=name or spec, **common)
+        if isinstance(obj, TargetDataset) and (ds.seed, ds.test_fraction) != (seed, test_fraction) \
+                and not ds.has_explicit_splits:
+            ds = ds.with_split(seed=seed, test_fraction=test_fraction)
+        return ds
+    source, _, rest = spec.partition(":")
+    if spec in ("digits", "digits-shifted"):
+        return load_digits_dataset(shifted=spec == "digits-shifted", name=name or spec, **common, **kwargs)
+    if source == "imagefolder" and rest:
+        return load_imagefolder(rest, name=name or spec, **common, **kwargs)
+    if source == "torchvision" and rest:
+        ds_name, _, root = rest.partition(":")
+        if not root:
+            raise ValueError(f"dataset spec {spec!r}: give the root folder, e.g. torchvision:CIFAR10:data/cifar")
+        return load_torchvision_dataset(ds_name, root, name=name or spec, **common, **kwargs)
+    known = ", ".join(reg.list()) or "none registered"
+    raise ValueError(
+        f"unknown dataset spec {spec!r}; use digits, imagefolder:<path>, torchvision:<Name>:<root>, "
+        f"or a registered name ({known})"
+    )
+
+
+def list_datasets(include: str | Sequence[str] | None = None,
+                  exclude: str | Sequence[str] | None = None) -> list[str]:
+    """Registered dataset names plus the built-in ``digits``."""
+    from ..context import current_context
+
+    reg = Registry("dataset")
+    for n in current_context().datasets.list():
+        reg.register(n, lambda: None)
+    for builtin in ("digits", "digits-shifted"):
+        if builtin not in reg:
+            reg.register(builtin, lambda: None)
+    return reg.list(include=include, exclude=exclude)
