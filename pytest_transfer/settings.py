@@ -85,6 +85,15 @@ def _parse_device(value: Any) -> str:
     return validate_device_spec(str(value))
 
 
+def parse_num_workers(value: Any) -> int | str:
+    """``auto`` or an integer >= 0 (the ``num_workers`` setting)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, bool) or not str(value).strip().isdigit():
+        raise ValueError(f"expected 'auto' or an integer >= 0, got {value!r}")
+    return int(value)
+
+
 def _parse_path(value: Any) -> str | None:
     if value is None or str(value) == "":
         return None
@@ -127,6 +136,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("autocast", "auto", _parse_autocast,
            "mixed precision of the forward pass: auto (float16 autocast on CUDA, float32 again for a model whose "
            "outputs overflow; float32 elsewhere), on, off", metavar="MODE"),
+    Option("num_workers", "auto", parse_num_workers,
+           "DataLoader worker processes decoding streamed datasets (image folders, torch Datasets); auto = the "
+           "CPUs less one, shared among xdist workers, at most 8", metavar="N"),
     Option("test_fraction", 0.25, _parse_fraction, "fraction of each dataset held out as the test split",
            metavar="F"),
     Option("thresholds", None, _parse_path,
@@ -154,6 +166,7 @@ class Settings:
     confidence_level: float = 0.95
     batch_size: int = 64
     autocast: str = "auto"
+    num_workers: int | str = "auto"
     test_fraction: float = 0.25
     thresholds: str | None = None
     github_summary: str | None = None
