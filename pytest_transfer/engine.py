@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .context import Context, current_context
+from .datasets.decode import adapt_channels
 from .models import PENULTIMATE, TransferModel, restored
 from .settings import AUTOCAST_MODES
 
@@ -420,37 +421,48 @@ class _HostOutputs:
 
 # --- the chunk source ------------------------------------------------------------
 
-def _load_chunk(dataset: TargetDataset, index: np.ndarray, device: Any) -> torch.Tensor:
-    """Float [0, 1] images of ``index`` on ``device``; on CUDA through pinned memory, converted there."""
-    import torch
+def _to_device(raw: torch.Tensor, device: Any) -> torch.Tensor:
+    """Stored images (uint8 or float) as float [0, 1] on ``device``; to CUDA through pinned memory, with uint8
+    data travelling as uint8 and scaled there (the same division as ``TargetDataset.batch``)."""
+    from .datasets import to_unit_float
 
-    if device.type != "cuda":
-        return dataset.batch(index).to(device)
-    images = dataset.images
-    raw = images.index_select(0, torch.as_tensor(index, dtype=torch.long, device=images.device))
-    if raw.device.type == "cpu":
+    if device.type == "cuda" and raw.device.type == "cpu":
         raw = raw.pin_memory()
-    x = raw.to(device, non_blocking=True)
-    if x.dtype == torch.uint8:
-        return x.float().div_(255.0)  # the same division as TargetDataset.batch, done on the GPU
-    return x.float() if x.dtype != torch.float32 else x
+    return to_unit_float(raw.to(device, non_blocking=device.type == "cuda"))
 
 
-def load_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any) -> Iterator[torch.Tensor]:
+def load_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any, *,
+                num_workers: int = 0) -> Iterator[torch.Tensor]:
     """The chunk source: float [0, 1] images ``(n, C, H, W)`` of ``indices`` on ``device``, in fixed chunks of
-    ``CHUNK`` (the last may be shorter). Every pass reads its images here, each chunk once."""
+    ``CHUNK`` (the last may be shorter). Every pass reads its images here, each chunk once.
+
+    In-memory datasets are sliced; streamed ones (image folders, torch
+    ``Dataset`` objects) are decoded by ``num_workers`` ``DataLoader``
+    workers (:func:`pytest_transfer.datasets.stream.iter_raw_chunks`), so a
+    chunk holds the same images either way and memory is bounded by the chunk.
+    """
     import torch
+
+    from .datasets.stream import iter_raw_chunks
 
     device = torch.device(device)
-    for start in range(0, len(indices), CHUNK):
-        yield _load_chunk(dataset, indices[start:start + CHUNK], device)
+    for raw in iter_raw_chunks(dataset, indices, chunk=CHUNK, num_workers=num_workers):
+        x = _to_device(raw, device)
+        del raw  # a decoded chunk is freed once converted
+        yield x
+        del x
 
 
 def iter_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any,
-                perturbation: Perturbation | None) -> Iterator[torch.Tensor]:
+                perturbation: Perturbation | None, *, num_workers: int = 0) -> Iterator[torch.Tensor]:
     """Float [0, 1] images in fixed chunks of ``CHUNK``, perturbed on ``device`` (chunk ``c`` with seed ``c``)."""
-    for c, x in enumerate(load_chunks(dataset, indices, device)):
-        yield x if perturbation is None else perturbation.apply(x, c)
+    c = 0  # not enumerate(): its reused result tuple would hold the previous chunk while the next one loads
+    for x in load_chunks(dataset, indices, device, num_workers=num_workers):
+        out = x if perturbation is None else perturbation.apply(x, c)
+        del x
+        yield out
+        del out
+        c += 1
 
 
 #: makes every variant of one chunk: ``make(images, chunk_index, perturbations)`` yields one tensor per
@@ -466,16 +478,19 @@ def apply_each(images: torch.Tensor, chunk: int, perturbations: Sequence[Perturb
 
 
 def iter_variants(dataset: TargetDataset, indices: np.ndarray, device: Any,
-                  perturbations: Sequence[Perturbation | None], make: VariantMaker | None = None
-                  ) -> Iterator[torch.Tensor]:
+                  perturbations: Sequence[Perturbation | None], make: VariantMaker | None = None, *,
+                  num_workers: int = 0) -> Iterator[torch.Tensor]:
     """Each chunk loaded once, followed by all its variants (chunk-major order); undo with :func:`split_variants`.
 
     Variant ``v`` of chunk ``c`` equals what :func:`iter_chunks` yields for
     ``perturbations[v]`` at chunk ``c`` (``make`` may make several at once, faster, but not differently).
     """
     make = make or apply_each
-    for c, x in enumerate(load_chunks(dataset, indices, device)):
+    c = 0  # see iter_chunks: no enumerate()
+    for x in load_chunks(dataset, indices, device, num_workers=num_workers):
         yield from make(x, c, perturbations)
+        del x
+        c += 1
 
 
 def split_variants(arrays: dict[str, np.ndarray], n: int, n_variants: int) -> list[dict[str, np.ndarray]]:
@@ -521,7 +536,7 @@ def _run_batch(step: _Step, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, to
     """``(logits, taps)`` of one batch, or ``None`` when it ran out of memory and can be halved."""
     shape = None  # the module's input shape, once preprocess has run
     try:
-        inp = _layout(step.model.preprocess(x), step.channels_last)
+        inp = _layout(step.model.preprocess(adapt_channels(x, step.model.in_channels)), step.channels_last)
         shape = tuple(inp.shape)
         out = _forward(step.module, inp, step.amp)
         check_logits(step.model, out)
@@ -546,7 +561,8 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
              perturbation: Perturbation | None, batch_size: int, device: Any,
              progress: Callable[[Any], None] | None = None, autocast: str = "auto",
              channels_last: bool | None = None, chunks: Callable[[], Iterable[torch.Tensor]] | None = None,
-             total: int | None = None, split: str | None = None, variant: str | None = None) -> dict[str, np.ndarray]:
+             total: int | None = None, split: str | None = None, variant: str | None = None,
+             num_workers: int = 0) -> dict[str, np.ndarray]:
     """The forward pass itself: returns ``logits`` and ``tap:<node>`` arrays (float32, CPU).
 
     ``batch_size`` is where it starts: a batch that runs out of device memory
@@ -557,6 +573,9 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
     ``indices`` (:func:`iter_chunks`): a multi-variant pass feeds
     :func:`iter_variants` through here. ``progress`` receives the pass's
     :class:`~pytest_transfer.progress.PassStatus` updates (``split`` and ``variant`` only label them).
+    ``num_workers``: loader workers decoding a streamed dataset (:func:`load_chunks`). The images'
+    channels are made the model's (``in_channels``) before its preprocess
+    (:func:`pytest_transfer.datasets.adapt_channels`: 3→1 by luma, 1→3 by repetition).
     """
     import torch
 
@@ -572,7 +591,8 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
                          variant=variant or (perturbation.key if perturbation else None),
                          total=len(indices) if total is None else total, every=PROGRESS_EVERY)
     meter.start()
-    stream = _Regroup(chunks() if chunks is not None else iter_chunks(dataset, indices, device, perturbation))
+    stream = _Regroup(chunks() if chunks is not None
+                      else iter_chunks(dataset, indices, device, perturbation, num_workers=num_workers))
     outputs = _HostOutputs(nodes, device)
     with _Taps(model, nodes) as taps, torch.inference_mode():
         step = _Step(model, module, taps, amp, channels_last, dataset.name)
@@ -585,8 +605,8 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
                            f"(set --transfer-batch-size={size} to start there)")
                 continue
             outputs.add(*got)
-            del got
             meter.advance(len(x))
+            del got, x  # free this batch before the next is assembled
     meter.finish()
     result = outputs.arrays(model.num_classes)
     bad = _nonfinite(result)
@@ -594,7 +614,7 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
         # the model does not allow reduced precision: the whole pass again in float32
         return run_pass(model, dataset, indices, nodes=nodes, perturbation=perturbation, batch_size=policy.size,
                         device=device, progress=progress, autocast="off", channels_last=channels_last,
-                        chunks=chunks, total=total, split=split, variant=variant)
+                        chunks=chunks, total=total, split=split, variant=variant, num_workers=num_workers)
     _raise_nonfinite(bad, result, model, dataset)
     return result
 
@@ -682,9 +702,13 @@ class _Request:
     mode: str = "auto"
     precision: str = "float32"
     indices: Any = None
+    workers: int = 0
 
     def __post_init__(self) -> None:
+        from .datasets.stream import resolve_num_workers
+
         self.device = self.ctx.device
+        self.workers = resolve_num_workers(getattr(self.ctx.settings, "num_workers", "auto"))
         self.mode = getattr(self.ctx.settings, "autocast", "auto")
         self.precision = precision_label(autocast_dtype(self.mode, self.device))
 
@@ -701,12 +725,14 @@ class _Request:
         indices = self.split_indices()
         self.ctx.forward_passes += 1
         common = {"nodes": nodes, "batch_size": self.batch_size, "device": self.device,
-                  "progress": self.ctx.progress, "autocast": self.mode, "split": self.split}
+                  "progress": self.ctx.progress, "autocast": self.mode, "split": self.split,
+                  "num_workers": self.workers}
         with restored(self.model):  # the user's module keeps its mode, device and memory format
             if len(chosen) == 1 and self.make is None:
                 return [run_pass(self.model, self.dataset, indices, perturbation=chosen[0], **common)]
             arrays = run_pass(self.model, self.dataset, indices, perturbation=None, **common,
-                              chunks=lambda: iter_variants(self.dataset, indices, self.device, chosen, self.make),
+                              chunks=lambda: iter_variants(self.dataset, indices, self.device, chosen, self.make,
+                                                           num_workers=self.workers),
                               total=len(indices) * len(chosen), variant=f"{len(chosen)} variants")
         return split_variants(arrays, len(indices), len(chosen))
 

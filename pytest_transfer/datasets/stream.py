@@ -92,16 +92,17 @@ def iter_raw_chunks(dataset: TargetDataset, indices: np.ndarray, *, chunk: int,
         _Items(dataset.source, indices), batch_size=sub, shuffle=False, num_workers=workers,
         collate_fn=_stack, prefetch_factor=PREFETCH if workers else None,
     )
-    parts: list[torch.Tensor] = []
-    held = 0
+    buf, filled, done = None, 0, 0
     for part in loader:
-        parts.append(part)
-        held += len(part)
-        if held == chunk:
-            yield torch.cat(parts) if len(parts) > 1 else parts[0]
-            parts, held = [], 0
-    if parts:
-        yield torch.cat(parts) if len(parts) > 1 else parts[0]
+        if buf is None:  # each chunk is filled in place: no second copy of its images
+            buf = torch.empty((min(chunk, len(indices) - done), *part.shape[1:]), dtype=part.dtype)
+        buf[filled:filled + len(part)] = part
+        filled += len(part)
+        del part
+        if filled == len(buf):
+            out, buf, filled, done = buf, None, 0, done + filled
+            yield out  # nothing but the chunk stays referenced while it is used
+            del out
 
 
 __all__ = ["default_num_workers", "iter_raw_chunks", "resolve_num_workers"]
