@@ -115,8 +115,8 @@ def test_sweep_variants_are_the_engines_perturbed_chunks(data):
 
 def test_sweep_loads_each_chunk_once(monkeypatch, data, head_model, fresh_context):
     calls = []
-    original = type(data).batch
-    monkeypatch.setattr(type(data), "batch", lambda self, idx: calls.append(len(idx)) or original(self, idx))
+    original = type(data).raw_batch  # every chunk of a pass is read through raw_batch
+    monkeypatch.setattr(type(data), "raw_batch", lambda self, idx: calls.append(len(idx)) or original(self, idx))
     corruption_sweep(head_model, data, ["gaussian_noise", "fog", "pixelate"], "all", method="direct")
     n_test = len(data.indices("test"))
     assert calls == [64, n_test - 64]  # one load of each chunk for 1 + 15 variants
