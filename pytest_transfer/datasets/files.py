@@ -31,6 +31,13 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 _VERIFIED: set[tuple[str, int, int]] = set()
 
 
+def clear_file_memo() -> None:
+    """Forget the headers and content hashes read so far (as a new session would)."""
+    _HEADERS.clear()
+    _DIGESTS.clear()
+    _VERIFIED.clear()
+
+
 class UnreadableImage(ValueError):
     """A file that PIL cannot open or decode."""
 
@@ -213,6 +220,6 @@ def describe_skipped(skipped: Sequence[str]) -> str:
     return f"{len(skipped)} unreadable file(s) skipped ({head}{', ...' if len(skipped) > 3 else ''})"
 
 
-__all__ = ["DEFAULT_SIZE", "FINGERPRINT_MODES", "IMAGE_SUFFIXES", "FileSource", "UnreadableImage",
+__all__ = ["DEFAULT_SIZE", "FINGERPRINT_MODES", "IMAGE_SUFFIXES", "FileSource", "UnreadableImage", "clear_file_memo",
            "describe_skipped", "file_digest", "files_fingerprint", "find_image_folder", "read_header",
            "scan_files"]
