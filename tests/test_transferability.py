@@ -194,8 +194,23 @@ def test_hscore_matches_the_trace_and_the_per_class_closed_form():
 
 
 def test_hscore_matches_the_pinv_trace_when_fewer_samples_than_dimensions():
-    f, y = blobs(30, 60, 3, 0.5, seed=10)
-    assert hscore(f, y) == pytest.approx(_pinv_hscore(f, y), rel=1e-6)
+    f, y = blobs(30, 8, 3, 0.5, seed=10)
+    wide = f @ np.random.default_rng(10).normal(size=(8, 60))  # 60 dimensions spanning 8: N - C >= rank
+    assert hscore(wide, y) == pytest.approx(_pinv_hscore(wide, y), rel=1e-6)
+
+
+@pytest.mark.parametrize(("n", "d", "c"), [(30, 60, 3), (40, 40, 2), (20, 18, 3)])
+def test_hscore_and_sfda_refuse_too_few_samples_for_the_covariance(n, d, c):
+    rng = np.random.default_rng(3)
+    noise, y = rng.normal(size=(n, d)), np.arange(n) % c
+    # what the pseudo-inverse gives pure noise here: (nearly) the best score, C - 1, as for separable classes
+    assert _pinv_hscore(noise, y) > 0.9 * (c - 1)
+    with pytest.raises(ValueError, match=rf"{n} samples in {c} classes leave {n - c} degrees of freedom.*"
+                                         "regularized_hscore"):
+        hscore(noise, y)
+    with pytest.raises(ValueError, match=r"degrees of freedom.*SFDA's Fisher discriminant"):
+        sfda(noise, y)
+    assert 0.0 <= regularized_hscore(noise, y) < 0.5 * (c - 1)  # shrinkage is made for this case
 
 
 @pytest.mark.parametrize(
@@ -203,7 +218,8 @@ def test_hscore_matches_the_pinv_trace_when_fewer_samples_than_dimensions():
 )
 def test_hscore_never_exceeds_c_minus_one(n, d, c, sep):
     f, y = blobs(n, d, c, sep, seed=11)
-    assert 0.0 <= hscore(f, y) <= c - 1 + 1e-9
+    if n - c >= d:
+        assert 0.0 <= hscore(f, y) <= c - 1 + 1e-9
     assert 0.0 <= regularized_hscore(f, y) <= c - 1 + 1e-9
 
 
@@ -471,7 +487,7 @@ def test_every_metric_declares_direction_bounds_and_inputs():
 
 @pytest.mark.parametrize("name", sorted(TRANSFERABILITY_METRICS))
 def test_scores_are_within_their_declared_bounds(name):
-    f, y = blobs(60, 5, 3, 1.5, seed=26)
+    f, y = blobs(75, 5, 3, 1.5, seed=26)
     value = TRANSFERABILITY_METRICS[name](*_inputs_for(name, f, y))
     low, high = TRANSFERABILITY_METRICS[name].bounds
     assert isinstance(value, float) and low <= value <= high
@@ -480,7 +496,7 @@ def test_scores_are_within_their_declared_bounds(name):
 @pytest.mark.parametrize("name", sorted(TRANSFERABILITY_METRICS))
 def test_torch_tensors_give_the_numpy_result(name):
     torch = pytest.importorskip("torch")
-    f, y = blobs(48, 4, 3, 1.5, seed=27)
+    f, y = blobs(75, 4, 3, 1.5, seed=27)
     a, b = _inputs_for(name, f, y)
     fn = TRANSFERABILITY_METRICS[name]
     assert fn(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(fn(a, b), rel=1e-12)

@@ -7,6 +7,7 @@ Nothing here imports torch: a tensor is recognised by its ``detach`` method.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -142,6 +143,54 @@ def check_probabilities(p: np.ndarray, name: str, *, atol: float = 1e-4) -> None
         raise ValueError(
             f"{name}: rows must sum to 1 (worst row sums to {sums[np.argmax(np.abs(sums - 1.0))]:.4g}); "
             "pass class probabilities, e.g. softmax(logits)"
+        )
+
+
+def rounding_tolerance(n: int) -> float:
+    """Relative size of the rounding error of a mean of ``n`` float64 values (pairwise summation), with margin.
+
+    Differences below ``rounding_tolerance(n) · |values|`` are rounding, not data: a float64
+    column of ten 0.1s has a mean that differs from 0.1 in the last bit, while a float32
+    column that differs by one float32 step differs by 6e-8 relative, far above this.
+    """
+    return 16.0 * (math.log2(max(n, 1)) + 2.0) * float(np.finfo(np.float64).eps)
+
+
+def centre_columns(x: np.ndarray) -> np.ndarray:
+    """``x`` minus its column means, with the columns that are constant up to rounding set to exactly 0.
+
+    Without this a constant float64 column (0.1 ten times) keeps residues of 1e-17 after
+    centring, which scale-free metrics then read as a direction of its own (CKA of two
+    constant representations would be 1.0), while the same data in float32 centres to
+    zeros: the verdict would depend on the dtype.
+    """
+    xc = x - x.mean(axis=0)
+    if xc.size:
+        high, low = x.max(axis=0), x.min(axis=0)  # two passes, no temporaries
+        constant = high - low <= rounding_tolerance(len(x)) * np.maximum(np.abs(high), np.abs(low))
+        if constant.any():
+            xc[:, constant] = 0.0
+    return xc
+
+
+def check_covariance_sample(xc: np.ndarray, n_classes: int, method: str, fix: str) -> None:
+    """Refuse ``N - C`` samples fewer than the dimensions the centred features ``xc`` span.
+
+    A within-class covariance estimated from ``N - C`` degrees of freedom is singular on
+    the span of the features when ``N - C < rank``; a method that inverts it (H-score's
+    pseudo-inverse, SFDA's discriminant) then separates any labels exactly, pure noise
+    included, and returns its best score.
+    """
+    n, d = xc.shape
+    if n - n_classes >= d:
+        return
+    s = np.linalg.svd(xc, compute_uv=False)
+    rank = int(np.sum(s > (s[0] if s.size else 0.0) * max(n, d) * np.finfo(np.float64).eps)) if s.size else 0
+    if n - n_classes < rank:
+        raise ValueError(
+            f"features: {n} samples in {n_classes} classes leave {n - n_classes} degrees of freedom for the "
+            f"within-class covariance, fewer than the {rank} dimensions the features span; {method} would "
+            f"separate any labels exactly (pure noise gets its best score). {fix}"
         )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float, check_nonempty, check_same_length, declare
+from ._checks import as_float, centre_columns, check_nonempty, check_same_length, declare, rounding_tolerance
 
 
 def _features(a: Any, name: str) -> np.ndarray:
@@ -78,8 +78,8 @@ def linear_cka(x: Any, y: Any, *, debiased: bool = False) -> float:
             f"x: got {n} sample(s); linear CKA needs at least {4 if debiased else 2}"
             f"{' with debiased=True' if debiased else ''}"
         )
-    a = a - a.mean(axis=0)
-    b = b - b.mean(axis=0)
+    a = centre_columns(a)  # constant up to rounding is constant: the same verdict for float32 and float64
+    b = centre_columns(b)
     da, db = a.shape[1], b.shape[1]
     if n * n * (da + db) < n * (da * db + da * da + db * db):
         return cka_from_grams(a @ a.T, b @ b.T, debiased=debiased)
@@ -108,6 +108,14 @@ def _gram(g: Any, name: str) -> np.ndarray:
     return k
 
 
+def _double_centre(k: np.ndarray) -> np.ndarray:
+    """``H K H``; all zeros when what is left is rounding (a constant kernel), as for constant features."""
+    kc = k - k.mean(axis=0) - k.mean(axis=1)[:, None] + k.mean()
+    if np.abs(kc).max() <= rounding_tolerance(k.size) * np.abs(k).max():
+        kc[:] = 0.0
+    return kc
+
+
 @declare(higher_is_better=True, bounds=(-1.0, 1.0))
 def cka_from_grams(k: Any, l: Any, *, debiased: bool = False) -> float:
     """CKA between two N×N Gram (kernel) matrices of the same samples.
@@ -130,9 +138,8 @@ def cka_from_grams(k: Any, l: Any, *, debiased: bool = False) -> float:
     n = kk.shape[0]
     if n < (4 if debiased else 2):
         raise ValueError(f"k: got {n} sample(s); CKA needs at least {4 if debiased else 2}")
-    if not debiased:
-        kc = kk - kk.mean(axis=0) - kk.mean(axis=1)[:, None] + kk.mean()
-        lc = ll - ll.mean(axis=0) - ll.mean(axis=1)[:, None] + ll.mean()
+    kc, lc = _double_centre(kk), _double_centre(ll)
+    if not debiased or not kc.any() or not lc.any():  # a constant kernel is refused by both estimators
         return _ratio(float(np.sum(kc * lc)), float(np.sum(kc * kc)), float(np.sum(lc * lc)), debiased)
     a, b = np.diag(kk).copy(), np.diag(ll).copy()
     k1, l1 = kk.sum(axis=1), ll.sum(axis=1)
