@@ -72,3 +72,19 @@ def test_missing_model_names_the_cache_folder(fresh_context, tmp_path, monkeypat
     assert str(tmp_path / "hub" / "models--acme--not-here") in msg and "never downloads" in msg
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         load_model(f"hf:{tmp_path}")
+
+
+def test_another_feature_node_and_default_labels(fresh_context, saved, tmp_path):
+    model = load_model(f"hf:{saved}", feature_node="model.vit.layernorm")  # all tokens, averaged
+    images = torch.rand(8, 3, 20, 24)
+    ev = evaluate(model, load_dataset((images.numpy(), np.arange(8) % 2), name="rgb", test_fraction=0.5))
+    assert ev.features.shape == (4, 32)
+    with pytest.raises(ValueError, match=r"'model.vit.layrnorm' is not a submodule.*Did you mean model.vit.layernorm"):
+        load_model(f"hf:{saved}", feature_node="model.vit.layrnorm")
+    plain = tmp_path / "plain"
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=64, num_labels=2)
+    transformers.ViTForImageClassification(config).save_pretrained(plain)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(plain)
+    unnamed = load_model(f"hf:{plain}")
+    assert unnamed.num_classes == 2 and unnamed.categories is None  # LABEL_0, LABEL_1 are no names

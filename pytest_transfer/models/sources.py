@@ -27,7 +27,10 @@ def as_transfer_model(obj: Any, *, name: str | None = None, preprocess: Callable
             obj.preprocess = preprocess
         return obj
     if isinstance(obj, nn.Module):
-        return TransferModel(obj, name=name, preprocess=preprocess, feature_node=feature_node, **kwargs)
+        model = TransferModel(obj, name=name, preprocess=preprocess, feature_node=feature_node, **kwargs)
+        if feature_node:
+            model.resolve_node(feature_node)
+        return model
     raise TypeError(f"expected a TransferModel or an nn.Module, got {type(obj).__name__}")
 
 
@@ -81,6 +84,8 @@ def load_model(spec: Any, *, registry: Registry | None = None, name: str | None 
         model.preprocess = preprocess
     if name:
         model.name = name
+    if feature_node:
+        model.resolve_node(feature_node)  # a misspelt node fails at load, naming close ones
     return model
 
 
