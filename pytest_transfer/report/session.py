@@ -27,6 +27,7 @@ from ..settings import SECTION
 
 PROPERTY = "pytest_transfer"
 PASSES_PROPERTY = "pytest_transfer.passes"
+WORK_OUTPUT = "pytest_transfer_work"
 
 
 def unused_threshold_tables(table: Any, pairs: Iterable[tuple[str, str]]) -> list[str]:
@@ -66,6 +67,7 @@ class SessionCollector:
         self.started = time.time()
         self.written: list[tuple[str, str]] = []
         self.report: dict[str, Any] | None = None
+        self.work: list[dict[str, Any]] = []  # what each pytest-xdist worker computed and read
         self.progress = progress  # called on the controller with the passes an xdist worker ran for a test
 
     @property
@@ -121,7 +123,10 @@ class SessionCollector:
                             duration=time.time() - self.started)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.is_worker:
+        if self.is_worker:  # the controller adds each worker's work to the summary (pytest_testnodedown)
+            from .terminal import work_counts
+
+            self.config.workeroutput[WORK_OUTPUT] = work_counts(self.ctx)
             return
         targets = {key: self.target(key) for key in ("report", "html", "openmetrics", "github_summary")}
         if not any(targets.values()):
@@ -145,6 +150,13 @@ class SessionCollector:
             markdown = render_summary(report, written=list(self.written))
             self.written.append(("GitHub job summary", append_summary(targets["github_summary"], markdown)))
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """pytest-xdist: a worker finished; keep the work it reported."""
+        work = getattr(node, "workeroutput", {}).get(WORK_OUTPUT)
+        if work:
+            self.work.append(work)
+
     def _annotations(self) -> list[str]:
         if self.report is None or not self.target("github_summary"):
             return []
@@ -162,7 +174,7 @@ class SessionCollector:
             from ..baselines import summary_lines
             from .terminal import write_summary
 
-            write_summary(tr, [Measurement(**m) for m in self.measurements], self.ctx)
+            write_summary(tr, [Measurement(**m) for m in self.measurements], self.ctx, workers=self.work)
             for line in summary_lines(self.measurements, update=self.ctx.settings.update_baselines):
                 tr.write_line(line)
             pairs = [(str(m["model"]), str(m["dataset"])) for m in self.measurements]

@@ -131,8 +131,12 @@ def devices_line(measurements: Sequence[Measurement], requested: str) -> str:
     return ("device: " if len(parts) == 1 else "devices: ") + ", ".join(parts)
 
 
-def write_summary(tr: Any, measurements: Sequence[Measurement], ctx: Context) -> None:
-    """Write the table and its footer through pytest's terminal reporter ``tr`` (failing rows in red)."""
+def write_summary(tr: Any, measurements: Sequence[Measurement], ctx: Context, *,
+                  workers: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Write the table and its footer through pytest's terminal reporter ``tr`` (failing rows in red).
+
+    ``workers``: the :func:`work_counts` of each pytest-xdist worker, added to this process's own.
+    """
     tr.write_sep("=", "pytest-transfer summary")
     # a terminal wraps long lines: fit its width; a log file has none, so nothing needs wrapping there
     writer = getattr(tr, "_tw", None)
@@ -149,17 +153,38 @@ def write_summary(tr: Any, measurements: Sequence[Measurement], ctx: Context) ->
     tr.write_line(f"{len(measurements)} gate(s), {failed} failed; intervals are {level}% "
                   f"(confidence mode: {ctx.settings.confidence}); "
                   f"{devices_line(measurements, ctx.settings.device)}")
-    tr.write_line(work_line(ctx))
+    tr.write_line(work_line(ctx, workers=workers))
 
 
-def work_line(ctx: Context) -> str:
-    """What this process computed and what it read from the disk cache: forward passes and derived results
-    (probe fits, k-NN, estimator scores, attacks, fine-tuned heads), per kind.
+def work_counts(ctx: Context) -> dict[str, Any]:
+    """This process's work: forward passes computed and read, derived results computed and read per kind."""
+    return {"forward_passes": ctx.forward_passes, "cache_hits": ctx.cache_hits,
+            "derived_computed": dict(ctx.derived_computed), "derived_read": dict(ctx.derived_read)}
+
+
+def _total(counts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"forward_passes": 0, "cache_hits": 0, "derived_computed": {}, "derived_read": {}}
+    for c in counts:
+        out["forward_passes"] += int(c.get("forward_passes", 0))
+        out["cache_hits"] += int(c.get("cache_hits", 0))
+        for key in ("derived_computed", "derived_read"):
+            for kind, n in (c.get(key) or {}).items():
+                out[key][kind] = out[key].get(kind, 0) + int(n)
+    return out
+
+
+def work_line(ctx: Context, *, workers: Sequence[Mapping[str, Any]] = ()) -> str:
+    """What the session computed and what it read from the disk cache: forward passes and derived results
+    (probe fits, k-NN, estimator scores, attacks, fine-tuned heads), per kind; this process's work plus that
+    of every pytest-xdist worker in ``workers`` (their :func:`work_counts`).
 
     A warm rerun reads ``... derived results computed: none; read: ...``.
     """
+    total = _total([work_counts(ctx), *workers])
+
     def per_kind(counts: dict[str, int]) -> str:
         return ", ".join(f"{k} {n}" for k, n in sorted(counts.items())) or "none"
 
-    return (f"pytest-transfer work: {ctx.forward_passes} forward pass(es), {ctx.cache_hits} read from the cache; "
-            f"derived results computed: {per_kind(ctx.derived_computed)}; read: {per_kind(ctx.derived_read)}")
+    return (f"pytest-transfer work: {total['forward_passes']} forward pass(es), {total['cache_hits']} read from the "
+            f"cache; derived results computed: {per_kind(total['derived_computed'])}; "
+            f"read: {per_kind(total['derived_read'])}")
