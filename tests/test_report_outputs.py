@@ -89,6 +89,15 @@ def test_github_summary_without_a_baseline_and_the_annotations(project, monkeypa
     assert f"pytest-transfer: GitHub job summary written to {summary}" in out
 
 
+def test_a_session_without_gates_adds_nothing_to_the_job_summary(project, monkeypatch):
+    summary = project.path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    project.makepyfile(test_models="def test_plain():\n    assert True\n")
+    result = project.runpytest()
+    result.assert_outcomes(passed=1)
+    assert not summary.exists() and "GitHub job summary" not in result.stdout.str()
+
+
 def test_github_summary_option_and_the_change_against_a_stored_baseline(project):
     project.makepyfile(test_models='''
         import pytest

@@ -107,9 +107,9 @@ class SessionCollector:
         if key == "github_summary" and not value:
             from .github import summary_path
 
+            # GitHub sets $GITHUB_STEP_SUMMARY for every step: a session without gates adds nothing to it
             value = summary_path(None)
-            if value:
-                return value
+            return value if value and self.measurements else None
         if not value:
             return None
         from_file = SECTION in self.ctx.settings.source(key)
