@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 
 from .context import Context, set_current_context
-from .report.session import PASSES_PROPERTY, PROPERTY, SessionCollector
+from .report.session import PASSES_PROPERTY, PROPERTY
 from .settings import OPTIONS, resolve
 
 CONTEXT_KEY = pytest.StashKey[Context]()
 PREVIOUS_KEY = pytest.StashKey[Any]()
-COLLECTOR_KEY = pytest.StashKey[Any]()
 LIVE_KEY = pytest.StashKey[Any]()
 ITEM_KEY = pytest.StashKey[list]()
 MARKER_KEYWORDS = ("model", "dataset", "model_kwargs", "dataset_kwargs")
@@ -78,29 +77,9 @@ def pytest_configure(config: pytest.Config) -> None:
     ctx.worker = getattr(config, "workerinput", {}).get("workerid")
     config.stash[CONTEXT_KEY] = ctx
     config.stash[PREVIOUS_KEY] = set_current_context(ctx)
-    from .report.live import LiveProgress
+    from .report.session import install
 
-    ctx.progress = live = LiveProgress(config)
-    config.stash[LIVE_KEY] = live
-    config.stash[COLLECTOR_KEY] = collector = SessionCollector(config, ctx, progress=_passes_printer(config))
-    config.pluginmanager.register(collector, "transfer-session")
-    if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
-        from .report.html_extras import HtmlExtras
-
-        config.pluginmanager.register(HtmlExtras(lambda item: [m.to_dict() for m in item.stash.get(ITEM_KEY, [])]),
-                                      "transfer-html-extras")
-
-
-def _passes_printer(config: pytest.Config) -> Any:
-    """On the pytest-xdist controller: one line per pass a worker ran, printed as its test finishes."""
-    def show(passes: list[dict[str, Any]]) -> None:
-        from .report.live import controller_line, write_lines
-
-        tr = config.pluginmanager.get_plugin("terminalreporter")
-        if tr is not None and config.option.verbose >= 0:
-            write_lines(tr, [controller_line(sent) for sent in passes])
-
-    return show
+    config.stash[LIVE_KEY] = install(config, ctx, lambda item: [m.to_dict() for m in item.stash.get(ITEM_KEY, [])])
 
 
 def _device_from_hook(config: pytest.Config) -> Any:

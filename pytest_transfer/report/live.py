@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -36,6 +37,17 @@ def controller_line(sent: dict[str, Any]) -> str:
     text = str(PassStatus(**sent["pass"]))
     worker = sent.get("worker")
     return text.replace("pytest-transfer: ", f"pytest-transfer: [{worker}] ", 1) if worker else text
+
+
+def passes_printer(config: pytest.Config) -> Callable[[list[dict[str, Any]]], None]:
+    """On the pytest-xdist controller: one line per pass a worker ran, printed as its test finishes
+    (``-q`` prints none)."""
+    def show(passes: list[dict[str, Any]]) -> None:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and config.option.verbose >= 0:
+            write_lines(tr, [controller_line(sent) for sent in passes])
+
+    return show
 
 
 def write_lines(tr: Any, lines: list[str]) -> None:

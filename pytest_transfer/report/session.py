@@ -30,6 +30,22 @@ PASSES_PROPERTY = "pytest_transfer.passes"
 WORK_OUTPUT = "pytest_transfer_work"
 
 
+def install(config: pytest.Config, ctx: Context,
+            measured: Callable[[pytest.Item], list[dict[str, Any]]]) -> Any:
+    """Register the session's reporting with pytest and return the progress sink (also set as
+    ``ctx.progress``): the :class:`SessionCollector`, and pytest-html extras when pytest-html is installed
+    and ``--html`` is used (``measured(item)``: the measurement dicts of a test)."""
+    from .live import LiveProgress, passes_printer
+
+    ctx.progress = live = LiveProgress(config)
+    config.pluginmanager.register(SessionCollector(config, ctx, progress=passes_printer(config)), "transfer-session")
+    if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
+        from .html_extras import HtmlExtras
+
+        config.pluginmanager.register(HtmlExtras(measured), "transfer-html-extras")
+    return live
+
+
 def unused_threshold_tables(table: Any, pairs: Iterable[tuple[str, str]]) -> list[str]:
     """The ``"model"."dataset"`` tables of a :class:`~pytest_transfer.thresholds.ThresholdTable` that match
     none of the ``(model, dataset)`` pairs, each as ``[section."m"."d"] in <file>``."""
