@@ -7,8 +7,12 @@ second pytest run reads it from the disk cache (:mod:`pytest_transfer.cache`).
 What the pass does, per device:
 
 * everywhere: ``torch.inference_mode``, forward hooks for the taps (pooled on
-  the device), channels-last inputs and weights for conv nets, one copy of
-  the outputs to the host per batch, one NaN/Inf check at the end;
+  the device), channels-last inputs and weights where the layout rule says
+  so (:func:`prefers_channels_last`), the outputs copied to the host per batch
+  into arrays allocated once, one NaN/Inf check at the end;
+* CPU (glibc): malloc keeps freed activation buffers for the next batch
+  instead of unmapping them (:mod:`pytest_transfer.allocator`,
+  ``--transfer-malloc-tuning=off`` to turn off);
 * CUDA: the raw images are copied from pinned host memory with
   ``non_blocking=True`` (uint8 data travels as uint8 and is scaled on the
   GPU), outputs come back asynchronously and are synchronised once, and the
@@ -306,15 +310,32 @@ def iter_batches(chunks: Iterable[torch.Tensor], batch_size: int) -> Iterator[to
 
 # --- memory layout -------------------------------------------------------------
 
+def prefers_channels_last(module: Any, device: Any) -> bool:
+    """The layout rule: channels-last for conv nets on CUDA and MPS, and on the CPU only for nets with grouped
+    (depthwise) convolutions.
+
+    Measured on the CPU (oneDNN, 2 cores, 64 px, batch 64; issue 14): channels-last makes EfficientNet-Lite0,
+    whose depthwise convolutions oneDNN runs much faster in NHWC, 1.38× faster, but makes ResNet-18, all
+    dense convolutions, 6–8 % slower. On GPUs NHWC is what tensor-core convolutions want.
+    ``benchmarks/bench_engine.py`` prints both layouts of both models beside the engine.
+    """
+    import torch
+
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    if not convs:
+        return False
+    return torch.device(device).type != "cpu" or any(m.groups > 1 for m in convs)
+
+
 def prepare_module(model: TransferModel, device: Any, channels_last: bool | None) -> tuple[Any, bool]:
-    """``model``'s module on ``device`` in eval mode, channels-last when asked (``None``: for conv nets);
-    returns ``(module, channels_last)``."""
+    """``model``'s module on ``device`` in eval mode, channels-last when asked (``None``: by
+    :func:`prefers_channels_last`); returns ``(module, channels_last)``."""
     import torch
 
     module = model.to(device).module
     module.eval()
     if channels_last is None:
-        channels_last = any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+        channels_last = prefers_channels_last(module, device)
     if channels_last:
         module.to(memory_format=torch.channels_last)
     return module, channels_last
@@ -387,23 +408,36 @@ class _Taps:
 # --- host copies ---------------------------------------------------------------
 
 class _HostOutputs:
-    """Per-batch outputs copied to the host (asynchronously from CUDA: synchronised once in :meth:`arrays`)."""
+    """Per-batch outputs on the host: on the CPU written into arrays allocated once at the first batch (no list
+    of per-batch tensors, no concatenation); from CUDA copied asynchronously and synchronised once in
+    :meth:`arrays`."""
 
-    def __init__(self, nodes: Sequence[str], device: Any) -> None:
+    def __init__(self, nodes: Sequence[str], device: Any, total: int) -> None:
         self.device = device
         self.asynchronous = device.type == "cuda"
-        self.logits: list[torch.Tensor] = []
-        self.taps: dict[str, list[torch.Tensor]] = {n: [] for n in nodes}
-
-    def _host(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.float()
-        # CUDA → CPU with non_blocking=True lands in pinned memory; arrays() synchronises once before reading it
-        return t if t.device.type == "cpu" else t.to("cpu", non_blocking=self.asynchronous)
+        self.keys = ["logits", *(f"tap:{n}" for n in nodes)]
+        self.total = total
+        self.filled = 0
+        self.buffers: dict[str, np.ndarray] = {}  # CPU: (total, ...) float32 per key
+        self.parts: dict[str, list[torch.Tensor]] = {k: [] for k in self.keys}  # CUDA: per-batch host tensors
 
     def add(self, logits: torch.Tensor, tapped: dict[str, torch.Tensor]) -> None:
-        self.logits.append(self._host(logits))
-        for n, t in tapped.items():
-            self.taps[n].append(self._host(t))
+        import numpy as np
+
+        outs = {"logits": logits, **{f"tap:{n}": t for n, t in tapped.items()}}
+        n = len(logits)
+        for key, t in outs.items():
+            if self.asynchronous:  # CUDA → CPU with non_blocking=True lands in pinned memory
+                self.parts[key].append(t.float().to("cpu", non_blocking=True))
+                continue
+            buf = self.buffers.get(key)
+            if buf is None or len(buf) < self.filled + n:  # first batch (or more images than announced)
+                grown = np.empty((max(self.total, self.filled + n), *t.shape[1:]), np.float32)
+                if buf is not None:
+                    grown[:self.filled] = buf[:self.filled]
+                buf = self.buffers[key] = grown
+            buf[self.filled:self.filled + n] = t.detach().float().numpy()
+        self.filled += n
 
     def arrays(self, num_classes: int | None) -> dict[str, np.ndarray]:
         """``logits`` and ``tap:<node>`` as float32 numpy arrays."""
@@ -412,11 +446,11 @@ class _HostOutputs:
 
         if self.asynchronous:
             torch.cuda.synchronize(self.device)
-        empty = np.zeros((0, num_classes or 0), np.float32)
-        result = {"logits": torch.cat(self.logits).numpy() if self.logits else empty}
-        for n, parts in self.taps.items():
-            result[f"tap:{n}"] = torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
-        return result
+            joined = {k: torch.cat(v).numpy() for k, v in self.parts.items() if v}
+        else:
+            joined = {k: b[:self.filled] for k, b in self.buffers.items()}
+        empty = {"logits": np.zeros((0, num_classes or 0), np.float32)}
+        return {k: joined[k] if k in joined else empty.get(k, np.zeros((0, 0), np.float32)) for k in self.keys}
 
 
 # --- the chunk source ------------------------------------------------------------
@@ -562,13 +596,16 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
              progress: Callable[[Any], None] | None = None, autocast: str = "auto",
              channels_last: bool | None = None, chunks: Callable[[], Iterable[torch.Tensor]] | None = None,
              total: int | None = None, split: str | None = None, variant: str | None = None,
-             num_workers: int = 0) -> dict[str, np.ndarray]:
+             num_workers: int = 0, malloc_tuning: bool = True) -> dict[str, np.ndarray]:
     """The forward pass itself: returns ``logits`` and ``tap:<node>`` arrays (float32, CPU).
 
     ``batch_size`` is where it starts: a batch that runs out of device memory
     is halved and retried (:class:`BatchPolicy`). ``autocast`` is ``auto``,
     ``on`` or ``off`` (see :func:`autocast_dtype`); ``channels_last`` defaults
-    to "for conv nets". ``chunks``, a function returning a fresh stream of
+    to :func:`prefers_channels_last`. On the CPU, ``malloc_tuning`` keeps
+    glibc from unmapping the activation buffers between batches
+    (:func:`pytest_transfer.allocator.tuned_malloc`, restored after the pass).
+    ``chunks``, a function returning a fresh stream of
     [0, 1] image chunks of ``total`` images, replaces the (perturbed) images of
     ``indices`` (:func:`iter_chunks`): a multi-variant pass feeds
     :func:`iter_variants` through here. ``progress`` receives the pass's
@@ -579,6 +616,7 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
     """
     import torch
 
+    from .allocator import tuned_malloc
     from .progress import PassProgress
 
     device = torch.device(device)
@@ -593,8 +631,8 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
     meter.start()
     stream = _Regroup(chunks() if chunks is not None
                       else iter_chunks(dataset, indices, device, perturbation, num_workers=num_workers))
-    outputs = _HostOutputs(nodes, device)
-    with _Taps(model, nodes) as taps, torch.inference_mode():
+    outputs = _HostOutputs(nodes, device, meter.total)
+    with _Taps(model, nodes) as taps, torch.inference_mode(), tuned_malloc(malloc_tuning and device.type == "cpu"):
         step = _Step(model, module, taps, amp, channels_last, dataset.name)
         while (x := stream.take(policy.size)) is not None:
             got = _run_batch(step, x)
@@ -614,7 +652,8 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
         # the model does not allow reduced precision: the whole pass again in float32
         return run_pass(model, dataset, indices, nodes=nodes, perturbation=perturbation, batch_size=policy.size,
                         device=device, progress=progress, autocast="off", channels_last=channels_last,
-                        chunks=chunks, total=total, split=split, variant=variant, num_workers=num_workers)
+                        chunks=chunks, total=total, split=split, variant=variant, num_workers=num_workers,
+                        malloc_tuning=malloc_tuning)
     _raise_nonfinite(bad, result, model, dataset)
     return result
 
@@ -726,7 +765,8 @@ class _Request:
         self.ctx.forward_passes += 1
         common = {"nodes": nodes, "batch_size": self.batch_size, "device": self.device,
                   "progress": self.ctx.progress, "autocast": self.mode, "split": self.split,
-                  "num_workers": self.workers}
+                  "num_workers": self.workers,
+                  "malloc_tuning": getattr(self.ctx.settings, "malloc_tuning", True)}
         with restored(self.model):  # the user's module keeps its mode, device and memory format
             if len(chosen) == 1 and self.make is None:
                 return [run_pass(self.model, self.dataset, indices, perturbation=chosen[0], **common)]

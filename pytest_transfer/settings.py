@@ -139,6 +139,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("num_workers", "auto", parse_num_workers,
            "DataLoader worker processes decoding streamed datasets (image folders, torch Datasets); auto = the "
            "CPUs less one, shared among xdist workers, at most 8", metavar="N"),
+    Option("malloc_tuning", True, _parse_bool,
+           "on the CPU, keep glibc's malloc from unmapping activation buffers between batches during a forward "
+           "pass (restored to glibc's defaults after it): on, off", metavar="on|off"),
     Option("test_fraction", 0.25, _parse_fraction, "fraction of each dataset held out as the test split",
            metavar="F"),
     Option("thresholds", None, _parse_path,
@@ -167,6 +170,7 @@ class Settings:
     batch_size: int = 64
     autocast: str = "auto"
     num_workers: int | str = "auto"
+    malloc_tuning: bool = True
     test_fraction: float = 0.25
     thresholds: str | None = None
     github_summary: str | None = None
