@@ -15,15 +15,17 @@ measures it).
   from the heap and are reused by the next batch;
 * ``M_TRIM_THRESHOLD = 1 GiB``: the heap is not shrunk between batches.
 
-and afterwards **restores** glibc's documented defaults
-(``M_MMAP_MAX = 65536``, ``M_TRIM_THRESHOLD = 128 KiB``) and calls
-``malloc_trim(0)``, which hands the free heap pages back to the operating
-system. ``mallopt`` cannot read the current values back, so "restore" means
-"the defaults", not "what was there before"; one lasting difference remains:
-once either parameter has been set, glibc no longer adjusts the mmap
-threshold dynamically for the rest of the process (allocations between 128
-KiB and 32 MiB outside passes are then ``mmap``-ed, as glibc's static default
-does).
+and afterwards **restores** glibc's defaults and calls ``malloc_trim(0)``,
+which hands the free heap pages back to the operating system.
+``mallopt`` cannot read the current values back, so "restore" means "glibc's
+defaults", not "what was there before": ``M_MMAP_MAX = 65536`` and
+``M_TRIM_THRESHOLD = 128 KiB`` (mallopt(3)), and ``M_MMAP_THRESHOLD = 32 MiB``.
+The last one needs a word: once any of these parameters has been set, glibc
+stops adjusting the mmap threshold dynamically for the rest of the process;
+its dynamic rule raises the threshold to the size of each freed mmap-ed block,
+up to 32 MiB on 64-bit systems, which a process running torch reaches with
+its first large batch. 32 MiB is that end state, so code outside the passes
+allocates as it would have without pytest-transfer.
 
 Nothing is changed when the C library is not glibc (macOS, Windows, musl),
 when the user tuned malloc already (any of ``MALLOC_MMAP_MAX_``,
@@ -45,11 +47,12 @@ import threading
 from collections.abc import Iterator
 
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 #: what a pass sets: no mmap-ed chunks, no trimming of the heap's top
 DURING_PASS = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 1 << 30}
-#: glibc's documented defaults (mallopt(3)), set again after the pass
-GLIBC_DEFAULTS = {M_MMAP_MAX: 65536, M_TRIM_THRESHOLD: 128 * 1024}
+#: glibc's defaults (mallopt(3); the mmap threshold where its dynamic rule ends), set again after the pass
+GLIBC_DEFAULTS = {M_MMAP_MAX: 65536, M_TRIM_THRESHOLD: 128 * 1024, M_MMAP_THRESHOLD: 32 << 20}
 USER_TUNING_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 _lock = threading.Lock()

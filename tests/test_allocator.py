@@ -45,7 +45,8 @@ def test_the_pass_values_are_set_once_and_the_defaults_restored_after(fake_libc)
         assert fake_libc.calls == _set(allocator.DURING_PASS)
     assert fake_libc.calls == [*_set(allocator.DURING_PASS), *_set(allocator.GLIBC_DEFAULTS), ("trim", 0)]
     assert allocator.DURING_PASS == {allocator.M_MMAP_MAX: 0, allocator.M_TRIM_THRESHOLD: 1 << 30}
-    assert allocator.GLIBC_DEFAULTS == {allocator.M_MMAP_MAX: 65536, allocator.M_TRIM_THRESHOLD: 128 * 1024}
+    assert allocator.GLIBC_DEFAULTS == {allocator.M_MMAP_MAX: 65536, allocator.M_TRIM_THRESHOLD: 128 * 1024,
+                                        allocator.M_MMAP_THRESHOLD: 32 << 20}
 
 
 def test_restored_also_when_the_pass_raises(fake_libc):
