@@ -7,7 +7,8 @@ torchvision's IDX layout (60,000 + 10,000 images, random pixels).
 
 1. **Peak RSS** of ``evaluate(model, "imagefolder:<folder>", split="all")``
    in a fresh subprocess, for 250 and 1,000 images (``--sizes``): the main
-   process (``ru_maxrss``) and the largest loader worker. Target: flat.
+   process (``VmHWM``, its own peak) and the largest loader worker
+   (``ru_maxrss``, which counts what it shares with its parent). Target: flat.
 2. **Throughput** of ``load_dataset`` + ``evaluate`` (a cold session: the
    file list, headers and content hashes are read again each round) against
    a plain ``torchvision.datasets.ImageFolder(transform=PILToTensor())`` +
@@ -45,9 +46,9 @@ from PIL import Image
 
 PEAK_SCRIPT = textwrap.dedent('''
     import json, resource, sys, time
+    from bench_data import own_peak_mib
     import torch
     from pytest_transfer import evaluate, load_dataset
-    sys.path.insert(0, sys.argv[3])
     from bench_data import make_model
 
     model = make_model(sys.argv[2])
@@ -55,21 +56,27 @@ PEAK_SCRIPT = textwrap.dedent('''
     ds = load_dataset("imagefolder:" + sys.argv[1])
     ev = evaluate(model, ds, split="all", cache=False)
     print(json.dumps({"n": len(ds), "seconds": time.perf_counter() - t,
-                      "main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "main_mib": own_peak_mib(),
                       "worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 ''')
 
 MNIST_SCRIPT = textwrap.dedent('''
-    import json, resource, sys, time
+    import json, sys, time
+    from bench_data import own_peak_mib
     from pytest_transfer import load_dataset
 
     t = time.perf_counter()
     ds = load_dataset("torchvision:FashionMNIST:" + sys.argv[1], max_samples=int(sys.argv[2]) or None)
     batch = ds.batch(ds.indices("test")[:64])
     print(json.dumps({"n": len(ds), "held_mib": ds.images.numel() * ds.images.element_size() / 2**20,
-                      "seconds": time.perf_counter() - t,
-                      "main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "seconds": time.perf_counter() - t, "main_mib": own_peak_mib()}))
 ''')
+
+
+def own_peak_mib() -> float:
+    """This process's peak RSS (``VmHWM``; ``ru_maxrss`` would include the parent's size at the fork)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
 
 
 def make_model(size: str):
@@ -96,9 +103,15 @@ def make_folder(root: Path, n: int, distinct: int) -> Path:
     return root
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a measuring subprocess: this folder importable (``bench_data``), plus ``extra``."""
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def peak_rss(folder: Path, size: int, workers: int) -> dict:
-    env = {**os.environ, "PYTEST_TRANSFER_NUM_WORKERS": str(workers), "PYTEST_TRANSFER_NO_CACHE": "1"}
-    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(folder), str(size), str(Path(__file__).parent)],
+    env = child_env(PYTEST_TRANSFER_NUM_WORKERS=str(workers), PYTEST_TRANSFER_NO_CACHE="1")
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(folder), str(size)],
                          capture_output=True, text=True, env=env, check=True, cwd=folder.parent)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -171,7 +184,7 @@ def fashion_mnist(tmp: Path) -> None:
     print("Fashion-MNIST (60,000 + 10,000), torchvision:FashionMNIST:<root>:")
     for max_samples in (3000, 0):
         out = subprocess.run([sys.executable, "-c", MNIST_SCRIPT, str(root), str(max_samples)], capture_output=True,
-                             text=True, check=True)
+                             text=True, check=True, env=child_env())
         r = json.loads(out.stdout.strip().splitlines()[-1])
         label = f"max_samples={max_samples}" if max_samples else "whole set      "
         print(f"  {label}: {r['n']:6d} images held ({r['held_mib']:5.1f} MiB), peak RSS {r['main_mib']:6.0f} MiB, "
