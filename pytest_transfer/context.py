@@ -65,6 +65,7 @@ class Context:
         self.derived_computed: dict[str, int] = {}  # derived results computed in this session, per kind
         self.derived_read: dict[str, int] = {}  # derived results read from the disk cache, per kind
         self.measurements: list[Measurement] = []
+        self.reported = 0  # measurements[:reported] were handed out by take_new_measurements
         self.current_test: str | None = None
         self.current_test_path: str | None = None  # the test's file (baselines live next to it)
         self.worker: str | None = None  # the pytest-xdist worker id of this process (set by the plugin)
@@ -121,6 +122,13 @@ class Context:
             measurement.worker = self.worker
         self.measurements.append(measurement)
         return measurement
+
+    def take_new_measurements(self) -> list[Measurement]:
+        """The measurements recorded since the previous call (O(new ones)): the plugin attaches each to its
+        test's report once."""
+        new = self.measurements[self.reported:]
+        self.reported = len(self.measurements)
+        return new
 
 
 def build_thresholds(settings: Settings) -> ThresholdTable:

@@ -205,7 +205,8 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
         return
     ctx.current_test = nodeid_without_group(item)
     ctx.current_test_path = str(item.path)
-    item.stash[ITEM_KEY] = []
+    item.stash[ITEM_KEY] = []  # the test's own measurements
+    ctx.take_new_measurements()  # what was recorded between tests belongs to none of them
     try:
         yield
     finally:
@@ -229,11 +230,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, N
         if call.when == "teardown":  # under pytest-xdist, the passes the test ran travel to the controller
             item.user_properties.extend((PASSES_PROPERTY, json.dumps(p)) for p in live.take())
     if ctx is not None:
-        # measurements travel with the reports (and so through pytest-xdist and --junitxml)
-        already = item.stash.get(ITEM_KEY, [])
-        for m in ctx.measurements:
-            if m.test == nodeid_without_group(item) and not any(m is a for a in already):
-                already.append(m)
+        # measurements travel with the reports (and so through pytest-xdist and --junitxml); only those
+        # recorded since the previous report are looked at, so the cost per test does not grow with the session
+        test = nodeid_without_group(item)
+        for m in ctx.take_new_measurements():
+            if m.test == test:
+                item.stash[ITEM_KEY].append(m)
                 item.user_properties.append((PROPERTY, json.dumps(m.to_dict(), default=str)))
                 item.user_properties.append((f"transfer.{m.metric}", m.value))
     yield

@@ -49,3 +49,14 @@ def test_the_failure_message_says_value_interval_threshold_source_and_next_step(
         "  measured with: method=knn, n=40\n"
         "  next: look"
     )
+
+
+def test_each_measurement_is_handed_out_once_for_its_report(fresh_context):
+    from pytest_transfer.context import Measurement
+
+    ms = [fresh_context.record(Measurement(gate="g", metric="m", value=float(i), model="a", dataset="d"))
+          for i in range(3)]
+    assert fresh_context.take_new_measurements() == ms
+    assert fresh_context.take_new_measurements() == []
+    late = fresh_context.record(Measurement(gate="g", metric="m", value=9.0, model="a", dataset="d"))
+    assert fresh_context.take_new_measurements() == [late] and len(fresh_context.measurements) == 4

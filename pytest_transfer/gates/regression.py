@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from ..metrics.stats import (
     mcnemar_one_sided,
 )
 from ..thresholds import Threshold
-from .core import confidence_mode, decide
+from .core import check_threshold, confidence_mode, decide
 
 DEFAULT_MIN_EFFECT = 0.01
 DETECTION_POWER = 0.8
@@ -250,10 +250,14 @@ def _display(path: Path, ctx: Context) -> str:
 
 
 def _min_effect(ctx: Context, value: float | None, model: str, dataset: str) -> Threshold:
+    keys = ("regression_min_effect",)
     if value is not None:
-        return Threshold(_check_effect(value), "argument min_effect=")
-    found = ctx.thresholds.lookup(model, dataset, "regression_min_effect")
-    return found if found is not None else Threshold(DEFAULT_MIN_EFFECT, f"default min_effect={DEFAULT_MIN_EFFECT}")
+        return check_threshold(Threshold(_check_effect(value), "argument min_effect="), argument="min_effect",
+                               keys=keys)
+    found = ctx.thresholds.lookup(model, dataset, keys[0])
+    if found is None:
+        return Threshold(DEFAULT_MIN_EFFECT, f"default min_effect={DEFAULT_MIN_EFFECT}")
+    return check_threshold(found, argument="min_effect", keys=keys)
 
 
 @dataclass
@@ -360,95 +364,145 @@ def assert_no_regression(model: Any, dataset: Any, *, metrics: str | Sequence[st
     >>> assert_no_regression(model, "digits", metrics=["accuracy", "f1"])  # doctest: +SKIP
     """
     __tracebackhide__ = True
-    from ..predictions import check_method, predict, resolve_pair
+    from ..predictions import check_method, resolve_pair
 
     ctx = current_context()
     check_method(method)
     names = _metric_names(metrics)
     model, dataset = resolve_pair(model, dataset)
-    alpha = _check_alpha(alpha if alpha is not None else round(1.0 - ctx.settings.confidence_level, 10))
-    effect = _min_effect(ctx, min_effect, model.name, dataset.name)
-    abs_tol = _per_metric(tolerance, names, "tolerance")
-    rel_tol = _per_metric(relative_tolerance, names, "relative_tolerance")
-    mode = confidence_mode(confidence, ctx)
-
-    pr = predict(model, dataset, method=method, split=split, k=k, C=C, context=ctx)
-    test_path = ctx.current_test_path
-    current = Baseline(
-        model=model.name, dataset=dataset.name, method=method, split=split,
-        metrics={name: metric_value(name, pr.y_true, pr.y_pred) for name in METRICS},
-        correct=np.asarray(pr.correct, dtype=bool), predictions=np.asarray(pr.y_pred, dtype=np.int64),
-        num_classes=dataset.num_classes, dataset_fingerprint=dataset.fingerprint(),
-        split_fingerprint=dataset.split_fingerprint(split), test=baseline_test_id(ctx.current_test, test_path),
-        model_fingerprint=model.fingerprint(),
+    run = _Run(
+        ctx=ctx, model=model, dataset=dataset, method=method, split=split, names=names,
+        alpha=_check_alpha(alpha if alpha is not None else round(1.0 - ctx.settings.confidence_level, 10)),
+        effect=_min_effect(ctx, min_effect, model.name, dataset.name),
+        abs_tol=_per_metric(tolerance, names, "tolerance"),
+        rel_tol=_per_metric(relative_tolerance, names, "relative_tolerance"),
+        mode=confidence_mode(confidence, ctx),
     )
-    file = Path(path) if path is not None else baseline_path(
-        test=ctx.current_test, test_path=test_path, model=model.name, dataset=dataset.name, method=method,
-        split=split)
-    shown = _display(file, ctx)
-    update = ctx.settings.update_baselines
-    stored: Baseline | None = None
-    try:
-        stored = load_baseline(file)
-        if stored is not None:
-            check_identity(stored, current, file, check_test=path is None)
-    except BaselineError as exc:
-        if not update:
-            raise BaselineError(str(exc)) from None
-        stored = None  # --transfer-update-baselines rewrites a damaged or foreign file
-    common = {"method": method, "split": split, "n": current.n, "baseline": shown}
+    run.measure(k=k, C=C, path=path)
+    stored = run.stored(check_test=path is None)
+    if stored is None or run.update:
+        return run.write(stored)
+    return run.compare(stored)
 
-    if stored is None or update:
-        action = write_baseline(file, current)
-        common["baseline_action"] = action
+
+@dataclass
+class _Run:
+    """One call of :func:`assert_no_regression`: its settings, then the current result and the baseline file."""
+
+    ctx: Context
+    model: Any
+    dataset: Any
+    method: str
+    split: str
+    names: list[str]
+    alpha: float
+    effect: Threshold
+    abs_tol: dict[str, float]
+    rel_tol: dict[str, float]
+    mode: str
+    pr: Any = None
+    current: Any = None
+    file: Path = Path()
+    shown: str = ""
+    common: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def update(self) -> bool:
+        return bool(self.ctx.settings.update_baselines)
+
+    def measure(self, *, k: int, C: float, path: str | os.PathLike[str] | None) -> None:
+        """The current predictions as a :class:`Baseline`, and the baseline file's path."""
+        from ..predictions import predict
+
+        ctx, model, dataset, split = self.ctx, self.model, self.dataset, self.split
+        self.pr = pr = predict(model, dataset, method=self.method, split=split, k=k, C=C, context=ctx)
+        test_path = ctx.current_test_path
+        self.current = Baseline(
+            model=model.name, dataset=dataset.name, method=self.method, split=split,
+            metrics={name: metric_value(name, pr.y_true, pr.y_pred) for name in METRICS},
+            correct=np.asarray(pr.correct, dtype=bool), predictions=np.asarray(pr.y_pred, dtype=np.int64),
+            num_classes=dataset.num_classes, dataset_fingerprint=dataset.fingerprint(),
+            split_fingerprint=dataset.split_fingerprint(split), test=baseline_test_id(ctx.current_test, test_path),
+            model_fingerprint=model.fingerprint(),
+        )
+        self.file = Path(path) if path is not None else baseline_path(
+            test=ctx.current_test, test_path=test_path, model=model.name, dataset=dataset.name, method=self.method,
+            split=split)
+        self.shown = _display(self.file, ctx)
+        self.common = {"method": self.method, "split": split, "n": self.current.n, "baseline": self.shown}
+
+    def stored(self, *, check_test: bool) -> Baseline | None:
+        """The baseline on disk (``None``: none, or a damaged / foreign one under --transfer-update-baselines)."""
+        try:
+            stored = load_baseline(self.file)
+            if stored is not None:
+                check_identity(stored, self.current, self.file, check_test=check_test)
+            return stored
+        except BaselineError as exc:
+            if not self.update:
+                raise BaselineError(str(exc)) from None
+            return None  # --transfer-update-baselines rewrites a damaged or foreign file
+
+    def comparison(self, name: str, stored: Baseline) -> _Comparison:
+        return _compare(self.ctx, name, stored, self.current, self.pr.y_true, self.pr.evaluation.indices,
+                        alpha=self.alpha, effect=self.effect, abs_tol=self.abs_tol.get(name),
+                        rel_tol=self.rel_tol.get(name), mode=self.mode, shown=self.shown)
+
+    def write(self, stored: Baseline | None) -> dict[str, Measurement]:
+        """Create (and fail, unless updating) or update the baseline file."""
+        __tracebackhide__ = True
+        self.common["baseline_action"] = write_baseline(self.file, self.current)
         results = {}
-        for name in names:
+        for name in self.names:
             if stored is not None:  # an update: recorded as a comparison, for the report, and passed
-                c = _compare(ctx, name, stored, current, pr.y_true, pr.evaluation.indices, alpha=alpha,
-                             effect=effect, abs_tol=abs_tol.get(name), rel_tol=rel_tol.get(name), mode=mode,
-                             shown=shown)
+                c = self.comparison(name, stored)
                 c.details["would_have_failed"] = not c.passed
-                results[name] = _record(ctx, c, model=model.name, dataset=dataset.name, common=common, passed=True)
+                results[name] = _record(self.ctx, c, model=self.model.name, dataset=self.dataset.name,
+                                        common=self.common, passed=True)
                 continue
-            results[name] = ctx.record(Measurement(
-                gate="regression", metric=name, value=float(current.metrics[name]), model=model.name,
-                dataset=dataset.name, threshold_source=f"new baseline {shown}", comparison="baseline",
-                passed=update, details=plain({**common, "current_value": current.metrics[name]}),
+            value = float(self.current.metrics[name])
+            results[name] = self.ctx.record(Measurement(
+                gate="regression", metric=name, value=value, model=self.model.name, dataset=self.dataset.name,
+                threshold_source=f"new baseline {self.shown}", comparison="baseline", passed=self.update,
+                details=plain({**self.common, "current_value": value}),
             ))
-        if update:
+        if self.update:
             return results
-        values = ", ".join(f"{name} {current.metrics[name]:.4f}" for name in names)
+        values = ", ".join(f"{name} {self.current.metrics[name]:.4f}" for name in self.names)
         raise AssertionError(
-            f"no baseline for model {model.name!r} on dataset {dataset.name!r} ({method}, {split} split): "
-            f"wrote {shown} ({values}, n={current.n})\n"
+            f"no baseline for model {self.model.name!r} on dataset {self.dataset.name!r} ({self.method}, "
+            f"{self.split} split): wrote {self.shown} ({values}, n={self.current.n})\n"
             f"  next: check the file in and re-run: later runs compare against it "
             f"(--transfer-update-baselines writes missing baselines without failing)"
         )
 
-    failures = []
-    results = {}
-    for name in names:
-        c = _compare(ctx, name, stored, current, pr.y_true, pr.evaluation.indices, alpha=alpha, effect=effect,
-                     abs_tol=abs_tol.get(name), rel_tol=rel_tol.get(name), mode=mode, shown=shown)
-        results[name] = _record(ctx, c, model=model.name, dataset=dataset.name, common=common)
-        if not c.passed:
-            level = round(ctx.settings.confidence_level * 100)
-            failures.append(
-                f"{name} of model {model.name!r} on dataset {dataset.name!r} regressed: {c.baseline_value:.4f} in "
-                f"the baseline, {c.current_value:.4f} now (drop {c.drop:.4f}, {level}% interval "
-                f"{c.interval[0]:.4f}–{c.interval[1]:.4f})\n  rule: {c.rule}"
+    def compare(self, stored: Baseline) -> dict[str, Measurement]:
+        """Compare every metric with the baseline; one ``AssertionError`` lists every regression."""
+        __tracebackhide__ = True
+        failures = []
+        results = {}
+        level = round(self.ctx.settings.confidence_level * 100)
+        for name in self.names:
+            c = self.comparison(name, stored)
+            results[name] = _record(self.ctx, c, model=self.model.name, dataset=self.dataset.name,
+                                    common=self.common)
+            if not c.passed:
+                failures.append(
+                    f"{name} of model {self.model.name!r} on dataset {self.dataset.name!r} regressed: "
+                    f"{c.baseline_value:.4f} in the baseline, {c.current_value:.4f} now (drop {c.drop:.4f}, "
+                    f"{level}% interval {c.interval[0]:.4f}–{c.interval[1]:.4f})\n  rule: {c.rule}"
+                )
+        if failures:
+            lost = results.get("accuracy")
+            where = lost.details.get("lost_samples") if lost is not None else None
+            raise AssertionError(
+                "\n".join(failures)
+                + f"\n  baseline: {self.shown} (method {self.method}, {self.split} split, n={self.current.n})"
+                + (f"\n  samples lost (dataset indices, first {_LOST_SHOWN}): {where}" if where else "")
+                + "\n  next: if the change is intended, re-run with --transfer-update-baselines and commit the new "
+                  "baseline; otherwise look at the lost samples and what changed in the model or its preprocess"
             )
-    if failures:
-        lost = results.get("accuracy")
-        where = lost.details.get("lost_samples") if lost is not None else None
-        raise AssertionError(
-            "\n".join(failures)
-            + f"\n  baseline: {shown} (method {method}, {split} split, n={current.n})"
-            + (f"\n  samples lost (dataset indices, first {_LOST_SHOWN}): {where}" if where else "")
-            + "\n  next: if the change is intended, re-run with --transfer-update-baselines and commit the new "
-              "baseline; otherwise look at the lost samples and what changed in the model or its preprocess"
-        )
-    return results
+        return results
 
 
 class BaselineFixture:

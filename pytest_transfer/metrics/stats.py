@@ -254,6 +254,46 @@ def paired_difference_interval(correct_a: Any, correct_b: Any, *, confidence: fl
     return max(-1.0, theta - delta), min(1.0, theta + epsilon)
 
 
+def _resampled(statistic: Callable[..., Any], data: list[np.ndarray], *, n_resamples: int, seed: int,
+               vectorized: bool) -> np.ndarray:
+    """``statistic`` of ``n_resamples`` joint resamples (rows with replacement) of ``data``, in batches."""
+    n = len(data[0])
+    rng = np.random.default_rng(seed)
+    batch = max(1, min(n_resamples, _BATCH_ELEMENTS // n))
+    values = np.empty(n_resamples, dtype=np.float64)
+    done = 0
+    while done < n_resamples:
+        size = min(batch, n_resamples - done)
+        idx = rng.integers(0, n, size=(size, n))
+        try:
+            if vectorized:
+                out = np.asarray(statistic(*(a[idx] for a in data)), dtype=np.float64)
+                if out.shape != (size,):
+                    raise ValueError(
+                        f"statistic: with vectorized=True it must return one value per resample, "
+                        f"shape ({size},), got shape {out.shape}; or pass vectorized=False"
+                    )
+                values[done : done + size] = out
+            else:
+                for j in range(size):
+                    out = np.asarray(statistic(*(a[idx[j]] for a in data)), dtype=np.float64)
+                    if out.size != 1:
+                        raise ValueError(
+                            f"statistic: must return one number, got shape {out.shape}; "
+                            "reduce it to a scalar (e.g. np.mean)"
+                        )
+                    values[done + j] = out.reshape(())
+        except ValueError as exc:
+            if str(exc).startswith("statistic:"):
+                raise
+            raise ValueError(
+                f"statistic: failed on a bootstrap resample ({exc}); a resample can lose rare classes, "
+                "so use a statistic defined on any subset or more samples"
+            ) from exc
+        done += size
+    return values
+
+
 def bootstrap_ci(
     statistic: Callable[..., Any],
     *arrays: Any,
@@ -291,42 +331,9 @@ def bootstrap_ci(
         if a.ndim == 0:
             raise ValueError(f"arrays[{i}]: is a scalar; pass one entry per sample")
         check_same_length("arrays[0]", data[0], f"arrays[{i}]", a)
-    n = len(data[0])
     check_nonempty("arrays[0]", data[0])
 
-    rng = np.random.default_rng(seed)
-    batch = max(1, min(int(n_resamples), _BATCH_ELEMENTS // n))
-    values = np.empty(int(n_resamples), dtype=np.float64)
-    done = 0
-    while done < n_resamples:
-        size = min(batch, int(n_resamples) - done)
-        idx = rng.integers(0, n, size=(size, n))
-        try:
-            if vectorized:
-                out = np.asarray(statistic(*(a[idx] for a in data)), dtype=np.float64)
-                if out.shape != (size,):
-                    raise ValueError(
-                        f"statistic: with vectorized=True it must return one value per resample, "
-                        f"shape ({size},), got shape {out.shape}; or pass vectorized=False"
-                    )
-                values[done : done + size] = out
-            else:
-                for j in range(size):
-                    out = np.asarray(statistic(*(a[idx[j]] for a in data)), dtype=np.float64)
-                    if out.size != 1:
-                        raise ValueError(
-                            f"statistic: must return one number, got shape {out.shape}; "
-                            "reduce it to a scalar (e.g. np.mean)"
-                        )
-                    values[done + j] = out.reshape(())
-        except ValueError as exc:
-            if str(exc).startswith("statistic:"):
-                raise
-            raise ValueError(
-                f"statistic: failed on a bootstrap resample ({exc}); a resample can lose rare classes, "
-                "so use a statistic defined on any subset or more samples"
-            ) from exc
-        done += size
+    values = _resampled(statistic, data, n_resamples=int(n_resamples), seed=seed, vectorized=vectorized)
     bad = np.count_nonzero(~np.isfinite(values))
     if bad:
         raise ValueError(
