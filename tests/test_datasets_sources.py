@@ -128,3 +128,12 @@ def test_relative_folder(pretrained_model, target_dataset):
 def test_a_project_run_from_a_sub_folder_finds_its_relative_imagefolder(folder_project, monkeypatch):
     monkeypatch.chdir(folder_project.path / "tests" / "sub")
     folder_project.runpytest().assert_outcomes(passed=1)
+
+
+def test_relative_torchvision_root_is_resolved_against_the_rootdir(fresh_context, tmp_path, monkeypatch):
+    write_fashion_mnist(tmp_path / "data", n_train=40, n_test=20)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert len(load_dataset("torchvision:FashionMNIST:data")) == 60
+    with pytest.raises(FileNotFoundError, match=f"no such directory .*resolved against the rootdir {tmp_path}"):
+        load_dataset("torchvision:FashionMNIST:missing")

@@ -147,3 +147,13 @@ def test_num_workers_setting_is_validated():
     assert default_num_workers({"PYTEST_XDIST_WORKER_COUNT": "1000"}) == 0
     with _pytest.raises(_pytest.UsageError, match="num_workers: expected 'auto' or an integer >= 0"):
         resolve({"num_workers": "-1"}, rootdir=".", pyproject=None, environ={})
+
+
+def test_an_attack_gate_gives_the_same_number_streamed(folder, use_context):
+    from pytest_transfer import assert_robust_under_attack
+
+    root, images, labels = folder
+    use_context(_context(0))
+    got = [assert_robust_under_attack(_model(), ds, attack="pgd", eps=0.03, steps=2, min_accuracy=0.0).value
+           for ds in (load_dataset(f"imagefolder:{root}"), load_dataset((images, labels), name="decoded by hand"))]
+    assert got[0] == got[1]
