@@ -214,13 +214,25 @@ def _measurement(test, *, gate="transfer_accuracy", model="resnet18", dataset="d
 def test_long_test_ids_wrap_instead_of_being_cut():
     from pytest_transfer.report.terminal import format_table
 
-    long_id = "tests/deep/test_module.py::test_" + "a_very_long_name_" * 6 + "[resnet18-digits]"
-    lines = format_table([_measurement(long_id), _measurement("tests/test_b.py::test_short")], max_width=100)
-    assert all(len(line) <= 100 for line in lines) and not any("…" in line for line in lines)
-    test_column = [line[:lines[1].index("  ")].strip() for line in lines[2:]]
-    assert "".join(test_column[:-1]) == long_id.split("/")[-1]  # every character kept, in order
-    assert test_column[-1] == "test_b.py::test_short"
+    long_id = "tests/deep/test_module.py::test_" + "a_very_long_name_" * 3 + "[resnet18-digits]"
+    short = "tests/test_b.py::test_short"
+    both = [_measurement(long_id), _measurement(short)]
+    # room for the test column: one flat table, the long id continued on the lines below its row
+    lines = format_table(both, max_width=125)
+    assert all(len(line) <= 125 for line in lines) and not any("…" in line for line in lines)
+    width = lines[1].index("  ")
+    cells = [line[:width].strip() for line in lines[2:]]
+    assert "".join(cells[:-1]) == long_id.split("/")[-1] and cells[-1] == "test_b.py::test_short"
     assert lines[2].endswith("PASS") and not lines[3].endswith("PASS")  # the other cells are on the first line
+    # no room: each test id is a heading line, whole, above its rows
+    lines = format_table(both, max_width=100)
+    assert lines[0] == "test" and lines[3] == long_id.split("/")[-1] and lines[5] == "test_b.py::test_short"
+    assert re.fullmatch(r"  resnet18 +digits +linear_probe_accuracy +0.9000 +>= 0.8000 +PASS", lines[4])
+    assert all(len(line) <= 100 for line in lines[4:]) and not any("…" in line for line in lines)
+    # an id longer than the line is wrapped, every character kept
+    lines = format_table([_measurement(long_id)], max_width=60)
+    heading = [line for line in lines[3:] if not line.startswith("  ")]
+    assert len(heading) > 1 and "".join(heading) == long_id.split("/")[-1] and all(len(h) <= 60 for h in heading)
 
 
 def test_comparison_rows_name_their_counterpart():

@@ -17,6 +17,7 @@ from ..context import Context, Measurement
 
 HEADER = ["test", "model", "dataset", "metric", "value [interval]", "threshold", "result"]
 MIN_TEST_WIDTH = 16
+GROUPED_BELOW = 40  # a test column squeezed narrower than this turns into heading lines
 
 
 def _num(x: float) -> str:
@@ -84,39 +85,66 @@ def wrap_cell(cell: str, width: int) -> list[str]:
     return [line.rstrip() for line in lines if line.strip()] or [""]
 
 
-def _min_width(cells: list[str]) -> int:
-    """The widest space-free word of a column (a model name is not split inside), at least 16."""
-    return max([MIN_TEST_WIDTH, *(len(w) for c in cells for w in c.split())])
+SHRINK = {"test": MIN_TEST_WIDTH, "model": 20, "metric": 14}
+"""Columns that may shrink to fit a terminal, in order, with their least width (their cells wrap after
+``-``, ``_`` or a space; numbers never wrap)."""
 
 
-def table_blocks(measurements: Sequence[Measurement], *, max_width: int = 200) -> list[list[str]]:
-    """The table as blocks of lines: the header block, then one block per measurement.
-
-    Lines are at most ``max_width`` characters where the columns can shrink
-    to fit: the test column first (down to 16 characters), then the model
-    column (down to its longest name); a cell wider than its column continues
-    on the next line of its block (:func:`wrap_cell`; nothing is cut).
-    """
-    body = rows(measurements)
-    widths = [max(len(r[i]) for r in [HEADER, *body]) for i in range(len(HEADER))]
-    for col in (0, 1):
+def _fit(body: list[list[str]], header: list[str], max_width: int) -> list[int]:
+    """Column widths: natural, then the :data:`SHRINK` columns narrowed in turn until the line fits."""
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    for name, least in SHRINK.items():
+        if name not in header:
+            continue
+        col = header.index(name)
         over = sum(widths) + 2 * (len(widths) - 1) - max_width
         if over > 0:
-            floor = MIN_TEST_WIDTH if col == 0 else _min_width([r[col] for r in body])
+            floor = least
             widths[col] = max(min(floor, widths[col]), widths[col] - over)
+    return widths
 
+
+def _formatter(widths: list[int], indent: str = "") -> Any:
     def fmt(r: list[str]) -> list[str]:
         cells = [wrap_cell(c, w) for c, w in zip(r, widths, strict=True)]
         height = max(len(c) for c in cells)
-        return ["  ".join((c[i] if i < len(c) else "").ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-                for i in range(height)]
+        return [indent + "  ".join((c[i] if i < len(c) else "").ljust(w)
+                                   for c, w in zip(cells, widths, strict=True)).rstrip() for i in range(height)]
 
-    return [[*fmt(HEADER), "  ".join("-" * w for w in widths)], *[fmt(r) for r in body]]
+    return fmt
+
+
+def table_blocks(measurements: Sequence[Measurement], *,
+                 max_width: int = 200) -> list[tuple[list[str], list[str]]]:
+    """The table as ``(heading lines, row lines)`` blocks: the header block, then one per measurement.
+
+    When every column fits in ``max_width`` characters, or the test column
+    still has :data:`GROUPED_BELOW` characters after shrinking, it is one
+    flat table; a cell wider than its column continues on the next line of
+    its block (:func:`wrap_cell`). On a narrower terminal the test id becomes
+    a heading line above its rows (wrapped only when longer than the line),
+    and the rows lose the test column. Nothing is ever cut.
+    """
+    body = rows(measurements)
+    widths = _fit(body, HEADER, max_width)
+    if widths[0] >= min(GROUPED_BELOW, max(len(r[0]) for r in [HEADER, *body])):
+        fmt = _formatter(widths)
+        return [([], [*fmt(HEADER), "  ".join("-" * w for w in widths)]), *[([], fmt(r)) for r in body]]
+    indent = "  "
+    widths = _fit([r[1:] for r in body], HEADER[1:], max_width - len(indent))
+    fmt = _formatter(widths, indent)
+    out = [(["test"], [*fmt(HEADER[1:]), indent + "  ".join("-" * w for w in widths)])]
+    previous = None
+    for r in body:
+        heading = wrap_cell(r[0], max_width) if r[0] != previous else []
+        out.append((heading, fmt(r[1:])))
+        previous = r[0]
+    return out
 
 
 def format_table(measurements: Sequence[Measurement], *, max_width: int = 200) -> list[str]:
     """The table's lines (see :func:`table_blocks`)."""
-    return [line for block in table_blocks(measurements, max_width=max_width) for line in block]
+    return [line for heading, lines in table_blocks(measurements, max_width=max_width) for line in heading + lines]
 
 
 def devices_line(measurements: Sequence[Measurement], requested: str) -> str:
@@ -142,11 +170,13 @@ def write_summary(tr: Any, measurements: Sequence[Measurement], ctx: Context, *,
     writer = getattr(tr, "_tw", None)
     tty = bool(getattr(tr, "isatty", False)) and writer is not None
     max_width = max(80, writer.fullwidth - 1) if tty else 10**6
-    header, *blocks = table_blocks(measurements, max_width=max_width)
-    for line in header:
+    (top, header), *blocks = table_blocks(measurements, max_width=max_width)
+    for line in top + header:
         tr.write_line(line)
-    for m, block in zip(measurements, blocks, strict=True):
-        for line in block:
+    for m, (heading, lines) in zip(measurements, blocks, strict=True):
+        for line in heading:
+            tr.write_line(line, bold=True)
+        for line in lines:
             tr.write_line(line, **({} if m.passed else {"red": True}))
     failed = sum(1 for m in measurements if not m.passed)
     level = round(ctx.settings.confidence_level * 100)
