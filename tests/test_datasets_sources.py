@@ -137,3 +137,36 @@ def test_relative_torchvision_root_is_resolved_against_the_rootdir(fresh_context
     assert len(load_dataset("torchvision:FashionMNIST:data")) == 60
     with pytest.raises(FileNotFoundError, match=f"no such directory .*resolved against the rootdir {tmp_path}"):
         load_dataset("torchvision:FashionMNIST:missing")
+
+
+def test_imagefolder_and_dataset_subsets_open_only_the_files_they_keep(fresh_context, tmp_path, monkeypatch):
+    import pytest_transfer.datasets.files as files
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b", "c"):
+        (tmp_path / c).mkdir()
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    opened = []
+    original = files.read_header
+    monkeypatch.setattr(files, "read_header", lambda path, **kw: opened.append(path) or original(path, **kw))
+    ds = load_dataset(f"imagefolder:{tmp_path}", max_samples=6)
+    assert len(ds) == 6 and np.all(np.bincount(ds.labels) == 2) and sorted(opened) == sorted(ds.source.paths)
+    assert not np.array_equal(ds.source.paths, load_dataset(f"imagefolder:{tmp_path}", max_samples=6, seed=1)
+                              .source.paths)
+
+    calls = []
+
+    class Counting(torch.utils.data.Dataset):
+        def __init__(self):
+            self.targets = [i % 4 for i in range(40)]
+
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            calls.append(i)
+            return torch.zeros(1, 3, 3), self.targets[i]
+
+    sub = load_dataset(Counting(), max_samples=8)
+    assert len(sub) == 8 and np.all(np.bincount(sub.labels) == 2) and len(calls) <= 8

@@ -218,6 +218,20 @@ def stratified_split(labels: np.ndarray, *, test_fraction: float, seed: int) -> 
     return {"train": np.sort(np.concatenate(train)), "test": np.sort(np.concatenate(test))}
 
 
+def subset_indices(labels: np.ndarray, max_samples: int | None, *, seed: int) -> np.ndarray:
+    """Sorted indices of a stratified, seeded subset of about ``max_samples`` items (all when ``None`` or
+    when there are no more), chosen from the labels alone (the ``test`` part of :func:`stratified_split`)."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    if max_samples is not None and int(max_samples) < 1:
+        raise ValueError(f"max_samples: expected a positive integer, got {max_samples}")
+    if max_samples is None or len(labels) <= max_samples:
+        return np.arange(len(labels), dtype=np.int64)
+    codes = np.unique(labels, return_inverse=True)[1]
+    return stratified_split(codes, test_fraction=max_samples / len(labels), seed=seed)["test"]
+
+
 def as_image_tensor(images: Any, name: str) -> torch.Tensor:
     import numpy as np
     import torch

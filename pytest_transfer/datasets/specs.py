@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..registry import Registry
-from .core import TargetDataset, stratified_split
+from .core import TargetDataset, subset_indices
 from .files import FileSource, describe_skipped, find_image_folder, scan_files
 from .torchsets import DatasetSource, probe_layout, read_labels
 
@@ -64,7 +64,7 @@ def load_digits_dataset(*, shifted: bool = False, canvas: int = 20, **kwargs: An
 
 def load_imagefolder(root: str, *, size: int | None = None, channels: int | None = None,
                      allow_empty: bool = False, skip_unreadable: bool = False, fingerprint: str = "content",
-                     **kwargs: Any) -> TargetDataset:
+                     max_samples: int | None = None, **kwargs: Any) -> TargetDataset:
     """``imagefolder:<path>``: one sub-folder per class, as torchvision's ``ImageFolder``; streamed.
 
     Classes and sample order are torchvision's (sorted sub-folder names),
@@ -86,6 +86,8 @@ def load_imagefolder(root: str, *, size: int | None = None, channels: int | None
     * ``fingerprint``: ``"content"`` (default) hashes the bytes of every file
       (read once per session, about 1 GB/s from a warm disk cache);
       ``"stat"`` hashes paths, sizes and modification times only.
+    * ``max_samples``: a stratified, seeded subset of about that many files,
+      chosen from the folder names before any file is opened.
 
     A relative ``root`` is resolved against the rootdir, like ``cache_dir``.
     """
@@ -94,6 +96,8 @@ def load_imagefolder(root: str, *, size: int | None = None, channels: int | None
     classes, samples = find_image_folder(base, allow_empty=allow_empty)
     if not samples:
         raise ValueError(f"{spec}: no images found under {base}")
+    samples = [samples[i] for i in subset_indices([c for _, c in samples], max_samples,
+                                                  seed=int(kwargs.get("seed", 0)))]
     paths = [p for p, _ in samples]
     kept, layout, hw, skipped = scan_files(paths, skip_unreadable=skip_unreadable, size=size, channels=channels,
                                            what=spec)
@@ -163,10 +167,7 @@ def load_torchvision_dataset(dataset_name: str, root: str, *, max_samples: int |
     parts, labels, offsets = [], [], {}
     for split, ds in opened.items():
         y = read_labels(ds)
-        keep = np.arange(len(y))
-        if max_samples is not None and len(y) > max_samples:
-            keep = stratified_split(np.unique(y, return_inverse=True)[1], test_fraction=max_samples / len(y),
-                                    seed=seed)["test"]
+        keep = subset_indices(y, max_samples, seed=seed)
         offsets[split] = (sum(len(a) for a in labels), len(keep))
         parts.append((ds, keep))
         labels.append(y[keep])
@@ -197,22 +198,24 @@ def _stack_subsets(arrays: Sequence[Any], keeps: Sequence[np.ndarray]) -> np.nda
 
 
 def dataset_from_torch(obj: Any, *, name: str | None = None, classes: Sequence[Any] | None = None,
-                       size: int | None = None, channels: int | None = None, **kwargs: Any) -> TargetDataset:
+                       size: int | None = None, channels: int | None = None, max_samples: int | None = None,
+                       **kwargs: Any) -> TargetDataset:
     """A torch ``Dataset`` of ``(image, label)`` items (PIL images, tensors or arrays), streamed.
 
     Labels are read from its attributes when it has them (``targets``,
     ``samples``, ...), else in one pass over the items. Channels and size are
     probed on a few items spread over it: colour among them makes every item
     RGB (greyscale items repeated); different sizes choose ``size=224``.
+    ``max_samples``: a stratified, seeded subset chosen from the labels.
     """
-    import numpy as np
-
     label = name or type(obj).__name__
-    labels = read_labels(obj)
-    parts = [(obj, np.arange(len(obj)))]
+    all_labels = read_labels(obj)
+    keep = subset_indices(all_labels, max_samples, seed=int(kwargs.get("seed", 0)))
+    labels = all_labels[keep]
+    parts = [(obj, keep)]
     layout, hw = probe_layout(parts, size=size, channels=channels)
     names = classes if classes is not None else getattr(obj, "classes", None)
-    if names is not None and (not len(labels) or len(names) <= int(labels.max())):
+    if names is not None and (not len(all_labels) or len(names) <= int(all_labels.max())):
         names = None
     return TargetDataset(DatasetSource(parts, layout, hw, name=label), labels, name=label, classes=names, **kwargs)
 
