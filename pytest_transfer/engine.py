@@ -94,15 +94,16 @@ def gaussian_noise(sigma: float, *, seed: int = 0) -> Perturbation:
     return Perturbation(f"gaussian_noise(sigma={sigma!r})", add_noise, seed)
 
 
-def corruption(name: str, severity: int, *, seed: int = 0) -> Perturbation:
-    """An ImageNet-C style corruption from :mod:`pytest_transfer.robustness`."""
+def corruption(name: str, severity: int, *, seed: int = 0, table: str = "auto") -> Perturbation:
+    """An ImageNet-C style corruption from :mod:`pytest_transfer.robustness`, with the published ``table``
+    (``auto``, ``imagenet-c``, ``tiny-imagenet-c``, ``cifar10-c``; see ``corrupt``)."""
 
     def apply(images: torch.Tensor, chunk_seed: int) -> torch.Tensor:
         from .robustness import corrupt
 
-        return corrupt(images, name, severity, seed=chunk_seed)
+        return corrupt(images, name, severity, seed=chunk_seed, table=table)
 
-    return Perturbation(f"corruption({name},{int(severity)})", apply, seed)
+    return Perturbation(f"corruption({name},{int(severity)},{table})", apply, seed)
 
 
 class Evaluation:

@@ -23,6 +23,8 @@ else:  # pragma: no cover
 
 CONFIDENCE_MODES = ("none", "strict", "lenient")
 AUTOCAST_MODES = ("auto", "on", "off")
+#: the corruption tables (pytest_transfer.robustness.TABLE_CHOICES, written here so that settings import no torch)
+CORRUPTION_TABLE_CHOICES = ("auto", "imagenet-c", "tiny-imagenet-c", "cifar10-c")
 ENV_PREFIX = "PYTEST_TRANSFER_"
 SECTION = "[tool.pytest_transfer]"
 
@@ -76,6 +78,13 @@ def _parse_autocast(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in AUTOCAST_MODES:
         raise ValueError(f"expected one of {', '.join(AUTOCAST_MODES)}")
+    return text
+
+
+def _parse_corruption_table(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in CORRUPTION_TABLE_CHOICES:
+        raise ValueError(f"expected one of {', '.join(CORRUPTION_TABLE_CHOICES)}")
     return text
 
 
@@ -144,6 +153,10 @@ OPTIONS: tuple[Option, ...] = (
            "pass (restored to glibc's defaults after it): on, off", metavar="on|off"),
     Option("test_fraction", 0.25, _parse_fraction, "fraction of each dataset held out as the test split",
            metavar="F"),
+    Option("corruption_table", "auto", _parse_corruption_table,
+           "published parameter table of the corruptions: auto (by image size: CIFAR-10-C's up to 45 px, "
+           "Tiny-ImageNet-C's up to 119 px, ImageNet-C's above), imagenet-c, tiny-imagenet-c, cifar10-c",
+           metavar="TABLE"),
     Option("thresholds", None, _parse_path,
            "a TOML file of thresholds (same layout as [tool.pytest_transfer.thresholds])", metavar="PATH"),
     Option("github_summary", None, _parse_path,
@@ -172,6 +185,7 @@ class Settings:
     num_workers: int | str = "auto"
     malloc_tuning: bool = True
     test_fraction: float = 0.25
+    corruption_table: str = "auto"
     thresholds: str | None = None
     github_summary: str | None = None
     openmetrics: str | None = None

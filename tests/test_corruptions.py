@@ -211,13 +211,27 @@ def test_distance_from_clean_grows_with_severity(name, sweep224):
 # ---------------------------------------------------------------- published formulas, computed independently
 
 
-def test_contrast_matches_the_published_formula(photos32):
+# written out from github.com/hendrycks/robustness: imagenet_c/corruptions.py, make_tinyimagenet_c.py, make_cifar_c.py
+PUBLISHED_CONTRAST = {"imagenet-c": [0.4, 0.3, 0.2, 0.1, 0.05], "tiny-imagenet-c": [0.4, 0.3, 0.2, 0.1, 0.05],
+                      "cifar10-c": [0.75, 0.5, 0.4, 0.3, 0.15]}
+PUBLISHED_PIXELATE = {"imagenet-c": [0.6, 0.5, 0.4, 0.3, 0.25], "tiny-imagenet-c": [0.9, 0.8, 0.7, 0.6, 0.5],
+                      "cifar10-c": [0.95, 0.9, 0.85, 0.75, 0.65]}
+PUBLISHED_JPEG = {"imagenet-c": [25, 18, 15, 10, 7], "tiny-imagenet-c": [65, 58, 50, 40, 25],
+                  "cifar10-c": [80, 65, 58, 50, 40]}
+PUBLISHED_GAUSSIAN_NOISE = {"imagenet-c": [0.08, 0.12, 0.18, 0.26, 0.38], "tiny-imagenet-c": [0.04, 0.08, 0.12, 0.15, 0.18],
+                            "cifar10-c": [0.04, 0.06, 0.08, 0.09, 0.10]}
+PUBLISHED_GAUSSIAN_BLUR = {"imagenet-c": (224, [1, 2, 3, 4, 6]), "tiny-imagenet-c": (64, [0.5, 0.75, 1, 1.25, 1.5]),
+                           "cifar10-c": (32, [0.4, 0.6, 0.7, 0.8, 1])}
+
+
+@pytest.mark.parametrize("table", sorted(PUBLISHED_CONTRAST))
+def test_contrast_matches_the_published_formula(photos32, table):
     x = photos32.double()
-    for sev, c in enumerate([0.4, 0.3, 0.2, 0.1, 0.05], start=1):
+    for sev, c in enumerate(PUBLISHED_CONTRAST[table], start=1):
         a = x.numpy()
         means = a.mean(axis=(2, 3), keepdims=True)
         expected = np.clip((a - means) * c + means, 0, 1)
-        np.testing.assert_allclose(corrupt(x, "contrast", sev).numpy(), expected, atol=1e-12)
+        np.testing.assert_allclose(corrupt(x, "contrast", sev, table=table).numpy(), expected, atol=1e-12)
 
 
 def _hsv_reference(a: np.ndarray, edit) -> np.ndarray:
@@ -236,7 +250,7 @@ def test_brightness_matches_hsv_value_shift():
     x[0, :, 0, 1] = 0.9  # grey
     for sev, c in enumerate([0.1, 0.2, 0.3, 0.4, 0.5], start=1):
         expected = _hsv_reference(x.numpy(), lambda h, s, v, c=c: (h, s, min(v + c, 1.0)))
-        np.testing.assert_allclose(corrupt(x, "brightness", sev).numpy(), expected, atol=1e-12)
+        np.testing.assert_allclose(corrupt(x, "brightness", sev, table="imagenet-c").numpy(), expected, atol=1e-12)
 
 
 def test_saturate_matches_hsv_saturation_scaling():
@@ -246,14 +260,15 @@ def test_saturate_matches_hsv_saturation_scaling():
     table = [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)]
     for sev, (a, b) in enumerate(table, start=1):
         expected = _hsv_reference(x.numpy(), lambda h, s, v, a=a, b=b: (h, min(max(s * a + b, 0.0), 1.0), v))
-        np.testing.assert_allclose(corrupt(x, "saturate", sev).numpy(), expected, atol=1e-12)
+        np.testing.assert_allclose(corrupt(x, "saturate", sev, table="imagenet-c").numpy(), expected, atol=1e-12)
 
 
-def test_pixelate_matches_pillow_box_down_then_box_up():
-    u8 = _photos(50)  # 50 px: the factors give non-integer box widths (30, 25, 20, 15, 12 px)
+@pytest.mark.parametrize("table", sorted(PUBLISHED_PIXELATE))
+def test_pixelate_matches_pillow_box_down_then_box_up(table):
+    u8 = _photos(50)  # 50 px: the factors give non-integer box widths (30, 25, 20, 15, 12 px at ImageNet-C's)
     x = _tensor(u8, torch.float64)
-    for sev, c in enumerate([0.6, 0.5, 0.4, 0.3, 0.25], start=1):
-        got = corrupt(x, "pixelate", sev).permute(0, 2, 3, 1).numpy()
+    for sev, c in enumerate(PUBLISHED_PIXELATE[table], start=1):
+        got = corrupt(x, "pixelate", sev, table=table).permute(0, 2, 3, 1).numpy()
         for n in range(len(u8)):
             img = Image.fromarray(u8[n])
             small = img.resize((int(50 * c), int(50 * c)), Image.BOX)
@@ -263,19 +278,31 @@ def test_pixelate_matches_pillow_box_down_then_box_up():
             assert np.abs(got[n] - expected).max() <= 1 / 255 + 1e-9
 
 
-@pytest.mark.parametrize("channels", [3, 1])
-def test_jpeg_matches_pillow_at_the_published_qualities(channels):
+@pytest.mark.parametrize(("channels", "table"), [(3, "imagenet-c"), (1, "imagenet-c"), (3, "tiny-imagenet-c"),
+                                              (3, "cifar10-c")])
+def test_jpeg_matches_pillow_at_the_published_qualities(channels, table):
     u8 = _photos(64)
     if channels == 1:
         u8 = np.stack([np.asarray(Image.fromarray(a).convert("L")) for a in u8])[..., None]
     x = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255
-    for sev, quality in enumerate([25, 18, 15, 10, 7], start=1):
-        got = corrupt(x, "jpeg_compression", sev).permute(0, 2, 3, 1).numpy()
+    for sev, quality in enumerate(PUBLISHED_JPEG[table], start=1):
+        got = corrupt(x, "jpeg_compression", sev, table=table).permute(0, 2, 3, 1).numpy()
         for n in range(len(u8)):
             buf = io.BytesIO()
             Image.fromarray(u8[n].squeeze(-1) if channels == 1 else u8[n]).save(buf, "JPEG", quality=quality)
             expected = np.asarray(Image.open(buf)).reshape(got[n].shape) / 255.0
             assert np.abs(got[n] - expected).mean() < 1.0 / 255
+
+
+@pytest.mark.parametrize("table", sorted(PUBLISHED_GAUSSIAN_BLUR))
+def test_gaussian_blur_at_each_tables_own_size_matches_scipy(table):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    size, sigmas = PUBLISHED_GAUSSIAN_BLUR[table]
+    x = _tensor(_photos(size), torch.float64)
+    for sev, sigma in enumerate(sigmas, start=1):
+        expected = ndimage.gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode="nearest", truncate=4.0)
+        got = corrupt(x, "gaussian_blur", sev)  # "auto" picks the table written for this size
+        np.testing.assert_allclose(got.numpy(), np.clip(expected, 0, 1), atol=1e-10)
 
 
 def test_gaussian_blur_matches_scipy_with_skimage_defaults():
@@ -307,7 +334,7 @@ def test_zoom_blur_matches_the_published_clipped_zoom_average():
         trim = (zoomed.shape[2] - 40) // 2
         out += zoomed[:, :, trim : trim + 40, trim : trim + 40]
     expected = np.clip((a + out) / (len(factors) + 1), 0, 1)
-    np.testing.assert_allclose(corrupt(x, "zoom_blur", 5).numpy(), expected, atol=1e-9)
+    np.testing.assert_allclose(corrupt(x, "zoom_blur", 5, table="imagenet-c").numpy(), expected, atol=1e-9)
 
 
 def test_motion_blur_kernel_matches_a_direct_shift_and_sum():
@@ -341,13 +368,16 @@ def test_fold_index_matches_numpy_pad_modes():
 def test_noise_statistics_match_the_published_distributions():
     grey = torch.full((4, 3, 64, 64), 0.5, dtype=torch.float64)
     for sev, sigma in enumerate([0.08, 0.12], start=1):  # no clipping at these levels
-        d = corrupt(grey, "gaussian_noise", sev) - grey
+        d = corrupt(grey, "gaussian_noise", sev, table="imagenet-c") - grey
         assert abs(float(d.mean())) < 0.005 and abs(float(d.std()) / sigma - 1) < 0.03
-        s = corrupt(grey, "speckle_noise", sev) - grey
+        s = corrupt(grey, "speckle_noise", sev, table="imagenet-c") - grey
         assert abs(float(s.std()) / (0.5 * [0.15, 0.2][sev - 1]) - 1) < 0.03
-    shot = corrupt(grey, "shot_noise", 1) * 60  # Poisson(0.5 * 60) / 60
+    for table, sigmas in PUBLISHED_GAUSSIAN_NOISE.items():
+        d = corrupt(grey, "gaussian_noise", 2, table=table) - grey
+        assert abs(float(d.std()) / sigmas[1] - 1) < 0.03, table
+    shot = corrupt(grey, "shot_noise", 1, table="imagenet-c") * 60  # Poisson(0.5 * 60) / 60
     assert abs(float(shot.mean()) - 30) < 0.3 and abs(float(shot.var()) / 30 - 1) < 0.05
-    imp = corrupt(grey, "impulse_noise", 5)  # amount 0.27: half to 0, half to 1
+    imp = corrupt(grey, "impulse_noise", 5, table="imagenet-c")  # amount 0.27: half to 0, half to 1
     assert abs(float((imp == 0).double().mean()) - 0.135) < 0.01
     assert abs(float((imp == 1).double().mean()) - 0.135) < 0.01
 

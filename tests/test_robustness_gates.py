@@ -18,7 +18,8 @@ from pytest_transfer import (
     load_model,
 )
 from pytest_transfer.context import Context, set_current_context
-from pytest_transfer.engine import corruption, evaluate
+from pytest_transfer.engine import corruption as engine_corruption
+from pytest_transfer.engine import evaluate
 from pytest_transfer.predictions import predict
 from pytest_transfer.robustness import ALEXNET_ERRORS, CORRUPTIONS, fgsm, mce, relative_mce
 from pytest_transfer.robustness.sweep import evaluate_many
@@ -27,8 +28,13 @@ from tests._helpers import make_blobs_images, tiny_net
 
 
 def _context(tmp_path, **options):
-    return Context(resolve({"no_cache": True, "device": "cpu", **options}, rootdir=tmp_path, pyproject=None,
-                           environ={}))
+    return Context(resolve({"no_cache": True, "device": "cpu", "corruption_table": "imagenet-c", **options},
+                           rootdir=tmp_path, pyproject=None, environ={}))
+
+
+def corruption(name, severity, *, seed=0):
+    """The engine's corruption with the table the ``data`` fixture sets (ImageNet-C's)."""
+    return engine_corruption(name, severity, seed=seed, table="imagenet-c")
 
 
 def _train_mlp(x, y, idx, *, seed=0, steps=60):
@@ -54,7 +60,14 @@ def blobs12():
 
 @pytest.fixture
 def data(fresh_context, blobs12):
-    """The test split has 75 images: one full chunk of 64 and a partial one."""
+    """The test split has 75 images: one full chunk of 64 and a partial one.
+
+    The gates here were sized with ImageNet-C's parameters, set through the
+    ``corruption_table`` setting: at 12 px ``auto`` would pick CIFAR-10-C's milder table.
+    """
+    import dataclasses
+
+    fresh_context.settings = dataclasses.replace(fresh_context.settings, corruption_table="imagenet-c")
     x, y, _, _ = blobs12
     return load_dataset((x, y), name="blobs")
 
@@ -104,7 +117,7 @@ def test_sweep_variants_are_the_engines_perturbed_chunks(data):
     cells = {corruption(n, s, seed=5): (n, s) for n, s in
              [("gaussian_noise", 2), ("zoom_blur", 1), ("zoom_blur", 4), ("frost", 3)]}
     variants = [None, *cells]
-    stream = list(iter_variants(data, idx, torch.device("cpu"), variants, corruption_variants(cells)))
+    stream = list(iter_variants(data, idx, torch.device("cpu"), variants, corruption_variants(cells, "imagenet-c")))
     assert len(stream) == 2 * len(variants)  # 2 chunks, every variant of each
     for v, variant in enumerate(variants):
         expected = list(iter_chunks(data, idx, torch.device("cpu"), variant))
@@ -297,7 +310,8 @@ def test_corruption_gate_threshold_from_config(tmp_path, data, head_model):
     pp = tmp_path / "pyproject.toml"
     pp.write_text('[tool.pytest_transfer.thresholds."tiny"."blobs"]\ncorruption_max_drop = 0.0\n'
                   'attack_min_accuracy = 1.0\nmax_mce = 0.0\n')
-    ctx = Context(resolve({"no_cache": True, "device": "cpu"}, rootdir=tmp_path, pyproject=pp, environ={}))
+    ctx = Context(resolve({"no_cache": True, "device": "cpu", "corruption_table": "imagenet-c"}, rootdir=tmp_path,
+                          pyproject=pp, environ={}))
     previous = set_current_context(ctx)
     try:
         with pytest.raises(AssertionError, match=r'threshold from: .*pyproject.toml \[tool.pytest_transfer.'
@@ -348,9 +362,13 @@ def test_mce_gate_against_a_measured_reference(tmp_path, data, head_model, weak_
 
 
 def test_mce_gate_defaults_to_alexnets_published_errors(data, head_model):
-    result = assert_mce_below(head_model, data, 100.0, corruptions="noise", severities=[1, 5], method="direct",
+    # contrast at severity 5 certainly costs this model accuracy (an interval of positive width); the noises
+    # alone may cost it nothing, depending on the draw
+    names = ["impulse_noise", "contrast"]
+    result = assert_mce_below(head_model, data, 100.0, corruptions=names, severities=[1, 5], method="direct",
                               confidence="strict")
-    res = corruption_sweep(head_model, data, "noise", [1, 5], method="direct")
+    res = corruption_sweep(head_model, data, names, [1, 5], method="direct")
+    assert res.accuracy["contrast"][5] < 0.9
     ce = [(2 - res.accuracy[c][1] - res.accuracy[c][5]) / (ALEXNET_ERRORS[c][0] + ALEXNET_ERRORS[c][4])
           for c in res.corruptions]
     assert result.value == pytest.approx(np.mean(ce))

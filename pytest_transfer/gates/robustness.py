@@ -84,7 +84,7 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
                                    severity: int | str | Iterable[int], *, max_drop: float | None = None,
                                    relative: bool = False, method: str = "linear_probe", split: str = "test",
                                    seed: int | None = None, confidence: str | None = None,
-                                   k: int = 20) -> Measurement:
+                                   k: int = 20, corruption_table: str | None = None) -> Measurement:
     """Gate on the accuracy drop under ImageNet-C corruptions applied to the [0, 1] images before preprocess.
 
     ``corruption`` is one corruption (``"fog"``), a group (``"noise"``,
@@ -97,6 +97,9 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     docstring). ``relative=True`` divides by the clean accuracy. The
     threshold is ``max_drop`` or the config key ``corruption_max_drop``.
     Probe methods train on clean features and score corrupted ones.
+    ``corruption_table`` picks the published parameters (``auto`` by image
+    size, ``imagenet-c``, ``tiny-imagenet-c``, ``cifar10-c``); default
+    ``--transfer-corruption-table``.
 
     >>> assert_robust_under_corruption(model, "digits", "fog", 3, max_drop=0.1)  # doctest: +SKIP
     >>> assert_robust_under_corruption(model, "digits", "all", "all", max_drop=0.2)  # doctest: +SKIP
@@ -111,7 +114,8 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
                   confidence=confidence)
     ctx, model, dataset = g.ctx, g.model, g.dataset
     seed = int(ctx.settings.seed if seed is None else seed)
-    res = corruption_sweep(model, dataset, names, levels, method=method, split=split, seed=seed, k=k, context=ctx)
+    res = corruption_sweep(model, dataset, names, levels, method=method, split=split, seed=seed, k=k, context=ctx,
+                           corruption_table=corruption_table)
     what = _describe(corruption, levels, names)
     details = _sweep_details(res)
     worst = min(res.cells, key=lambda cell: float(np.mean(res.correct[cell])))
@@ -123,7 +127,7 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     if len(res.cells) == 1:
         name, level = res.cells[0]
         return drop_gate(
-            g, perturbation=corruption_perturbation(name, level, seed=seed), method=method,
+            g, perturbation=corruption_perturbation(name, level, seed=seed, table=res.table), method=method,
             split=split, relative=relative, gate="corruption_max_drop",
             label=f"Accuracy drop under corruption {name} (severity {level})", k=k,
             details={"corruption": name, "severity": level, **details}, hint=hint,
@@ -169,7 +173,7 @@ def _errors_of(matrix: np.ndarray, names: tuple[str, ...], levels: tuple[int, ..
 
 def _reference(reference: Any, model: TransferModel, dataset: TargetDataset, *, names: tuple[str, ...],
                levels: tuple[int, ...], method: str, split: str, seed: int, k: int, C: float,
-               ctx: Context) -> tuple[SweepResult | Mapping[str, Any], str]:
+               ctx: Context, table: str | None = None) -> tuple[SweepResult | Mapping[str, Any], str]:
     if reference is None or (isinstance(reference, str) and reference.lower() == "alexnet"):
         return ALEXNET_ERRORS, ALEXNET_SOURCE
     if isinstance(reference, SweepResult):
@@ -181,7 +185,7 @@ def _reference(reference: Any, model: TransferModel, dataset: TargetDataset, *, 
         raise ValueError(f"reference: is the model under test ({model.name!r}) itself; pass another model, "
                          "a mapping of errors, or None for AlexNet's published errors")
     res = corruption_sweep(ref_model, dataset, names, levels, method=method, split=split, seed=seed, k=k, C=C,
-                           context=ctx)
+                           context=ctx, corruption_table=table)
     return res, f"measured: {ref_model.name}"
 
 
@@ -189,7 +193,7 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
                      corruptions: str | Iterable[str] = "all", severities: int | str | Iterable[int] = "all",
                      relative: bool = False, method: str = "linear_probe", split: str = "test",
                      seed: int | None = None, confidence: str | None = None, k: int = 20,
-                     C: float = 1.0) -> Measurement:
+                     C: float = 1.0, corruption_table: str | None = None) -> Measurement:
     """Gate on the mean Corruption Error (Hendrycks & Dietterich, ICLR 2019): it must not exceed ``max_mce``.
 
     ``CE_c = Σ_s E_{s,c} / Σ_s E^ref_{s,c}`` over the swept severities, mCE
@@ -222,9 +226,9 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
     ctx, model, dataset = g.ctx, g.model, g.dataset
     seed = int(ctx.settings.seed if seed is None else seed)
     res = corruption_sweep(model, dataset, names, levels, method=method, split=split, seed=seed, k=k, C=C,
-                           context=ctx)
+                           context=ctx, corruption_table=corruption_table)
     ref, source = _reference(reference, model, dataset, names=names, levels=levels, method=method, split=split,
-                             seed=seed, k=k, C=C, ctx=ctx)
+                             seed=seed, k=k, C=C, ctx=ctx, table=res.table)
     result = res.mce(ref, relative=relative)
     interval = None
     if g.mode != "none":

@@ -11,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import math
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .corruptions_tables import IMAGENET_C, CorruptionTable
 
 
 def check_unit_range(images: torch.Tensor, *, hint: str, tol: float = 1e-4) -> None:
@@ -27,16 +30,8 @@ def check_unit_range(images: torch.Tensor, *, hint: str, tol: float = 1e-4) -> N
     if lo < -tol or hi > 1 + tol:
         raise ValueError(f"images: values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}; {hint}")
 
-#: the side, in pixels, that ImageNet-C's pixel-valued parameters were written for
-REFERENCE_SIZE = 224
-
 #: ITU-R 601 luma weights, as OpenCV's ``COLOR_RGB2GRAY`` uses them
 LUMA = (0.299, 0.587, 0.114)
-
-
-def pixel_scale(x: torch.Tensor) -> float:
-    """``min(H, W) / 224``: the factor applied to every parameter given in pixels at 224 px."""
-    return min(x.shape[-2], x.shape[-1]) / REFERENCE_SIZE
 
 
 class Rng:
@@ -416,11 +411,21 @@ class Context:
     textures, the uint8 copy for JPEG) is done once.
     """
 
-    def __init__(self, seed: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, seed: int, device: torch.device, dtype: torch.dtype,
+                 table: CorruptionTable = IMAGENET_C) -> None:
         self.seed = int(seed)
         self.device = device
         self.dtype = dtype
+        self.table = table
         self.cache: dict = {}
+
+    def param(self, name: str, severity: int) -> Any:
+        """The published parameter of ``name`` at ``severity`` in this context's table."""
+        return self.table.params[name][severity - 1]
+
+    def pixel_scale(self, x: torch.Tensor) -> float:
+        """``min(H, W) / size``: the factor applied to every parameter the table gives in pixels."""
+        return min(x.shape[-2], x.shape[-1]) / self.table.size
 
     def rng(self, name: str, severity: int) -> Rng:
         return Rng(self.seed, name, severity, self.device, self.dtype)

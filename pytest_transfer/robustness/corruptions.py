@@ -10,17 +10,22 @@ Conventions
 * Input: float images in [0, 1], ``N×C×H×W`` (or ``C×H×W``), ``C`` = 1 or 3,
   any size, any device. Output: same shape, dtype and device, in [0, 1].
   Half-precision inputs are processed in float32 and cast back.
-* Size rule: ImageNet-C's parameters were written for 224×224 images. Every
-  parameter measured in pixels (blur sigmas and radii, glass-blur
-  displacement, motion length, elastic displacement and smoothness, snow
-  flake size, spatter blob size) is multiplied by ``s = min(H, W) / 224``;
-  the glass-blur displacement is kept at ≥ 1 pixel and the snow zoom at ≥ 1
-  so the corruption never vanishes. Relative parameters (noise levels,
-  contrast, brightness, JPEG quality, the pixelate factor, zoom factors, the
-  fog and frost blend) are used unchanged. Fog's plasma map has the next
-  power-of-two side ≥ the image, cropped (as the ``imagecorruptions`` port).
-  So a 32×32 image gets the same corruption as the 224×224 version of itself
-  would; the CIFAR-10-C tables are a different, hand-tuned benchmark.
+* Tables and sizes: the parameters are the published ones for the images'
+  size (:mod:`.corruptions_tables`): ``table="auto"`` (the default) uses
+  CIFAR-10-C's table (32 px) up to 45 px, Tiny-ImageNet-C's (64 px) up to
+  119 px and ImageNet-C's (224 px) above, the table written for the nearest
+  size on a log scale; ``table="imagenet-c"``, ``"tiny-imagenet-c"`` or
+  ``"cifar10-c"`` forces one. Every parameter measured in pixels (blur sigmas
+  and radii, glass-blur displacement, motion length, elastic displacement and
+  smoothness, snow flake size, spatter blob size) is multiplied by
+  ``s = min(H, W) / size`` of the table; the glass-blur displacement is kept
+  at ≥ 1 pixel and the snow zoom at ≥ 1 so the corruption never vanishes.
+  Relative parameters (noise levels, contrast, brightness, JPEG quality, the
+  pixelate factor, zoom factors, the fog and frost blend) are used unchanged.
+  Fog's plasma map has the next power-of-two side ≥ the image, cropped (as
+  the published small-image code and the ``imagecorruptions`` port). With
+  ImageNet-C's table a 32-px image would get the 224-px corruption shrunk,
+  whose blurs vanish (gaussian_blur at severity 1: sigma 0.14 px).
 * Randomness: a ``torch.Generator`` on the images' device, seeded from a hash
   of ``(seed, name, severity)``: the same call gives the same result, and the
   result does not depend on what was corrupted before. Each image of the batch
@@ -76,9 +81,9 @@ from ._ops import (
     nearest_index,
     pad,
     pil_box_matrix,
-    pixel_scale,
     smooth_field,
 )
+from .corruptions_tables import check_table, resolve_table
 
 #: the 15 ImageNet-C corruptions, in the published order
 CORRUPTIONS: tuple[str, ...] = (
@@ -112,37 +117,6 @@ CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
-# ----------------------------------------------------------------- published parameter tables
-GAUSSIAN_NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)
-SHOT_NOISE = (60.0, 25.0, 12.0, 5.0, 3.0)
-IMPULSE_NOISE = (0.03, 0.06, 0.09, 0.17, 0.27)
-SPECKLE_NOISE = (0.15, 0.2, 0.35, 0.45, 0.6)
-DEFOCUS_BLUR = ((3.0, 0.1), (4.0, 0.5), (6.0, 0.5), (8.0, 0.5), (10.0, 0.5))  # (radius px, alias sigma px)
-GLASS_BLUR = ((0.7, 1, 2), (0.9, 2, 1), (1.0, 2, 3), (1.1, 3, 2), (1.5, 4, 2))  # (sigma px, max delta px, iterations)
-MOTION_BLUR = ((10.0, 3.0), (15.0, 5.0), (15.0, 8.0), (15.0, 12.0), (20.0, 15.0))  # (radius px, sigma px)
-# exactly what the published np.arange calls produce (the first includes 1.11, a float artefact)
-ZOOM_BLUR = (
-    tuple(round(1 + 0.01 * i, 2) for i in range(12)),
-    tuple(round(1 + 0.01 * i, 2) for i in range(16)),
-    tuple(round(1 + 0.02 * i, 2) for i in range(11)),
-    tuple(round(1 + 0.02 * i, 2) for i in range(13)),
-    tuple(round(1 + 0.03 * i, 2) for i in range(11)),
-)
-GAUSSIAN_BLUR = (1.0, 2.0, 3.0, 4.0, 6.0)  # sigma px
-BRIGHTNESS = (0.1, 0.2, 0.3, 0.4, 0.5)
-CONTRAST = (0.4, 0.3, 0.2, 0.1, 0.05)
-SATURATE = ((0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2))
-# (alpha px, sigma px, affine px); "244 should have been 224" says the original, used as published
-ELASTIC_TRANSFORM = (
-    (244 * 2.0, 244 * 0.7, 244 * 0.1),
-    (244 * 2.0, 244 * 0.08, 244 * 0.2),
-    (244 * 0.05, 244 * 0.01, 244 * 0.02),
-    (244 * 0.07, 244 * 0.01, 244 * 0.02),
-    (244 * 0.12, 244 * 0.01, 244 * 0.02),
-)
-PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)
-JPEG_QUALITY = (25, 18, 15, 10, 7)
-
 Op = Callable[[torch.Tensor, int, Context], torch.Tensor]
 
 
@@ -150,26 +124,26 @@ Op = Callable[[torch.Tensor, int, Context], torch.Tensor]
 
 
 def _gaussian_noise(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
-    sigma = GAUSSIAN_NOISE[severity - 1]
+    sigma = ctx.param("gaussian_noise", severity)
     return x + ctx.rng("gaussian_noise", severity).normal(*x.shape, std=sigma)
 
 
 def _shot_noise(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
-    lam = SHOT_NOISE[severity - 1]
+    lam = ctx.param("shot_noise", severity)
     return ctx.rng("shot_noise", severity).poisson(x * lam) / lam
 
 
 def _impulse_noise(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     # scikit-image's random_noise(mode="s&p", amount=a): each value flips with probability a,
     # to 0 or 1 with equal odds, independently per channel
-    amount = IMPULSE_NOISE[severity - 1]
+    amount = ctx.param("impulse_noise", severity)
     u = ctx.rng("impulse_noise", severity).uniform(*x.shape)
     out = torch.where(u < amount, torch.ones_like(x), x)
     return torch.where(u < amount / 2, torch.zeros_like(x), out)
 
 
 def _speckle_noise(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
-    sigma = SPECKLE_NOISE[severity - 1]
+    sigma = ctx.param("speckle_noise", severity)
     return x + x * ctx.rng("speckle_noise", severity).normal(*x.shape, std=sigma)
 
 
@@ -203,8 +177,8 @@ def _disk_kernel_np(radius: float, alias_sigma: float, alias_size: int) -> np.nd
 
 
 def _defocus_blur(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
-    radius, alias = DEFOCUS_BLUR[severity - 1]
-    s = pixel_scale(x)
+    radius, alias = ctx.param("defocus_blur", severity)
+    s = ctx.pixel_scale(x)
     kernel = _disk_kernel_np(round(radius * s, 6), round(alias * s, 6), 3 if radius <= 8 else 5)
     if kernel.shape == (1, 1):
         return x
@@ -215,8 +189,8 @@ def _glass_blur(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     # ImageNet-C swaps each pixel with a random neighbour, sequentially, `iterations` times;
     # here each pixel takes the value of a random neighbour at an offset in [-d, d) (the same
     # range as np.random.randint(-d, d)), all pixels at once (edges repeated).
-    sigma, delta, iterations = GLASS_BLUR[severity - 1]
-    s = pixel_scale(x)
+    sigma, delta, iterations = ctx.param("glass_blur", severity)
+    s = ctx.pixel_scale(x)
     n, c, h, w = x.shape
     d = max(1, round(delta * s))
     x = gaussian_blur(x, sigma * s)
@@ -233,8 +207,8 @@ def _glass_blur(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
 
 
 def _motion_blur(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
-    radius, sigma = MOTION_BLUR[severity - 1]
-    s = pixel_scale(x)
+    radius, sigma = ctx.param("motion_blur", severity)
+    s = ctx.pixel_scale(x)
     angles = ctx.rng("motion_blur", severity).uniform(x.shape[0], low=-45.0, high=45.0)
     return motion_blur(x, radius * s, sigma * s, angles)
 
@@ -250,17 +224,17 @@ def _zoom_blur(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
 def _zoom_blur_many(x: torch.Tensor, severities: Sequence[int], ctx: Context) -> dict[int, torch.Tensor]:
     # each zoomed copy is computed once and added to every severity that uses it
     sums = {sev: x.clone() for sev in severities}
-    factors = sorted({z for sev in severities for z in ZOOM_BLUR[sev - 1]})
+    factors = sorted({z for sev in severities for z in ctx.param("zoom_blur", sev)})
     for z in factors:
         copy = _zoomed(x, z, ctx)
         for sev in severities:
-            if z in ZOOM_BLUR[sev - 1]:
+            if z in ctx.param("zoom_blur", sev):
                 sums[sev].add_(copy)
-    return {sev: sums[sev] / (len(ZOOM_BLUR[sev - 1]) + 1) for sev in severities}
+    return {sev: sums[sev] / (len(ctx.param("zoom_blur", sev)) + 1) for sev in severities}
 
 
 def _gaussian_blur(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
-    return gaussian_blur(x, GAUSSIAN_BLUR[severity - 1] * pixel_scale(x))
+    return gaussian_blur(x, ctx.param("gaussian_blur", severity) * ctx.pixel_scale(x))
 
 
 # ----------------------------------------------------------------- colour
@@ -268,7 +242,7 @@ def _gaussian_blur(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor
 
 def _brightness(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     # HSV value + c (clipped), hue and saturation kept: RGB scales by V'/V; black becomes grey V'
-    c = BRIGHTNESS[severity - 1]
+    c = ctx.param("brightness", severity)
     v = x.amax(dim=1, keepdim=True)
     v_new = (v + c).clamp(max=1.0)
     scaled = x * (v_new / v.clamp_min(torch.finfo(x.dtype).tiny))
@@ -278,7 +252,7 @@ def _brightness(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
 def _saturate(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     # HSV saturation S' = clip(S·a + b), hue and value kept: x' = V − (V − x)·S'/S;
     # a grey pixel (S = 0) has hue 0 (red), as in scikit-image, so it turns red-ish when b > 0
-    a, b = SATURATE[severity - 1]
+    a, b = ctx.param("saturate", severity)
     if x.shape[1] == 1:
         return x  # grey images have no saturation (the reference returns the value channel)
     v = x.amax(dim=1, keepdim=True)
@@ -294,7 +268,7 @@ def _saturate(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
 def _contrast(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     # ImageNet-C: (x - mean) * c + mean with per-channel means (torchvision's adjust_contrast
     # blends towards the grey-level mean instead, which is a different corruption)
-    c = CONTRAST[severity - 1]
+    c = ctx.param("contrast", severity)
     mean = x.mean(dim=(2, 3), keepdim=True)
     return (x - mean) * c + mean
 
@@ -307,7 +281,7 @@ def _elastic_transform(x: torch.Tensor, severity: int, ctx: Context) -> torch.Te
     # then a displacement field of U(-1, 1) noise smoothed by a Gaussian (sigma, reflect,
     # truncate 3) and scaled by alpha. Both are composed into a single bilinear resampling
     # with reflected borders: out(p) = x(M⁻¹(p + d(p))).
-    alpha, sigma, affine = (v * pixel_scale(x) for v in ELASTIC_TRANSFORM[severity - 1])
+    alpha, sigma, affine = (v * ctx.pixel_scale(x) for v in ctx.param("elastic_transform", severity))
     n, _, h, w = x.shape
     rng = ctx.rng("elastic_transform", severity)
     f64 = torch.float64
@@ -337,7 +311,7 @@ def _elastic_transform(x: torch.Tensor, severity: int, ctx: Context) -> torch.Te
 def _pixelate(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     # ImageNet-C: Pillow's resize to (int(W·c), int(H·c)) with BOX, then back to W×H with BOX, which
     # for upsampling copies pixel floor((i + ½)·n_in/n_out), i.e. nearest (imagecorruptions uses NEAREST)
-    c = PIXELATE[severity - 1]
+    c = ctx.param("pixelate", severity)
     _, _, h, w = x.shape
     h2, w2 = max(1, int(h * c)), max(1, int(w * c))
     small = pil_box_matrix(h, h2, x.device, x.dtype) @ x @ pil_box_matrix(w, w2, x.device, x.dtype).T
@@ -347,7 +321,7 @@ def _pixelate(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
 def _jpeg_compression(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     # Pillow's libjpeg, as the published code (torchvision.io's codecs are deprecated since 0.29),
     # on uint8 CPU copies made once per batch
-    quality = JPEG_QUALITY[severity - 1]
+    quality = ctx.param("jpeg_compression", severity)
     key = ("uint8_hwc",)
     if key not in ctx.cache:
         u8 = (x * 255.0).round().clamp_(0, 255).to(device="cpu", dtype=torch.uint8)
@@ -521,16 +495,18 @@ def _prepare(images: object) -> tuple[torch.Tensor, Callable[[torch.Tensor], tor
 # ----------------------------------------------------------------- public API
 
 
-def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int = 0) -> torch.Tensor:
+def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int = 0, table: str = "auto") -> torch.Tensor:
     """Apply one ImageNet-C corruption at one severity to a batch of images.
 
     ``images``: float tensor in [0, 1], N×C×H×W or C×H×W (C = 1 or 3), any
     size, any device. Returns a new tensor of the same shape, dtype and device,
     in [0, 1]. ``name`` is one of :data:`CORRUPTIONS` or
     :data:`EXTRA_CORRUPTIONS`; ``severity`` is 1–5 (Hendrycks & Dietterich,
-    ICLR 2019, with their published parameters; parameters in pixels are scaled
-    by ``min(H, W) / 224``, see the module docstring). Random corruptions are
-    deterministic for ``seed``.
+    ICLR 2019, with their published parameters). ``table`` picks the published
+    table: ``"imagenet-c"`` (224 px), ``"tiny-imagenet-c"`` (64 px),
+    ``"cifar10-c"`` (32 px) or ``"auto"``, by image size (see the module
+    docstring); parameters in pixels are scaled by ``min(H, W) / size`` of the
+    table. Random corruptions are deterministic for ``seed``.
 
     >>> import torch
     >>> x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -543,10 +519,11 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int = 0) ->
     name = _check_name(name)
     severity = _check_severity(severity)
     seed = _check_seed(seed)
+    check_table(table)
     x, restore = _prepare(images)
     if x.shape[0] == 0:
         return restore(x.clone())
-    ctx = Context(seed, x.device, x.dtype)
+    ctx = Context(seed, x.device, x.dtype, resolve_table(table, x.shape[2], x.shape[3]))
     return restore(_OPS[name](x, severity, ctx))
 
 
@@ -556,6 +533,7 @@ def corrupt_many(
     severities: int | Iterable[int] = SEVERITIES,
     *,
     seed: int = 0,
+    table: str = "auto",
 ) -> Iterator[tuple[str, int, torch.Tensor]]:
     """Yield ``(name, severity, corrupted)`` for every corruption × severity of one batch.
 
@@ -564,8 +542,8 @@ def corrupt_many(
     on the severity is shared: the input is validated and converted once, zoom
     blur computes each zoomed copy once for all severities, the frost texture
     and the uint8 copy for JPEG are made once. ``names`` accepts anything
-    :func:`resolve_corruptions` does. Arguments are checked before the first
-    item is produced.
+    :func:`resolve_corruptions` does; ``table`` as for :func:`corrupt`.
+    Arguments are checked before the first item is produced.
 
     >>> import torch
     >>> x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -584,8 +562,10 @@ def corrupt_many(
             raise ValueError("severities: the list is empty; pass e.g. [1, 2, 3, 4, 5]")
         sev_list = list(dict.fromkeys(_check_severity(s, "severities") for s in raw))
     seed = _check_seed(seed)
+    check_table(table)
     x, restore = _prepare(images)
-    return _sweep(x, restore, resolved, sev_list, seed)
+    ctx = Context(seed, x.device, x.dtype, resolve_table(table, x.shape[2], x.shape[3]))
+    return _sweep(x, restore, resolved, sev_list, ctx)
 
 
 def _sweep(
@@ -593,9 +573,8 @@ def _sweep(
     restore: Callable[[torch.Tensor], torch.Tensor],
     names: tuple[str, ...],
     severities: list[int],
-    seed: int,
+    ctx: Context,
 ) -> Iterator[tuple[str, int, torch.Tensor]]:
-    ctx = Context(seed, x.device, x.dtype)
     empty = x.shape[0] == 0
     for name in names:
         if not empty and name in _MANY and len(severities) > 1:

@@ -1,8 +1,8 @@
 """Weather corruptions: snow, frost, fog and spatter (private to :mod:`.corruptions`).
 
-Parameters are ImageNet-C's (Hendrycks & Dietterich, ICLR 2019, the
-``imagenet_c`` package's tables). Sizes in pixels are scaled by
-``min(H, W) / 224``. Frost uses a procedurally synthesised texture instead of
+Parameters come from the context's published table
+(:mod:`.corruptions_tables`); sizes in pixels are scaled by
+``min(H, W) / size`` of that table. Frost uses a procedurally synthesised texture instead of
 ImageNet-C's six frost photographs, so no image files are shipped; see
 :func:`frost_texture`.
 """
@@ -26,30 +26,8 @@ from ._ops import (
     motion_blur,
     next_power_of_two,
     pixel_count_scale,
-    pixel_scale,
     plasma_fractal,
     splat_segments,
-)
-
-# (loc, scale, zoom, threshold, blur radius px, blur sigma px, blend)
-SNOW = (
-    (0.1, 0.3, 3.0, 0.5, 10.0, 4.0, 0.8),
-    (0.2, 0.3, 2.0, 0.5, 12.0, 4.0, 0.7),
-    (0.55, 0.3, 4.0, 0.9, 12.0, 8.0, 0.7),
-    (0.55, 0.3, 4.5, 0.85, 12.0, 8.0, 0.65),
-    (0.55, 0.3, 2.5, 0.85, 12.0, 12.0, 0.55),
-)
-# (image weight, frost weight)
-FROST = ((1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))
-# (fog strength, wibble decay)
-FOG = ((1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))
-# (loc, scale, blur sigma px, threshold, intensity / mud blur sigma px, mud?)
-SPATTER = (
-    (0.65, 0.3, 4.0, 0.69, 0.6, 0),
-    (0.65, 0.3, 3.0, 0.68, 0.6, 0),
-    (0.65, 0.3, 2.0, 0.68, 0.5, 0),
-    (0.65, 0.3, 1.0, 0.65, 1.5, 1),
-    (0.67, 0.4, 1.0, 0.65, 1.5, 1),
 )
 
 _WATER = (175 / 255, 238 / 255, 238 / 255)  # pale turquoise
@@ -60,9 +38,9 @@ _EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
 
 def snow(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     """Snow: thresholded, zoomed Gaussian noise streaked by a motion blur, plus a whitened image."""
-    loc, scale, zoom, threshold, radius, sigma, blend = SNOW[severity - 1]
+    loc, scale, zoom, threshold, radius, sigma, blend = ctx.param("snow", severity)
     n, _, h, w = x.shape
-    s = pixel_scale(x)
+    s = ctx.pixel_scale(x)
     rng = ctx.rng("snow", severity)
     layer = clipped_zoom(rng.normal(n, 1, h, w, mean=loc, std=scale), max(1.0, zoom * s))
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp_(0.0, 1.0)
@@ -132,7 +110,7 @@ def frost(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     (ImageNet-C too draws the frost photograph independently of severity), so
     a sweep synthesises it once and severities differ only by the weights.
     """
-    a, b = FROST[severity - 1]
+    a, b = ctx.param("frost", severity)
     n, c, h, w = x.shape
     key = ("frost_texture", n, h, w)
     if key not in ctx.cache:
@@ -145,7 +123,7 @@ def frost(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
 
 def fog(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     """Fog: a plasma fractal added to the image, then rescaled to keep its maximum."""
-    strength, decay = FOG[severity - 1]
+    strength, decay = ctx.param("fog", severity)
     n, _, h, w = x.shape
     plasma = plasma_fractal(n, next_power_of_two(max(h, w)), decay, ctx.rng("fog", severity))
     plasma = plasma[:, None, :h, :w]
@@ -196,28 +174,35 @@ def _equalize(levels: torch.Tensor, top: int) -> torch.Tensor:
 def spatter(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     """Spatter: water droplets (severities 1–3) or mud (4–5) on the lens.
 
-    Follows ImageNet-C's recipe; for water, OpenCV's Canny + distance
-    transform (distance to the droplet rims, truncated at 20 px) is replaced by
-    the chessboard distance to the rims computed by repeated 3×3 erosion.
+    Follows ImageNet-C's recipe at the table's own size, and resizes the
+    resulting droplet or mud map to the image (bilinear; antialiased when
+    shrinking): blurring per-pixel noise with a sigma scaled to a larger image
+    would shrink its spread below the threshold and the droplets would vanish.
+    For water, OpenCV's Canny + distance transform (distance to the droplet
+    rims, truncated at 20 px) is replaced by the chessboard distance to the
+    rims computed by repeated 3×3 erosion.
     """
-    loc, scale, sigma, threshold, intensity, mud = SPATTER[severity - 1]
+    loc, scale, sigma, threshold, intensity, mud = ctx.param("spatter", severity)
     n, c, h, w = x.shape
-    s = pixel_scale(x)
-    rng = ctx.rng("spatter", severity)
-    liquid = gaussian_blur(rng.normal(n, 1, h, w, mean=loc, std=scale), sigma * s)
+    s = ctx.pixel_scale(x)
+    hr, wr = max(1, round(h / s)), max(1, round(w / s))
+    liquid = gaussian_blur(ctx.rng("spatter", severity).normal(n, 1, hr, wr, mean=loc, std=scale), sigma)
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
     if mud:
-        m = (liquid > threshold).to(x.dtype)
-        m = gaussian_blur(m, intensity * s)
-        m = torch.where(m < 0.8, torch.zeros_like(m), m)
+        m = gaussian_blur((liquid > threshold).to(x.dtype), intensity)
+        m = _to_size(torch.where(m < 0.8, torch.zeros_like(m), m), h, w)
         return x * (1.0 - m) + colour(_MUD, c, x) * m
     mask = (liquid > 0).to(x.dtype)
-    limit = max(1, math.ceil(20 * s))
-    depth = _erosion_depth(mask, limit) + _erosion_depth(1.0 - mask, limit)
-    # distances in 224-px units, truncated at 20 as published, so small images keep 21 levels
-    dist = torch.floor(box_blur3((depth / s).clamp(max=20.0)))
-    dist = _equalize(dist, 20)
+    depth = _erosion_depth(mask, 20) + _erosion_depth(1.0 - mask, 20)
+    dist = _equalize(torch.floor(box_blur3(depth.clamp(max=20.0))), 20)  # truncated at 20 px, as published
     dist = box_blur3(filter2d(dist, _EMBOSS).clamp_(0.0, 255.0))
     m = liquid * dist
-    m = m / m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(torch.finfo(m.dtype).tiny) * intensity
+    m = _to_size(m / m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(torch.finfo(m.dtype).tiny) * intensity, h, w)
     return x + m * colour(_WATER, c, x)
+
+
+def _to_size(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``m`` (N×1×h'×w') resized to h×w: bilinear, antialiased when shrinking; unchanged at the same size."""
+    if m.shape[-2:] == (h, w):
+        return m
+    return F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False, antialias=m.shape[-2] > h)

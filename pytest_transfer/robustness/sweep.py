@@ -35,6 +35,7 @@ from ..context import Context, current_context
 from ..engine import Perturbation, VariantMaker, corruption, evaluate_many
 from ..predictions import check_method, predict, resolve_pair
 from .corruptions import DETERMINISTIC_CORRUPTIONS, SEVERITIES, corrupt_many, resolve_corruptions
+from .corruptions_tables import check_table
 from .mce import ALEXNET_ERRORS, CLEAN, CorruptionErrorResult, mce, relative_mce
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,10 +77,11 @@ def resolve_severities(severities: int | str | Iterable[int], argname: str = "se
 
 # --- the variants of a chunk ----------------------------------------------------
 
-def corruption_variants(cells: Mapping[Perturbation, tuple[str, int]]) -> VariantMaker:
+def corruption_variants(cells: Mapping[Perturbation, tuple[str, int]], table: str = "auto") -> VariantMaker:
     """A :data:`~pytest_transfer.engine.VariantMaker` that makes the seed-free corruptions of ``cells``
     (``{engine.corruption(name, s): (name, s)}``) with several severities together by :func:`corrupt_many`
-    (equal to one call per severity: the seed does not matter); every other perturbation is applied as usual.
+    (equal to one call per severity: the seed does not matter), with the corruption ``table`` the cells were
+    made with; every other perturbation is applied as usual.
     """
 
     def make(x: torch.Tensor, chunk: int, perturbations: Sequence[Perturbation | None]) -> Iterator[torch.Tensor]:
@@ -96,7 +98,7 @@ def corruption_variants(cells: Mapping[Perturbation, tuple[str, int]]) -> Varian
                 continue
             if i not in made:
                 members = groups[cell[0]]
-                sweep = corrupt_many(x, cell[0], [s for _, s in members])
+                sweep = corrupt_many(x, cell[0], [s for _, s in members], table=table)
                 made.update((j, t) for (j, _), (_, _, t) in zip(members, sweep, strict=True))
             yield made.pop(i)
 
@@ -125,6 +127,7 @@ class SweepResult:
     y_true: np.ndarray
     clean_correct: np.ndarray
     correct: dict[tuple[str, int], np.ndarray] = field(repr=False)
+    table: str = "auto"  # the corruption table the sweep asked for (see corrupt)
 
     @property
     def n(self) -> int:
@@ -198,7 +201,7 @@ class SweepResult:
         (severities as strings, as JSON keys must be)."""
         return {
             "model": self.model, "dataset": self.dataset, "method": self.method, "split": self.split,
-            "seed": self.seed, "n": self.n, "corruptions": list(self.corruptions),
+            "seed": self.seed, "n": self.n, "corruptions": list(self.corruptions), "corruption_table": self.table,
             "severities": list(self.severities), "clean_accuracy": self.clean_accuracy,
             "mean_accuracy": self.mean_accuracy,
             "accuracy": {c: {str(s): a for s, a in row.items()} for c, row in self.accuracy.items()},
@@ -254,7 +257,7 @@ def corruption_sweep(model: Any, dataset: Any, corruptions: str | Iterable[str] 
                      severities: int | str | Iterable[int] = "all", *, method: str = "linear_probe",
                      split: str = "test", seed: int | None = None, k: int = 20, C: float = 1.0,
                      batch_size: int | None = None, context: Context | None = None,
-                     cache: bool = True) -> SweepResult:
+                     cache: bool = True, corruption_table: str | None = None) -> SweepResult:
     """Accuracy of ``model`` on ``split`` of ``dataset`` under every corruption × severity, from one data pass.
 
     ``corruptions`` is anything :func:`resolve_corruptions` reads (a name, a
@@ -265,7 +268,9 @@ def corruption_sweep(model: Any, dataset: Any, corruptions: str | Iterable[str] 
     ``evaluate(..., perturbation=engine.corruption(name, s, seed=seed))``
     (same per-chunk draws, so the results do not depend on the batch size).
     ``method`` is ``linear_probe`` (the probe is fitted once on clean train
-    features), ``knn`` or ``direct``.
+    features), ``knn`` or ``direct``. ``corruption_table`` is the published
+    parameter table (``auto``: by image size; ``imagenet-c``,
+    ``tiny-imagenet-c``, ``cifar10-c``), by default ``--transfer-corruption-table``.
 
     >>> res = corruption_sweep(model, "digits", ["fog", "contrast"], [1, 3, 5])  # doctest: +SKIP
     >>> res.to_rows()[:2]  # doctest: +SKIP
@@ -276,13 +281,15 @@ def corruption_sweep(model: Any, dataset: Any, corruptions: str | Iterable[str] 
     names = resolve_corruptions(corruptions)
     levels = resolve_severities(severities)
     seed = int(ctx.settings.seed if seed is None else seed)
-    cells = {corruption(c, s, seed=seed): (c, s) for c in names for s in levels}
+    table = check_table(ctx.settings.corruption_table if corruption_table is None else corruption_table,
+                        "corruption_table")
+    cells = {corruption(c, s, seed=seed, table=table): (c, s) for c in names for s in levels}
     if method == "direct":
         from ..predictions import direct_mapping
 
         direct_mapping(model, dataset)  # a head that cannot predict these classes fails before any work
     evaluate_many(model, dataset, [None, *cells], split=split, batch_size=batch_size, context=ctx, cache=cache,
-                  make=corruption_variants(cells))
+                  make=corruption_variants(cells, table))
 
     def correct(p: Perturbation | None) -> tuple[np.ndarray, np.ndarray]:
         pr = predict(model, dataset, method=method, split=split, perturbation=p, k=k, C=C, context=ctx)
@@ -291,7 +298,7 @@ def corruption_sweep(model: Any, dataset: Any, corruptions: str | Iterable[str] 
     y_true, clean = correct(None)
     return SweepResult(model=model.name, dataset=dataset.name, method=method, split=split, seed=seed,
                        corruptions=names, severities=levels, y_true=y_true, clean_correct=clean,
-                       correct={cell: correct(p)[1] for p, cell in cells.items()})
+                       correct={cell: correct(p)[1] for p, cell in cells.items()}, table=table)
 
 
 __all__ = [
