@@ -66,6 +66,78 @@ KNOWN_KEYS: dict[str, tuple[float, float]] = {
 }
 
 
+#: valid ranges of gate arguments that have no config key of their own (a shift gate's max_drop)
+ARGUMENT_RANGES: dict[str, tuple[float, float]] = {"max_drop": (0.0, 1.0), "min_accuracy": (0.0, 1.0),
+                                                   "threshold": (-INF, INF), "margin": (-INF, INF)}
+
+
+def check_threshold_value(value: Any, *, key: str | None, argument: str) -> float:
+    """``value`` as a float inside the valid range of ``key`` (or of ``argument`` when there is no key).
+
+    Every threshold goes through this rule, from a gate's argument and from a
+    config file: not a number, NaN, or outside the range (:data:`KNOWN_KEYS`,
+    :data:`ARGUMENT_RANGES`) is a ``ValueError`` naming the argument, the value and
+    the fix. A value in (1, 100] for a key whose range is [0, 1] is read as a
+    percentage: ``max_drop=5`` would make a gate that can never fail.
+
+    >>> check_threshold_value(0.85, key="transfer_accuracy", argument="threshold")
+    0.85
+    >>> check_threshold_value(85, key="transfer_accuracy", argument="threshold")
+    Traceback (most recent call last):
+    ...
+    ValueError: threshold=85: outside the valid range [0, 1] of transfer_accuracy; 85 looks like a percentage: use 0.85
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{argument}={value!r}: a threshold must be a number")
+    v = float(value)
+    if math.isnan(v):
+        raise ValueError(f"{argument}=nan: the threshold is NaN, which no value can clear; pass a number")
+    lo, hi = KNOWN_KEYS.get(key or "", ARGUMENT_RANGES.get(argument, (-INF, INF)))
+    if lo <= v <= hi:
+        return v
+    what = f" of {key}" if key else ""
+    raise ValueError(f"{argument}={format_threshold(v)}: outside the valid range [{format_threshold(lo)}, "
+                     f"{format_threshold(hi)}]{what}; {_range_fix(v, lo, hi)}")
+
+
+def _range_fix(v: float, lo: float, hi: float) -> str:
+    if (lo, hi) == (0.0, 1.0) and 2.0 <= v <= 100.0:
+        return f"{format_threshold(v)} looks like a percentage: use {format_threshold(round(v / 100.0, 12))}"
+    return f"pass a value from {format_threshold(lo)} to {format_threshold(hi)}"
+
+
+def format_threshold(value: float) -> str:
+    """A threshold as configured: the shortest text that reads back as the same float (``0.99999``, ``85``).
+
+    >>> format_threshold(0.99999), format_threshold(85.0), format_threshold(0.1)
+    ('0.99999', '85', '0.1')
+    """
+    v = float(value)
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return str(int(v)) if v.is_integer() and abs(v) < 1e16 else repr(v)
+
+
+def format_value(value: float, threshold: float | None = None) -> str:
+    """A measured value with 4 decimals, or as many more as it takes to sit on the same side of
+    ``threshold`` as the value does (0.999985 against a minimum of 0.99999 is not shown as 1.0000).
+
+    >>> format_value(0.912345), format_value(0.999985, 0.99999), format_value(0.99999, 0.99999)
+    ('0.9123', '0.999985', '0.99999')
+    """
+    v = float(value)
+    if not math.isfinite(v):
+        return str(v)
+    if abs(v) >= 1000:
+        return f"{v:.6g}"
+    for digits in range(4, 18):
+        text = f"{v:.{digits}f}"
+        shown = float(text)
+        if threshold is None or ((shown < threshold) == (v < threshold) and (shown == threshold) == (v == threshold)):
+            return text.rstrip("0") if threshold is not None and shown == threshold else text
+    return repr(v)
+
+
 @dataclass(frozen=True)
 class Threshold:
     """A threshold value and a human-readable account of where it came from."""
@@ -139,8 +211,9 @@ class ThresholdTable:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise pytest.UsageError(f"{where}: {key} = {value!r} is not a number")
         lo, hi = KNOWN_KEYS[key]
-        if not (lo <= float(value) <= hi) or math.isnan(float(value)):
-            raise pytest.UsageError(f"{where}: {key} = {value} is outside the metric's range [{lo}, {hi}]")
+        if not (lo <= float(value) <= hi) or math.isnan(float(value)):  # the rule of check_threshold_value
+            raise pytest.UsageError(f"{where}: {key} = {value} is outside the metric's range [{lo}, {hi}]; "
+                                    f"{_range_fix(float(value), lo, hi)}")
         return float(value)
 
     @classmethod

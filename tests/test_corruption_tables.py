@@ -91,7 +91,7 @@ def test_the_setting_lists_the_same_tables_and_refuses_others(tmp_path):
     assert resolve({"corruption_table": "CIFAR10-C"}, rootdir=tmp_path, pyproject=None,
                    environ={}).corruption_table == "cifar10-c"
     assert resolve({}, rootdir=tmp_path, pyproject=None, environ={}).corruption_table == "auto"
-    with pytest.raises(pytest.UsageError, match="corruption.table.*auto, imagenet-c, tiny-imagenet-c, cifar10-c"):
+    with pytest.raises(pytest.UsageError, match=r"corruption.table.*auto, imagenet-c, tiny-imagenet-c, cifar10-c"):
         resolve({"corruption_table": "imagenet"}, rootdir=tmp_path, pyproject=None, environ={})
 
 

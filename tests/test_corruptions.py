@@ -218,7 +218,8 @@ PUBLISHED_PIXELATE = {"imagenet-c": [0.6, 0.5, 0.4, 0.3, 0.25], "tiny-imagenet-c
                       "cifar10-c": [0.95, 0.9, 0.85, 0.75, 0.65]}
 PUBLISHED_JPEG = {"imagenet-c": [25, 18, 15, 10, 7], "tiny-imagenet-c": [65, 58, 50, 40, 25],
                   "cifar10-c": [80, 65, 58, 50, 40]}
-PUBLISHED_GAUSSIAN_NOISE = {"imagenet-c": [0.08, 0.12, 0.18, 0.26, 0.38], "tiny-imagenet-c": [0.04, 0.08, 0.12, 0.15, 0.18],
+PUBLISHED_GAUSSIAN_NOISE = {"imagenet-c": [0.08, 0.12, 0.18, 0.26, 0.38],
+                            "tiny-imagenet-c": [0.04, 0.08, 0.12, 0.15, 0.18],
                             "cifar10-c": [0.04, 0.06, 0.08, 0.09, 0.10]}
 PUBLISHED_GAUSSIAN_BLUR = {"imagenet-c": (224, [1, 2, 3, 4, 6]), "tiny-imagenet-c": (64, [0.5, 0.75, 1, 1.25, 1.5]),
                            "cifar10-c": (32, [0.4, 0.6, 0.7, 0.8, 1])}

@@ -224,3 +224,38 @@ def test_a_bad_table_stops_the_run_before_any_test(pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(['*pyproject.toml [[]tool.pytest_transfer.thresholds."[*]"."digits"]: unknown '
                                  "threshold key 'accuracy'; valid keys: *"])
+
+
+def test_thresholds_from_arguments_get_the_config_range_checks(tiny_model, blobs):
+    from pytest_transfer import assert_robust_under_noise, assert_transfer_accuracy_above
+
+    with pytest.raises(ValueError, match=r"threshold=85: outside the valid range \[0, 1\] of linear_probe_accuracy; "
+                                         r"85 looks like a percentage: use 0.85"):
+        assert_transfer_accuracy_above(tiny_model, blobs, 85)
+    with pytest.raises(ValueError, match=r"max_drop=5: outside the valid range \[0, 1\] of noise_max_drop; 5 looks "
+                                         r"like a percentage: use 0.05"):
+        assert_robust_under_noise(tiny_model, blobs, sigma=0.1, max_drop=5)  # a gate that could never fail
+    with pytest.raises(ValueError, match=r"threshold=nan: the threshold is NaN"):
+        assert_transfer_accuracy_above(tiny_model, blobs, float("nan"))
+
+
+def test_the_config_says_the_same_about_a_percentage():
+    from pytest_transfer.thresholds import ThresholdTable
+
+    with pytest.raises(pytest.UsageError, match=r"transfer_accuracy = 85 is outside the metric's range \[0.0, 1.0\]; "
+                                                r"85 looks like a percentage: use 0.85"):
+        ThresholdTable({"m": {"d": {"transfer_accuracy": 85}}})
+
+
+def test_thresholds_are_shown_as_configured_and_values_on_their_side():
+    from pytest_transfer.thresholds import check_threshold_value, format_threshold, format_value
+
+    assert [format_threshold(v) for v in (0.99999, 0.85, 1.0, 0.1 + 0.2, float("inf"))] == [
+        "0.99999", "0.85", "1", "0.30000000000000004", "inf"]
+    assert format_value(0.9123456) == "0.9123"
+    assert format_value(0.999985, 0.99999) == "0.999985"  # not "1.0000", which would read as above the minimum
+    assert format_value(0.99999, 0.99999) == "0.99999"
+    assert format_value(0.8, 0.99999) == "0.8000"
+    assert check_threshold_value(-3.5, key="logme", argument="threshold") == -3.5  # unbounded estimators pass
+    with pytest.raises(ValueError, match=r"leep.*pass a value from -inf to 0"):
+        check_threshold_value(0.5, key="leep", argument="threshold")

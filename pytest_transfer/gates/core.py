@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import Context, Measurement, current_context
 from ..jsonable import plain
 from ..settings import CONFIDENCE_MODES
-from ..thresholds import Threshold, explicit
+from ..thresholds import Threshold, check_threshold_value, explicit, format_threshold, format_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..datasets import TargetDataset
@@ -50,14 +50,15 @@ def confidence_mode(confidence: str | bool | None, ctx: Context) -> str:
 def check_threshold(threshold: Threshold, *, argument: str, keys: Sequence[str]) -> Threshold:
     """Every threshold of every gate passes through here, from an argument or from a config file.
 
-    Config values were range-checked when the file was read
-    (:data:`pytest_transfer.thresholds.KNOWN_KEYS`); here a threshold that is
-    not a number (NaN) is refused, since no value could ever clear it.
+    An argument gets the rule config values got when the file was read
+    (:func:`pytest_transfer.thresholds.check_threshold_value`: a number, not
+    NaN, inside the key's range, ``85`` refused as a percentage).
     ``argument`` and ``keys`` name the gate's argument and config keys.
     """
-    if math.isnan(threshold.value):
-        where = f"{argument}=" if threshold.source.startswith("argument") else threshold.source
-        raise ValueError(f"{where}: the threshold is NaN; pass a number (config key {keys[0] if keys else argument})")
+    if threshold.source.startswith("argument"):  # config values passed the same rule when the file was read
+        check_threshold_value(threshold.value, key=keys[0] if keys else None, argument=argument)
+    elif math.isnan(threshold.value):
+        raise ValueError(f"{threshold.source}: the threshold is NaN; pass a number")
     return threshold
 
 
@@ -87,24 +88,21 @@ def decide(value: float, interval: tuple[float, float] | None, threshold: float,
     return (hi if mode == "strict" else lo) <= threshold
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4f}" if abs(x) < 1000 else f"{x:.6g}"
-
-
 def failure_message(*, label: str, value: float, interval: tuple[float, float] | None, threshold: Threshold,
                     higher_is_better: bool, mode: str, level: float, model: str, dataset: str,
                     details: dict[str, Any], hint: str) -> str:
     """The ``AssertionError`` text of a failed gate: value, interval, threshold and its source, what to try."""
     pct = round(level * 100)
-    shown = _fmt(value)
+    t = threshold.value
+    shown = format_value(value, t)
     if interval is not None:
-        shown += f" ({pct}% interval {_fmt(interval[0])}–{_fmt(interval[1])})"
+        shown += f" ({pct}% interval {format_value(interval[0], t)}–{format_value(interval[1], t)})"
     side = "below the minimum" if higher_is_better else "above the maximum"
     rule = {"none": "", "strict": f" [confidence=strict: the whole {pct}% interval must clear it]",
             "lenient": f" [confidence=lenient: the whole {pct}% interval is on the wrong side]"}[mode]
     where = ", ".join(f"{k}={v}" for k, v in details.items() if k in ("method", "split", "n", "sigma", "relative"))
     return (
-        f"{label} of model {model!r} on dataset {dataset!r} is {shown}, {side} {_fmt(threshold.value)}{rule}\n"
+        f"{label} of model {model!r} on dataset {dataset!r} is {shown}, {side} {format_threshold(t)}{rule}\n"
         f"  threshold from: {threshold.source}\n"
         + (f"  measured with: {where}\n" if where else "")
         + f"  next: {hint}"
