@@ -66,8 +66,9 @@ KNOWN_KEYS: dict[str, tuple[float, float]] = {
 }
 
 
-#: valid ranges of gate arguments that have no config key of their own (a shift gate's max_drop)
-ARGUMENT_RANGES: dict[str, tuple[float, float]] = {"max_drop": (0.0, 1.0), "min_accuracy": (0.0, 1.0),
+#: valid ranges of gate arguments that have no config key of their own (a shift gate's max_drop: a difference
+#: of two accuracies, negative to require an improvement)
+ARGUMENT_RANGES: dict[str, tuple[float, float]] = {"max_drop": (-1.0, 1.0), "min_accuracy": (0.0, 1.0),
                                                    "threshold": (-INF, INF), "margin": (-INF, INF)}
 
 
@@ -101,7 +102,7 @@ def check_threshold_value(value: Any, *, key: str | None, argument: str) -> floa
 
 
 def _range_fix(v: float, lo: float, hi: float) -> str:
-    if (lo, hi) == (0.0, 1.0) and 2.0 <= v <= 100.0:
+    if hi == 1.0 and lo in (0.0, -1.0) and 2.0 <= v <= 100.0:
         return f"{format_threshold(v)} looks like a percentage: use {format_threshold(round(v / 100.0, 12))}"
     return f"pass a value from {format_threshold(lo)} to {format_threshold(hi)}"
 

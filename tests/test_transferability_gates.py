@@ -95,7 +95,7 @@ def test_logme_gate_fails_with_value_threshold_and_names(good, squares):
         assert_transferability_above(good, squares, 5.0)
     msg = str(info.value)
     assert "Transferability (LogME) of model 'good' on dataset 'squares' is" in msg
-    assert "below the minimum 5.0000" in msg and "threshold from: argument threshold=" in msg and "next:" in msg
+    assert "below the minimum 5\n" in msg and "threshold from: argument threshold=" in msg and "next:" in msg
 
 
 def test_leep_and_nce_use_the_models_own_source_probabilities(fresh_context, squares):
@@ -115,8 +115,8 @@ def test_leep_and_nce_use_the_models_own_source_probabilities(fresh_context, squ
 def test_estimator_gate_after_a_probe_gate_costs_no_forward_pass(good, squares, fresh_context):
     assert_transfer_accuracy_above(good, squares, 0.0)
     passes = fresh_context.forward_passes
-    for metric in ("logme", "leep", "nce", "hscore"):
-        assert_transferability_above(good, squares, -100.0, metric=metric)
+    for metric in ("logme", "leep", "nce", "hscore"):  # a threshold every one of them clears, inside its range
+        assert_transferability_above(good, squares, -100.0 if metric != "hscore" else 0.0, metric=metric)
     assert rank_models([good], squares)[0].rank == 1
     assert fresh_context.forward_passes == passes == 2
 
@@ -215,7 +215,7 @@ def test_ranks_above_fails_when_the_candidate_is_worse(good, blind, squares):
         assert_ranks_above(blind, good, squares)
     msg = str(info.value)
     assert "LogME lead over reference 'good' of model 'blind' on dataset 'squares'" in msg
-    assert "below the minimum 0.0000" in msg and "threshold from: argument margin=" in msg
+    assert "below the minimum 0\n" in msg and "threshold from: argument margin=" in msg
     lead = assert_ranks_above(good, blind, squares).value
     with pytest.raises(AssertionError, match="below the minimum"):  # a margin larger than the lead
         assert_ranks_above(good, blind, squares, margin=lead + 0.01)
