@@ -50,7 +50,11 @@ def _make_folder(root, n_per_class):
 
 
 def _peak_rss_kib(folder):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTEST_TRANSFER_NUM_WORKERS": "0"}
+    # malloc tuning off: with it, freed chunks stay in glibc's heap and its fragmentation moves the peak by
+    # about +-100 MiB from run to run (measured: 2,028 to 2,127 MiB for either folder), which would hide
+    # what the data path itself holds; without it the peak is repeatable to about 1 MiB
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTEST_TRANSFER_NUM_WORKERS": "0",
+           "PYTEST_TRANSFER_MALLOC_TUNING": "off"}
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(folder)], capture_output=True, text=True, env=env,
                          check=True, cwd=folder.parent)
     n, rss = out.stdout.split()
