@@ -215,3 +215,19 @@ def test_an_attribute_change_is_not_served_from_the_disk_cache(fresh_context, bl
     changed = evaluate(load_model(net, preprocess=Preprocess(size=8, channels=1)), blobs,
                        context=Context(cached.settings))
     assert not changed.from_cache and np.allclose(changed.logits * 3.0, first.logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fingerprint_does_not_depend_on_the_thread_count(fresh_context, threads):
+    """A resizing preprocess rounds differently on 1 and 2 threads; a serial run and an xdist worker
+    (fewer threads each) must still share cache entries."""
+    before = torch.get_num_threads()
+    resize = {"size": 224, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    reference = TransferModel(tiny_net(channels=3), preprocess=Preprocess(**resize)).fingerprint()
+    try:
+        torch.set_num_threads(threads)
+        model = TransferModel(tiny_net(channels=3), preprocess=Preprocess(**resize))
+        assert model.fingerprint() == reference
+    finally:
+        torch.set_num_threads(before)
+    assert torch.get_num_threads() == before

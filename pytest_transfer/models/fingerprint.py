@@ -155,18 +155,27 @@ def _hash_tensor(h: Any, name: str, t: torch.Tensor) -> None:
 
 
 def preprocess_fingerprint(preprocess: Callable[..., Any], channels: int) -> str:
-    """Hash what ``preprocess`` does to a fixed probe batch (catches any change of behaviour)."""
+    """Hash what ``preprocess`` does to a fixed probe batch (catches any change of behaviour).
+
+    The probe runs on one intra-op thread: resizes and other reductions split over threads can
+    round differently, and the same preprocess must give the same key in a serial run, under
+    pytest-xdist (fewer threads per worker) and on a CI runner with another core count.
+    """
     import torch
 
     g = torch.Generator().manual_seed(1234)
     probe = torch.rand(2, channels, 20, 20, generator=g)
+    threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(1)
         with torch.inference_mode():
             out = preprocess(probe)
         data = out.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
         return hashlib.blake2b(data + repr(tuple(out.shape)).encode(), digest_size=16).hexdigest()
     except Exception:  # a preprocess that needs other sizes: fall back to its description
         return hashlib.blake2b(repr(preprocess).encode(), digest_size=16).hexdigest()
+    finally:
+        torch.set_num_threads(threads)
 
 
 _SCALARS = frozenset({bool, int, float, complex, str, bytes, type(None)})
