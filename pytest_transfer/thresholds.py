@@ -28,6 +28,7 @@ and every error names them.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import math
 import sys
@@ -173,6 +174,7 @@ class ThresholdTable:
         # (model pattern, dataset pattern, key) -> (file, section) the value came from
         self.origins: dict[tuple[str, str, str], tuple[str, str]] = {}
         self.providers: list[Callable[[str, str, str], Any]] = []
+        self.asked: set[tuple[str, str]] = set()  # the (model, dataset) pairs gates looked up this session
         self.merge(table or {}, origin=origin, section=section)
 
     def merge(self, table: Mapping[str, Any], *, origin: str, section: str) -> None:
@@ -253,6 +255,7 @@ class ThresholdTable:
 
     def from_table(self, model: str, dataset: str, key: str) -> Threshold | None:
         """The most specific table entry matching ``model`` × ``dataset`` for ``key`` (see the module docstring)."""
+        self.asked.add((model, dataset))
         best: tuple[tuple[int, int, int, int], str, str] | None = None
         for (mp, dp), metrics in self.entries.items():
             if key not in metrics:
@@ -289,7 +292,23 @@ class ThresholdTable:
         raise LookupError(
             f"no threshold for {keys[0]!r} on model {model!r} × dataset {dataset!r}: pass {argument}=... or set "
             f'{keys[0]} = ... under {_table(self.section, model, dataset)} (either name may be "*") in {self.origin}'
+            + self.near_misses(model, dataset)
         )
+
+    def near_misses(self, model: str, dataset: str) -> str:
+        """``"; did you mean ..."`` naming tables whose patterns are spelt close to ``model`` / ``dataset``
+        (a typo in a table name silently disables its gates), or ``""``."""
+        def near(name: str, pattern: str) -> bool:
+            return difflib.SequenceMatcher(None, name, pattern).ratio() >= 0.8
+
+        close = []
+        for mp, dp in self.entries:
+            model_match, dataset_match = fnmatch.fnmatchcase(model, mp), fnmatch.fnmatchcase(dataset, dp)
+            if model_match and dataset_match:
+                continue  # it matches: it only lacks this key
+            if (model_match or near(model, mp)) and (dataset_match or near(dataset, dp)):
+                close.append(_table(self.section, mp, dp))
+        return f"; a table spelt close to it exists: {', '.join(close)} (check the names)" if close else ""
 
 
 def explicit(value: float, argument: str) -> Threshold:

@@ -202,6 +202,44 @@ knn_accuracy = 0.5
     assert '"pooled"."*"' not in result.stdout.str().split("thresholds never used")[1]  # that one matched
 
 
+def test_tables_of_deselected_tests_are_not_reported_unused(project):
+    project.makefile(".toml", pyproject=PYPROJECT + '''
+[tool.pytest_transfer.thresholds."other-model"."spots"]
+knn_accuracy = 0.5
+''')
+    project.makepyfile(test_other='''
+import pytest
+
+@pytest.mark.transfer(model=["other-model", "third"], dataset="spots")
+def test_other(pretrained_model):
+    pass
+''')
+    result = project.runpytest("-k", "test_accuracy")
+    result.assert_outcomes(passed=1)
+    assert "never used" not in result.stdout.str()  # test_other names it, though -k did not select it
+
+
+def test_a_misspelt_table_is_named_when_its_gate_finds_no_threshold(project):
+    project.makefile(".toml", pyproject=PYPROJECT + '''
+[tool.pytest_transfer.thresholds."pooled"."spot"]
+f1 = 0.5
+''')
+    project.makepyfile(test_f1='''
+import pytest
+from pytest_transfer import assert_f1_above
+
+@pytest.mark.transfer(model="pooled", dataset="spots")
+def test_f1(pretrained_model, target_dataset):
+    assert_f1_above(pretrained_model, target_dataset, method="knn")
+''')
+    result = project.runpytest("test_f1.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*LookupError: no threshold for 'f1'*a table spelt close to it exists: "
+                                 '[[]tool.pytest_transfer.thresholds."pooled"."spot"]*',
+                                 'pytest-transfer: thresholds never used (*): '
+                                 '[[]tool.pytest_transfer.thresholds."pooled"."spot"] in pyproject.toml'])
+
+
 # --------------------------------------------------------------------------- the terminal table
 
 def _measurement(test, *, gate="transfer_accuracy", model="resnet18", dataset="digits", details=None, **kw):

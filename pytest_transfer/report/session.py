@@ -28,6 +28,7 @@ from ..settings import SECTION
 PROPERTY = "pytest_transfer"
 PASSES_PROPERTY = "pytest_transfer.passes"
 WORK_OUTPUT = "pytest_transfer_work"
+PAIRS_OUTPUT = "pytest_transfer_pairs"
 
 
 def install(config: pytest.Config, ctx: Context,
@@ -84,6 +85,9 @@ class SessionCollector:
         self.written: list[tuple[str, str]] = []
         self.report: dict[str, Any] | None = None
         self.work: list[dict[str, Any]] = []  # what each pytest-xdist worker computed and read
+        # (model, dataset) pairs this session's tests name (markers of every collected test, selected or
+        # not) or looked thresholds up for: a thresholds table matching none of them is reported unused
+        self.pairs: set[tuple[str, str]] = set()
         self.progress = progress  # called on the controller with the passes an xdist worker ran for a test
 
     @property
@@ -102,6 +106,15 @@ class SessionCollector:
             self.outcomes[report.nodeid] = "skipped"
         if report.failed or report.nodeid not in self.locations:
             self.locations[report.nodeid] = _location(report)
+
+    def pytest_itemcollected(self, item: pytest.Item) -> None:
+        mark = item.get_closest_marker("transfer")
+        if mark is None:
+            return
+        models, datasets = (mark.kwargs.get(key) for key in ("model", "dataset"))
+        models = models if isinstance(models, (list, tuple)) else [models]
+        datasets = datasets if isinstance(datasets, (list, tuple)) else [datasets]
+        self.pairs.update((m, d) for m in models for d in datasets if isinstance(m, str) and isinstance(d, str))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._outcome(report)
@@ -143,6 +156,7 @@ class SessionCollector:
             from .terminal import work_counts
 
             self.config.workeroutput[WORK_OUTPUT] = work_counts(self.ctx)
+            self.config.workeroutput[PAIRS_OUTPUT] = sorted(self.pairs | self.ctx.thresholds.asked)
             return
         targets = {key: self.target(key) for key in ("report", "html", "openmetrics", "github_summary")}
         if not any(targets.values()):
@@ -169,9 +183,10 @@ class SessionCollector:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """pytest-xdist: a worker finished; keep the work it reported."""
-        work = getattr(node, "workeroutput", {}).get(WORK_OUTPUT)
-        if work:
-            self.work.append(work)
+        output = getattr(node, "workeroutput", {})
+        if output.get(WORK_OUTPUT):
+            self.work.append(output[WORK_OUTPUT])
+        self.pairs.update((m, d) for m, d in output.get(PAIRS_OUTPUT, ()))
 
     def _annotations(self) -> list[str]:
         if self.report is None or not self.target("github_summary"):
@@ -184,6 +199,16 @@ class SessionCollector:
                  for test, (path, line) in self.locations.items()}
         return annotations(self.report, where)
 
+    def _report_unused_thresholds(self, tr: Any) -> None:
+        """Name the thresholds tables that match no model × dataset this session's tests use (collected tests,
+        deselected ones included, threshold lookups and measurements), once the session used any."""
+        pairs = self.pairs | self.ctx.thresholds.asked | {(str(m["model"]), str(m["dataset"]))
+                                                          for m in self.measurements}
+        unused = unused_threshold_tables(self.ctx.thresholds, pairs) if pairs else []
+        if unused:
+            tr.write_line("pytest-transfer: thresholds never used (their model and dataset patterns matched no "
+                          "test of this session; a typo there disables a gate): " + "; ".join(unused), yellow=True)
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
         if self.measurements:
@@ -193,12 +218,7 @@ class SessionCollector:
             write_summary(tr, [Measurement(**m) for m in self.measurements], self.ctx, workers=self.work)
             for line in summary_lines(self.measurements, update=self.ctx.settings.update_baselines):
                 tr.write_line(line)
-            pairs = [(str(m["model"]), str(m["dataset"])) for m in self.measurements]
-            unused = unused_threshold_tables(self.ctx.thresholds, pairs)
-            if unused:
-                tr.write_line("pytest-transfer: thresholds never used (their model and dataset patterns matched no "
-                              "gate in this session; a typo there disables a gate): " + "; ".join(unused),
-                              yellow=True)
+        self._report_unused_thresholds(tr)
         for what, path in self.written:
             tr.write_line(f"pytest-transfer: {what} written to {path}")
         for line in self._annotations():
