@@ -528,6 +528,13 @@ def iter_variants(dataset: TargetDataset, indices: np.ndarray, device: Any,
         c += 1
 
 
+
+def _variants_label(chosen: Sequence[Perturbation | None]) -> str:
+    """What a multi-variant pass shows in progress lines: the variants' names when few, else their count."""
+    names = [p.key if p is not None else "clean" for p in chosen]
+    return ", ".join(names) if len(names) <= 3 else f"{len(names)} variants"
+
+
 def split_variants(arrays: dict[str, np.ndarray], n: int, n_variants: int) -> list[dict[str, np.ndarray]]:
     """Undo the chunk-major interleaving of :func:`iter_variants` over ``n`` images: one dict per variant."""
     import numpy as np
@@ -774,7 +781,7 @@ class _Request:
             arrays = run_pass(self.model, self.dataset, indices, perturbation=None, **common,
                               chunks=lambda: iter_variants(self.dataset, indices, self.device, chosen, self.make,
                                                            num_workers=self.workers),
-                              total=len(indices) * len(chosen), variant=f"{len(chosen)} variants")
+                              total=len(indices) * len(chosen), variant=_variants_label(chosen))
         return split_variants(arrays, len(indices), len(chosen))
 
     def arrays(self, chosen: Sequence[Perturbation | None], nodes: list[str]) -> list[tuple[dict[str, Any], bool]]:

@@ -266,6 +266,9 @@ def _robustness_figure(lines: Mapping[str, Mapping[str, Any]]) -> Any:
     if len(curves) > 1 and all(c[0] == curves[0][0] for c in curves):
         mean = np.nanmean(np.asarray([c[1] for c in curves], dtype=np.float64), axis=0)
         ax.plot(curves[0][0], mean, color="#1f2328", linewidth=2.6, label="mean")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # severities are 1..5, never 0.2
     ax.set_xlabel("severity (0 = clean)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
