@@ -17,7 +17,8 @@ def test_head_finetuning_learns_the_target_and_passes_the_gate(tiny_model, blobs
     # a head trained by SGD on the same frozen features lands near the converged linear probe
     assert result.metric == "finetune_accuracy" and abs(result.value - probe.value) <= 0.15
     with pytest.raises(AssertionError, match=r"Transfer accuracy \(finetune\)"):
-        assert_transfer_accuracy_above(tiny_model, blobs, 1.01, method="finetune", finetune={"epochs": 30})
+        assert_transfer_accuracy_above(tiny_model, blobs, 1.0, method="finetune", finetune={"epochs": 30},
+                                       confidence="strict")  # the whole interval cannot clear 1
 
 
 def test_head_finetuning_trains_on_cached_features_and_leaves_the_model_untouched(tiny_model, blobs,

@@ -32,7 +32,7 @@ def test_config_validation_reads_the_declared_bounds():
 
 def test_every_threshold_passes_through_check_threshold(fresh_context):
     assert find_threshold(fresh_context, 0.5, "threshold", "m", "d", ("f1",)) == Threshold(0.5, "argument threshold=")
-    with pytest.raises(ValueError, match="max_drop=: the threshold is NaN"):
+    with pytest.raises(ValueError, match="max_drop=nan: the threshold is NaN"):
         find_threshold(fresh_context, float("nan"), "max_drop", "m", "d", ("noise_max_drop",))
     with pytest.raises(ValueError, match="threshold is NaN"):
         check_threshold(Threshold(math.nan, "t.toml [x] f1"), argument="threshold", keys=("f1",))
@@ -44,7 +44,7 @@ def test_the_failure_message_says_value_interval_threshold_source_and_next_step(
                            model="m", dataset="d", details={"method": "knn", "n": 40, "other": 1}, hint="look")
     assert text == (
         "F1 (macro, knn) of model 'm' on dataset 'd' is 0.8123 (95% interval 0.7500–0.8600), below the minimum "
-        "0.9000 [confidence=strict: the whole 95% interval must clear it]\n"
+        "0.9 [confidence=strict: the whole 95% interval must clear it]\n"
         "  threshold from: pyproject.toml [x] f1\n"
         "  measured with: method=knn, n=40\n"
         "  next: look"
