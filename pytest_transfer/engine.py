@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .context import Context, current_context
-from .datasets.decode import adapt_channels
 from .models import PENULTIMATE, TransferModel, restored
 from .settings import AUTOCAST_MODES
 
@@ -578,7 +577,7 @@ def _run_batch(step: _Step, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, to
     """``(logits, taps)`` of one batch, or ``None`` when it ran out of memory and can be halved."""
     shape = None  # the module's input shape, once preprocess has run
     try:
-        inp = _layout(step.model.preprocess(adapt_channels(x, step.model.in_channels)), step.channels_last)
+        inp = _layout(step.model.inputs(x), step.channels_last)
         shape = tuple(inp.shape)
         out = _forward(step.module, inp, step.amp)
         check_logits(step.model, out)

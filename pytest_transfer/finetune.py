@@ -177,7 +177,7 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
 
         def forward(idx: torch.Tensor) -> torch.Tensor:
             images = dataset.batch(train_idx[idx.numpy()]).to(device)
-            return module(model.preprocess(images)).float().cpu()
+            return module(model.inputs(images)).float().cpu()
 
         _train(forward, params, labels, cfg, gen)
     return _wrap(model, dataset, module)

@@ -231,3 +231,26 @@ def test_fingerprint_does_not_depend_on_the_thread_count(fresh_context, threads)
     finally:
         torch.set_num_threads(before)
     assert torch.get_num_threads() == before
+
+
+def test_a_one_channel_model_sees_the_luma_of_colour_images_in_every_path(fresh_context):
+    """Colour images and a greyscale model: the engine, attacks and fine-tuning all feed ITU-R 601 luma
+    (torchvision's rgb_to_grayscale), so no path crashes on a channel mismatch."""
+    from torchvision.transforms.functional import rgb_to_grayscale
+
+    from pytest_transfer import assert_robust_under_attack, assert_transfer_accuracy_above, evaluate, load_dataset
+    from tests._helpers import make_blobs_images
+
+    grey, y = make_blobs_images()
+    colour = np.repeat(grey, 3, axis=1) * np.asarray([1.0, 0.8, 0.6], dtype=np.float32).reshape(1, 3, 1, 1)
+    dataset = load_dataset((colour, y), name="colour-blobs")
+    model = load_model(tiny_net(channels=1), name="grey", preprocess=Preprocess(size=8, channels=1))
+    x = torch.from_numpy(colour[:4])
+    assert torch.equal(model.inputs(x), rgb_to_grayscale(x, num_output_channels=1))
+    test = dataset.indices("test")
+    luma = rgb_to_grayscale(torch.from_numpy(colour[test]), num_output_channels=1)
+    with torch.no_grad():
+        expected = model.module.eval()(luma).numpy()
+    np.testing.assert_allclose(evaluate(model, dataset).logits, expected, rtol=1e-5, atol=1e-6)
+    assert_transfer_accuracy_above(model, dataset, 0.0, method="finetune", finetune={"epochs": 1})
+    assert_robust_under_attack(model, dataset, attack="fgsm", eps=0.01, min_accuracy=0.0)

@@ -279,7 +279,7 @@ class ProbeHeadModel(nn.Module):
         super().__init__()
         self.backbone = model.module
         self.head = head
-        self.preprocess = model.preprocess
+        self.inputs = model.inputs  # channels made the module's, then preprocess
         self.node, self.want_input = model.resolve_node(model.feature_node)
         self.label = f"feature node {model.feature_node!r} of {model.name!r}"
         self.eval()
@@ -297,7 +297,7 @@ class ProbeHeadModel(nn.Module):
         else:
             handle = sub.register_forward_hook(lambda _m, _args, out: grab(out))
         try:
-            self.backbone(self.preprocess(images))
+            self.backbone(self.inputs(images))
         except _StopForward:
             pass
         finally:

@@ -172,7 +172,7 @@ def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | Non
     rows = torch.empty(len(x_all), width, dtype=torch.float32, device=device)
     with torch.enable_grad(), torch.inference_mode(False):
         for start in range(0, len(x_all), batch_size):
-            xb = model.preprocess(x_all[start:start + batch_size].to(device))
+            xb = model.inputs(x_all[start:start + batch_size].to(device))
             g = per_sample(chosen, xb)
             rows[start:start + len(xb)] = torch.cat([g[n].reshape(len(xb), -1) for n in names], dim=1)
     gram = torch.zeros(len(x_all), len(x_all), dtype=torch.float64, device=device)

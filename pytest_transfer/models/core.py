@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..datasets.decode import adapt_channels
 from .fingerprint import ModelFingerprint
 from .restore import restored
 
@@ -25,8 +26,9 @@ class Preprocess:
     """Resize to a square ``size`` and normalise with ``mean`` / ``std``.
 
     Takes float images in [0, 1], N×C×H×W, on any device, and returns the
-    module's input. One-channel images are repeated to three when
-    ``channels == 3``. Models from a library get that library's preprocess
+    module's input. The channels are made ``channels`` first
+    (:func:`~pytest_transfer.datasets.adapt_channels`: 1→3 by repetition,
+    3→1 by ITU-R 601 luma). Models from a library get that library's preprocess
     instead (see :class:`TensorTransform`).
 
     >>> import torch
@@ -49,7 +51,7 @@ class Preprocess:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
 
-        x = to_channels(images, self.channels)
+        x = adapt_channels(images, self.channels)
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
             down = x.shape[-1] > self.size or x.shape[-2] > self.size
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=down)
@@ -61,13 +63,6 @@ class Preprocess:
 
     def __repr__(self) -> str:
         return f"Preprocess(size={self.size}, mean={self.mean}, std={self.std}, channels={self.channels})"
-
-
-def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """Repeat one-channel N×1×H×W images to three channels when the model takes three."""
-    if images.shape[1] == 1 and channels == 3:
-        return images.expand(-1, 3, -1, -1)
-    return images
 
 
 class TensorTransform:
@@ -85,7 +80,7 @@ class TensorTransform:
         self.source = source
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.transform(to_channels(images, 3))
+        return self.transform(adapt_channels(images, 3))
 
     def __repr__(self) -> str:
         return f"TensorTransform(source={self.source!r}, transform={self.transform!r})"
@@ -183,10 +178,15 @@ class TransferModel:
         self.module.to(device)
         return self
 
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """The module's input for float [0, 1] N×C×H×W ``images``: their channels made the module's
+        (:func:`~pytest_transfer.datasets.adapt_channels`), then ``preprocess``."""
+        return self.preprocess(adapt_channels(images, self.in_channels))
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         with restored(self.module):
             self.module.eval()
-            return self.module(self.preprocess(images))
+            return self.module(self.inputs(images))
 
     @property
     def has_features(self) -> bool:
