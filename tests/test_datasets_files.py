@@ -243,3 +243,22 @@ def test_warning_free_on_a_clean_folder(fresh_context, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_dataset(f"imagefolder:{tmp_path}", skip_unreadable=True).skipped == []
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unreadable_file_met_while_streaming_is_one_clear_error(fresh_context, tmp_path, workers):
+    """Decoded in a DataLoader worker or in this process, the error is the file's own message (no worker
+    traceback wrapped around it)."""
+    from pytest_transfer.datasets.stream import iter_raw_chunks
+
+    for cls in ("a", "b"):
+        for i in range(4):
+            _save(tmp_path / cls / f"{i}.jpg", _rgb(i, 64, 64))
+    bad = tmp_path / "b" / "1.jpg"
+    bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) * 3 // 4])
+    ds = load_dataset(f"imagefolder:{tmp_path}")
+    with pytest.raises(UnreadableImage) as info:
+        list(iter_raw_chunks(ds, ds.indices("all"), chunk=4, num_workers=workers))
+    message = str(info.value)
+    assert message.startswith("cannot read image ") and "b/1.jpg" in message and "skip_unreadable=True" in message
+    assert "Traceback" not in message and "DataLoader worker" not in message

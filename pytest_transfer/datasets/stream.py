@@ -57,14 +57,18 @@ class _Items:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int) -> torch.Tensor:
-        return self.source.load(int(self.indices[k]))
+    def __getitem__(self, k: int) -> torch.Tensor | ValueError:
+        try:
+            return self.source.load(int(self.indices[k]))
+        except ValueError as exc:  # a file that cannot be read: returned, raised in the main process
+            return exc
 
 
-def _stack(items: list[torch.Tensor]) -> torch.Tensor:
+def _stack(items: list[torch.Tensor | ValueError]) -> torch.Tensor | ValueError:
     import torch
 
-    return torch.stack(items)
+    failed = next((item for item in items if isinstance(item, ValueError)), None)
+    return failed if failed is not None else torch.stack(items)
 
 
 def iter_raw_chunks(dataset: TargetDataset, indices: np.ndarray, *, chunk: int,
@@ -94,6 +98,9 @@ def iter_raw_chunks(dataset: TargetDataset, indices: np.ndarray, *, chunk: int,
     )
     buf, filled, done = None, 0, 0
     for part in loader:
+        if isinstance(part, ValueError):
+            # the source's own message (naming the file and the fix), not a DataLoader worker traceback
+            raise part
         if buf is None:  # each chunk is filled in place: no second copy of its images
             buf = torch.empty((min(chunk, len(indices) - done), *part.shape[1:]), dtype=part.dtype)
         buf[filled:filled + len(part)] = part
