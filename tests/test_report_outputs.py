@@ -84,7 +84,7 @@ def test_github_summary_without_a_baseline_and_the_annotations(project, monkeypa
     title = "pytest-transfer%3A knn_accuracy gate failed"
     assert error[0][:3] == (f"{folder}/test_models.py", str(failing_line), title)
     assert error[0][3].startswith(f"knn_accuracy of pooled on spots is {by_test['test_fails']['value']:.4f} [")
-    assert "threshold >= 0.9990 (from argument threshold=); test test_models.py::test_fails" in error[0][3]
+    assert "threshold >= 0.999 (from argument threshold=); test test_models.py::test_fails" in error[0][3]
     assert warning[0][:2] == (f"{folder}/test_models.py", str(caught_def))  # the def line: the test passed
     assert f"pytest-transfer: GitHub job summary written to {summary}" in out
 
@@ -249,6 +249,22 @@ def _measurement(test, *, gate="transfer_accuracy", model="resnet18", dataset="d
                        threshold=0.8, test=test, details=details or {}, **kw)
 
 
+def test_thresholds_are_shown_as_configured_and_values_on_their_side():
+    """0.99999 is not shown as 1.0000, and 0.999985 against it is not rounded up past it."""
+    from dataclasses import replace
+
+    from pytest_transfer.report.github import gate_table
+    from pytest_transfer.report.json import entry
+    from pytest_transfer.report.terminal import format_table
+
+    m = replace(_measurement("t.py::test_x", passed=False), value=0.999985, threshold=0.99999,
+                interval=(0.99997, 0.99999))
+    row = format_table([m])[-1]
+    assert ">= 0.99999 " in row and "0.999985 [0.99997, 0.99999]" in row and "1.0000" not in row
+    markdown = "\n".join(gate_table([entry(m.to_dict())], level=95))
+    assert "| >= 0.99999 |" in markdown and "0.999985 [0.99997, 0.99999]" in markdown
+
+
 def test_long_test_ids_wrap_instead_of_being_cut():
     from pytest_transfer.report.terminal import format_table
 
@@ -265,7 +281,7 @@ def test_long_test_ids_wrap_instead_of_being_cut():
     # no room: each test id is a heading line, whole, above its rows
     lines = format_table(both, max_width=100)
     assert lines[0] == "test" and lines[3] == long_id.split("/")[-1] and lines[5] == "test_b.py::test_short"
-    assert re.fullmatch(r"  resnet18 +digits +linear_probe_accuracy +0.9000 +>= 0.8000 +PASS", lines[4])
+    assert re.fullmatch(r"  resnet18 +digits +linear_probe_accuracy +0.9000 +>= 0.8 +PASS", lines[4])
     assert all(len(line) <= 100 for line in lines[4:]) and not any("…" in line for line in lines)
     # an id longer than the line is wrapped, every character kept
     lines = format_table([_measurement(long_id)], max_width=60)

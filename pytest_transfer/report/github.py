@@ -32,7 +32,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .terminal import counterpart, short_test
+from ..thresholds import format_threshold
+from .terminal import counterpart, short_test, threshold_cell, value_cell
 
 PASS, FAIL = "✅ PASS", "❌ FAIL"
 
@@ -63,9 +64,7 @@ def _code(text: Any) -> str:
 
 
 def _value(r: Mapping[str, Any]) -> str:
-    interval = r.get("interval")
-    shown = _num(r.get("value"))
-    return shown + (f" [{_num(interval[0])}, {_num(interval[1])}]" if interval else "")
+    return value_cell(r.get("value"), r.get("interval"), r.get("threshold"))
 
 
 def _is_regression(r: Mapping[str, Any]) -> bool:
@@ -78,7 +77,7 @@ def gate_table(rows: Sequence[Mapping[str, Any]], *, level: int) -> list[str]:
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         model, dataset = counterpart(r.get("gate"), str(r.get("model")), str(r.get("dataset")), r.get("details") or {})
-        threshold = f"{r.get('comparison')} {_num(r.get('threshold'))}" if r.get("threshold") is not None else "–"
+        threshold = threshold_cell(r.get("comparison"), r.get("threshold"))
         out.append(f"| {PASS if r.get('outcome') == 'passed' else FAIL} | {_code(short_test(r.get('test')))} "
                    f"| {_cell(model)} | {_cell(dataset)} | {_cell(r.get('metric'))} | {_value(r)} "
                    f"| {_cell(threshold)} | {_cell(r.get('threshold_source') or '–')} |")
@@ -103,10 +102,12 @@ def baseline_section(rows: Sequence[Mapping[str, Any]], *, level: int) -> list[s
             change = _signed(-drop) if drop is not None else "–"
             if interval:
                 change += f" [{_signed(-interval[1])}, {_signed(-interval[0])}]"
+            allowed = r.get("threshold")
+            min_effect = format_threshold(allowed) if allowed is not None else "–"
             out.append(f"| {PASS if r.get('outcome') == 'passed' else FAIL} | {_code(short_test(r.get('test')))} "
                        f"| {_cell(r.get('model'))} | {_cell(r.get('dataset'))} "
                        f"| {_cell(str(r.get('metric')).removesuffix('_drop'))} | {_num(d.get('baseline_value'))} "
-                       f"| {_num(d.get('current_value'))} | {change} | {_num(r.get('threshold'))} "
+                       f"| {_num(d.get('current_value'))} | {change} | {min_effect} "
                        f"| {_code(d.get('baseline', '–'))} |")
         out.append("")
     for r in written:
@@ -177,7 +178,7 @@ def annotation(r: Mapping[str, Any], location: tuple[str, int] | None) -> str:
     """The workflow command for one failing gate (``::error`` or, when its test passed, ``::warning``)."""
     level = "warning" if r.get("test_outcome") in ("passed", "xfailed") else "error"
     model, dataset = counterpart(r.get("gate"), str(r.get("model")), str(r.get("dataset")), r.get("details") or {})
-    threshold = f"{r.get('comparison')} {_num(r.get('threshold'))}" if r.get("threshold") is not None else "–"
+    threshold = threshold_cell(r.get("comparison"), r.get("threshold"))
     message = (f"{r.get('metric')} of {model} on {dataset} is {_value(r)}, threshold {threshold} "
                f"(from {r.get('threshold_source') or '–'}); test {r.get('test')}")
     props = [] if location is None else [f"file={_escape_property(location[0])}", f"line={int(location[1])}"]

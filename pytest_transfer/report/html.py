@@ -56,7 +56,7 @@ from typing import Any
 
 from ..baselines import write_text_file
 from ..estimators import label as metric_label
-from .terminal import counterpart
+from .terminal import counterpart, interval_cell, threshold_cell, value_cell
 
 PLOTS_HINT = 'pip install "pytest-transfer[plots]"'
 _MAX_LEGEND = 16
@@ -412,14 +412,15 @@ def measurement_table(rows: Sequence[Mapping[str, Any]]) -> str:
     for r in rows:
         result = "PASS" if r.get("outcome") == "passed" else "FAIL"
         interval = r.get("interval")
-        shown_interval = f"[{_num(interval[0])}, {_num(interval[1])}]" if interval else "–"
-        threshold = f"{_e(r.get('comparison'))} {_num(r.get('threshold'))}" if r.get("threshold") is not None else "–"
+        shown_interval = interval_cell(interval, r.get("threshold"))
+        threshold = _e(threshold_cell(r.get("comparison"), r.get("threshold")))
         model, dataset = counterpart(r.get("gate"), str(r.get("model")), str(r.get("dataset")), r.get("details") or {})
         out.append(
             f'<tr class="{"failed" if result == "FAIL" else "passed"}">'
             f'<td class="test" title="{_e(r.get("test"))}">{_e(_short_test(r.get("test")))}</td>'
             f"<td>{_e(model)}</td><td>{_e(dataset)}</td><td>{_e(r.get('metric'))}</td>"
-            f'<td class="num">{_num(r.get("value"))}</td><td class="num">{shown_interval}</td>'
+            f'<td class="num">{_e(value_cell(r.get("value"), None, r.get("threshold")))}</td>'
+            f'<td class="num">{shown_interval}</td>'
             f'<td class="num">{threshold}</td><td class="src">{_e(r.get("threshold_source"))}</td>'
             f"<td>{_e(r.get('confidence'))}</td><td class=\"{result}\">{result}</td>"
             f'<td class="num">{_num(r.get("duration_s")) if r.get("duration_s") is not None else "–"}</td></tr>'

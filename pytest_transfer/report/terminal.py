@@ -14,14 +14,32 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..context import Context, Measurement
+from ..thresholds import format_threshold, format_value
 
 HEADER = ["test", "model", "dataset", "metric", "value [interval]", "threshold", "result"]
 MIN_TEST_WIDTH = 16
 GROUPED_BELOW = 40  # a test column squeezed narrower than this turns into heading lines
 
 
-def _num(x: float) -> str:
-    return f"{x:.4f}" if abs(x) < 1000 else f"{x:.4g}"
+def value_cell(value: float | None, interval: Sequence[float] | None = None, threshold: float | None = None) -> str:
+    """A measured value (and its interval) with 4 decimals, or the digits it takes to stay on its side of
+    ``threshold`` (:func:`~pytest_transfer.thresholds.format_value`); ``"–"`` for none."""
+    if value is None:
+        return "–"
+    text = format_value(value, threshold)
+    return f"{text} {interval_cell(interval, threshold)}" if interval is not None and len(interval) == 2 else text
+
+
+def interval_cell(interval: Sequence[float] | None, threshold: float | None = None) -> str:
+    """``"[lo, hi]"`` formatted as :func:`value_cell` formats values; ``"–"`` for none."""
+    if interval is None or len(interval) != 2:
+        return "–"
+    return f"[{format_value(interval[0], threshold)}, {format_value(interval[1], threshold)}]"
+
+
+def threshold_cell(comparison: str | None, threshold: float | None) -> str:
+    """``">= 0.99999"``: the threshold as configured (:func:`~pytest_transfer.thresholds.format_threshold`)."""
+    return "–" if threshold is None else f"{comparison} {format_threshold(threshold)}"
 
 
 def short_test(test: str | None) -> str:
@@ -52,11 +70,9 @@ def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
     """One list of cells (as :data:`HEADER`) per measurement."""
     out = []
     for m in measurements:
-        value = _num(m.value)
-        if m.interval is not None:
-            value += f" [{_num(m.interval[0])}, {_num(m.interval[1])}]"
+        value = value_cell(m.value, m.interval, m.threshold)
         if m.threshold is not None:
-            threshold = f"{m.comparison} {_num(m.threshold)}"
+            threshold = threshold_cell(m.comparison, m.threshold)
         else:
             threshold = "new baseline" if m.comparison == "baseline" else "-"
         model, dataset = counterpart(m.gate, m.model, m.dataset, m.details or {})
