@@ -279,6 +279,25 @@ def test_pixelate_matches_pillow_box_down_then_box_up(table):
             assert np.abs(got[n] - expected).max() <= 1 / 255 + 1e-9
 
 
+@pytest.mark.parametrize(("small", "large"), [((30, 25), (50, 41)), ((14, 12), (23, 37))])
+def test_pixelate_resampling_matches_pillow_on_float_images(small, large):
+    # Pillow's mode "F" (float32) resizes without rounding to uint8: BOX down agrees to float32 precision,
+    # NEAREST up copies exactly. 23 from 14 and 37 from 12 are sizes where torch's "nearest-exact" float
+    # scale would pick other pixels than Pillow, so they check the index fallback as well.
+    from pytest_transfer.robustness._ops import nearest_upsample, pil_box_downsample
+
+    x = torch.rand(2, 3, *large, generator=torch.Generator().manual_seed(5))
+    down = pil_box_downsample(x, *small, rows=4)  # several bands per axis
+    z = torch.rand(2, 3, *small, generator=torch.Generator().manual_seed(6))
+    up = nearest_upsample(z, *large)
+    for n, c in itertools.product(range(2), range(3)):
+        size_small, size_large = small[::-1], large[::-1]  # Pillow takes (width, height)
+        box = np.asarray(Image.fromarray(x[n, c].numpy(), mode="F").resize(size_small, Image.BOX))
+        np.testing.assert_allclose(down[n, c].numpy(), box, rtol=0, atol=1e-6)
+        near = np.asarray(Image.fromarray(z[n, c].numpy(), mode="F").resize(size_large, Image.NEAREST))
+        np.testing.assert_array_equal(up[n, c].numpy(), near)
+
+
 @pytest.mark.parametrize(("channels", "table"), [(3, "imagenet-c"), (1, "imagenet-c"), (3, "tiny-imagenet-c"),
                                               (3, "cifar10-c")])
 def test_jpeg_matches_pillow_at_the_published_qualities(channels, table):

@@ -295,6 +295,55 @@ def nearest_index(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(idx, device=device)
 
 
+@lru_cache(maxsize=64)
+def _box_bands(n_in: int, n_out: int, rows: int) -> tuple[tuple[int, int, int, int], ...]:
+    # (o0, o1, i0, i1): output pixels o0:o1 read only input pixels i0:i1 (the BOX matrix is banded)
+    m = _pil_box_matrix_np(n_in, n_out)
+    bands = []
+    for o0 in range(0, n_out, rows):
+        o1 = min(o0 + rows, n_out)
+        used = np.flatnonzero(m[o0:o1].any(axis=0))
+        bands.append((o0, o1, int(used[0]), int(used[-1]) + 1))
+    return tuple(bands)
+
+
+def pil_box_downsample(x: torch.Tensor, h_out: int, w_out: int, *, rows: int = 16) -> torch.Tensor:
+    """Pillow's ``Image.BOX`` resize of N×C×H×W ``x`` to N×C×``h_out``×``w_out`` (``h_out ≤ H``, ``w_out ≤ W``).
+
+    The product ``B_h · x · B_wᵀ`` with :func:`pil_box_matrix`, computed band by
+    band (``rows`` output pixels at a time, against only the input pixels they
+    average) instead of with the dense, mostly-zero matrices.
+    """
+    _, _, h, w = x.shape
+    mh = pil_box_matrix(h, h_out, x.device, x.dtype)
+    mw = pil_box_matrix(w, w_out, x.device, x.dtype)
+    y = torch.cat([mh[o0:o1, i0:i1] @ x[:, :, i0:i1, :] for o0, o1, i0, i1 in _box_bands(h, h_out, rows)], dim=2)
+    return torch.cat([y[..., i0:i1] @ mw[o0:o1, i0:i1].T for o0, o1, i0, i1 in _box_bands(w, w_out, rows)], dim=3)
+
+
+@lru_cache(maxsize=64)
+def _interpolate_matches(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> bool:
+    # torch's "nearest-exact" picks floor((i + 0.5)·n_in/n_out) with a rounded float scale (per
+    # device kernel): use it only for sizes where that picks the same pixels as nearest_index
+    probe = torch.arange(n_in, device=device, dtype=dtype).reshape(1, 1, 1, n_in)
+    picked = F.interpolate(probe, size=(1, n_out), mode="nearest-exact").reshape(-1).long()
+    return torch.equal(picked, nearest_index(n_in, n_out, device))
+
+
+def nearest_upsample(x: torch.Tensor, h_out: int, w_out: int) -> torch.Tensor:
+    """Nearest upsampling of N×C×H×W ``x`` to ``h_out``×``w_out``: pixel ``floor((i + 0.5)·H/h_out)``.
+
+    Pillow's ``Image.NEAREST`` (and ``Image.BOX`` when enlarging) picks these
+    pixels; :func:`torch.nn.functional.interpolate` (``"nearest-exact"``) does
+    the copy where its float scale selects the same pixels (checked per size),
+    else :func:`nearest_index` does.
+    """
+    _, _, h, w = x.shape
+    if _interpolate_matches(h, h_out, x.device, x.dtype) and _interpolate_matches(w, w_out, x.device, x.dtype):
+        return F.interpolate(x, size=(h_out, w_out), mode="nearest-exact")
+    return x.index_select(3, nearest_index(w, w_out, x.device)).index_select(2, nearest_index(h, h_out, x.device))
+
+
 def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
     """ImageNet-C's ``clipped_zoom``: crop the centre ``ceil(side / factor)``, zoom it, trim the centre.
 

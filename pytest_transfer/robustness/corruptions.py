@@ -78,9 +78,9 @@ from ._ops import (
     fft_filter2d,
     gaussian_blur,
     motion_blur,
-    nearest_index,
+    nearest_upsample,
     pad,
-    pil_box_matrix,
+    pil_box_downsample,
     smooth_field,
 )
 from .corruptions_tables import check_table, resolve_table
@@ -314,26 +314,26 @@ def _pixelate(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     c = ctx.param("pixelate", severity)
     _, _, h, w = x.shape
     h2, w2 = max(1, int(h * c)), max(1, int(w * c))
-    small = pil_box_matrix(h, h2, x.device, x.dtype) @ x @ pil_box_matrix(w, w2, x.device, x.dtype).T
-    return small[:, :, nearest_index(h2, h, x.device)][:, :, :, nearest_index(w2, w, x.device)]
+    return nearest_upsample(pil_box_downsample(x, h2, w2), h, w)
 
 
 def _jpeg_compression(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     # Pillow's libjpeg, as the published code (torchvision.io's codecs are deprecated since 0.29),
-    # on uint8 CPU copies made once per batch
+    # on a contiguous uint8 N×H×W×C CPU copy made once per batch, decoded into one preallocated array
     quality = ctx.param("jpeg_compression", severity)
     key = ("uint8_hwc",)
     if key not in ctx.cache:
-        u8 = (x * 255.0).round().clamp_(0, 255).to(device="cpu", dtype=torch.uint8)
-        ctx.cache[key] = u8.permute(0, 2, 3, 1).numpy()
-    out = []
-    for image in ctx.cache[key]:
+        u8 = (x * 255.0).round_().to(device="cpu", dtype=torch.uint8)  # x is in [0, 1]: no clamp needed
+        ctx.cache[key] = u8.permute(0, 2, 3, 1).contiguous().numpy()
+    images = ctx.cache[key]
+    decoded = np.empty_like(images)
+    for image, out in zip(images, decoded, strict=True):
         buffer = io.BytesIO()
         Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, "JPEG", quality=quality)
         buffer.seek(0)
-        out.append(np.asarray(Image.open(buffer)).reshape(image.shape))
-    decoded = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
-    return decoded.to(device=x.device, dtype=x.dtype) / 255.0
+        out[...] = np.asarray(Image.open(buffer)).reshape(image.shape)
+    back = torch.from_numpy(decoded).permute(0, 3, 1, 2)
+    return back.to(device=x.device, dtype=x.dtype).div_(255.0)  # keeps the decoder's channels-last strides
 
 
 _OPS: dict[str, Op] = {
