@@ -57,3 +57,17 @@ def sample_photos():
     from sklearn.datasets import load_sample_images
 
     return list(load_sample_images().images)
+
+
+def square_photos(size: int):
+    """:func:`sample_photos` centre-cropped and BOX-resized to size×size, uint8 N×H×W×3."""
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for photo in sample_photos():
+        img = Image.fromarray(photo)
+        side = min(img.size)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        out.append(np.asarray(img.crop((left, top, left + side, top + side)).resize((size, size), Image.BOX)))
+    return np.stack(out)

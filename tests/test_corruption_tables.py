@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pytest_transfer.robustness import (
     CORRUPTION_TABLES,
@@ -16,6 +15,7 @@ from pytest_transfer.robustness import (
     corrupt,
     corrupt_many,
 )
+from tests._helpers import square_photos
 
 # the published quirk: the elastic transform's severities are not ordered by strength in any table
 # (severity 1 is a pure affine warp in the small tables; ImageNet-C's "244 should have been 224")
@@ -23,14 +23,7 @@ ORDERED = tuple(n for n in CORRUPTIONS + EXTRA_CORRUPTIONS if n != "elastic_tran
 
 
 def _photos(size: int) -> torch.Tensor:
-    datasets = pytest.importorskip("sklearn.datasets")
-    out = []
-    for name in ("china.jpg", "flower.jpg"):
-        img = Image.fromarray(datasets.load_sample_image(name))
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        out.append(np.asarray(img.crop((left, top, left + side, top + side)).resize((size, size), Image.BOX)))
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
+    return torch.from_numpy(square_photos(size)).permute(0, 3, 1, 2).float() / 255
 
 
 def _change(x: torch.Tensor, out: torch.Tensor) -> float:

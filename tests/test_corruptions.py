@@ -22,6 +22,7 @@ from pytest_transfer.robustness import (
     resolve_corruptions,
 )
 from pytest_transfer.robustness.corruptions_weather import frost_texture
+from tests._helpers import square_photos as _photos
 
 ALL = CORRUPTIONS + EXTRA_CORRUPTIONS
 RANDOM = tuple(n for n in ALL if n not in DETERMINISTIC_CORRUPTIONS)
@@ -31,18 +32,6 @@ PUBLISHED_ORDER = (
     "gaussian_noise shot_noise impulse_noise defocus_blur glass_blur motion_blur zoom_blur "
     "snow frost fog brightness contrast elastic_transform pixelate jpeg_compression"
 ).split()
-
-
-def _photos(size: int) -> np.ndarray:
-    """Two real photographs (scikit-learn's samples), centre-cropped, BOX-resized to size×size, uint8 N×H×W×3."""
-    datasets = pytest.importorskip("sklearn.datasets")
-    out = []
-    for name in ("china.jpg", "flower.jpg"):
-        img = Image.fromarray(datasets.load_sample_image(name))
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        out.append(np.asarray(img.crop((left, top, left + side, top + side)).resize((size, size), Image.BOX)))
-    return np.stack(out)
 
 
 def _tensor(u8: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:

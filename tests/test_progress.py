@@ -11,22 +11,7 @@ import sys
 
 import pytest
 
-CONFTEST = """
-import pytest
-from pytest_transfer import engine
-
-@pytest.fixture(autouse=True)
-def every_batch(monkeypatch):
-    monkeypatch.setattr(engine, "PROGRESS_EVERY", 0.0)
-
-def pytest_transfer_register_models(registry):
-    from tests._helpers import tiny_net
-    registry.register("tiny", tiny_net)
-
-def pytest_transfer_register_datasets(registry):
-    from tests._helpers import make_blobs_images
-    registry.register("blobs", make_blobs_images)
-"""
+from tests.test_engine import PROGRESS_PROJECT as CONFTEST  # the same tiny project, a progress update per batch
 
 TESTS = """
 from pytest_transfer import evaluate
