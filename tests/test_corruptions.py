@@ -5,6 +5,8 @@ from __future__ import annotations
 import colorsys
 import io
 import itertools
+import multiprocessing
+import os
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from pytest_transfer.robustness import (
     corrupt_many,
     resolve_corruptions,
 )
+from pytest_transfer.robustness import corruptions
 from pytest_transfer.robustness.corruptions_weather import frost_texture
 from tests._helpers import square_photos as _photos
 
@@ -299,8 +302,48 @@ def test_jpeg_matches_pillow_at_the_published_qualities(channels, table):
         for n in range(len(u8)):
             buf = io.BytesIO()
             Image.fromarray(u8[n].squeeze(-1) if channels == 1 else u8[n]).save(buf, "JPEG", quality=quality)
-            expected = np.asarray(Image.open(buf)).reshape(got[n].shape) / 255.0
-            assert np.abs(got[n] - expected).mean() < 1.0 / 255
+            expected = np.asarray(Image.open(buf)).reshape(got[n].shape)
+            np.testing.assert_array_equal(got[n], expected / np.float32(255))  # Pillow's pixels exactly
+
+
+@pytest.fixture
+def torch_threads():
+    """Set torch's thread count inside a test; the count is put back afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_jpeg_gives_the_same_pixels_on_any_number_of_threads(torch_threads):
+    # the batch is split across torch's thread count, each part coded on its own thread
+    x = _tensor(_photos(48), torch.float32)
+    x = torch.cat([x, x.flip(-1), x.flip(-2)])  # more images than threads
+    results = []
+    for threads in (1, 2, 3):
+        torch_threads(threads)
+        results.append([out for _, _, out in corrupt_many(x, ["jpeg_compression"])])
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_jpeg_coding_threads_work_in_a_forked_child(torch_threads):
+    # DataLoader workers are forked: a child must make its own coding threads and scratch files, not
+    # wait on the parent's. The child calls the round trip on numpy arrays only, because a torch op in
+    # a child forked after the parent used OpenMP threads can hang (torch's own limitation; DataLoader
+    # workers run with one torch thread for that reason).
+    torch_threads(2)
+    u8 = _photos(32)
+    parent = corruptions._jpeg_round_trip(u8, 10, np.dtype(np.float32))
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_jpeg_round_trip_with_threads, (u8,)).get(timeout=60)
+    np.testing.assert_array_equal(parent, child)
+
+
+def _jpeg_round_trip_with_threads(u8: np.ndarray) -> np.ndarray:
+    torch.set_num_threads(2)
+    return corruptions._jpeg_round_trip(u8, 10, np.dtype(np.float32))
 
 
 @pytest.mark.parametrize("table", sorted(PUBLISHED_GAUSSIAN_BLUR))

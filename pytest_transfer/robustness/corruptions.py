@@ -63,7 +63,11 @@ from __future__ import annotations
 
 import io
 import operator
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO
 from functools import lru_cache
 
 import numpy as np
@@ -317,23 +321,74 @@ def _pixelate(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     return nearest_upsample(pil_box_downsample(x, h2, w2), h, w)
 
 
+_jpeg_local = threading.local()  # each thread's scratch file for Pillow's encoder
+_jpeg_pools: dict[int, ThreadPoolExecutor] = {}  # per process id: a pool does not survive a fork
+
+
+def _jpeg_scratch() -> BinaryIO:
+    """This thread's in-memory file (``os.memfd_create``, Linux) for Pillow to encode into, made once per process."""
+    if getattr(_jpeg_local, "pid", None) != os.getpid():
+        _jpeg_local.file = open(os.memfd_create("pytest-transfer-jpeg", os.MFD_CLOEXEC), "w+b")  # noqa: SIM115
+        _jpeg_local.pid = os.getpid()
+    return _jpeg_local.file
+
+
+def _jpeg_pool(workers: int) -> ThreadPoolExecutor:
+    pool = _jpeg_pools.get(os.getpid())
+    if pool is None or pool._max_workers < workers:  # noqa: SLF001 - the pool's own size
+        pool = _jpeg_pools[os.getpid()] = ThreadPoolExecutor(workers, thread_name_prefix="pytest-transfer-jpeg")
+    return pool
+
+
+def _jpeg_round_trip(images: np.ndarray, quality: int, dtype: np.dtype) -> np.ndarray:
+    """Pillow's JPEG encode at ``quality`` and decode of N×H×W×C uint8 ``images``, as ``dtype`` values / 255.
+
+    The published code's round trip, image by image, with the same bytes and
+    pixels whichever thread codes an image. Pillow releases the GIL while it
+    encodes into a real file and while it decodes, so with ``t`` torch threads
+    allowed the batch is split into ``t`` parts coded at once, each thread
+    encoding into its own in-memory file (``os.memfd_create``; without it,
+    one thread and a ``BytesIO``). The decoder reads the encoder's bytes
+    directly (``Image.frombytes`` with Pillow's ``"jpeg"`` decoder: the pixels
+    of ``Image.open`` without parsing the headers in Python).
+    """
+    out = np.empty(images.shape, dtype=dtype)
+    mode = "L" if images.shape[-1] == 1 else "RGB"
+    size = (images.shape[2], images.shape[1])  # Pillow's (width, height)
+
+    def code(first: int, stop: int, scratch: BinaryIO | None) -> None:
+        for i in range(first, stop):
+            target = io.BytesIO() if scratch is None else scratch
+            target.seek(0)
+            Image.fromarray(images[i, ..., 0] if mode == "L" else images[i]).save(target, "JPEG", quality=quality)
+            data = target.getvalue() if scratch is None else os.pread(scratch.fileno(), target.tell(), 0)
+            pixels = np.asarray(Image.frombytes(mode, size, data, "jpeg", mode, ""))
+            np.divide(pixels.reshape(images.shape[1:]), dtype.type(255), out=out[i], dtype=dtype)
+
+    parts = min(torch.get_num_threads(), len(images)) if hasattr(os, "memfd_create") else 1
+    if parts <= 1:
+        code(0, len(images), None)
+        return out
+    bounds = np.linspace(0, len(images), parts + 1).astype(int)
+    jobs = [_jpeg_pool(parts - 1).submit(lambda a, b: code(a, b, _jpeg_scratch()), a, b)
+            for a, b in zip(bounds[1:-1], bounds[2:], strict=True)]
+    code(0, bounds[1], _jpeg_scratch())
+    for job in jobs:
+        job.result()
+    return out
+
+
 def _jpeg_compression(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     # Pillow's libjpeg, as the published code (torchvision.io's codecs are deprecated since 0.29),
-    # on a contiguous uint8 N×H×W×C CPU copy made once per batch, decoded into one preallocated array
+    # on a contiguous uint8 N×H×W×C CPU copy made once per batch
     quality = ctx.param("jpeg_compression", severity)
     key = ("uint8_hwc",)
     if key not in ctx.cache:
-        u8 = (x * 255.0).round_().to(device="cpu", dtype=torch.uint8)  # x is in [0, 1]: no clamp needed
-        ctx.cache[key] = u8.permute(0, 2, 3, 1).contiguous().numpy()
-    images = ctx.cache[key]
-    decoded = np.empty_like(images)
-    for image, out in zip(images, decoded, strict=True):
-        buffer = io.BytesIO()
-        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, "JPEG", quality=quality)
-        buffer.seek(0)
-        out[...] = np.asarray(Image.open(buffer)).reshape(image.shape)
-    back = torch.from_numpy(decoded).permute(0, 3, 1, 2)
-    return back.to(device=x.device, dtype=x.dtype).div_(255.0)  # keeps the decoder's channels-last strides
+        u8 = x.permute(0, 2, 3, 1).mul(255.0).round_()  # x is in [0, 1]: no clamp needed
+        ctx.cache[key] = u8.to(device="cpu", dtype=torch.uint8, memory_format=torch.contiguous_format).numpy()
+    values = _jpeg_round_trip(ctx.cache[key], quality, torch.empty((), dtype=x.dtype).numpy().dtype)
+    # N×C×H×W view with channels-last strides, as the decoder wrote it; u / 255 exactly as torch divides
+    return torch.from_numpy(values).permute(0, 3, 1, 2).to(device=x.device)
 
 
 _OPS: dict[str, Op] = {
@@ -359,6 +414,9 @@ _OPS: dict[str, Op] = {
 }
 
 # corruptions with a routine that produces several severities at once, sharing work
+# ops whose output is in [0, 1] by construction (decoded uint8 / 255): no clamp needed afterwards
+_IN_RANGE = frozenset({"jpeg_compression"})
+
 _MANY: dict[str, Callable[[torch.Tensor, Sequence[int], Context], dict[int, torch.Tensor]]] = {
     "zoom_blur": _zoom_blur_many,
 }
@@ -486,8 +544,8 @@ def _prepare(images: object) -> tuple[torch.Tensor, Callable[[torch.Tensor], tor
     x = x.to(work).clamp(0.0, 1.0).contiguous()
     shape, dtype = images.shape, images.dtype
 
-    def restore(out: torch.Tensor) -> torch.Tensor:
-        return out.clamp(0.0, 1.0).to(dtype).reshape(shape)
+    def restore(out: torch.Tensor, in_range: bool = False) -> torch.Tensor:
+        return (out if in_range else out.clamp(0.0, 1.0)).to(dtype).reshape(shape)
 
     return x, restore
 
@@ -524,7 +582,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int = 0, ta
     if x.shape[0] == 0:
         return restore(x.clone())
     ctx = Context(seed, x.device, x.dtype, resolve_table(table, x.shape[2], x.shape[3]))
-    return restore(_OPS[name](x, severity, ctx))
+    return restore(_OPS[name](x, severity, ctx), name in _IN_RANGE)
 
 
 def corrupt_many(
@@ -570,7 +628,7 @@ def corrupt_many(
 
 def _sweep(
     x: torch.Tensor,
-    restore: Callable[[torch.Tensor], torch.Tensor],
+    restore: Callable[..., torch.Tensor],
     names: tuple[str, ...],
     severities: list[int],
     ctx: Context,
@@ -583,4 +641,4 @@ def _sweep(
                 yield name, sev, restore(batch.pop(sev))
             continue
         for sev in severities:
-            yield name, sev, restore(x.clone() if empty else _OPS[name](x, sev, ctx))
+            yield name, sev, restore(x.clone() if empty else _OPS[name](x, sev, ctx), name in _IN_RANGE)
