@@ -434,6 +434,34 @@ def test_noise_statistics_match_the_published_distributions():
     assert abs(float((imp == 1).double().mean()) - 0.135) < 0.01
 
 
+@pytest.mark.parametrize("level", [0.02, 0.3, 0.55])  # λ ≤ 33: clipping at 60 counts is negligible
+def test_shot_noise_counts_follow_scipys_poisson_pmf_across_chunks(level):
+    # Poisson(level · 60) counts over 4 × 3 × 128 × 128 = 196,608 pixels: three chunks of independently
+    # seeded draws; a chi-square test against scipy's pmf (bins with ≥ 5 expected counts, tail pooled)
+    stats = pytest.importorskip("scipy.stats")
+    grey = torch.full((4, 3, 128, 128), level, dtype=torch.float64)
+    counts = (corrupt(grey, "shot_noise", 1, table="imagenet-c") * 60).round().long().reshape(-1).numpy()
+    lam = level * 60
+    k = np.arange(counts.max() + 2)
+    expected = stats.poisson.pmf(k, lam) * counts.size
+    keep = expected >= 5
+    observed = np.bincount(counts, minlength=k.size)[: k.size]
+    obs = np.append(observed[keep], counts.size - observed[keep].sum())
+    exp = np.append(expected[keep], counts.size - expected[keep].sum())
+    assert stats.chisquare(obs, exp).pvalue > 1e-3
+    assert abs(counts.mean() - lam) < 4 * np.sqrt(lam / counts.size)
+
+
+def test_shot_noise_draws_do_not_depend_on_the_thread_count(torch_threads):
+    x = _tensor(_photos(64), torch.float32).repeat(8, 1, 1, 1)  # 3 × 64 × 64 × 24 elements: several chunks
+    draws = []
+    for threads in (1, 2, 3):
+        torch_threads(threads)
+        draws.append(corrupt(x, "shot_noise", 2))
+    assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
+    assert not torch.equal(draws[0], corrupt(x, "shot_noise", 2, seed=1))
+
+
 def test_defocus_keeps_flat_images_flat_and_blurs_edges():
     flat = torch.full((1, 3, 40, 40), 0.3, dtype=torch.float64)
     np.testing.assert_allclose(corrupt(flat, "defocus_blur", 5).numpy(), 0.3, atol=1e-12)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +34,25 @@ def check_unit_range(images: torch.Tensor, *, hint: str, tol: float = 1e-4) -> N
 
 #: ITU-R 601 luma weights, as OpenCV's ``COLOR_RGB2GRAY`` uses them
 LUMA = (0.299, 0.587, 0.114)
+
+
+#: elements per independently seeded chunk of :meth:`Rng.poisson` on the CPU
+POISSON_CHUNK = 1 << 16
+
+_pools: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child makes its own threads
+
+
+def worker_pool(workers: int) -> ThreadPoolExecutor:
+    """A thread pool of at least ``workers`` threads for this process, kept for the next call.
+
+    For work that releases the GIL (torch ops, Pillow's codecs); created on
+    first use and again in a forked child, whose copy of the parent's pool has
+    no threads.
+    """
+    pool = _pools.get(os.getpid())
+    if pool is None or pool._max_workers < workers:  # noqa: SLF001 - the pool's own size
+        pool = _pools[os.getpid()] = ThreadPoolExecutor(workers, thread_name_prefix="pytest-transfer")
+    return pool
 
 
 class Rng:
@@ -69,8 +90,33 @@ class Rng:
         return self._place(z * std + mean)
 
     def poisson(self, rate: torch.Tensor) -> torch.Tensor:
-        r = rate if self.on_device else rate.cpu()
-        return self._place(torch.poisson(r, generator=self.generator))
+        """Poisson draws with means ``rate`` (``torch.poisson``), in fixed chunks on torch's threads on the CPU.
+
+        ``torch.poisson`` draws one element after another on the CPU. Here the
+        flattened rates are cut into chunks of :data:`POISSON_CHUNK` elements,
+        each drawn with its own generator seeded from this source and the
+        chunk's index, on up to ``torch.get_num_threads()`` threads: the result
+        depends on the seed and the shape only, not on the thread count.
+        """
+        if self.generator.device.type != "cpu":
+            return self._place(torch.poisson(rate, generator=self.generator))
+        flat = rate.detach().reshape(-1).cpu().contiguous()
+        out = torch.empty_like(flat)
+        base = int(torch.randint(1 << 62, (1,), generator=self.generator))
+
+        def draw(i: int) -> None:
+            part = slice(i * POISSON_CHUNK, (i + 1) * POISSON_CHUNK)
+            chunk_generator = torch.Generator().manual_seed((base + i * 0x9E3779B97F4A7C15) % (1 << 63))
+            out[part] = torch.poisson(flat[part], generator=chunk_generator)
+
+        chunks = range(-(-flat.numel() // POISSON_CHUNK))
+        threads = min(torch.get_num_threads(), len(chunks))
+        if threads > 1:
+            list(worker_pool(threads).map(draw, chunks))
+        else:
+            for i in chunks:
+                draw(i)
+        return self._place(out.reshape(rate.shape))
 
     def integers(self, low: int, high: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Integers in ``[low, high)`` (``numpy.random.randint`` semantics)."""

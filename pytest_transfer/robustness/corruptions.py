@@ -65,7 +65,6 @@ import io
 import operator
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 from functools import lru_cache
@@ -86,6 +85,7 @@ from ._ops import (
     pad,
     pil_box_downsample,
     smooth_field,
+    worker_pool,
 )
 from .corruptions_tables import check_table, resolve_table
 
@@ -322,7 +322,6 @@ def _pixelate(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
 
 
 _jpeg_local = threading.local()  # each thread's scratch file for Pillow's encoder
-_jpeg_pools: dict[int, ThreadPoolExecutor] = {}  # per process id: a pool does not survive a fork
 
 
 def _jpeg_scratch() -> BinaryIO:
@@ -331,13 +330,6 @@ def _jpeg_scratch() -> BinaryIO:
         _jpeg_local.file = open(os.memfd_create("pytest-transfer-jpeg", os.MFD_CLOEXEC), "w+b")  # noqa: SIM115
         _jpeg_local.pid = os.getpid()
     return _jpeg_local.file
-
-
-def _jpeg_pool(workers: int) -> ThreadPoolExecutor:
-    pool = _jpeg_pools.get(os.getpid())
-    if pool is None or pool._max_workers < workers:  # noqa: SLF001 - the pool's own size
-        pool = _jpeg_pools[os.getpid()] = ThreadPoolExecutor(workers, thread_name_prefix="pytest-transfer-jpeg")
-    return pool
 
 
 def _jpeg_round_trip(images: np.ndarray, quality: int, dtype: np.dtype) -> np.ndarray:
@@ -370,7 +362,7 @@ def _jpeg_round_trip(images: np.ndarray, quality: int, dtype: np.dtype) -> np.nd
         code(0, len(images), None)
         return out
     bounds = np.linspace(0, len(images), parts + 1).astype(int)
-    jobs = [_jpeg_pool(parts - 1).submit(lambda a, b: code(a, b, _jpeg_scratch()), a, b)
+    jobs = [worker_pool(parts - 1).submit(lambda a, b: code(a, b, _jpeg_scratch()), a, b)
             for a, b in zip(bounds[1:-1], bounds[2:], strict=True)]
     code(0, bounds[1], _jpeg_scratch())
     for job in jobs:
