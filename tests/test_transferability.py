@@ -260,6 +260,16 @@ def test_transrate_matches_slogdet(eps):
     assert transrate(f, y, eps=eps) == pytest.approx(_slogdet_transrate(f, y, eps), rel=1e-10)
 
 
+@pytest.mark.parametrize("block", [7, 10, 30])
+def test_transrate_with_block_gram_products_matches_slogdet(monkeypatch, block):
+    # classes of 100 rows > 30 dims take the D×D form, whose Gram is built in column blocks
+    from pytest_transfer.metrics import transferability
+
+    monkeypatch.setattr(transferability, "GRAM_BLOCK", block)
+    f, y = blobs(400, 30, 4, 1.0, seed=16)
+    assert transrate(f, y) == pytest.approx(_slogdet_transrate(f, y, 1e-4), rel=1e-10)
+
+
 def test_transrate_with_fewer_samples_than_dimensions():
     f, y = blobs(20, 50, 2, 1.0, seed=15)
     assert transrate(f, y) == pytest.approx(_slogdet_transrate(f, y, 1e-4), rel=1e-10)

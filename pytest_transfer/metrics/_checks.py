@@ -156,20 +156,23 @@ def rounding_tolerance(n: int) -> float:
     return 16.0 * (math.log2(max(n, 1)) + 2.0) * float(np.finfo(np.float64).eps)
 
 
-def centre_columns(x: np.ndarray) -> np.ndarray:
+def centre_columns(x: np.ndarray, *, in_place: bool = False) -> np.ndarray:
     """``x`` minus its column means, with the columns that are constant up to rounding set to exactly 0.
+
+    ``in_place=True`` centres ``x`` itself (a float array the caller owns) and returns it.
 
     Without this a constant float64 column (0.1 ten times) keeps residues of 1e-17 after
     centring, which scale-free metrics then read as a direction of its own (CKA of two
     constant representations would be 1.0), while the same data in float32 centres to
     zeros: the verdict would depend on the dtype.
     """
-    xc = x - x.mean(axis=0)
-    if xc.size:
+    constant = None
+    if x.size:  # the range is read before an in-place centring changes x
         high, low = x.max(axis=0), x.min(axis=0)  # two passes, no temporaries
         constant = high - low <= rounding_tolerance(len(x)) * np.maximum(np.abs(high), np.abs(low))
-        if constant.any():
-            xc[:, constant] = 0.0
+    xc = np.subtract(x, x.mean(axis=0), out=x if in_place else None)
+    if constant is not None and constant.any():
+        xc[:, constant] = 0.0
     return xc
 
 
