@@ -23,7 +23,11 @@ Throughput is corrupted images per second (one image × corruption × severity
 side (use both for rows that take milliseconds); ``--only`` times some rows; ``--size`` resizes the photos (pytest-transfer then
 uses the table ``table="auto"`` picks for that size, while ``imagecorruptions``
 always uses ImageNet-C's). Converting the batch once is counted in the total,
-in no row.
+in no row. Both sides run under the glibc malloc tuning the engine holds
+while a pass applies corruptions (``pytest_transfer.allocator``; ``--malloc-
+tuning off`` times glibc's defaults): without it, each severity's fresh
+output buffers are page-faulted in again, which makes the short rows
+(pixelate, JPEG) swing by 2× between processes.
 
 ``imagecorruptions`` 1.1.2 predates setuptools 81, NumPy 2 and scikit-image
 0.19; this script supplies the three names it needs (``pkg_resources.
@@ -45,6 +49,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pytest_transfer.allocator import tuned_malloc
 from pytest_transfer.robustness import CORRUPTIONS, corrupt_many
 
 SIZE = 224
@@ -150,6 +155,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed sweeps of pytest-transfer, best row kept")
     parser.add_argument("--ref-repeats", type=int, default=1,
                         help="timed runs of each imagecorruptions row, best kept (default 1: glass blur is slow)")
+    parser.add_argument("--malloc-tuning", choices=("on", "off"), default="on",
+                        help="time both sides under the engine's glibc malloc tuning, as a pass applies "
+                             "corruptions (default on; pytest_transfer.allocator)")
     parser.add_argument("--only", default="all", help="comma-separated corruptions to time (default: all 15)")
     parser.add_argument("--size", type=int, default=SIZE, help=f"image side in pixels (default {SIZE})")
     args = parser.parse_args()
@@ -165,7 +173,10 @@ def main() -> None:
           f"{len(names)} × 5 sweep")
 
     ic = import_imagecorruptions()
-    ours_total, ours, ref = best_of_rounds(batch, ic, photos[: args.ref_images], names, args.repeats, args.ref_repeats)
+    with tuned_malloc(args.malloc_tuning == "on") as tuned:
+        ours_total, ours, ref = best_of_rounds(batch, ic, photos[: args.ref_images], names, args.repeats,
+                                               args.ref_repeats)
+    print(f"glibc malloc tuning of a pass (both sides): {'on' if tuned else 'off'}")
     ours_rate = args.batch * per_sweep / ours_total
     print(f"pytest-transfer : batch {args.batch}, {ours_total:.2f} s per sweep -> {ours_rate:.1f} images/s")
     if ic is None:
