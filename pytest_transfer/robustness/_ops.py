@@ -45,9 +45,12 @@ _pools: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child make
 def worker_pool(workers: int) -> ThreadPoolExecutor:
     """A thread pool of at least ``workers`` threads for this process, kept for the next call.
 
-    For work that releases the GIL (torch ops, Pillow's codecs); created on
-    first use and again in a forked child, whose copy of the parent's pool has
-    no threads.
+    For numpy and Pillow work that releases the GIL, never torch ops: a torch
+    op in a helper thread starts an OpenMP team of its own, whose threads then
+    spin on the cores torch's own team needs (after a shot-noise draw with
+    ``torch.poisson`` in helper threads, every later corruption of a sweep ran
+    up to 3× slower). Created on first use and again in a forked child, whose
+    copy of the parent's pool has no threads.
     """
     pool = _pools.get(os.getpid())
     if pool is None or pool._max_workers < workers:  # noqa: SLF001 - the pool's own size
@@ -90,33 +93,35 @@ class Rng:
         return self._place(z * std + mean)
 
     def poisson(self, rate: torch.Tensor) -> torch.Tensor:
-        """Poisson draws with means ``rate`` (``torch.poisson``), in fixed chunks on torch's threads on the CPU.
+        """Poisson draws with means ``rate``: ``torch.poisson`` on a device, numpy's in chunks on the CPU.
 
-        ``torch.poisson`` draws one element after another on the CPU. Here the
+        On the CPU, where ``torch.poisson`` draws one element after another, the
         flattened rates are cut into chunks of :data:`POISSON_CHUNK` elements,
-        each drawn with its own generator seeded from this source and the
-        chunk's index, on up to ``torch.get_num_threads()`` threads: the result
-        depends on the seed and the shape only, not on the thread count.
+        each drawn by its own ``numpy.random.Generator`` (PCG64, seeded from
+        this source and the chunk's index; Hörmann's PTRS for means >= 10, as
+        numpy documents) on up to ``torch.get_num_threads()`` threads: numpy
+        releases the GIL while it draws, and runs no OpenMP team in the helper
+        threads. The result depends on the seed and the shape only, not on the
+        thread count.
         """
         if self.generator.device.type != "cpu":
             return self._place(torch.poisson(rate, generator=self.generator))
-        flat = rate.detach().reshape(-1).cpu().contiguous()
-        out = torch.empty_like(flat)
+        flat = rate.detach().reshape(-1).cpu().numpy()
+        out = np.empty(flat.shape, dtype=flat.dtype)
         base = int(torch.randint(1 << 62, (1,), generator=self.generator))
 
         def draw(i: int) -> None:
             part = slice(i * POISSON_CHUNK, (i + 1) * POISSON_CHUNK)
-            chunk_generator = torch.Generator().manual_seed((base + i * 0x9E3779B97F4A7C15) % (1 << 63))
-            out[part] = torch.poisson(flat[part], generator=chunk_generator)
+            out[part] = np.random.Generator(np.random.PCG64([base, i])).poisson(flat[part])
 
-        chunks = range(-(-flat.numel() // POISSON_CHUNK))
+        chunks = range(-(-flat.size // POISSON_CHUNK))
         threads = min(torch.get_num_threads(), len(chunks))
         if threads > 1:
             list(worker_pool(threads).map(draw, chunks))
         else:
             for i in chunks:
                 draw(i)
-        return self._place(out.reshape(rate.shape))
+        return self._place(torch.from_numpy(out).reshape(rate.shape))
 
     def integers(self, low: int, high: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Integers in ``[low, high)`` (``numpy.random.randint`` semantics)."""
