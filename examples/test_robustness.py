@@ -19,7 +19,7 @@ def test_robust_to_mild_noise_corruptions(pretrained_model, target_dataset):
     # ImageNet-C's three noise corruptions (gaussian, shot, impulse) at severity 1: the gate is the mean
     # accuracy drop over the cells, all computed in one pass over the test split (and cached on disk).
     # On 8-px digits corruption_table="auto" takes the published CIFAR-10-C parameters (the small-image table).
-    # Try: severity=5 to see the mean drop (0.204) exceed corruption_max_drop (0.2).
+    # Try: "impulse_noise", 5 to see the drop (0.280) exceed corruption_max_drop (0.2).
     result = assert_robust_under_corruption(pretrained_model, target_dataset, "noise", 1)
     assert set(result.details["curves"]) == {"gaussian_noise", "shot_noise", "impulse_noise"}
 
