@@ -7,6 +7,7 @@ import io
 import itertools
 import multiprocessing
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -325,6 +326,20 @@ def test_jpeg_gives_the_same_pixels_on_any_number_of_threads(torch_threads):
     for other in results[1:]:
         for a, b in zip(results[0], other, strict=True):
             assert torch.equal(a, b)
+
+
+def test_jpeg_falls_back_to_bytesio_where_memfd_is_refused(monkeypatch, torch_threads):
+    # a sandbox may refuse memfd_create: every thread then encodes into a BytesIO, with the same pixels
+    torch_threads(2)
+    u8 = _photos(32)
+    expected = corruptions._jpeg_round_trip(u8, 10, np.dtype(np.float32))
+
+    def refused(*_args, **_kwargs):
+        raise PermissionError("memfd_create: operation not permitted")
+
+    monkeypatch.setattr(os, "memfd_create", refused, raising=False)
+    monkeypatch.setattr(corruptions, "_jpeg_local", threading.local())  # forget the scratch files made so far
+    np.testing.assert_array_equal(corruptions._jpeg_round_trip(u8, 10, np.dtype(np.float32)), expected)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")

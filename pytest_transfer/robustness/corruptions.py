@@ -324,10 +324,19 @@ def _pixelate(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
 _jpeg_local = threading.local()  # each thread's scratch file for Pillow's encoder
 
 
-def _jpeg_scratch() -> BinaryIO:
-    """This thread's in-memory file (``os.memfd_create``, Linux) for Pillow to encode into, made once per process."""
+def _jpeg_scratch() -> BinaryIO | None:
+    """This thread's in-memory file (``os.memfd_create``, Linux) for Pillow to encode into, made once per process.
+
+    None where the call is refused (a sandbox's seccomp filter, an old kernel): the
+    thread then encodes into a ``BytesIO``, holding the GIL, with the same bytes.
+    """
     if getattr(_jpeg_local, "pid", None) != os.getpid():
-        _jpeg_local.file = open(os.memfd_create("pytest-transfer-jpeg", os.MFD_CLOEXEC), "w+b")  # noqa: SIM115
+        try:
+            fd = os.memfd_create("pytest-transfer-jpeg", os.MFD_CLOEXEC)
+        except OSError:
+            _jpeg_local.file = None
+        else:
+            _jpeg_local.file = open(fd, "w+b")  # noqa: SIM115 - kept for the thread's life
         _jpeg_local.pid = os.getpid()
     return _jpeg_local.file
 
