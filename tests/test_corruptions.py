@@ -332,14 +332,14 @@ def test_jpeg_falls_back_to_bytesio_where_memfd_is_refused(monkeypatch, torch_th
     # a sandbox may refuse memfd_create: every thread then encodes into a BytesIO, with the same pixels
     torch_threads(2)
     u8 = _photos(32)
-    expected = corruptions._jpeg_round_trip(u8, 10, np.dtype(np.float32))
+    expected = corruptions._jpeg_round_trips(u8, [10, 25], np.dtype(np.float32))
 
     def refused(*_args, **_kwargs):
         raise PermissionError("memfd_create: operation not permitted")
 
     monkeypatch.setattr(os, "memfd_create", refused, raising=False)
     monkeypatch.setattr(corruptions, "_jpeg_local", threading.local())  # forget the scratch files made so far
-    np.testing.assert_array_equal(corruptions._jpeg_round_trip(u8, 10, np.dtype(np.float32)), expected)
+    np.testing.assert_array_equal(corruptions._jpeg_round_trips(u8, [10, 25], np.dtype(np.float32)), expected)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
@@ -350,7 +350,7 @@ def test_jpeg_coding_threads_work_in_a_forked_child(torch_threads):
     # workers run with one torch thread for that reason).
     torch_threads(2)
     u8 = _photos(32)
-    parent = corruptions._jpeg_round_trip(u8, 10, np.dtype(np.float32))
+    parent = corruptions._jpeg_round_trips(u8, [10, 25], np.dtype(np.float32))
     with multiprocessing.get_context("fork").Pool(1) as pool:
         child = pool.apply_async(_jpeg_round_trip_with_threads, (u8,)).get(timeout=60)
     np.testing.assert_array_equal(parent, child)
@@ -358,7 +358,7 @@ def test_jpeg_coding_threads_work_in_a_forked_child(torch_threads):
 
 def _jpeg_round_trip_with_threads(u8: np.ndarray) -> np.ndarray:
     torch.set_num_threads(2)
-    return corruptions._jpeg_round_trip(u8, 10, np.dtype(np.float32))
+    return corruptions._jpeg_round_trips(u8, [10, 25], np.dtype(np.float32))
 
 
 @pytest.mark.parametrize("table", sorted(PUBLISHED_GAUSSIAN_BLUR))

@@ -62,6 +62,7 @@ Pillow is the codec the published code uses and gives identical bytes here.
 from __future__ import annotations
 
 import io
+import itertools
 import operator
 import os
 import threading
@@ -341,55 +342,63 @@ def _jpeg_scratch() -> BinaryIO | None:
     return _jpeg_local.file
 
 
-def _jpeg_round_trip(images: np.ndarray, quality: int, dtype: np.dtype) -> np.ndarray:
-    """Pillow's JPEG encode at ``quality`` and decode of N×H×W×C uint8 ``images``, as ``dtype`` values / 255.
+def _jpeg_round_trips(images: np.ndarray, qualities: Sequence[int], dtype: np.dtype) -> list[np.ndarray]:
+    """Pillow's JPEG encode and decode of N×H×W×C uint8 ``images`` at each quality, as ``dtype`` values / 255.
 
     The published code's round trip, image by image, with the same bytes and
     pixels whichever thread codes an image. Pillow releases the GIL while it
     encodes into a real file and while it decodes, so with ``t`` torch threads
-    allowed the batch is split into ``t`` parts coded at once, each thread
-    encoding into its own in-memory file (``os.memfd_create``; without it,
-    one thread and a ``BytesIO``). The decoder reads the encoder's bytes
-    directly (``Image.frombytes`` with Pillow's ``"jpeg"`` decoder: the pixels
-    of ``Image.open`` without parsing the headers in Python).
+    allowed, ``t`` threads take (quality, image) tasks from one shared list
+    until it is empty, each encoding into its own in-memory file
+    (:func:`_jpeg_scratch`; else a ``BytesIO``). Taking tasks one by one, not
+    fixed halves, keeps both cores busy when one thread is slowed (by torch's
+    idle threads spinning after its last parallel op, for about 5 ms). The
+    decoder reads the encoder's bytes directly (``Image.frombytes`` with
+    Pillow's ``"jpeg"`` decoder: the pixels of ``Image.open`` without parsing
+    the headers in Python).
     """
-    out = np.empty(images.shape, dtype=dtype)
+    outs = [np.empty(images.shape, dtype=dtype) for _ in qualities]
     mode = "L" if images.shape[-1] == 1 else "RGB"
     size = (images.shape[2], images.shape[1])  # Pillow's (width, height)
+    tasks = [(q, i) for q in range(len(qualities)) for i in range(len(images))]
+    taken = itertools.count()  # next() is atomic under the GIL: each task is coded once
 
-    def code(first: int, stop: int, scratch: BinaryIO | None) -> None:
-        for i in range(first, stop):
+    def work(threaded: bool) -> None:
+        scratch = _jpeg_scratch() if threaded else None
+        while (t := next(taken)) < len(tasks):
+            q, i = tasks[t]
             target = io.BytesIO() if scratch is None else scratch
             target.seek(0)
-            Image.fromarray(images[i, ..., 0] if mode == "L" else images[i]).save(target, "JPEG", quality=quality)
+            Image.fromarray(images[i, ..., 0] if mode == "L" else images[i]).save(target, "JPEG",
+                                                                                   quality=qualities[q])
             data = target.getvalue() if scratch is None else os.pread(scratch.fileno(), target.tell(), 0)
             pixels = np.asarray(Image.frombytes(mode, size, data, "jpeg", mode, ""))
-            np.divide(pixels.reshape(images.shape[1:]), dtype.type(255), out=out[i], dtype=dtype)
+            np.divide(pixels.reshape(images.shape[1:]), dtype.type(255), out=outs[q][i], dtype=dtype)
 
-    parts = min(torch.get_num_threads(), len(images)) if hasattr(os, "memfd_create") else 1
-    if parts <= 1:
-        code(0, len(images), None)
-        return out
-    bounds = np.linspace(0, len(images), parts + 1).astype(int)
-    jobs = [worker_pool(parts - 1).submit(lambda a, b: code(a, b, _jpeg_scratch()), a, b)
-            for a, b in zip(bounds[1:-1], bounds[2:], strict=True)]
-    code(0, bounds[1], _jpeg_scratch())
+    threads = min(torch.get_num_threads(), len(tasks)) if hasattr(os, "memfd_create") else 1
+    jobs = [worker_pool(threads - 1).submit(work, True) for _ in range(threads - 1)]
+    work(threads > 1)
     for job in jobs:
         job.result()
-    return out
+    return outs
 
 
-def _jpeg_compression(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
-    # Pillow's libjpeg, as the published code (torchvision.io's codecs are deprecated since 0.29),
-    # on a contiguous uint8 N×H×W×C CPU copy made once per batch
-    quality = ctx.param("jpeg_compression", severity)
+def _jpeg_many(x: torch.Tensor, severities: Sequence[int], ctx: Context) -> dict[int, torch.Tensor]:
+    # Pillow's libjpeg, as the published code (torchvision.io's codecs are deprecated since 0.29), on a
+    # contiguous uint8 N×H×W×C CPU copy made once per batch; every severity's images in one task list
     key = ("uint8_hwc",)
     if key not in ctx.cache:
         u8 = x.permute(0, 2, 3, 1).mul(255.0).round_()  # x is in [0, 1]: no clamp needed
         ctx.cache[key] = u8.to(device="cpu", dtype=torch.uint8, memory_format=torch.contiguous_format).numpy()
-    values = _jpeg_round_trip(ctx.cache[key], quality, torch.empty((), dtype=x.dtype).numpy().dtype)
-    # N×C×H×W view with channels-last strides, as the decoder wrote it; u / 255 exactly as torch divides
-    return torch.from_numpy(values).permute(0, 3, 1, 2).to(device=x.device)
+    qualities = [ctx.param("jpeg_compression", sev) for sev in severities]
+    values = _jpeg_round_trips(ctx.cache[key], qualities, torch.empty((), dtype=x.dtype).numpy().dtype)
+    # N×C×H×W views with channels-last strides, as the decoder wrote them; u / 255 exactly as torch divides
+    return {sev: torch.from_numpy(v).permute(0, 3, 1, 2).to(device=x.device)
+            for sev, v in zip(severities, values, strict=True)}
+
+
+def _jpeg_compression(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
+    return _jpeg_many(x, [severity], ctx)[severity]
 
 
 _OPS: dict[str, Op] = {
@@ -420,6 +429,7 @@ _IN_RANGE = frozenset({"jpeg_compression"})
 
 _MANY: dict[str, Callable[[torch.Tensor, Sequence[int], Context], dict[int, torch.Tensor]]] = {
     "zoom_blur": _zoom_blur_many,
+    "jpeg_compression": _jpeg_many,
 }
 
 #: corruptions whose output does not depend on the seed
@@ -639,7 +649,7 @@ def _sweep(
         if not empty and name in _MANY and len(severities) > 1:
             batch = _MANY[name](x, severities, ctx)
             for sev in severities:
-                yield name, sev, restore(batch.pop(sev))
+                yield name, sev, restore(batch.pop(sev), name in _IN_RANGE)
             continue
         for sev in severities:
             yield name, sev, restore(x.clone() if empty else _OPS[name](x, sev, ctx), name in _IN_RANGE)
