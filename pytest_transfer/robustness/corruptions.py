@@ -30,6 +30,10 @@ Conventions
   of ``(seed, name, severity)``: the same call gives the same result, and the
   result does not depend on what was corrupted before. Each image of the batch
   gets its own draw (angles, noise, textures). CPU and CUDA streams differ.
+  Shot noise on the CPU draws with numpy's PCG64 in fixed chunks of 65,536
+  values, each seeded from that generator and the chunk's index, on torch's
+  thread count (:meth:`~._ops.Rng.poisson`); JPEG codes its images on those
+  threads too. Neither result depends on the thread count.
 * Randomness is per batch: an image's draw depends on its position and the
   batch size, so a sweep is reproducible for the same seed and batching.
 * Deviations, all documented where they occur: frost uses a synthesised
