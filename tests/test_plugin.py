@@ -4,36 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-CONFTEST = '''
-import numpy as np
+from tests._helpers import BLOBS_CONFTEST
 
-
-def make_net(n_classes=3, seed=0):
-    import torch
-    from torch import nn
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                         nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, n_classes))
-
-
-def make_blobs(seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.random((90, 1, 8, 8), dtype=np.float32) * 0.3
-    y = np.repeat(np.arange(3), 30)
-    for i, c in enumerate(y):
-        x[i, 0, c * 2:c * 2 + 3, c * 2:c * 2 + 3] += 0.6
-    return np.clip(x, 0, 1), y
-
-
-def pytest_transfer_register_models(registry):
-    registry.register("tiny", make_net)
-    registry.register("tiny-b", lambda: make_net(seed=1))
-
-
-def pytest_transfer_register_datasets(registry):
-    registry.register("blobs", make_blobs)
-    registry.register("blobs-2", lambda: make_blobs(seed=2))
-'''
+CONFTEST = BLOBS_CONFTEST
 
 PYPROJECT = '''
 [tool.pytest.ini_options]
