@@ -105,3 +105,17 @@ def pytest_transfer_register_datasets(registry):
     registry.register("blobs", make_blobs)
     registry.register("blobs-2", lambda: make_blobs(seed=2))
 '''
+
+
+def module_level_imports(module) -> set[str]:
+    """Top-level package names a module imports at module level (read with ``ast``, nothing is imported)."""
+    import ast
+    import inspect
+
+    names: set[str] = set()
+    for node in ast.parse(inspect.getsource(module)).body:
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names

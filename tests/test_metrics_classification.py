@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
 import warnings
 
 import numpy as np
@@ -22,6 +20,7 @@ from pytest_transfer.metrics import (
     roc_auc,
 )
 from pytest_transfer.metrics.classification import ReliabilityCurve, reliability_curve
+from tests._helpers import module_level_imports
 
 AVERAGES = ["macro", "micro", "weighted"]
 PRF = [
@@ -376,13 +375,7 @@ def test_declared_direction_and_bounds():
 
 
 def test_module_imports_no_scipy_or_sklearn_at_import_time():
-    tree = ast.parse(inspect.getsource(classification))
-    imported = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
+    imported = module_level_imports(classification)
     assert imported.isdisjoint({"scipy", "sklearn", "torch"}), imported
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import math
 
 import numpy as np
@@ -14,6 +12,7 @@ from scipy import stats as sps
 
 from pytest_transfer.metrics import bootstrap_ci, mcnemar_test, stats, wilson_interval
 from pytest_transfer.metrics.stats import McNemarResult, normal_quantile, paired_difference_interval
+from tests._helpers import module_level_imports
 
 # ----------------------------------------------------------------------------- normal quantile
 
@@ -360,13 +359,7 @@ def test_bootstrap_rejects_bad_statistics():
 
 
 def test_module_imports_no_scipy_at_import_time():
-    tree = ast.parse(inspect.getsource(stats))
-    imported = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
+    imported = module_level_imports(stats)
     assert imported.isdisjoint({"scipy", "sklearn", "torch"}), imported
 
 
