@@ -15,14 +15,15 @@ resized to 224×224 with Pillow's BOX filter.
 Throughput is corrupted images per second (one image × corruption × severity
 = one image). The ratio is measured in one process on the same CPU. Run::
 
-    .venv/bin/pip install imagecorruptions      # benchmark-only extra
+    .venv/bin/pip install imagecorruptions scikit-image      # benchmark-only extra
     .venv/bin/python benchmarks/bench_corruptions.py
     .venv/bin/python benchmarks/bench_corruptions.py --only pixelate,jpeg_compression --size 32
 
 ``--repeats`` and ``--ref-repeats`` keep the best of several runs of each
-side (use both for rows that take milliseconds); ``--only`` times some rows; ``--size`` resizes the photos (pytest-transfer then
-uses the table ``table="auto"`` picks for that size, while ``imagecorruptions``
-always uses ImageNet-C's). Converting the batch once is counted in the total,
+side (use both for rows that take milliseconds); ``--only`` times some rows;
+``--size`` resizes the photos (pytest-transfer then uses the table
+``table="auto"`` picks for that size, while ``imagecorruptions`` always uses
+ImageNet-C's). Converting the batch once is counted in the total,
 in no row. Both sides run under the glibc malloc tuning the engine holds
 while a pass applies corruptions (``pytest_transfer.allocator``; ``--malloc-
 tuning off`` times glibc's defaults): without it, each severity's fresh

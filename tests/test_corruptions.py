@@ -22,9 +22,9 @@ from pytest_transfer.robustness import (
     _ops,
     corrupt,
     corrupt_many,
+    corruptions,
     resolve_corruptions,
 )
-from pytest_transfer.robustness import corruptions
 from pytest_transfer.robustness.corruptions_weather import frost_texture
 from tests._helpers import square_photos as _photos
 

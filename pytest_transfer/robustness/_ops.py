@@ -53,7 +53,7 @@ def worker_pool(workers: int) -> ThreadPoolExecutor:
     copy of the parent's pool has no threads.
     """
     pool = _pools.get(os.getpid())
-    if pool is None or pool._max_workers < workers:  # noqa: SLF001 - the pool's own size
+    if pool is None or pool._max_workers < workers:
         pool = _pools[os.getpid()] = ThreadPoolExecutor(workers, thread_name_prefix="pytest-transfer")
     return pool
 

@@ -71,8 +71,8 @@ import operator
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import BinaryIO
 from functools import lru_cache
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -341,7 +341,7 @@ def _jpeg_scratch() -> BinaryIO | None:
         except OSError:
             _jpeg_local.file = None
         else:
-            _jpeg_local.file = open(fd, "w+b")  # noqa: SIM115 - kept for the thread's life
+            _jpeg_local.file = open(fd, "w+b")
         _jpeg_local.pid = os.getpid()
     return _jpeg_local.file
 
