@@ -3,6 +3,8 @@ autocast, progress. Passes are counted, never timed; outputs are checked against
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from pytest_transfer.context import Context
 from pytest_transfer.engine import cache_key, evaluate, gaussian_noise, run_pass
 from pytest_transfer.models import Preprocess
 from pytest_transfer.settings import resolve
+from tests import _helpers
 from tests._helpers import make_blobs_images, tiny_net
 
 
@@ -366,22 +369,24 @@ def test_a_long_pass_reports_progress(fresh_context, blobs, monkeypatch):
     assert str(messages[-1]).startswith("pytest-transfer: tiny on blobs (gaussian_noise(sigma=0.1)): 120 images in ")
 
 
-PROGRESS_PROJECT = """
-import pytest
-from pytest_transfer import engine, evaluate
-
+# self-contained (the helpers' source is copied in): an inner xdist worker started by the ``pytest`` script
+# has no checkout on its sys.path, so it could not import ``tests._helpers``
+PROGRESS_PROJECT = "\n\n".join([
+    "import pytest\nfrom pytest_transfer import engine, evaluate",
+    inspect.getsource(_helpers.make_blobs_images),
+    inspect.getsource(_helpers.tiny_net),
+    """
 @pytest.fixture(autouse=True)
 def every_batch(monkeypatch):
     monkeypatch.setattr(engine, "PROGRESS_EVERY", 0.0)
 
 def pytest_transfer_register_models(registry):
-    from tests._helpers import tiny_net
     registry.register("tiny", tiny_net)
 
 def pytest_transfer_register_datasets(registry):
-    from tests._helpers import make_blobs_images
     registry.register("blobs", make_blobs_images)
-"""
+""",
+])
 
 
 @pytest.mark.parametrize("quiet", [False, True])
