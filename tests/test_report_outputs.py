@@ -276,17 +276,31 @@ def test_long_test_ids_wrap_instead_of_being_cut():
     assert all(len(line) <= 125 for line in lines) and not any("…" in line for line in lines)
     width = lines[1].index("  ")
     cells = [line[:width].strip() for line in lines[2:]]
-    assert "".join(cells[:-1]) == long_id.split("/")[-1] and cells[-1] == "test_b.py::test_short"
+    shown = long_id.removeprefix("tests/")  # the folder every test shares is dropped, the one that differs kept
+    assert "".join(cells[:-1]) == shown and cells[-1] == "test_b.py::test_short"
     assert lines[2].endswith("PASS") and not lines[3].endswith("PASS")  # the other cells are on the first line
     # no room: each test id is a heading line, whole, above its rows
     lines = format_table(both, max_width=100)
-    assert lines[0] == "test" and lines[3] == long_id.split("/")[-1] and lines[5] == "test_b.py::test_short"
+    assert lines[0] == "test" and lines[3] == shown and lines[5] == "test_b.py::test_short"
     assert re.fullmatch(r"  resnet18 +digits +linear_probe_accuracy +0.9000 +>= 0.8 +PASS", lines[4])
     assert all(len(line) <= 100 for line in lines[4:]) and not any("…" in line for line in lines)
     # an id longer than the line is wrapped, every character kept
     lines = format_table([_measurement(long_id)], max_width=60)
     heading = [line for line in lines[3:] if not line.startswith("  ")]
     assert len(heading) > 1 and "".join(heading) == long_id.split("/")[-1] and all(len(h) <= 60 for h in heading)
+
+
+def test_test_ids_keep_the_folders_that_tell_them_apart():
+    from pytest_transfer.report.terminal import short_tests
+
+    # one folder: only the file and the test, as before
+    assert short_tests(["tests/test_a.py::test_x", "tests/test_b.py::test_y[p/q]"]) == [
+        "test_a.py::test_x", "test_b.py::test_y[p/q]"]
+    # the same file name in two folders: the folders that differ stay, the shared one goes
+    assert short_tests(["tests/unit/test_model.py::test_acc", "tests/integration/test_model.py::test_acc", None]) == [
+        "unit/test_model.py::test_acc", "integration/test_model.py::test_acc", "-"]
+    # a file in the root folder: every path is kept whole
+    assert short_tests(["test_root.py::t", "sub/test_root.py::t"]) == ["test_root.py::t", "sub/test_root.py::t"]
 
 
 def test_comparison_rows_name_their_counterpart():

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..thresholds import format_threshold
-from .terminal import counterpart, short_test, threshold_cell, value_cell
+from .terminal import counterpart, short_tests, threshold_cell, value_cell
 
 PASS, FAIL = "✅ PASS", "❌ FAIL"
 
@@ -75,10 +75,10 @@ def gate_table(rows: Sequence[Mapping[str, Any]], *, level: int) -> list[str]:
     """The Markdown gate table (every measurement except regression comparisons)."""
     out = [f"| result | test | model | dataset | metric | value [{level}% interval] | threshold | threshold from |",
            "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r, test in zip(rows, short_tests([r.get("test") for r in rows]), strict=True):
         model, dataset = counterpart(r.get("gate"), str(r.get("model")), str(r.get("dataset")), r.get("details") or {})
         threshold = threshold_cell(r.get("comparison"), r.get("threshold"))
-        out.append(f"| {PASS if r.get('outcome') == 'passed' else FAIL} | {_code(short_test(r.get('test')))} "
+        out.append(f"| {PASS if r.get('outcome') == 'passed' else FAIL} | {_code(test)} "
                    f"| {_cell(model)} | {_cell(dataset)} | {_cell(r.get('metric'))} | {_value(r)} "
                    f"| {_cell(threshold)} | {_cell(r.get('threshold_source') or '–')} |")
     return out
@@ -95,7 +95,7 @@ def baseline_section(rows: Sequence[Mapping[str, Any]], *, level: int) -> list[s
     if compared:
         out += [f"| result | test | model | dataset | metric | baseline | now | change [{level}% interval] "
                 "| allowed drop | baseline file |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in compared:
+        for r, test in zip(compared, short_tests([r.get("test") for r in compared]), strict=True):
             d = r.get("details") or {}
             interval = r.get("interval")
             drop = r.get("value")
@@ -104,7 +104,7 @@ def baseline_section(rows: Sequence[Mapping[str, Any]], *, level: int) -> list[s
                 change += f" [{_signed(-interval[1])}, {_signed(-interval[0])}]"
             allowed = r.get("threshold")
             min_effect = format_threshold(allowed) if allowed is not None else "–"
-            out.append(f"| {PASS if r.get('outcome') == 'passed' else FAIL} | {_code(short_test(r.get('test')))} "
+            out.append(f"| {PASS if r.get('outcome') == 'passed' else FAIL} | {_code(test)} "
                        f"| {_cell(r.get('model'))} | {_cell(r.get('dataset'))} "
                        f"| {_cell(str(r.get('metric')).removesuffix('_drop'))} | {_num(d.get('baseline_value'))} "
                        f"| {_num(d.get('current_value'))} | {change} | {min_effect} "

@@ -56,7 +56,7 @@ from typing import Any
 
 from ..baselines import write_text_file
 from ..estimators import label as metric_label
-from .terminal import counterpart, interval_cell, threshold_cell, value_cell
+from .terminal import counterpart, interval_cell, short_tests, threshold_cell, value_cell
 
 PLOTS_HINT = 'pip install "pytest-transfer[plots]"'
 _MAX_LEGEND = 16
@@ -96,10 +96,6 @@ def _num(x: Any) -> str:
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return _e(x)
     return f"{x:.4f}" if abs(x) < 1000 else f"{x:.4g}"
-
-
-def _short_test(test: str | None) -> str:
-    return (test or "-").split("::", 1)[-1] if test else "-"
 
 
 # --------------------------------------------------------------------------- plot data
@@ -409,7 +405,7 @@ def measurement_table(rows: Sequence[Mapping[str, Any]]) -> str:
     head = ("test", "model", "dataset", "metric", "value", "interval", "threshold", "threshold from", "confidence",
             "result", "time (s)")
     out = ["<table><thead><tr>", *[f"<th>{h}</th>" for h in head], "</tr></thead><tbody>"]
-    for r in rows:
+    for r, test in zip(rows, short_tests([r.get("test") for r in rows]), strict=True):
         result = "PASS" if r.get("outcome") == "passed" else "FAIL"
         interval = r.get("interval")
         shown_interval = interval_cell(interval, r.get("threshold"))
@@ -417,7 +413,7 @@ def measurement_table(rows: Sequence[Mapping[str, Any]]) -> str:
         model, dataset = counterpart(r.get("gate"), str(r.get("model")), str(r.get("dataset")), r.get("details") or {})
         out.append(
             f'<tr class="{"failed" if result == "FAIL" else "passed"}">'
-            f'<td class="test" title="{_e(r.get("test"))}">{_e(_short_test(r.get("test")))}</td>'
+            f'<td class="test" title="{_e(r.get("test"))}">{_e(test)}</td>'
             f"<td>{_e(model)}</td><td>{_e(dataset)}</td><td>{_e(r.get('metric'))}</td>"
             f'<td class="num">{_e(value_cell(r.get("value"), None, r.get("threshold")))}</td>'
             f'<td class="num">{shown_interval}</td>'

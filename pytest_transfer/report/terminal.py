@@ -42,12 +42,30 @@ def threshold_cell(comparison: str | None, threshold: float | None) -> str:
     return "–" if threshold is None else f"{comparison} {format_threshold(threshold)}"
 
 
+def short_tests(tests: Sequence[str | None]) -> list[str]:
+    """The node ids without the folders they all share, ``-`` for a missing one.
+
+    Every test in one folder: ``test_file.py::test_name[param]``. Files in
+    different folders keep the part of their path that tells them apart
+    (``unit/test_model.py::...`` and ``integration/test_model.py::...``), so
+    no two tests of a table look alike.
+    """
+    folders = [t.partition("::")[0].split("/")[:-1] for t in tests if t]
+    shared = 0
+    for parts in zip(*folders, strict=False):  # to the shallowest file: one in the root folder keeps every path
+        if len(set(parts)) > 1:
+            break
+        shared += 1
+    out = []
+    for test in tests:
+        path, sep, rest = (test or "").partition("::")
+        out.append("/".join(path.split("/")[shared:]) + sep + rest if test else "-")
+    return out
+
+
 def short_test(test: str | None) -> str:
-    """The node id without its directories: ``test_file.py::test_name[param]``."""
-    if not test:
-        return "-"
-    path, sep, rest = test.partition("::")
-    return path.rsplit("/", 1)[-1] + sep + rest
+    """:func:`short_tests` of one node id: ``test_file.py::test_name[param]``."""
+    return short_tests([test])[0]
 
 
 def counterpart(gate: str | None, model: str, dataset: str, details: Mapping[str, Any]) -> tuple[str, str]:
@@ -69,14 +87,14 @@ def counterpart(gate: str | None, model: str, dataset: str, details: Mapping[str
 def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
     """One list of cells (as :data:`HEADER`) per measurement."""
     out = []
-    for m in measurements:
+    for m, test in zip(measurements, short_tests([m.test for m in measurements]), strict=True):
         value = value_cell(m.value, m.interval, m.threshold)
         if m.threshold is not None:
             threshold = threshold_cell(m.comparison, m.threshold)
         else:
             threshold = "new baseline" if m.comparison == "baseline" else "-"
         model, dataset = counterpart(m.gate, m.model, m.dataset, m.details or {})
-        out.append([short_test(m.test), model, dataset, m.metric, value, threshold, "PASS" if m.passed else "FAIL"])
+        out.append([test, model, dataset, m.metric, value, threshold, "PASS" if m.passed else "FAIL"])
     return out
 
 
