@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .context import Context, set_current_context
-from .report.session import PASSES_PROPERTY, PROPERTY
+from .report.session import PASSES_PROPERTY, PROPERTY, without_group
 from .settings import OPTIONS, resolve
 
 CONTEXT_KEY = pytest.StashKey[Context]()
@@ -192,9 +192,7 @@ def _suffix_xdist_groups(items: list[pytest.Item]) -> None:
 
 def nodeid_without_group(item: pytest.Item) -> str:
     """The node id without the ``@group`` suffix of ``--dist loadgroup`` (measurements and baselines use it)."""
-    nodeid = item.nodeid
-    at = nodeid.rfind("@")
-    return nodeid[:at] if at > nodeid.rfind("]") and at > nodeid.rfind("::") else nodeid
+    return without_group(item.nodeid)
 
 
 @pytest.hookimpl(hookwrapper=True)

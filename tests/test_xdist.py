@@ -176,3 +176,29 @@ def test_loadgroup_is_only_added_under_dist_loadgroup(pytester):
     assert groups["test_b[1]"] == ["transfer:tiny-b"] and groups["test_a1[1]"] == ["a-first"]
     items, _ = pytester.inline_genitems("-p", "no:cacheprovider")
     assert all(not list(i.iter_markers("xdist_group")) or i.name.startswith("test_a") for i in items)
+
+
+def test_summary_rows_follow_the_collection_order_not_the_finishing_order(pytester):
+    from tests._helpers import BLOBS_CONFTEST
+
+    pytester.makeconftest(BLOBS_CONFTEST)
+    pytester.makepyfile(test_order="""
+        import time
+        import pytest
+        from pytest_transfer import assert_transfer_accuracy_above
+
+        pytestmark = pytest.mark.transfer(model="tiny", dataset="blobs")
+
+        def test_1_slow(pretrained_model, target_dataset):
+            time.sleep(3)  # finishes after the others
+            assert_transfer_accuracy_above(pretrained_model, target_dataset, 0.0)
+
+        @pytest.mark.parametrize("n", [2, 3, 4])
+        def test_n(pretrained_model, target_dataset, n):
+            assert_transfer_accuracy_above(pretrained_model, target_dataset, 0.0)
+    """)
+    result = pytester.runpytest("-n", "2", "-p", "no:cacheprovider", "--transfer-no-cache", "--transfer-device=cpu")
+    result.assert_outcomes(passed=4)
+    rows = [line.split()[0] for line in result.outlines if line.startswith("test_order.py::")]
+    assert rows == ["test_order.py::test_1_slow", "test_order.py::test_n[2]", "test_order.py::test_n[3]",
+                    "test_order.py::test_n[4]"], result.outlines

@@ -27,6 +27,12 @@ from ..settings import SECTION
 
 PROPERTY = "pytest_transfer"
 PASSES_PROPERTY = "pytest_transfer.passes"
+
+
+def without_group(nodeid: str) -> str:
+    """A node id without the ``@group`` suffix ``--dist loadgroup`` adds (measurements and baselines use it)."""
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") and at > nodeid.rfind("::") else nodeid
 WORK_OUTPUT = "pytest_transfer_work"
 PAIRS_OUTPUT = "pytest_transfer_pairs"
 
@@ -79,6 +85,7 @@ class SessionCollector:
         self.config = config
         self.ctx = ctx
         self.measurements: list[dict[str, Any]] = []
+        self.order: dict[str, int] = {}  # under pytest-xdist: node id -> position in the collection
         self.outcomes: dict[str, str] = {}
         self.locations: dict[str, tuple[str, int]] = {}
         self.started = time.time()
@@ -116,6 +123,23 @@ class SessionCollector:
         datasets = datasets if isinstance(datasets, (list, tuple)) else [datasets]
         self.pairs.update((m, d) for m in models for d in datasets if isinstance(m, str) and isinstance(d, str))
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """pytest-xdist: the controller learns the collection order (every worker collects the same ids)."""
+        if not self.order:
+            self.order = {without_group(nodeid): i for i, nodeid in enumerate(ids)}
+
+    def in_collection_order(self) -> list[dict[str, Any]]:
+        """The measurements in the order the tests were collected, each test's in the order it made them.
+
+        Under pytest-xdist they arrive as workers finish tests, which differs from run to run; without it
+        they already are in run order (a plugin that reorders tests, such as pytest-randomly, keeps its order).
+        """
+        if self.order:
+            last = len(self.order)
+            self.measurements.sort(key=lambda m: self.order.get(m.get("test") or "", last))  # stable
+        return self.measurements
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._outcome(report)
         if report.when != "teardown":
@@ -148,7 +172,7 @@ class SessionCollector:
     def build(self) -> dict[str, Any]:
         from .json import build_report
 
-        return build_report(self.measurements, settings=self.ctx.settings, outcomes=self.outcomes,
+        return build_report(self.in_collection_order(), settings=self.ctx.settings, outcomes=self.outcomes,
                             duration=time.time() - self.started)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -215,7 +239,7 @@ class SessionCollector:
             from ..baselines import summary_lines
             from .terminal import write_summary
 
-            write_summary(tr, [Measurement(**m) for m in self.measurements], self.ctx, workers=self.work)
+            write_summary(tr, [Measurement(**m) for m in self.in_collection_order()], self.ctx, workers=self.work)
             for line in summary_lines(self.measurements, update=self.ctx.settings.update_baselines):
                 tr.write_line(line)
         self._report_unused_thresholds(tr)
