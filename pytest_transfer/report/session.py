@@ -27,14 +27,14 @@ from ..settings import SECTION
 
 PROPERTY = "pytest_transfer"
 PASSES_PROPERTY = "pytest_transfer.passes"
+WORK_OUTPUT = "pytest_transfer_work"
+PAIRS_OUTPUT = "pytest_transfer_pairs"
 
 
 def without_group(nodeid: str) -> str:
     """A node id without the ``@group`` suffix ``--dist loadgroup`` adds (measurements and baselines use it)."""
     at = nodeid.rfind("@")
     return nodeid[:at] if at > nodeid.rfind("]") and at > nodeid.rfind("::") else nodeid
-WORK_OUTPUT = "pytest_transfer_work"
-PAIRS_OUTPUT = "pytest_transfer_pairs"
 
 
 def install(config: pytest.Config, ctx: Context,

@@ -63,11 +63,6 @@ def short_tests(tests: Sequence[str | None]) -> list[str]:
     return out
 
 
-def short_test(test: str | None) -> str:
-    """:func:`short_tests` of one node id: ``test_file.py::test_name[param]``."""
-    return short_tests([test])[0]
-
-
 def counterpart(gate: str | None, model: str, dataset: str, details: Mapping[str, Any]) -> tuple[str, str]:
     """``(model, dataset)`` cells that name what a comparison gate compared against.
 

@@ -39,7 +39,7 @@ LUMA = (0.299, 0.587, 0.114)
 #: elements per independently seeded chunk of :meth:`Rng.poisson` on the CPU
 POISSON_CHUNK = 1 << 16
 
-_pools: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child makes its own threads
+_pools: dict[int, tuple[int, ThreadPoolExecutor]] = {}  # process id -> (size, pool): a forked child makes its own
 
 
 def worker_pool(workers: int) -> ThreadPoolExecutor:
@@ -52,9 +52,10 @@ def worker_pool(workers: int) -> ThreadPoolExecutor:
     up to 3× slower). Created on first use and again in a forked child, whose
     copy of the parent's pool has no threads.
     """
-    pool = _pools.get(os.getpid())
-    if pool is None or pool._max_workers < workers:
-        pool = _pools[os.getpid()] = ThreadPoolExecutor(workers, thread_name_prefix="pytest-transfer")
+    size, pool = _pools.get(os.getpid(), (0, None))
+    if pool is None or size < workers:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="pytest-transfer")
+        _pools[os.getpid()] = (workers, pool)
     return pool
 
 

@@ -531,8 +531,9 @@ def _check_seed(seed: object) -> int:
         raise ValueError(f"seed: expected an integer, got {seed!r}") from None
 
 
-def _prepare(images: object) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-    """Validated 4-d working tensor and a function that restores the caller's shape and dtype."""
+def _prepare(images: object) -> tuple[torch.Tensor, Callable[[torch.Tensor, str], torch.Tensor]]:
+    """Validated 4-d working tensor and ``restore(out, name)``: the caller's shape and dtype, values clamped to
+    [0, 1] unless corruption ``name`` keeps them there by construction (:data:`_IN_RANGE`)."""
     if not isinstance(images, torch.Tensor):
         raise ValueError(
             f"images: expected a torch.Tensor of shape N×C×H×W, got {type(images).__name__}; "
@@ -559,8 +560,8 @@ def _prepare(images: object) -> tuple[torch.Tensor, Callable[[torch.Tensor], tor
     x = x.to(work).clamp(0.0, 1.0).contiguous()
     shape, dtype = images.shape, images.dtype
 
-    def restore(out: torch.Tensor, in_range: bool = False) -> torch.Tensor:
-        return (out if in_range else out.clamp(0.0, 1.0)).to(dtype).reshape(shape)
+    def restore(out: torch.Tensor, name: str) -> torch.Tensor:
+        return (out if name in _IN_RANGE else out.clamp(0.0, 1.0)).to(dtype).reshape(shape)
 
     return x, restore
 
@@ -595,9 +596,9 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int = 0, ta
     check_table(table)
     x, restore = _prepare(images)
     if x.shape[0] == 0:
-        return restore(x.clone())
+        return restore(x.clone(), name)
     ctx = Context(seed, x.device, x.dtype, resolve_table(table, x.shape[2], x.shape[3]))
-    return restore(_OPS[name](x, severity, ctx), name in _IN_RANGE)
+    return restore(_OPS[name](x, severity, ctx), name)
 
 
 def corrupt_many(
@@ -643,7 +644,7 @@ def corrupt_many(
 
 def _sweep(
     x: torch.Tensor,
-    restore: Callable[..., torch.Tensor],
+    restore: Callable[[torch.Tensor, str], torch.Tensor],
     names: tuple[str, ...],
     severities: list[int],
     ctx: Context,
@@ -653,7 +654,7 @@ def _sweep(
         if not empty and name in _MANY and len(severities) > 1:
             batch = _MANY[name](x, severities, ctx)
             for sev in severities:
-                yield name, sev, restore(batch.pop(sev), name in _IN_RANGE)
+                yield name, sev, restore(batch.pop(sev), name)
             continue
         for sev in severities:
-            yield name, sev, restore(x.clone() if empty else _OPS[name](x, sev, ctx), name in _IN_RANGE)
+            yield name, sev, restore(x.clone() if empty else _OPS[name](x, sev, ctx), name)
