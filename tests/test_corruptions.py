@@ -20,6 +20,7 @@ from pytest_transfer.robustness import (
     DETERMINISTIC_CORRUPTIONS,
     EXTRA_CORRUPTIONS,
     _ops,
+    _poisson,
     corrupt,
     corrupt_many,
     corruptions,
@@ -449,12 +450,14 @@ def test_noise_statistics_match_the_published_distributions():
     assert abs(float((imp == 1).double().mean()) - 0.135) < 0.01
 
 
-@pytest.mark.parametrize("level", [0.02, 0.3, 0.55])  # λ ≤ 33: clipping at 60 counts is negligible
-def test_shot_noise_counts_follow_scipys_poisson_pmf_across_chunks(level):
+# on the 8-bit grid (drawn from alias tables) and off it (drawn by numpy's sampler); λ ≤ 33: no clipping at 60
+@pytest.mark.parametrize("level", [5 / 255, 77 / 255, 140 / 255, 0.02, 0.3, 0.55])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shot_noise_counts_follow_scipys_poisson_pmf_across_chunks(level, dtype):
     # Poisson(level · 60) counts over 4 × 3 × 128 × 128 = 196,608 pixels: three chunks of independently
     # seeded draws; a chi-square test against scipy's pmf (bins with ≥ 5 expected counts, tail pooled)
     stats = pytest.importorskip("scipy.stats")
-    grey = torch.full((4, 3, 128, 128), level, dtype=torch.float64)
+    grey = torch.full((4, 3, 128, 128), level, dtype=dtype)
     counts = (corrupt(grey, "shot_noise", 1, table="imagenet-c") * 60).round().long().reshape(-1).numpy()
     lam = level * 60
     k = np.arange(counts.max() + 2)
@@ -467,8 +470,52 @@ def test_shot_noise_counts_follow_scipys_poisson_pmf_across_chunks(level):
     assert abs(counts.mean() - lam) < 4 * np.sqrt(lam / counts.size)
 
 
-def test_shot_noise_draws_do_not_depend_on_the_thread_count(torch_threads):
-    x = _tensor(_photos(64), torch.float32).repeat(8, 1, 1, 1)  # 3 × 64 × 64 × 24 elements: several chunks
+@pytest.mark.parametrize("scale", [60.0, 25.0, 12.0, 5.0, 3.0, 500.0, 0.25])
+def test_shot_noise_alias_tables_hold_scipys_poisson_pmf_at_every_level(scale):
+    # what the tables draw, worked out cell by cell: column j of row k gives its own count with probability
+    # threshold / 2^(64 - bits) and its alias otherwise, each column picked with probability 2^-bits
+    stats = pytest.importorskip("scipy.stats")
+    threshold, counts, bits = _poisson.alias_tables(scale)
+    width = 1 << bits
+    accept = threshold.astype(np.float64).reshape(256, width) / 2.0 ** (64 - bits)
+    own, alias = counts.reshape(256, width, 2)[..., 0], counts.reshape(256, width, 2)[..., 1]
+    top = int(counts.max()) + 1
+    implied = np.zeros((256, top))
+    rows = np.broadcast_to(np.arange(256)[:, None], own.shape)
+    np.add.at(implied, (rows, own), accept / width)
+    np.add.at(implied, (rows, alias), (1 - accept) / width)
+    means = np.arange(256) / 255 * scale
+    reference = stats.poisson.pmf(np.arange(top)[None, :], means[:, None])
+    assert np.abs(implied - reference).max() < 1e-12
+    assert (1 - reference.sum(axis=1)).max() < 1e-12  # the windows leave out no measurable tail
+
+
+def test_shot_noise_uses_the_alias_tables_only_for_chunks_on_the_8_bit_grid(monkeypatch):
+    chunk = _ops.POISSON_CHUNK
+    u8 = torch.randint(0, 256, (2, 3, 128, 128), generator=torch.Generator().manual_seed(0))  # 1.5 chunks
+    for on_grid in (u8.float() / 255, u8.float() * (1 / 255), u8.double() / 255, torch.from_numpy(u8.numpy() / 255)):
+        levels, on = _poisson.grid_levels(on_grid.reshape(-1).numpy(), chunk)
+        assert on.tolist() == [True, True] and np.array_equal(levels, u8.reshape(-1).numpy()), on_grid.dtype
+    nudged = u8.float() / 255
+    nudged.view(-1)[chunk + 7] += 1e-4  # one value off the grid: its chunk goes to numpy's sampler
+    assert _poisson.grid_levels(nudged.reshape(-1).numpy(), chunk)[1].tolist() == [True, False]
+
+    tables_drawn = []
+    real = _poisson.draw_on_grid
+    monkeypatch.setattr(_poisson, "draw_on_grid", lambda *a: tables_drawn.append(1) or real(*a))
+    corrupt(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)), "shot_noise", 3)
+    assert tables_drawn == []
+    corrupt(u8.float() / 255, "shot_noise", 3)
+    assert tables_drawn
+
+
+@pytest.mark.parametrize("grid", ["on", "off", "mixed"])
+def test_shot_noise_draws_do_not_depend_on_the_thread_count(torch_threads, grid):
+    x = _tensor(_photos(64), torch.float32).repeat(8, 1, 1, 1)  # 3 × 64 × 64 × 24 elements: 4.5 chunks
+    if grid == "off":
+        x = (x * 0.999 + 0.0005).clamp(0, 1)
+    elif grid == "mixed":  # the third chunk off the grid, the others on it
+        x.view(-1)[2 * _ops.POISSON_CHUNK + 5] = 0.5
     draws = []
     for threads in (1, 2, 3):
         torch_threads(threads)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._poisson import fill_poisson
 from .corruptions_tables import IMAGENET_C, CorruptionTable
 
 
@@ -93,36 +94,42 @@ class Rng:
         z = torch.randn(shape, generator=self.generator, device=self._where(), dtype=self.dtype)
         return self._place(z * std + mean)
 
-    def poisson(self, rate: torch.Tensor) -> torch.Tensor:
-        """Poisson draws with means ``rate``: ``torch.poisson`` on a device, numpy's in chunks on the CPU.
+    def poisson(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        """Poisson draws with means ``x · scale`` for values ``x`` in [0, 1], in ``x``'s shape and dtype.
 
-        On the CPU, where ``torch.poisson`` draws one element after another, the
-        flattened rates are cut into chunks of :data:`POISSON_CHUNK` elements,
-        each drawn by its own ``numpy.random.Generator`` (PCG64, seeded from
-        this source and the chunk's index; Hörmann's PTRS for means >= 10, as
-        numpy documents) on up to ``torch.get_num_threads()`` threads: numpy
-        releases the GIL while it draws, and runs no OpenMP team in the helper
-        threads. The result depends on the seed and the shape only, not on the
+        On a device: ``torch.poisson``. On the CPU, where ``torch.poisson``
+        draws one element after another, the flattened values are cut into
+        chunks of :data:`POISSON_CHUNK`, each drawn by its own numpy PCG64
+        stream (seeded from this source and the chunk's index) on up to
+        ``torch.get_num_threads()`` threads (numpy releases the GIL and runs no
+        OpenMP team in helper threads). A chunk whose values all lie on the
+        8-bit grid ``k / 255`` (images decoded from 8-bit files) is drawn from
+        per-level alias tables (:mod:`._poisson`, 3-4× faster); any other chunk
+        by numpy's Poisson sampler (Hörmann's PTRS for means >= 10). The
+        result depends on the seed, the values and the shape only, not on the
         thread count.
         """
         if self.generator.device.type != "cpu":
-            return self._place(torch.poisson(rate, generator=self.generator))
-        flat = rate.detach().reshape(-1).cpu().numpy()
+            return self._place(torch.poisson(x * scale, generator=self.generator))
+        flat = x.detach().reshape(-1).cpu().numpy()
         out = np.empty(flat.shape, dtype=flat.dtype)
         base = int(torch.randint(1 << 62, (1,), generator=self.generator))
+        chunks = -(-flat.size // POISSON_CHUNK)
+        threads = max(1, min(torch.get_num_threads(), chunks))
+        # each thread takes one run of consecutive chunks: numpy's small operations on one chunk at a time
+        # would pass the GIL back and forth and leave the second core idle
+        edges = [c * POISSON_CHUNK for c in np.linspace(0, chunks, threads + 1).round().astype(int)]
 
-        def draw(i: int) -> None:
-            part = slice(i * POISSON_CHUNK, (i + 1) * POISSON_CHUNK)
-            out[part] = np.random.Generator(np.random.PCG64([base, i])).poisson(flat[part])
+        def draw(t: int) -> None:
+            lo, hi = edges[t], min(edges[t + 1], flat.size)
+            streams = [np.random.PCG64([base, i]) for i in range(lo // POISSON_CHUNK, -(-hi // POISSON_CHUNK))]
+            fill_poisson(out[lo:hi], flat[lo:hi], scale, streams, POISSON_CHUNK)
 
-        chunks = range(-(-flat.size // POISSON_CHUNK))
-        threads = min(torch.get_num_threads(), len(chunks))
         if threads > 1:
-            list(worker_pool(threads).map(draw, chunks))
+            list(worker_pool(threads).map(draw, range(threads)))
         else:
-            for i in chunks:
-                draw(i)
-        return self._place(torch.from_numpy(out).reshape(rate.shape))
+            draw(0)
+        return self._place(torch.from_numpy(out).reshape(x.shape))
 
     def integers(self, low: int, high: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Integers in ``[low, high)`` (``numpy.random.randint`` semantics)."""

@@ -139,7 +139,7 @@ def _gaussian_noise(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tenso
 
 def _shot_noise(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
     lam = ctx.param("shot_noise", severity)
-    return ctx.rng("shot_noise", severity).poisson(x * lam) / lam
+    return ctx.rng("shot_noise", severity).poisson(x, lam) / lam
 
 
 def _impulse_noise(x: torch.Tensor, severity: int, ctx: Context) -> torch.Tensor:
