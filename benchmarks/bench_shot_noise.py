@@ -26,8 +26,8 @@ import time
 from unittest import mock
 
 import torch
-
 from bench_corruptions import load_photos
+
 from pytest_transfer.allocator import tuned_malloc
 from pytest_transfer.robustness import _poisson, corrupt
 from pytest_transfer.robustness.corruptions_tables import IMAGENET_C

@@ -262,11 +262,39 @@ def test_transrate_matches_slogdet(eps):
 
 @pytest.mark.parametrize("block", [7, 10, 30])
 def test_transrate_with_block_gram_products_matches_slogdet(monkeypatch, block):
-    # classes of 100 rows > 30 dims take the D×D form, whose Gram is built in column blocks
+    # classes of 100 rows > 30 dims take the D×D form, whose Gram is built in column blocks and
+    # factorised in diagonal blocks
     from pytest_transfer.metrics import transferability
 
     monkeypatch.setattr(transferability, "GRAM_BLOCK", block)
+    monkeypatch.setattr(transferability, "CHOLESKY_BLOCK", block)
     f, y = blobs(400, 30, 4, 1.0, seed=16)
+    assert transrate(f, y) == pytest.approx(_slogdet_transrate(f, y, 1e-4), rel=1e-10)
+
+
+@pytest.mark.parametrize("d", [1, 6, 7, 8, 20, 21, 50])
+def test_block_cholesky_log_determinant_matches_numpy_and_reads_only_the_upper_triangle(monkeypatch, d):
+    import torch
+
+    from pytest_transfer.metrics import transferability
+
+    monkeypatch.setattr(transferability, "CHOLESKY_BLOCK", 7)  # 1 to 8 diagonal blocks, a short last one
+    rng = np.random.default_rng(d)
+    b = rng.normal(size=(d + 3, d))
+    a = b.T @ b + 0.1 * np.eye(d)
+    garbled = torch.from_numpy(np.where(np.triu(np.ones((d, d))) > 0, a, np.nan))
+    sign, expected = np.linalg.slogdet(a)
+    assert sign == 1 and transferability._logdet_spd(garbled) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    indefinite = torch.from_numpy(a - (np.linalg.eigvalsh(a)[0] + 1.0) * np.eye(d))
+    with pytest.raises(np.linalg.LinAlgError, match="positive definite"):
+        transferability._logdet_spd(indefinite)
+
+
+def test_transrate_mixing_d_by_d_and_n_by_n_classes_matches_slogdet():
+    # three classes of ~130 rows take the D×D form, one of 12 rows its 12×12 form (and joins the whole Gram)
+    f, y = blobs(400, 30, 3, 1.0, seed=17)
+    y = y.copy()
+    y[np.random.default_rng(0).choice(len(y), 12, replace=False)] = 3
     assert transrate(f, y) == pytest.approx(_slogdet_transrate(f, y, 1e-4), rel=1e-10)
 
 
