@@ -32,8 +32,10 @@ Conventions
   gets its own draw (angles, noise, textures). CPU and CUDA streams differ.
   Shot noise on the CPU draws with numpy's PCG64 in fixed chunks of 65,536
   values, each seeded from that generator and the chunk's index, on torch's
-  thread count (:meth:`~._ops.Rng.poisson`); JPEG codes its images on those
-  threads too. Neither result depends on the thread count.
+  thread count (:meth:`~._ops.Rng.poisson`): images on the 8-bit grid
+  (decoded from 8-bit files) from exact per-level Poisson alias tables
+  (:mod:`._poisson`), others by numpy's Poisson sampler. JPEG codes its
+  images on those threads too. Neither result depends on the thread count.
 * Randomness is per batch: an image's draw depends on its position and the
   batch size, so a sweep is reproducible for the same seed and batching.
 * Deviations, all documented where they occur: frost uses a synthesised
