@@ -507,6 +507,10 @@ def test_shot_noise_uses_the_alias_tables_only_for_chunks_on_the_8_bit_grid(monk
     assert tables_drawn == []
     corrupt(u8.float() / 255, "shot_noise", 3)
     assert tables_drawn
+    tables_drawn.clear()
+    monkeypatch.setattr(_poisson, "MAX_TABLE_SCALE", 10.0)  # λ = 12 at severity 3: above it, numpy draws
+    corrupt(u8.float() / 255, "shot_noise", 3, table="imagenet-c")
+    assert tables_drawn == []
 
 
 @pytest.mark.parametrize("grid", ["on", "off", "mixed"])

@@ -33,6 +33,10 @@ GRID = 255
 #: probability left out on each side of a mean's window
 TAIL = 2.0**-64
 
+#: the largest scale drawn from tables (the published shot-noise tables go up to 500); above it the
+#: tables would span too many counts, and numpy's sampler draws every chunk
+MAX_TABLE_SCALE = 2000.0
+
 #: a value counts as on the grid when ``|x · 255 − k| <= GRID_TOL · (k + 1)``: a few float32 roundings
 #: of ``k / 255`` (true division or a multiplication by ``1 / 255`` differ by one unit in the last place)
 GRID_TOL = 1e-6
@@ -86,7 +90,7 @@ def _vose(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=64)
-def alias_tables(scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def alias_tables(scale: float) -> tuple[np.ndarray, np.ndarray, int]:
     """Alias tables of ``Poisson(k / 255 · scale)`` for ``k = 0..255``.
 
     Returns ``(threshold, counts, bits)``: for each of the ``256 · 2**bits``
@@ -147,11 +151,13 @@ def fill_poisson(out: np.ndarray, x: np.ndarray, scale: float, streams: list[np.
     shorter), chunk ``j`` drawn from ``streams[j]``.
 
     A chunk on the 8-bit grid takes one word per value from its
-    stream for the alias tables; any other chunk is drawn by numpy's Poisson
-    sampler from its stream. Work is vectorised over all chunks at once, so a
+    stream for the alias tables (``scale`` up to :data:`MAX_TABLE_SCALE`); any
+    other chunk is drawn by numpy's Poisson sampler from its stream. Work is vectorised over all chunks at once, so a
     thread handed many chunks spends little time holding the GIL.
     """
     levels, on = grid_levels(x, chunk)
+    if not 0.0 < scale <= MAX_TABLE_SCALE:
+        on[:] = False
     if on.any():
         words = np.zeros(x.size, dtype=np.uint64)
         for j in np.flatnonzero(on):
