@@ -68,24 +68,28 @@ def bare_pass(m, dataset, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
+class CallTimer:
+    """``fn`` wrapped so that the seconds spent in its calls add up in ``seconds``."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
 def gate_module(m, dataset, batch_size: int, gates: list) -> tuple[float, float, int]:
     """Run the gates in a fresh session; returns (total seconds, seconds in forward passes, passes)."""
     from pytest_transfer import engine
 
     ctx = Context(resolve({"no_cache": True, "device": "cpu", "batch_size": batch_size}, environ={}))
     set_current_context(ctx)
-    in_pass = 0.0
     original = engine.run_pass
-
-    def timed(*args, **kwargs):
-        nonlocal in_pass
-        t = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            in_pass += time.perf_counter() - t
-
-    engine.run_pass = timed
+    engine.run_pass = timed = CallTimer(original)
     try:
         start = time.perf_counter()
         for _, gate in gates:
@@ -93,7 +97,7 @@ def gate_module(m, dataset, batch_size: int, gates: list) -> tuple[float, float,
         total = time.perf_counter() - start
     finally:
         engine.run_pass = original
-    return total, in_pass, ctx.forward_passes
+    return total, timed.seconds, ctx.forward_passes
 
 
 def main() -> None:

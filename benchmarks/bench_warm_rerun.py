@@ -40,7 +40,7 @@ from pytest_transfer.datasets import load_dataset
 from pytest_transfer.settings import resolve
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_gates_one_pass import GATES, model
+from bench_gates_one_pass import GATES, CallTimer, model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,17 +49,8 @@ def one_run(cache_dir: str) -> dict[str, float]:
     ctx = Context(resolve({"device": "cpu", "cache_dir": cache_dir}, environ={}))
     set_current_context(ctx)
     m, dataset = model(), load_dataset("digits")
-    in_engine = 0.0
     original = engine.evaluate
-
-    def timed(*args, **kwargs):
-        nonlocal in_engine
-        t = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            in_engine += time.perf_counter() - t
-
+    timed = CallTimer(original)
     for module in _modules_using_evaluate():
         module.evaluate = timed
     try:
@@ -70,7 +61,7 @@ def one_run(cache_dir: str) -> dict[str, float]:
     finally:
         for module in _modules_using_evaluate():
             module.evaluate = original
-    return {"engine": in_engine, "gates": total, "passes": ctx.forward_passes, "hits": ctx.cache_hits}
+    return {"engine": timed.seconds, "gates": total, "passes": ctx.forward_passes, "hits": ctx.cache_hits}
 
 
 def _modules_using_evaluate() -> list:

@@ -107,6 +107,15 @@ def pytest_transfer_register_datasets(registry):
 '''
 
 
+def pytester_pyproject(settings: str = "", tables: str = "") -> str:
+    """A pytester project's ``pyproject.toml``: pytest without its cache provider, pytest-transfer on the
+    CPU without the disk cache plus ``settings`` (lines of ``[tool.pytest_transfer]``), then ``tables``."""
+    return (
+        '[tool.pytest.ini_options]\naddopts = "-p no:cacheprovider -p no:unraisableexception"\n\n'
+        f'[tool.pytest_transfer]\ndevice = "cpu"\nno_cache = true\n{settings}\n{tables}'
+    )
+
+
 def module_level_imports(module) -> set[str]:
     """Top-level package names a module imports at module level (read with ``ast``, nothing is imported)."""
     import ast

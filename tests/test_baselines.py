@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from tests._helpers import pytester_pyproject
+
 # A net whose penultimate features are the 4×4 average-pooled pixels. TINY_REGRESS=1 blinds it to the spots of
 # classes 1 and 2 (a real regression: the probe can no longer tell them apart); TINY_FLIP=<n> adds a weight change
 # that leaves the predictions as they are.
@@ -52,14 +54,7 @@ def pytest_transfer_register_datasets(registry):
     registry.register("spots-other", lambda: make_spots(seed=1))
 '''
 
-PYPROJECT = '''
-[tool.pytest.ini_options]
-addopts = "-p no:cacheprovider -p no:unraisableexception"
-
-[tool.pytest_transfer]
-device = "cpu"
-no_cache = true
-'''
+PYPROJECT = pytester_pyproject()
 
 TESTS = '''
 import pytest

@@ -8,6 +8,7 @@ import pytest
 
 from pytest_transfer import assert_f1_above, assert_robust_under_noise, assert_transfer_accuracy_above
 from pytest_transfer.gates.core import bootstrap_interval, decide
+from tests._helpers import pytester_pyproject
 
 MODES = ("none", "strict", "lenient")
 
@@ -175,16 +176,8 @@ def pytest_transfer_register_datasets(registry):
 
 def test_the_mode_for_every_gate_from_config_and_command_line(pytester):
     pytester.makeconftest(CONFTEST)
-    pytester.makefile(".toml", pyproject='''
-        [tool.pytest.ini_options]
-        addopts = "-p no:cacheprovider -p no:unraisableexception"
-        [tool.pytest_transfer]
-        device = "cpu"
-        no_cache = true
-        confidence = "lenient"
-        [tool.pytest_transfer.thresholds."net"."halves"]
-        knn_accuracy = 0.5
-    ''')
+    pytester.makefile(".toml", pyproject=pytester_pyproject(
+        'confidence = "lenient"', '[tool.pytest_transfer.thresholds."net"."halves"]\nknn_accuracy = 0.5\n'))
     pytester.makepyfile('''
         import pytest
         from pytest_transfer import assert_transfer_accuracy_above

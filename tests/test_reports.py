@@ -9,6 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from tests._helpers import pytester_pyproject
+
 CONFTEST = '''
 import numpy as np
 
@@ -40,17 +42,11 @@ def pytest_transfer_register_datasets(registry):
     registry.register("spots", make_spots)
 '''
 
-PYPROJECT = '''
-[tool.pytest.ini_options]
-addopts = "-p no:cacheprovider -p no:unraisableexception"
-
-[tool.pytest_transfer]
-device = "cpu"
-no_cache = true
-
+PYPROJECT_TABLES = '''
 [tool.pytest_transfer.thresholds."pooled"."*"]
 transfer_accuracy = 0.5
 '''
+PYPROJECT = pytester_pyproject(tables=PYPROJECT_TABLES)
 
 TESTS = '''
 import pytest
@@ -166,7 +162,7 @@ def test_json_junit_and_html_reports(project):
 
 
 def test_report_paths_from_pyproject_are_relative_to_it(project):
-    project.makefile(".toml", pyproject=PYPROJECT.replace('no_cache = true', 'no_cache = true\nreport = "r.json"'))
+    project.makefile(".toml", pyproject=pytester_pyproject('report = "r.json"', PYPROJECT_TABLES))
     sub = project.mkdir("sub")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(sub)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_transfer.thresholds import Threshold, ThresholdTable
+from tests._helpers import pytester_pyproject
 
 TABLE = {
     "*": {"*": {"transfer_accuracy": 0.1}, "digits": {"transfer_accuracy": 0.2}},
@@ -176,19 +177,12 @@ def pytest_transfer_threshold(model, dataset, metric):
         return 0.25
 '''
 
-PYPROJECT = '''
-[tool.pytest.ini_options]
-addopts = "-p no:cacheprovider -p no:unraisableexception"
-
-[tool.pytest_transfer]
-device = "cpu"
-no_cache = true
-
+PYPROJECT = pytester_pyproject(tables='''
 [tool.pytest_transfer.thresholds."*"."*"]
 knn_accuracy = 0.1
 [tool.pytest_transfer.thresholds."net"."halves-hooked"]
 knn_accuracy = 0.2
-'''
+''')
 
 
 def test_precedence_through_pytest_with_a_thresholds_file(pytester):
