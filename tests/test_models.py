@@ -64,6 +64,34 @@ def test_preprocess_resizes_normalises_and_repeats_gray():
         Preprocess(std=(0.0, 1.0, 1.0))
 
 
+def test_preprocess_keeps_the_aspect_ratio_like_torchvision_resize_and_centre_crop():
+    from torchvision.transforms import v2
+
+    x = torch.zeros(2, 3, 30, 50)
+    x[..., :8] = 1.0  # a bright band on the left: stretched to 16×16 it would fill columns 0-1, cropped it goes
+    out = Preprocess(size=16)(x)
+    assert out.shape == (2, 3, 16, 16)
+    assert float(out[..., :2].max()) < 0.05  # 50 → 26 columns (the band → 4.3), the centre 16 start at column 5
+    reference = v2.Compose([v2.Resize(16, antialias=True), v2.CenterCrop(16)])(x)
+    assert torch.allclose(out, reference, atol=1e-6)
+    tall = torch.rand(1, 3, 40, 20, generator=torch.Generator().manual_seed(0))
+    expected = v2.Compose([v2.Resize(16, antialias=True), v2.CenterCrop(16)])(tall)
+    assert torch.allclose(Preprocess(size=16)(tall), expected, atol=1e-6)
+
+
+def test_preprocess_fingerprint_sees_what_happens_to_non_square_images():
+    import torch.nn.functional as F
+
+    from pytest_transfer.models.fingerprint import preprocess_fingerprint
+
+    def stretch(x):  # the same as Preprocess(size=16) on square images, not on others
+        return F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+
+    square = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(stretch(square), Preprocess(size=16)(square), atol=1e-6)
+    assert preprocess_fingerprint(stretch, 3) != preprocess_fingerprint(Preprocess(size=16), 3)
+
+
 def test_registered_model_names(fresh_context):
     fresh_context.models.register("tiny", lambda **kw: tiny_net(**kw))
     m = load_model("tiny", n_classes=4)

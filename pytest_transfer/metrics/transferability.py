@@ -425,8 +425,11 @@ def regularized_hscore(features: Any, labels: Any) -> float:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> y = np.repeat([0, 1], 20)
-    >>> x = rng.normal(size=(40, 100)) + 2 * np.eye(2, 100)[y]
+    >>> x = rng.normal(size=(40, 10)) + 2 * np.eye(2, 10)[y]
     >>> 0 < regularized_hscore(x, y) < hscore(x, y) <= 1.0 + 1e-9
+    True
+    >>> wide = rng.normal(size=(40, 100)) + 2 * np.eye(2, 100)[y]  # more dimensions than samples:
+    >>> 0 < regularized_hscore(wide, y) < 1  # hscore(wide, y) refuses, its covariance being singular
     True
     """
     x, y, c = features_and_labels(features, labels)

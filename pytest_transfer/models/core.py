@@ -23,18 +23,24 @@ def close_names(name: str, candidates: Iterable[str], *, n: int = 5) -> list[str
 
 
 class Preprocess:
-    """Resize to a square ``size`` and normalise with ``mean`` / ``std``.
+    """Resize the shorter side to ``size``, crop the centre ``size``×``size`` and normalise with ``mean`` / ``std``.
 
     Takes float images in [0, 1], N×C×H×W, on any device, and returns the
     module's input. The channels are made ``channels`` first
     (:func:`~pytest_transfer.datasets.adapt_channels`: 1→3 by repetition,
-    3→1 by ITU-R 601 luma). Models from a library get that library's preprocess
-    instead (see :class:`TensorTransform`).
+    3→1 by ITU-R 601 luma). The resize keeps the aspect ratio, as torchvision's
+    ``Resize(size)`` + ``CenterCrop(size)`` do (bilinear, antialiased; its
+    ``transforms.v2.functional`` on the tensor), so a non-square image is
+    cropped, not stretched; images already ``size``×``size`` pass unchanged.
+    Models from a library get that library's preprocess instead (see
+    :class:`TensorTransform`).
 
     >>> import torch
     >>> p = Preprocess(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     >>> p(torch.zeros(2, 1, 8, 8)).shape
     torch.Size([2, 3, 32, 32])
+    >>> Preprocess(size=4)(torch.zeros(1, 3, 6, 12)).shape  # shorter side to 4, then the centre 4×4
+    torch.Size([1, 3, 4, 4])
     """
 
     def __init__(self, size: int | None = None, mean: Sequence[float] | None = None,
@@ -49,12 +55,12 @@ class Preprocess:
         self.channels = int(channels)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        import torch.nn.functional as F
+        from torchvision.transforms.v2 import functional as TF
 
         x = adapt_channels(images, self.channels)
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
-            down = x.shape[-1] > self.size or x.shape[-2] > self.size
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=down)
+            x = TF.resize(x, [self.size], antialias=True)  # the shorter side, as Resize(size)
+            x = TF.center_crop(x, [self.size, self.size])
         if self.mean is not None and self.std is not None:
             mean = x.new_tensor(self.mean).view(1, -1, 1, 1)
             std = x.new_tensor(self.std).view(1, -1, 1, 1)

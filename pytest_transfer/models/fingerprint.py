@@ -164,7 +164,7 @@ def preprocess_fingerprint(preprocess: Callable[..., Any], channels: int) -> str
     import torch
 
     g = torch.Generator().manual_seed(1234)
-    probe = torch.rand(2, channels, 20, 20, generator=g)
+    probe = torch.rand(2, channels, 20, 28, generator=g)  # not square: what a resize does to the aspect counts
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
