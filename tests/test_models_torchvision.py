@@ -183,6 +183,23 @@ def test_random_weights_are_seeded_by_the_session_seed(fresh_context):
     assert torch.equal(torch.random.get_rng_state(), before)  # the global generator is left alone
 
 
+def test_weights_as_torchvision_takes_them_none_or_a_member(fresh_context, hub):
+    from torchvision.models import ResNet18_Weights, ResNet50_Weights
+
+    random = load_model("torchvision:resnet18", weights=None, image_size=32)  # as get_model(..., weights=None)
+    assert random.name == "torchvision:resnet18:none"
+    assert random.fingerprint() == load_model("torchvision:resnet18:none", image_size=32).fingerprint()
+    _save_random_weights("resnet18")
+    member = load_model("torchvision:resnet18", weights=ResNet18_Weights.IMAGENET1K_V1, check_hash=False)
+    named = load_model("torchvision:resnet18:IMAGENET1K_V1", check_hash=False)
+    assert member.name == named.name == "torchvision:resnet18:IMAGENET1K_V1"
+    assert member.fingerprint() == named.fingerprint() != random.fingerprint()
+    with pytest.raises(ValueError, match="belong to another architecture; pass a member of ResNet18_Weights"):
+        load_model("torchvision:resnet18", weights=ResNet50_Weights.DEFAULT)
+    with pytest.raises(ValueError, match=r"weights: given twice, in the spec \(torchvision:resnet18:none\)"):
+        load_model("torchvision:resnet18:none", weights=None)
+
+
 def test_unknown_arch_suggests_names_spelled_alike(fresh_context):
     with pytest.raises(ValueError, match=r"torchvision has no model 'resnet81'; did you mean resnet18"):
         load_model("torchvision:resnet81")

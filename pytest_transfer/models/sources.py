@@ -39,6 +39,12 @@ def _from_source(source: str, rest: str, feature_node: str | None, kwargs: dict[
         from .torchvision import load_torchvision
 
         arch, _, weights = rest.partition(":")
+        if "weights" in kwargs:  # weights=None / "DEFAULT" / a WeightsEnum member, as torchvision's builders take
+            given = kwargs.pop("weights")
+            if weights:
+                raise ValueError(f"weights: given twice, in the spec (torchvision:{rest}) and as weights={given!r}; "
+                                 "keep one")
+            weights = "none" if given is None else given
         return load_torchvision(arch, weights or "DEFAULT", feature_node=feature_node, **kwargs)
     if source == "checkpoint":
         from .checkpoint import load_checkpoint

@@ -51,17 +51,22 @@ def check_arch(arch: str, what: str = "torchvision") -> None:
         raise ValueError(f"{what}: torchvision has no model {arch!r}; {hint}")
 
 
-def resolve_weights(arch: str, weights: str | None) -> Any:
+def resolve_weights(arch: str, weights: Any) -> Any:
     """The weights enum member named by ``weights`` (``DEFAULT``, ``IMAGENET1K_V1``,
-    ``ResNet18_Weights.IMAGENET1K_V1``), or ``None`` for ``none`` / ``random``."""
+    ``ResNet18_Weights.IMAGENET1K_V1``, or the member itself), or ``None`` for ``none`` / ``random`` / ``None``."""
     from torchvision import models as tvm
 
-    if weights is None or weights.lower() in ("none", "random"):
+    if weights is None or (isinstance(weights, str) and weights.lower() in ("none", "random")):
         return None
     try:
         enum = tvm.get_model_weights(arch)
     except (KeyError, ValueError):
         raise ValueError(f"torchvision:{arch} has no pretrained weights; use torchvision:{arch}:none") from None
+    if isinstance(weights, tvm.WeightsEnum):
+        if not isinstance(weights, enum):
+            raise ValueError(f"torchvision:{arch}: weights {weights} belong to another architecture; "
+                             f"pass a member of {enum.__name__}")
+        return weights
     key = weights.rpartition(".")[2]
     if key.lower() == "default":
         return enum.DEFAULT
@@ -152,13 +157,14 @@ def session_seed() -> int:
     return int(getattr(ctx.settings, "seed", 0)) if ctx is not None else 0
 
 
-def load_torchvision(arch: str, weights: str | None = "DEFAULT", *, image_size: int | None = None,
+def load_torchvision(arch: str, weights: Any = "DEFAULT", *, image_size: int | None = None,
                      feature_node: str | None = None, check_hash: bool = True, seed: int | None = None,
                      **builder_kwargs: Any) -> TransferModel:
     """``torchvision:<arch>[:<weights>]``: a model of torchvision's classification registry.
 
-    ``weights``: ``DEFAULT``, an enum member name (``IMAGENET1K_V1``) or
-    ``none`` for random initialisation, seeded with ``seed`` (default: the
+    ``weights``: ``DEFAULT``, an enum member name (``IMAGENET1K_V1``) or the
+    member itself (``ResNet18_Weights.IMAGENET1K_V1``), or ``none`` / ``None``
+    for random initialisation, seeded with ``seed`` (default: the
     session's ``--transfer-seed``), so random-weight controls are
     reproducible. Pretrained weights are read from :func:`hub_checkpoint_dir`,
     never downloaded (a missing file is a ``FileNotFoundError`` naming it);
