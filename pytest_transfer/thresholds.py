@@ -126,6 +126,8 @@ def format_value(value: float, threshold: float | None = None) -> str:
 
     >>> format_value(0.912345), format_value(0.999985, 0.99999), format_value(0.99999, 0.99999)
     ('0.9123', '0.999985', '0.99999')
+    >>> format_value(0.0, 0.0), format_value(1.0, 1.0), format_value(0.5, 0.5)
+    ('0.0000', '1.0000', '0.5000')
     """
     v = float(value)
     if not math.isfinite(v):
@@ -136,7 +138,7 @@ def format_value(value: float, threshold: float | None = None) -> str:
         text = f"{v:.{digits}f}"
         shown = float(text)
         if threshold is None or ((shown < threshold) == (v < threshold) and (shown == threshold) == (v == threshold)):
-            return text.rstrip("0") if threshold is not None and shown == threshold else text
+            return text
     return repr(v)
 
 
