@@ -47,6 +47,10 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._factories
 
+    def names(self) -> list[str]:
+        """The registered names, sorted."""
+        return sorted(self._factories)
+
     def __len__(self) -> int:
         return len(self._factories)
 

@@ -53,13 +53,22 @@ def install(config: pytest.Config, ctx: Context,
     return live
 
 
-def unused_threshold_tables(table: Any, pairs: Iterable[tuple[str, str]]) -> list[str]:
+def unused_threshold_tables(table: Any, pairs: Iterable[tuple[str, str]],
+                            known: tuple[Iterable[str], Iterable[str]] | None = None) -> list[str]:
     """The ``"model"."dataset"`` tables of a :class:`~pytest_transfer.thresholds.ThresholdTable` that match
-    none of the ``(model, dataset)`` pairs, each as ``[section."m"."d"] in <file>``."""
+    none of the ``(model, dataset)`` pairs, each as ``[section."m"."d"] in <file>``.
+
+    With ``known`` (model names, dataset names: for a session that ran a subset of the tests), only
+    the tables with a pattern that matches no known name and is no ``source:...`` spec: the others
+    may belong to tests this session did not collect.
+    """
     seen = set(pairs)
     out = []
     for mp, dp in table.entries:
         if any(fnmatch.fnmatchcase(m, mp) and fnmatch.fnmatchcase(d, dp) for m, d in seen):
+            continue
+        if known is not None and all(":" in p or any(fnmatch.fnmatchcase(n, p) for n in names)
+                                     for p, names in zip((mp, dp), known, strict=True)):
             continue
         key = next(iter(table.entries[(mp, dp)]), "")
         origin, section = table.origins.get((mp, dp, key), (table.origin, table.section))
@@ -223,15 +232,31 @@ class SessionCollector:
                  for test, (path, line) in self.locations.items()}
         return annotations(self.report, where)
 
+    def _ran_a_subset(self) -> bool:
+        """Whether the command line named test files, node ids or folders other than the rootdir."""
+        args_source = getattr(pytest.Config, "ArgsSource", None)
+        if args_source is None or getattr(self.config, "args_source", None) != args_source.ARGS:
+            return False
+        start = self.config.invocation_params.dir
+        return any("::" in arg or (start / arg).resolve() != self.config.rootpath.resolve()
+                   for arg in self.config.args)
+
     def _report_unused_thresholds(self, tr: Any) -> None:
         """Name the thresholds tables that match no model × dataset this session's tests use (collected tests,
-        deselected ones included, threshold lookups and measurements), once the session used any."""
+        deselected ones included, threshold lookups and measurements), once the session used any. A session
+        that ran some files only names the tables whose patterns name no registered model or dataset either."""
         pairs = self.pairs | self.ctx.thresholds.asked | {(str(m["model"]), str(m["dataset"]))
                                                           for m in self.measurements}
-        unused = unused_threshold_tables(self.ctx.thresholds, pairs) if pairs else []
+        known = None
+        if self._ran_a_subset():
+            known = ({m for m, _ in pairs} | set(self.ctx.models.names()),
+                     {d for _, d in pairs} | set(self.ctx.datasets.names()))
+        unused = unused_threshold_tables(self.ctx.thresholds, pairs, known) if pairs else []
         if unused:
-            tr.write_line("pytest-transfer: thresholds never used (their model and dataset patterns matched no "
-                          "test of this session; a typo there disables a gate): " + "; ".join(unused), yellow=True)
+            what = "named no registered model or dataset either" if known is not None else \
+                "matched no test of this session"
+            tr.write_line(f"pytest-transfer: thresholds never used (their model and dataset patterns {what}; "
+                          "a typo there disables a gate): " + "; ".join(unused), yellow=True)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
