@@ -292,8 +292,43 @@ def test_corruption_gate_all_and_relative(data, head_model):
     rel = assert_robust_under_corruption(head_model, data, "all", 2, max_drop=1.0, relative=True, method="direct")
     assert rel.value == pytest.approx((clean - mean_cells) / clean)
     with pytest.raises(AssertionError, match=r"(?s)Mean accuracy drop under corruptions all \(15 corruptions\), "
-                                             r"severity 2 .* worst cell is"):
+                                             r"severity 2 .* (worst cell is|tie for worst).*"
+                                             r"gate each group separately"):
         assert_robust_under_corruption(head_model, data, "all", 2, max_drop=res.value - 1e-6, method="direct")
+
+
+@pytest.mark.parametrize(("corruption", "severity", "advice"), [
+    ("blur", [3], "gate each corruption separately"),  # one group, four corruptions: glass blur drops
+    ("fog", [1, 3, 5], "gate each severity separately to see where the drop begins"),
+])
+def test_a_failing_sweep_says_where_to_look(data, head_model, corruption, severity, advice):
+    res = assert_robust_under_corruption(head_model, data, corruption, severity, max_drop=1.0, method="direct")
+    cells = {(c, int(s)): a for c, row in res.details["table"].items() for s, a in row.items()}
+    low = min(cells.values())
+    tied = [cell for cell, a in cells.items() if a == low]
+    with pytest.raises(AssertionError) as info:
+        assert_robust_under_corruption(head_model, data, corruption, severity, max_drop=res.value - 1e-6,
+                                       method="direct")
+    message = str(info.value)
+    assert advice in message and f"(accuracy {low:.4f})" in message
+    name, level = tied[0]
+    assert f"{name} at severity {level}" in message
+    assert ("worst cell is" in message) == (len(tied) == 1) and (f"{len(tied)} cells tie" in message) == (len(tied) > 1)
+
+
+def test_cells_tied_for_worst_are_named_together():
+    from types import SimpleNamespace
+
+    from pytest_transfer.gates.robustness import _worst_cells
+
+    cells = [("gaussian_noise", 1), ("shot_noise", 1), ("impulse_noise", 1), ("fog", 2), ("snow", 2)]
+    correct = {cell: np.array([1, 0, 0]) for cell in cells} | {("fog", 2): np.array([1, 1, 0])}
+    text = _worst_cells(SimpleNamespace(cells=cells, correct=correct))
+    assert text == ("4 cells tie for worst: gaussian_noise at severity 1, shot_noise at severity 1, "
+                    "impulse_noise at severity 1 and 1 more (accuracy 0.3333)")
+    correct[("snow", 2)] = np.array([0, 0, 0])
+    assert _worst_cells(SimpleNamespace(cells=cells, correct=correct)) == \
+        "the worst cell is snow at severity 2 (accuracy 0.0000)"
 
 
 def test_corruption_gate_with_a_probe_trains_on_clean_features(data, fresh_context):

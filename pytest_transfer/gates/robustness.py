@@ -80,6 +80,31 @@ def _describe(corruption: Any, levels: tuple[int, ...], names: tuple[str, ...]) 
 
 # --- corruption gate ---------------------------------------------------------------
 
+def _worst_cells(res: Any) -> str:
+    """"the worst cell is fog at severity 5 (accuracy 0.41)", naming every cell tied for worst (up to 3)."""
+    accuracy = {cell: float(np.mean(res.correct[cell])) for cell in res.cells}
+    low = min(accuracy.values())
+    tied = [cell for cell in res.cells if accuracy[cell] == low]
+    named = ", ".join(f"{name} at severity {level}" for name, level in tied[:3])
+    if len(tied) > 3:
+        named += f" and {len(tied) - 3} more"
+    return (f"the worst cell is {named}" if len(tied) == 1 else f"{len(tied)} cells tie for worst: {named}") + \
+        f" (accuracy {low:.4f})"
+
+
+def _split_hint(cells: list[tuple[str, int]]) -> str:
+    """How to find the failing part of a gate over several cells: by group, by corruption or by severity."""
+    from ..robustness import CORRUPTION_GROUPS
+
+    names = {name for name, _ in cells}
+    group_of = {name: group for group, members in CORRUPTION_GROUPS.items() for name in members}
+    if len({group_of.get(name, name) for name in names}) > 1:
+        return "gate each group separately to see which one fails"
+    if len(names) > 1:
+        return "gate each corruption separately to see which one fails"
+    return "gate each severity separately to see where the drop begins"
+
+
 def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | Iterable[str],
                                    severity: int | str | Iterable[int], *, max_drop: float | None = None,
                                    relative: bool = False, method: str = "linear_probe", split: str = "test",
@@ -118,12 +143,11 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
                            corruption_table=corruption_table)
     what = _describe(corruption, levels, names)
     details = _sweep_details(res)
-    worst = min(res.cells, key=lambda cell: float(np.mean(res.correct[cell])))
+    worst = min(res.cells, key=lambda cell: float(np.mean(res.correct[cell])))  # the first of any tied
     worst_acc = float(np.mean(res.correct[worst]))
     hint = "train with corruption augmentation (AugMix, noise)"
     if len(res.cells) > 1:
-        hint = (f"the worst cell is {worst[0]} at severity {worst[1]} (accuracy {worst_acc:.4f}); {hint}, or "
-                "gate each group separately to see which one fails")
+        hint = f"{_worst_cells(res)}; {hint}, or {_split_hint(res.cells)}"
     if len(res.cells) == 1:
         name, level = res.cells[0]
         return drop_gate(
