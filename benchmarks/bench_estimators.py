@@ -1,6 +1,6 @@
 """How much the exact transferability estimators cost compared with one matrix factorisation.
 
-Run: ``python benchmarks/bench_estimators.py`` (about two minutes on 2 CPU cores).
+Run: ``python benchmarks/bench_estimators.py`` (about 20 s on 2 idle CPU cores; far longer on busy ones).
 
 Features: N = 10,000 samples, D = 1,280 dimensions (EfficientNet-Lite0's pooled
 width), C = 10 classes, seeded Gaussian draws. Each estimator is timed against
