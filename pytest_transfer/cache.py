@@ -206,9 +206,63 @@ class DiskCache:
 # --- derived results ------------------------------------------------------------
 
 
+def frozen(a: Any) -> bool:
+    """Whether numpy array ``a`` cannot change: it and every array it views are read-only."""
+    import numpy as np
+
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return False
+        a = a.base
+    return a is None or isinstance(a, bytes)
+
+
+class IdentityMemo:
+    """Results of a function of one frozen numpy array (:func:`frozen`), remembered by the array's identity.
+
+    An entry holds a weak reference to its array, so a collected array's reused ``id`` is never
+    mistaken for it; arrays that can still change are not remembered.
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.entries: dict[int, tuple[Any, Any]] = {}
+
+    def get(self, a: Any, compute: Callable[[], Any]) -> Any:
+        import weakref
+
+        entry = self.entries.get(id(a))
+        if entry is not None and entry[0]() is a and frozen(a):
+            return entry[1]
+        value = compute()
+        if frozen(a):
+            if len(self.entries) >= self.size:
+                self.entries = {k: e for k, e in self.entries.items() if e[0]() is not None}
+                if len(self.entries) >= self.size:
+                    self.entries.clear()
+            self.entries[id(a)] = (weakref.ref(a), value)
+        return value
+
+
+_FINGERPRINTS = IdentityMemo()
+
+
+def _one_array_fingerprint(a: Any) -> bytes:
+    import numpy as np
+
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256()  # the fastest hashlib digest here (hardware SHA); collisions need not resist attacks
+    h.update(f"{a.dtype.str}{a.shape}|".encode())
+    h.update(memoryview(a).cast("B") if a.size else b"")
+    return h.digest()
+
+
 def array_fingerprint(*arrays: Any) -> str:
     """A 32-hex-digit SHA-256 of the arrays' dtypes, shapes and bytes (numpy arrays or anything
     ``numpy.asarray`` takes): the identity of what a derived result was computed from.
+
+    A read-only array (such as the standardised features the estimators get) is hashed once and
+    remembered by identity (:class:`IdentityMemo`).
 
     >>> import numpy as np
     >>> array_fingerprint(np.arange(3)) == array_fingerprint(np.arange(3)) != array_fingerprint(np.arange(3.0))
@@ -216,11 +270,12 @@ def array_fingerprint(*arrays: Any) -> str:
     """
     import numpy as np
 
-    h = hashlib.sha256()  # the fastest hashlib digest here (hardware SHA); collisions need not resist attacks
+    h = hashlib.sha256()
     for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}|".encode())
-        h.update(memoryview(a).cast("B") if a.size else b"")
+        if isinstance(a, np.ndarray):
+            h.update(_FINGERPRINTS.get(a, lambda a=a: _one_array_fingerprint(a)))
+        else:
+            h.update(_one_array_fingerprint(a))
     return h.hexdigest()[:32]
 
 

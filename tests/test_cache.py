@@ -183,3 +183,42 @@ def test_waiting_too_long_for_a_lock_is_an_error(tmp_path):
     holder = filelock.FileLock(str(cache.path_for({"k": 1})) + ".lock", thread_local=False)
     with holder, pytest.raises(filelock.Timeout), cache.locked({"k": 1}, timeout=0.05):
         pass
+
+
+def test_read_only_arrays_are_fingerprinted_once_and_others_every_time(monkeypatch):
+    import numpy as np
+
+    from pytest_transfer import cache
+
+    hashed = []
+    real = cache._one_array_fingerprint
+    monkeypatch.setattr(cache, "_one_array_fingerprint", lambda a: hashed.append(a.shape) or real(a))
+    frozen = np.arange(12.0).reshape(3, 4).copy()  # owns its data
+    frozen.setflags(write=False)
+    writable = np.arange(12.0).reshape(3, 4)
+    first = cache.array_fingerprint(frozen)
+    assert cache.array_fingerprint(frozen) == first == cache.array_fingerprint(writable)
+    assert len(hashed) == 2  # the read-only array once, the writable one each time it is asked
+    cache.array_fingerprint(writable)
+    assert len(hashed) == 3
+    view = writable.view()  # read-only itself, but its base can still change: never remembered
+    view.setflags(write=False)
+    assert not cache.frozen(view) and cache.frozen(frozen)
+    cache.array_fingerprint(view)
+    cache.array_fingerprint(view)
+    assert len(hashed) == 5
+    writable[0, 0] = 100.0
+    assert cache.array_fingerprint(view) != first  # the change is seen through the view
+
+
+def test_standardized_features_are_shared_read_only_and_follow_the_content():
+    import numpy as np
+
+    from pytest_transfer.gates.transferability import standardized
+
+    x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    a, b = standardized(x), standardized(x.copy())
+    assert a is b and not a.flags.writeable
+    assert np.allclose(a.mean(axis=0), 0, atol=1e-12) and np.allclose(a.std(axis=0), 1)
+    x[0, 0] += 1.0
+    assert standardized(x) is not a and not np.array_equal(standardized(x), a)

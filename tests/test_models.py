@@ -74,9 +74,10 @@ def test_preprocess_keeps_the_aspect_ratio_like_torchvision_resize_and_centre_cr
     assert float(out[..., :2].max()) < 0.05  # 50 → 26 columns (the band → 4.3), the centre 16 start at column 5
     reference = v2.Compose([v2.Resize(16, antialias=True), v2.CenterCrop(16)])(x)
     assert torch.allclose(out, reference, atol=1e-6)
-    tall = torch.rand(1, 3, 40, 20, generator=torch.Generator().manual_seed(0))
-    expected = v2.Compose([v2.Resize(16, antialias=True), v2.CenterCrop(16)])(tall)
-    assert torch.allclose(Preprocess(size=16)(tall), expected, atol=1e-6)
+    for h, w in [(40, 20), (33, 50), (31, 47), (17, 16), (16, 90), (9, 12), (12, 9)]:  # odd crops, up and down
+        image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+        expected = v2.Compose([v2.Resize(16, antialias=True), v2.CenterCrop(16)])(image)
+        assert torch.allclose(Preprocess(size=16)(image), expected, atol=1e-6), (h, w)
 
 
 def test_preprocess_fingerprint_sees_what_happens_to_non_square_images():

@@ -18,6 +18,7 @@ activations.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -524,7 +525,9 @@ def _transrate_rates(x: np.ndarray, y: np.ndarray, c: int, eps: float) -> tuple[
     import torch
 
     n, d = x.shape
-    xt = torch.from_numpy(x)
+    with warnings.catch_warnings():  # x may be read-only (the gates' shared standardised features): only read here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        xt = torch.from_numpy(x)
     mean = xt.sum(dim=0).div_(n)
     counts = np.bincount(y, minlength=c)
     order = torch.from_numpy(np.argsort(y, kind="stable"))

@@ -29,9 +29,11 @@ class Preprocess:
     module's input. The channels are made ``channels`` first
     (:func:`~pytest_transfer.datasets.adapt_channels`: 1→3 by repetition,
     3→1 by ITU-R 601 luma). The resize keeps the aspect ratio, as torchvision's
-    ``Resize(size)`` + ``CenterCrop(size)`` do (bilinear, antialiased; its
-    ``transforms.v2.functional`` on the tensor), so a non-square image is
+    ``Resize(size)`` + ``CenterCrop(size)`` do on a tensor (bilinear,
+    antialiased; the tests compare the two), so a non-square image is
     cropped, not stretched; images already ``size``×``size`` pass unchanged.
+    (torchvision is not imported for it: that would add a second to every
+    session's start.)
     Models from a library get that library's preprocess instead (see
     :class:`TensorTransform`).
 
@@ -55,12 +57,19 @@ class Preprocess:
         self.channels = int(channels)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms.v2 import functional as TF
+        import torch.nn.functional as F
 
         x = adapt_channels(images, self.channels)
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
-            x = TF.resize(x, [self.size], antialias=True)  # the shorter side, as Resize(size)
-            x = TF.center_crop(x, [self.size, self.size])
+            # torchvision's rules, without importing torchvision (a second of start-up): the shorter side
+            # becomes size and the longer int(size · long / short); the crop starts at round((side - size) / 2)
+            h, w = x.shape[-2:]
+            short, long = min(h, w), max(h, w)
+            other = int(self.size * long / short)
+            new_h, new_w = (self.size, other) if h <= w else (other, self.size)
+            x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+            top, left = round((new_h - self.size) / 2.0), round((new_w - self.size) / 2.0)
+            x = x[..., top:top + self.size, left:left + self.size]
         if self.mean is not None and self.std is not None:
             mean = x.new_tensor(self.mean).view(1, -1, 1, 1)
             std = x.new_tensor(self.std).view(1, -1, 1, 1)
