@@ -182,8 +182,9 @@ def test_truncated_file_is_an_error_naming_it_unless_skipped(fresh_context, tmp_
     with pytest.raises(UnreadableImage, match=r"b/1\.jpg.*skip_unreadable=True"):
         ds.batch(ds.indices("all"))
     (tmp_path / "a" / "junk.png").write_bytes(b"not a png at all")
-    with pytest.warns(UserWarning, match=r"2 unreadable file\(s\) skipped"):
+    with pytest.warns(UserWarning, match=r"2 unreadable file\(s\) skipped") as caught:
         ok = load_dataset(f"imagefolder:{tmp_path}", skip_unreadable=True)
+    assert caught[0].filename == __file__  # the warning points at the user's line, not into the package
     assert len(ok) == 5 and sorted(p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1] for p in ok.skipped) == [
         "a/junk.png", "b/1.jpg"]
     assert _all(ok).shape == (5, 3, 64, 64)
@@ -262,3 +263,20 @@ def test_an_unreadable_file_met_while_streaming_is_one_clear_error(fresh_context
     message = str(info.value)
     assert message.startswith("cannot read image ") and "b/1.jpg" in message and "skip_unreadable=True" in message
     assert "Traceback" not in message and "DataLoader worker" not in message
+
+
+def test_folder_options_are_checked_before_any_file_is_read(fresh_context, tmp_path):
+    for cls in ("a", "b"):
+        for i in range(2):
+            _save(tmp_path / cls / f"{i}.png", _rgb(i, 6, 9))
+    for size in (0, -5, 3.5, "abc", True):
+        with pytest.raises(ValueError, match=r"size: expected a positive whole number of pixels .* got"):
+            load_dataset(f"imagefolder:{tmp_path}", size=size)
+    assert load_dataset(f"imagefolder:{tmp_path}", size=4).image_size == (4, 4)
+    with pytest.raises(ValueError, match=r"unknown option 'sizee'; did you mean 'size'\?. Valid options: allow_empty"):
+        load_dataset(f"imagefolder:{tmp_path}", sizee=4)
+    with pytest.raises(ValueError, match=r"dataset 'digits': unknown option 'size'. Valid options: canvas, name"):
+        load_dataset("digits", size=4)
+    with pytest.raises(NotADirectoryError, match=r"0\.png is a file; give the folder that holds one sub-folder "
+                                                 r"per class \(for a file in a class folder: imagefolder:"):
+        load_dataset(f"imagefolder:{tmp_path / 'a' / '0.png'}")

@@ -170,3 +170,17 @@ def test_imagefolder_and_dataset_subsets_open_only_the_files_they_keep(fresh_con
 
     sub = load_dataset(Counting(), max_samples=8)
     assert len(sub) == 8 and np.all(np.bincount(sub.labels) == 2) and len(calls) <= 8
+
+
+@pytest.mark.parametrize("max_samples", [1, 2, 3, 7, 10, 25, 29, 30])
+def test_max_samples_keeps_exactly_that_many_in_proportion(max_samples):
+    from pytest_transfer.datasets.core import subset_indices
+
+    labels = np.repeat([5, 7, 9], [4, 10, 16])  # 30 items in classes of 4, 10 and 16
+    kept = subset_indices(labels, max_samples, seed=3)
+    assert len(kept) == max_samples == len(set(kept.tolist())) and np.all(np.diff(kept) > 0)
+    per_class = np.array([np.sum(labels[kept] == c) for c in (5, 7, 9)])
+    assert np.all(np.abs(per_class - max_samples * np.array([4, 10, 16]) / 30) < 1)  # within one of its share
+    assert np.array_equal(kept, subset_indices(labels, max_samples, seed=3))
+    with pytest.raises(ValueError, match=r"max_samples: expected a positive integer, got 2\.5"):
+        subset_indices(labels, 2.5, seed=0)

@@ -219,17 +219,29 @@ def stratified_split(labels: np.ndarray, *, test_fraction: float, seed: int) -> 
 
 
 def subset_indices(labels: np.ndarray, max_samples: int | None, *, seed: int) -> np.ndarray:
-    """Sorted indices of a stratified, seeded subset of about ``max_samples`` items (all when ``None`` or
-    when there are no more), chosen from the labels alone (the ``test`` part of :func:`stratified_split`)."""
+    """Sorted indices of a stratified, seeded subset of exactly ``max_samples`` items (all of them when
+    ``None`` or when there are no more), chosen from the labels alone.
+
+    Each class gets its share ``max_samples · n_c / N``, rounded by largest remainders (Hamilton's
+    apportionment: the floors first, then one more for the classes with the largest fractional
+    parts, ties to the earlier class), taken from a seeded permutation of its items.
+    """
     import numpy as np
 
     labels = np.asarray(labels)
-    if max_samples is not None and int(max_samples) < 1:
-        raise ValueError(f"max_samples: expected a positive integer, got {max_samples}")
+    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer))
+                                    or max_samples < 1):
+        raise ValueError(f"max_samples: expected a positive integer, got {max_samples!r}")
     if max_samples is None or len(labels) <= max_samples:
         return np.arange(len(labels), dtype=np.int64)
     codes = np.unique(labels, return_inverse=True)[1]
-    return stratified_split(codes, test_fraction=max_samples / len(labels), seed=seed)["test"]
+    counts = np.bincount(codes)
+    quota = int(max_samples) * counts / len(labels)
+    take = np.floor(quota).astype(np.int64)
+    take[np.argsort(take - quota, kind="stable")[: int(max_samples) - int(take.sum())]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [np.flatnonzero(codes == c)[rng.permutation(n)[: take[c]]] for c, n in enumerate(counts)]
+    return np.sort(np.concatenate(chosen))
 
 
 def as_image_tensor(images: Any, name: str) -> torch.Tensor:

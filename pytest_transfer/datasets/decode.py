@@ -43,6 +43,17 @@ HIGH_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
 UINT16_MAX = 65535.0
 
 
+def check_image_size(size: Any) -> None:
+    """Refuse a ``size`` that is not ``None`` or a positive whole number of pixels."""
+    import numbers
+
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise ValueError(f"size: expected a positive whole number of pixels (the side of the square the images "
+                         f"are resized and cropped to) or None to keep them as stored, got {size!r}")
+
+
 @dataclass(frozen=True)
 class Layout:
     """The common form of a dataset's images: ``channels`` (1 or 3), ``dtype`` (``"uint8"`` or
@@ -51,6 +62,9 @@ class Layout:
     channels: int = 3
     dtype: str = "uint8"
     size: int | None = None
+
+    def __post_init__(self) -> None:
+        check_image_size(self.size)
 
     def describe(self) -> str:
         return f"{self.channels}ch/{self.dtype}/{self.size or 'native'}"
@@ -171,5 +185,5 @@ def adapt_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
     return images
 
 
-__all__ = ["GREY_MODES", "HIGH_DEPTH_MODES", "Layout", "adapt_channels", "high_depth_to_unit", "image_to_tensor",
-           "layout_for_modes", "pil_to_tensor"]
+__all__ = ["GREY_MODES", "HIGH_DEPTH_MODES", "Layout", "adapt_channels", "check_image_size", "high_depth_to_unit",
+           "image_to_tensor", "layout_for_modes", "pil_to_tensor"]

@@ -9,11 +9,24 @@ from typing import TYPE_CHECKING, Any
 
 from ..registry import Registry
 from .core import TargetDataset, subset_indices
+from .decode import check_image_size
 from .files import FileSource, describe_skipped, find_image_folder, scan_files
 from .torchsets import DatasetSource, probe_layout, read_labels
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points ``warnings.warn``, called by the caller of this function, at the first
+    frame outside pytest-transfer: the user's line, whichever public function it called."""
+    import sys
+
+    package = str(Path(__file__).resolve().parent.parent)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def resolve_data_path(path: str, spec: str) -> Path:
@@ -25,6 +38,9 @@ def resolve_data_path(path: str, spec: str) -> Path:
     p = Path(path).expanduser()
     base = None if p.is_absolute() else Path(current_context().settings.rootdir)
     full = p if base is None else base / p
+    if full.is_file():
+        raise NotADirectoryError(f"{spec}: {full} is a file; give the folder that holds one sub-folder per class "
+                                 f"(for a file in a class folder: imagefolder:{full.parent.parent})")
     if not full.is_dir():
         where = "" if base is None else (f" (a relative path is resolved against the rootdir {base}, as cache_dir "
                                          "is; give an absolute path or one relative to it)")
@@ -86,11 +102,13 @@ def load_imagefolder(root: str, *, size: int | None = None, channels: int | None
     * ``fingerprint``: ``"content"`` (default) hashes the bytes of every file
       (read once per session, about 1 GB/s from a warm disk cache);
       ``"stat"`` hashes paths, sizes and modification times only.
-    * ``max_samples``: a stratified, seeded subset of about that many files,
-      chosen from the folder names before any file is opened.
+    * ``max_samples``: a stratified, seeded subset of exactly that many files
+      (each class in proportion, by largest remainders), chosen from the
+      folder names before any file is opened.
 
     A relative ``root`` is resolved against the rootdir, like ``cache_dir``.
     """
+    check_image_size(size)
     spec = f"imagefolder:{root}"
     base = resolve_data_path(root, spec)
     classes, samples = find_image_folder(base, allow_empty=allow_empty)
@@ -102,7 +120,7 @@ def load_imagefolder(root: str, *, size: int | None = None, channels: int | None
     kept, layout, hw, skipped = scan_files(paths, skip_unreadable=skip_unreadable, size=size, channels=channels,
                                            what=spec)
     if skipped:
-        warnings.warn(f"{spec}: {describe_skipped(skipped)}", UserWarning, stacklevel=2)
+        warnings.warn(f"{spec}: {describe_skipped(skipped)}", UserWarning, stacklevel=_caller_stacklevel())
     source = FileSource([paths[i] for i in kept], layout, hw, root=str(base), fingerprint=fingerprint)
     ds = TargetDataset(source, [samples[i][1] for i in kept], name=kwargs.pop("name", spec), classes=classes,
                        **kwargs)
@@ -156,6 +174,7 @@ def load_torchvision_dataset(dataset_name: str, root: str, *, max_samples: int |
     import numpy as np
     import torchvision.datasets as tvd
 
+    check_image_size(size)
     spec = f"torchvision:{dataset_name}:{root}"
     cls = getattr(tvd, dataset_name, None)
     if cls is None or not isinstance(cls, type):
@@ -208,6 +227,7 @@ def dataset_from_torch(obj: Any, *, name: str | None = None, classes: Sequence[A
     RGB (greyscale items repeated); different sizes choose ``size=224``.
     ``max_samples``: a stratified, seeded subset chosen from the labels.
     """
+    check_image_size(size)
     label = name or type(obj).__name__
     all_labels = read_labels(obj)
     keep = subset_indices(all_labels, max_samples, seed=int(kwargs.get("seed", 0)))
@@ -236,6 +256,22 @@ def as_target_dataset(obj: Any, *, name: str | None = None, seed: int = 0, test_
         f"cannot make a dataset from {type(obj).__name__}: pass a spec string, a torch Dataset, "
         "or (images, labels) arrays"
     )
+
+
+def _check_options(loader: Any, options: dict[str, Any], spec: str) -> None:
+    """Refuse keyword arguments that neither ``loader`` nor :class:`TargetDataset` takes, suggesting the
+    closest valid name (a typo would otherwise surface as a ``TypeError`` from deep inside)."""
+    import difflib
+    import inspect
+
+    valid = {p.name for p in inspect.signature(loader).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    valid = (valid - {"shifted"}) | {"name", "seed", "test_fraction", "splits"}  # the spec says shifted
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"dataset {spec!r}: unknown option {key!r}{hint}. "
+                             f"Valid options: {', '.join(sorted(valid))}")
 
 
 def load_dataset(spec: Any, *, name: str | None = None, seed: int | None = None,
@@ -270,13 +306,16 @@ def load_dataset(spec: Any, *, name: str | None = None, seed: int | None = None,
         return ds
     source, _, rest = spec.partition(":")
     if spec in ("digits", "digits-shifted"):
+        _check_options(load_digits_dataset, kwargs, spec)
         return load_digits_dataset(shifted=spec == "digits-shifted", name=name or spec, **common, **kwargs)
     if source == "imagefolder" and rest:
+        _check_options(load_imagefolder, kwargs, spec)
         return load_imagefolder(rest, name=name or spec, **common, **kwargs)
     if source == "torchvision" and rest:
         ds_name, _, root = rest.partition(":")
         if not root:
             raise ValueError(f"dataset spec {spec!r}: give the root folder, e.g. torchvision:CIFAR10:data/cifar")
+        _check_options(load_torchvision_dataset, kwargs, spec)
         return load_torchvision_dataset(ds_name, root, name=name or spec, **common, **kwargs)
     known = ", ".join(reg.list()) or "none registered"
     raise ValueError(
