@@ -229,6 +229,8 @@ knn_accuracy = 0.5
 knn_accuracy = 0.5
 [tool.pytest_transfer.thresholds."pooled"."spotz"]
 knn_accuracy = 0.5
+[tool.pytest_transfer.thresholds."pooled"."digits-shifted"]
+knn_accuracy = 0.5
 """)
     project.makepyfile(test_b="""
 import pytest
@@ -242,10 +244,11 @@ def test_b(pretrained_model):
     some.stdout.fnmatch_lines(['pytest-transfer: thresholds never used (*named no registered model or dataset*): '
                                '[[]tool.pytest_transfer.thresholds."pooled"."spotz"] in pyproject.toml'])
     assert '"spots-b"' not in some.stdout.str() and "resnet18" not in some.stdout.str()
+    assert "digits-shifted" not in some.stdout.str()  # a built-in dataset
     everything = project.runpytest("-k", "test_accuracy or test_b")
     everything.assert_outcomes(passed=2)
     everything.stdout.fnmatch_lines(['pytest-transfer: thresholds never used (*matched no test of this session*): '
-                                     '*"pooled"."spotz"*"torchvision:resnet18"."spots"*'])
+                                     '*"pooled"."spotz"*"pooled"."digits-shifted"*"torchvision:resnet18"."spots"*'])
 
 
 def test_a_misspelt_table_is_named_when_its_gate_finds_no_threshold(project):

@@ -17,6 +17,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
 
+#: dataset names every session knows (scikit-learn's digits, and their shifted copy)
+BUILTIN_DATASETS = ("digits", "digits-shifted")
+
+
 def _caller_stacklevel() -> int:
     """The ``stacklevel`` that points ``warnings.warn``, called by the caller of this function, at the first
     frame outside pytest-transfer: the user's line, whichever public function it called."""
@@ -305,7 +309,7 @@ def load_dataset(spec: Any, *, name: str | None = None, seed: int | None = None,
             ds = ds.with_split(seed=seed, test_fraction=test_fraction)
         return ds
     source, _, rest = spec.partition(":")
-    if spec in ("digits", "digits-shifted"):
+    if spec in BUILTIN_DATASETS:
         _check_options(load_digits_dataset, kwargs, spec)
         return load_digits_dataset(shifted=spec == "digits-shifted", name=name or spec, **common, **kwargs)
     if source == "imagefolder" and rest:
@@ -332,7 +336,7 @@ def list_datasets(include: str | Sequence[str] | None = None,
     reg = Registry("dataset")
     for n in current_context().datasets.list():
         reg.register(n, lambda: None)
-    for builtin in ("digits", "digits-shifted"):
+    for builtin in BUILTIN_DATASETS:
         if builtin not in reg:
             reg.register(builtin, lambda: None)
     return reg.list(include=include, exclude=exclude)

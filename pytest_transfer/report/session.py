@@ -249,8 +249,10 @@ class SessionCollector:
                                                           for m in self.measurements}
         known = None
         if self._ran_a_subset():
+            from ..datasets.specs import BUILTIN_DATASETS
+
             known = ({m for m, _ in pairs} | set(self.ctx.models.names()),
-                     {d for _, d in pairs} | set(self.ctx.datasets.names()))
+                     {d for _, d in pairs} | set(self.ctx.datasets.names()) | set(BUILTIN_DATASETS))
         unused = unused_threshold_tables(self.ctx.thresholds, pairs, known) if pairs else []
         if unused:
             what = "named no registered model or dataset either" if known is not None else \
