@@ -222,3 +222,19 @@ def test_standardized_features_are_shared_read_only_and_follow_the_content():
     assert np.allclose(a.mean(axis=0), 0, atol=1e-12) and np.allclose(a.std(axis=0), 1)
     x[0, 0] += 1.0
     assert standardized(x) is not a and not np.array_equal(standardized(x), a)
+
+
+def test_remembered_standardized_features_stay_within_their_memory_budget(monkeypatch):
+    import numpy as np
+
+    from pytest_transfer.gates import transferability
+
+    monkeypatch.setattr(transferability, "_STANDARDIZED", {})
+    monkeypatch.setattr(transferability, "STANDARDIZED_BYTES", 3 * 40 * 8 * 8)  # three 40×8 float64 sets
+    sets = [np.random.default_rng(i).normal(size=(40, 8)) for i in range(5)]
+    kept = [transferability.standardized(x) for x in sets]
+    assert len(transferability._STANDARDIZED) == 3  # the two oldest went
+    assert transferability.standardized(sets[4]) is kept[4] and transferability.standardized(sets[0]) is not kept[0]
+    big = np.random.default_rng(9).normal(size=(400, 8))  # larger than the budget: kept alone
+    transferability.standardized(big)
+    assert len(transferability._STANDARDIZED) == 1

@@ -70,26 +70,28 @@ def _check_metric(metric: str, *, accuracy_ok: bool = False) -> Callable[..., fl
     raise ValueError(f"metric: unknown transferability metric {metric!r}; valid: {', '.join(valid)}")
 
 
-_STANDARDIZED: dict[tuple[str, ...], np.ndarray] = {}
+_STANDARDIZED: dict[str, np.ndarray] = {}
+#: the most memory the remembered standardised features may hold (the oldest go first; one larger set is kept alone)
+STANDARDIZED_BYTES = 256 << 20
 
 
 def standardized(x: np.ndarray) -> np.ndarray:
     """``x`` (N×D) as float64, standardised with its own per-column mean and standard deviation.
 
-    The result is read-only and remembered by the content fingerprint of ``x`` (the last 8): every
-    estimator gate on one model and split asks for the same standardised features, and their
-    fingerprint, which keys the cached scores, is then computed once (:func:`~pytest_transfer.cache.
-    array_fingerprint` remembers read-only arrays).
+    The result is read-only and remembered by the content fingerprint of ``x`` (up to
+    :data:`STANDARDIZED_BYTES` of them): every estimator gate on one model and split asks for the same
+    standardised features, and their fingerprint, which keys the cached scores, is then computed
+    once (:func:`~pytest_transfer.cache.array_fingerprint` remembers read-only arrays).
     """
     from ..cache import array_fingerprint
     from ..probes import Standardizer
 
-    key = (array_fingerprint(x),)
+    key = array_fingerprint(x)
     if key not in _STANDARDIZED:
         x = np.asarray(x, dtype=np.float64)
         out = Standardizer.fit(x)(x)
         out.setflags(write=False)
-        while len(_STANDARDIZED) >= 8:
+        while _STANDARDIZED and sum(a.nbytes for a in _STANDARDIZED.values()) + out.nbytes > STANDARDIZED_BYTES:
             _STANDARDIZED.pop(next(iter(_STANDARDIZED)))
         _STANDARDIZED[key] = out
     return _STANDARDIZED[key]
