@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .registry import Registry
+from .registry import Registry, SourceRegistry
 from .settings import Settings, resolve
 from .thresholds import ThresholdTable
 
@@ -56,6 +56,8 @@ class Context:
         self.thresholds = thresholds if thresholds is not None else build_thresholds(settings)
         self._models = Registry("model")
         self._datasets = Registry("dataset")
+        self._model_sources: SourceRegistry | None = None  # built on first use: the built-ins, then the hook's
+        self._dataset_sources: SourceRegistry | None = None
         self.registrars: list[Callable[[Context], None]] = []
         self._registered = False
         self.loaded_models: dict[Any, Any] = {}
@@ -80,8 +82,27 @@ class Context:
     def _ensure_registered(self) -> None:
         if not self._registered:
             self._registered = True
+            from .datasets.specs import new_dataset_sources
+            from .models.sources import new_model_sources
+
+            self._model_sources, self._dataset_sources = new_model_sources(), new_dataset_sources()
             for registrar in self.registrars:
                 registrar(self)
+
+    @property
+    def model_sources(self) -> SourceRegistry:
+        """Model spec prefixes (``torchvision:``, ..., and the plugins'); the registration hooks run on first
+        access."""
+        self._ensure_registered()
+        assert self._model_sources is not None
+        return self._model_sources
+
+    @property
+    def dataset_sources(self) -> SourceRegistry:
+        """Dataset spec prefixes (``imagefolder:``, ``torchvision:``, and the plugins')."""
+        self._ensure_registered()
+        assert self._dataset_sources is not None
+        return self._dataset_sources
 
     @property
     def models(self) -> Registry:

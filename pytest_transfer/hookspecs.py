@@ -43,6 +43,52 @@ def pytest_transfer_register_datasets(registry: Any) -> None:
     """
 
 
+def pytest_transfer_register_model_sources(registry: Any) -> None:
+    """Add model spec prefixes: ``registry.register(prefix, loader, form=None)``.
+
+    Called once, the first time a model or dataset is looked up (after every
+    ``conftest.py`` was collected), after the built-in prefixes
+    (``torchvision``, ``timm``, ``hf``, ``checkpoint``) were registered the
+    same way. ``loader(rest, **kwargs)`` receives the text after the first
+    ``:`` of the spec and the marker's ``model_kwargs`` (or ``load_model``'s
+    keyword arguments) and returns a ``TransferModel`` or an ``nn.Module``.
+    ``form`` is the spec's shape shown in error messages. A prefix already
+    registered is refused.
+
+    Example ``conftest.py`` (a team's local model store)::
+
+        def pytest_transfer_register_model_sources(registry):
+            def from_store(rest, **kwargs):
+                from pytest_transfer import load_model
+                name, _, version = rest.partition("/")
+                path = f"/models/{name}/{version}/model.pt"
+                return load_model(f"checkpoint:{path}", arch=name, **kwargs)
+            registry.register("mystore", from_store, form="mystore:<name>/<version>")
+    """
+
+
+def pytest_transfer_register_dataset_sources(registry: Any) -> None:
+    """Add dataset spec prefixes: ``registry.register(prefix, loader, form=None)``.
+
+    Called once, like :func:`pytest_transfer_register_model_sources`, after the
+    built-in ``imagefolder`` and ``torchvision`` prefixes. ``loader(rest,
+    **kwargs)`` receives the text after the first ``:`` and the marker's
+    ``dataset_kwargs``, and returns a ``TargetDataset``, ``(images, labels)``
+    arrays or a torch ``Dataset``. When its signature names ``name``,
+    ``seed`` or ``test_fraction``, the session's values are passed too (for a
+    seeded subset); otherwise the result is split with the session's seed.
+
+    Example ``conftest.py``::
+
+        def pytest_transfer_register_dataset_sources(registry):
+            def from_npz(rest):
+                import numpy as np
+                data = np.load(rest)
+                return data["images"], data["labels"]
+            registry.register("npz", from_npz, form="npz:<file.npz>")
+    """
+
+
 @pytest.hookspec(firstresult=True)
 def pytest_transfer_threshold(model: str, dataset: str, metric: str) -> float | None:
     """Supply a threshold for ``metric`` on ``model`` × ``dataset``; return ``None`` to defer.

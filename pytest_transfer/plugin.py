@@ -53,6 +53,8 @@ def _register(config: pytest.Config) -> Any:
     def registrar(ctx: Context) -> None:
         config.hook.pytest_transfer_register_models(registry=ctx._models)
         config.hook.pytest_transfer_register_datasets(registry=ctx._datasets)
+        config.hook.pytest_transfer_register_model_sources(registry=ctx.model_sources)
+        config.hook.pytest_transfer_register_dataset_sources(registry=ctx.dataset_sources)
 
     return registrar
 

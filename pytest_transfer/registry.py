@@ -20,8 +20,9 @@ class Registry:
     ['tiny']
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, hook: str | None = None) -> None:
         self.kind = kind
+        self.hook = hook or f"pytest_transfer_register_{kind}s"
         self._factories: dict[str, Callable[..., Any]] = {}
         self._origins: dict[str, str] = {}
 
@@ -61,7 +62,7 @@ class Registry:
             available = ", ".join(sorted(self._factories)) or "none"
             raise KeyError(
                 f"unknown {self.kind} {name!r}; registered: {available}. Register it with the "
-                f"pytest_transfer_register_{self.kind}s(registry) hook in conftest.py"
+                f"{self.hook}(registry) hook in conftest.py"
             ) from None
 
     def list(self, include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None) -> list[str]:
@@ -74,3 +75,63 @@ class Registry:
             pats = [exclude] if isinstance(exclude, str) else list(exclude)
             names = [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in pats)]
         return names
+
+
+class SourceRegistry(Registry):
+    """Spec prefixes mapped to loaders: ``register("mystore", loader)`` makes ``"mystore:<rest>"`` a spec.
+
+    ``loader(rest, **kwargs)`` receives the text after the first ``:`` and the
+    keyword arguments of ``load_model`` / ``load_dataset`` (a marker's
+    ``model_kwargs`` / ``dataset_kwargs``). The built-in prefixes
+    (``torchvision:``, ``timm:``, ``hf:``, ``checkpoint:``, ``imagefolder:``)
+    are entries of the same kind. ``form`` is the spec's shape as error
+    messages show it (``"mystore:<name>/<version>"``).
+
+    >>> r = SourceRegistry("model source", hook="pytest_transfer_register_model_sources")
+    >>> r.register("mystore", lambda rest: rest.upper(), form="mystore:<name>")
+    >>> r.split("mystore:resnet/3")[1]
+    'resnet/3'
+    >>> r.split("mystor:resnet/3")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown model source prefix 'mystor' in 'mystor:resnet/3'; did you mean 'mystore:'? ...
+    """
+
+    def __init__(self, kind: str, *, hook: str | None = None) -> None:
+        super().__init__(kind, hook=hook)
+        self.forms: dict[str, str] = {}
+
+    def register(self, name: str, factory: Callable[..., Any] | None = None, *, origin: str = "",
+                 form: str | None = None) -> Any:
+        """Add the prefix ``name`` (no ``:`` in it); usable as a decorator too."""
+        if isinstance(name, str) and (":" in name or not name.strip() or name != name.strip()):
+            raise ValueError(f"{self.kind} prefix must be a non-empty name without ':' or spaces around it, "
+                             f"got {name!r} (register 'mystore' for specs 'mystore:<rest>')")
+        if factory is not None:
+            self.forms[name] = form or f"{name}:<...>"
+        elif form is not None:
+            def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+                self.register(name, fn, origin=origin, form=form)
+                return fn
+
+            return decorator
+        return super().register(name, factory, origin=origin)
+
+    def describe(self) -> str:
+        """The registered spec forms, comma-separated, in registration order."""
+        return ", ".join(self.forms[n] for n in self._factories) or "none"
+
+    def split(self, spec: str) -> tuple[Callable[..., Any], str] | None:
+        """``(loader, rest)`` for ``"<prefix>:<rest>"``; ``None`` when ``spec`` has no prefix (no ``:``, or
+        nothing after it). An unregistered prefix raises ``ValueError`` listing the registered ones."""
+        import difflib
+
+        prefix, sep, rest = spec.partition(":")
+        if not sep or not rest or not prefix:
+            return None
+        if prefix not in self._factories:
+            close = difflib.get_close_matches(prefix, list(self._factories), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0] + ':'!r}?" if close else ";"
+            raise ValueError(f"unknown {self.kind} prefix {prefix!r} in {spec!r}{hint} Registered prefixes: "
+                             f"{self.describe()}. Add one with the {self.hook}(registry) hook")
+        return self._factories[prefix], rest

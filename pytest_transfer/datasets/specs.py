@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..registry import Registry
+from ..registry import Registry, SourceRegistry
 from .core import TargetDataset, subset_indices
 from .decode import check_image_size
 from .files import FileSource, describe_skipped, find_image_folder, scan_files
@@ -262,20 +262,77 @@ def as_target_dataset(obj: Any, *, name: str | None = None, seed: int = 0, test_
     )
 
 
-def _check_options(loader: Any, options: dict[str, Any], spec: str) -> None:
+def _check_options(loader: Any, options: dict[str, Any], spec: str, *, extra: Sequence[str] = ()) -> None:
     """Refuse keyword arguments that neither ``loader`` nor :class:`TargetDataset` takes, suggesting the
-    closest valid name (a typo would otherwise surface as a ``TypeError`` from deep inside)."""
+    closest valid name (a typo would otherwise surface as a ``TypeError`` from deep inside). A loader that
+    takes ``**kwargs`` of its own is trusted with any name."""
     import difflib
     import inspect
 
-    valid = {p.name for p in inspect.signature(loader).parameters.values() if p.kind is p.KEYWORD_ONLY}
-    valid = (valid - {"shifted"}) | {"name", "seed", "test_fraction", "splits"}  # the spec says shifted
+    params = inspect.signature(loader).parameters.values()
+    valid = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    valid = (valid - {"shifted"}) | set(extra)  # the spec says shifted
     for key in options:
         if key not in valid:
             close = difflib.get_close_matches(key, sorted(valid), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"dataset {spec!r}: unknown option {key!r}{hint}. "
-                             f"Valid options: {', '.join(sorted(valid))}")
+                             f"Valid options: {', '.join(sorted(valid)) or 'none'}")
+
+
+_SPLIT_OPTIONS = ("name", "seed", "test_fraction", "splits")
+
+
+def _imagefolder_source(rest: str, **kwargs: Any) -> TargetDataset:
+    """``imagefolder:<path>``."""
+    _check_options(load_imagefolder, kwargs, f"imagefolder:{rest}", extra=_SPLIT_OPTIONS)
+    return load_imagefolder(rest, **kwargs)
+
+
+def _torchvision_source(rest: str, **kwargs: Any) -> TargetDataset:
+    """``torchvision:<Name>:<root>``."""
+    spec = f"torchvision:{rest}"
+    ds_name, _, root = rest.partition(":")
+    if not root:
+        raise ValueError(f"dataset spec {spec!r}: give the root folder, e.g. torchvision:CIFAR10:data/cifar")
+    _check_options(load_torchvision_dataset, kwargs, spec, extra=_SPLIT_OPTIONS)
+    return load_torchvision_dataset(ds_name, root, **kwargs)
+
+
+#: the built-in dataset sources: prefix → (loader, spec form); registered in every session like a plugin's
+BUILTIN_DATASET_SOURCES: dict[str, tuple[Any, str]] = {
+    "imagefolder": (_imagefolder_source, "imagefolder:<path>"),
+    "torchvision": (_torchvision_source, "torchvision:<Name>:<root>"),
+}
+
+
+def new_dataset_sources() -> SourceRegistry:
+    """A registry of dataset sources holding the built-in prefixes."""
+    sources = SourceRegistry("dataset source", hook="pytest_transfer_register_dataset_sources")
+    for prefix, (loader, form) in BUILTIN_DATASET_SOURCES.items():
+        sources.register(prefix, loader, form=form, origin="pytest_transfer")
+    return sources
+
+
+def _from_source(loader: Any, rest: str, spec: str, common: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+    """Call a source's loader with the options it takes: the built-ins and loaders naming ``name`` / ``seed`` /
+    ``test_fraction`` get the session's values too."""
+    import inspect
+
+    params = inspect.signature(loader).parameters
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if not takes_all:
+        _check_options(loader, kwargs, spec)
+    own = BUILTIN_DATASET_SOURCES.get(spec.partition(":")[0], (None,))[0] is loader
+    passed = {k: v for k, v in common.items() if own or k in params}
+    return loader(rest, **passed, **kwargs)
+
+
+def _split_like_session(obj: Any, ds: TargetDataset, seed: int, test_fraction: float) -> TargetDataset:
+    if isinstance(obj, TargetDataset) and (ds.seed, ds.test_fraction) != (seed, test_fraction) \
+            and not ds.has_explicit_splits:
+        return ds.with_split(seed=seed, test_fraction=test_fraction)
+    return ds
 
 
 def load_dataset(spec: Any, *, name: str | None = None, seed: int | None = None,
@@ -284,11 +341,13 @@ def load_dataset(spec: Any, *, name: str | None = None, seed: int | None = None,
     """Build a ``TargetDataset`` from a spec string, a torch ``Dataset`` or ``(images, labels)``.
 
     Specs: ``digits``, ``digits-shifted``, ``imagefolder:<path>``, ``torchvision:<Name>:<root>``,
+    a ``<prefix>:<rest>`` added through ``pytest_transfer_register_dataset_sources``,
     or a name registered through ``pytest_transfer_register_datasets``.
     ``seed`` and ``test_fraction`` default to the active settings. Folders and
     torch ``Dataset`` objects are streamed; keyword arguments go to the
     source (:func:`load_imagefolder`, :func:`load_torchvision_dataset`,
-    :func:`dataset_from_torch`, a registered factory).
+    :func:`dataset_from_torch`, a registered factory or loader). An unknown
+    option or prefix raises ``ValueError`` naming the valid ones.
 
     >>> ds = load_dataset("digits")  # doctest: +SKIP
     """
@@ -303,29 +362,18 @@ def load_dataset(spec: Any, *, name: str | None = None, seed: int | None = None,
     reg = registry if registry is not None else ctx.datasets
     if spec in reg:
         obj = reg.get(spec)(**kwargs)
-        ds = as_target_dataset(obj, name=name or spec, **common)
-        if isinstance(obj, TargetDataset) and (ds.seed, ds.test_fraction) != (seed, test_fraction) \
-                and not ds.has_explicit_splits:
-            ds = ds.with_split(seed=seed, test_fraction=test_fraction)
-        return ds
-    source, _, rest = spec.partition(":")
+        return _split_like_session(obj, as_target_dataset(obj, name=name or spec, **common), seed, test_fraction)
     if spec in BUILTIN_DATASETS:
-        _check_options(load_digits_dataset, kwargs, spec)
+        _check_options(load_digits_dataset, kwargs, spec, extra=_SPLIT_OPTIONS)
         return load_digits_dataset(shifted=spec == "digits-shifted", name=name or spec, **common, **kwargs)
-    if source == "imagefolder" and rest:
-        _check_options(load_imagefolder, kwargs, spec)
-        return load_imagefolder(rest, name=name or spec, **common, **kwargs)
-    if source == "torchvision" and rest:
-        ds_name, _, root = rest.partition(":")
-        if not root:
-            raise ValueError(f"dataset spec {spec!r}: give the root folder, e.g. torchvision:CIFAR10:data/cifar")
-        _check_options(load_torchvision_dataset, kwargs, spec)
-        return load_torchvision_dataset(ds_name, root, name=name or spec, **common, **kwargs)
-    known = ", ".join(reg.list()) or "none registered"
-    raise ValueError(
-        f"unknown dataset spec {spec!r}; use digits, imagefolder:<path>, torchvision:<Name>:<root>, "
-        f"or a registered name ({known})"
-    )
+    found = ctx.dataset_sources.split(spec)
+    if found is None:
+        known = ", ".join(reg.list()) or "none registered"
+        raise ValueError(f"unknown dataset spec {spec!r}; use digits, {ctx.dataset_sources.describe()}, "
+                         f"or a registered name ({known})")
+    loader, rest = found
+    obj = _from_source(loader, rest, spec, {"name": name or spec, **common}, kwargs)
+    return _split_like_session(obj, as_target_dataset(obj, name=name or spec, **common), seed, test_fraction)
 
 
 def list_datasets(include: str | Sequence[str] | None = None,

@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..registry import Registry
+from ..registry import Registry, SourceRegistry
 from .core import TransferModel
-
-SPEC_FORMS = ("torchvision:<arch>[:<weights>]", "timm:<name>", "hf:<folder or cached repo id>",
-              "checkpoint:<path> (with arch=)")
 
 
 def as_transfer_model(obj: Any, *, name: str | None = None, preprocess: Callable[..., Any] | None = None,
@@ -34,31 +31,55 @@ def as_transfer_model(obj: Any, *, name: str | None = None, preprocess: Callable
     raise TypeError(f"expected a TransferModel or an nn.Module, got {type(obj).__name__}")
 
 
-def _from_source(source: str, rest: str, feature_node: str | None, kwargs: dict[str, Any]) -> TransferModel | None:
-    if source == "torchvision":
-        from .torchvision import load_torchvision
+def _torchvision_source(rest: str, **kwargs: Any) -> TransferModel:
+    """``torchvision:<arch>[:<weights>]``."""
+    from .torchvision import load_torchvision
 
-        arch, _, weights = rest.partition(":")
-        if "weights" in kwargs:  # weights=None / "DEFAULT" / a WeightsEnum member, as torchvision's builders take
-            given = kwargs.pop("weights")
-            if weights:
-                raise ValueError(f"weights: given twice, in the spec (torchvision:{rest}) and as weights={given!r}; "
-                                 "keep one")
-            weights = "none" if given is None else given
-        return load_torchvision(arch, weights or "DEFAULT", feature_node=feature_node, **kwargs)
-    if source == "checkpoint":
-        from .checkpoint import load_checkpoint
+    arch, _, weights = rest.partition(":")
+    if "weights" in kwargs:  # weights=None / "DEFAULT" / a WeightsEnum member, as torchvision's builders take
+        given = kwargs.pop("weights")
+        if weights:
+            raise ValueError(f"weights: given twice, in the spec (torchvision:{rest}) and as weights={given!r}; "
+                             "keep one")
+        weights = "none" if given is None else given
+    return load_torchvision(arch, weights or "DEFAULT", **kwargs)
 
-        return load_checkpoint(rest, feature_node=feature_node, **kwargs)
-    if source == "timm":
-        from .timm import load_timm
 
-        return load_timm(rest, feature_node=feature_node, **kwargs)
-    if source == "hf":
-        from .hf import load_hf
+def _checkpoint_source(rest: str, **kwargs: Any) -> TransferModel:
+    """``checkpoint:<path>`` (with ``arch=``)."""
+    from .checkpoint import load_checkpoint
 
-        return load_hf(rest, feature_node=feature_node, **kwargs)
-    return None
+    return load_checkpoint(rest, **kwargs)
+
+
+def _timm_source(rest: str, **kwargs: Any) -> TransferModel:
+    """``timm:<name>``."""
+    from .timm import load_timm
+
+    return load_timm(rest, **kwargs)
+
+
+def _hf_source(rest: str, **kwargs: Any) -> TransferModel:
+    """``hf:<local folder or cached repo id>``."""
+    from .hf import load_hf
+
+    return load_hf(rest, **kwargs)
+
+
+#: the built-in model sources: prefix → (loader, spec form); registered in every session like a plugin's
+BUILTIN_MODEL_SOURCES: dict[str, tuple[Callable[..., Any], str]] = {
+    "torchvision": (_torchvision_source, "torchvision:<arch>[:<weights>]"),
+    "timm": (_timm_source, "timm:<name>"),
+    "hf": (_hf_source, "hf:<folder or cached repo id>"),
+    "checkpoint": (_checkpoint_source, "checkpoint:<path> (with arch=)"),
+}
+SPEC_FORMS = tuple(form for _, form in BUILTIN_MODEL_SOURCES.values())
+
+
+def register_builtin_model_sources(registry: SourceRegistry) -> None:
+    """Add :data:`BUILTIN_MODEL_SOURCES` to ``registry`` (before the plugins' hook runs)."""
+    for prefix, (loader, form) in BUILTIN_MODEL_SOURCES.items():
+        registry.register(prefix, loader, form=form, origin="pytest_transfer")
 
 
 def load_model(spec: Any, *, registry: Registry | None = None, name: str | None = None,
@@ -68,10 +89,13 @@ def load_model(spec: Any, *, registry: Registry | None = None, name: str | None 
 
     Specs: ``torchvision:<arch>[:<weights>]``, ``timm:<name>``,
     ``hf:<local folder or cached repo id>``, ``checkpoint:<path>`` (with
-    ``arch=``), or a name registered through the
-    ``pytest_transfer_register_models`` hook. Other keyword arguments go to
-    the source (``check_hash=``, ``image_size=``, ``weights=``, builder
-    arguments). A model from a library is fed as that library feeds it.
+    ``arch=``), a ``<prefix>:<rest>`` added through the
+    ``pytest_transfer_register_model_sources`` hook, or a name registered
+    through the ``pytest_transfer_register_models`` hook. Other keyword
+    arguments go to the source (``check_hash=``, ``image_size=``,
+    ``weights=``, builder arguments). A model from a library is fed as that
+    library feeds it. An unknown prefix raises ``ValueError`` listing the
+    registered ones.
 
     >>> m = load_model("torchvision:resnet18:none", image_size=32)  # doctest: +SKIP
     """
@@ -81,18 +105,15 @@ def load_model(spec: Any, *, registry: Registry | None = None, name: str | None 
     if spec in reg:
         obj = reg.get(spec)(**kwargs)
         return as_transfer_model(obj, name=name or spec, preprocess=preprocess, feature_node=feature_node)
-    source, _, rest = spec.partition(":")
-    model = _from_source(source, rest, feature_node, kwargs) if rest else None
-    if model is None:
+    found = default_model_sources().split(spec)
+    if found is None:
         known = ", ".join(reg.list()) or "none registered"
-        raise ValueError(f"unknown model spec {spec!r}; use {', '.join(SPEC_FORMS)}, or a registered name ({known})")
-    if preprocess is not None:
-        model.preprocess = preprocess
-    if name:
-        model.name = name
-    if feature_node:
-        model.resolve_node(feature_node)  # a misspelt node fails at load, naming close ones
-    return model
+        raise ValueError(f"unknown model spec {spec!r}; use {default_model_sources().describe()}, or a registered "
+                         f"name ({known})")
+    loader, rest = found
+    obj = loader(rest, **kwargs)
+    default_name = obj.name if isinstance(obj, TransferModel) else spec
+    return as_transfer_model(obj, name=name or default_name, preprocess=preprocess, feature_node=feature_node)
 
 
 _DEFAULT_REGISTRY: Registry | None = None
@@ -109,6 +130,29 @@ def default_model_registry() -> Registry:
     if _DEFAULT_REGISTRY is None:
         _DEFAULT_REGISTRY = Registry("model")
     return _DEFAULT_REGISTRY
+
+
+_DEFAULT_SOURCES: SourceRegistry | None = None
+
+
+def new_model_sources() -> SourceRegistry:
+    """A registry of model sources holding the built-in prefixes."""
+    sources = SourceRegistry("model source", hook="pytest_transfer_register_model_sources")
+    register_builtin_model_sources(sources)
+    return sources
+
+
+def default_model_sources() -> SourceRegistry:
+    """The model sources in force: the session's (built-ins plus what plugins registered), else the built-ins."""
+    global _DEFAULT_SOURCES
+    from ..context import current_context
+
+    ctx = current_context(create=False)
+    if ctx is not None:
+        return ctx.model_sources
+    if _DEFAULT_SOURCES is None:
+        _DEFAULT_SOURCES = new_model_sources()
+    return _DEFAULT_SOURCES
 
 
 def list_models(include: str | Sequence[str] | None = None, exclude: str | Sequence[str] | None = None, *,

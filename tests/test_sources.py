@@ -1,0 +1,174 @@
+"""Spec prefixes added from outside the package: ``pytest_transfer_register_model_sources`` and
+``pytest_transfer_register_dataset_sources`` (a team's model store, its own data format)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests._helpers import pytester_pyproject
+
+# The docs' "extending" example, verbatim: a local model store laid out as <store>/<name>/<version>/model.pt,
+# and a dataset format (.npz of images and labels).
+STORE_CONFTEST = '''
+import os
+
+def pytest_transfer_register_model_sources(registry):
+    def from_store(rest, **kwargs):
+        from pytest_transfer import load_model
+        name, _, version = rest.partition("/")
+        path = os.path.join(os.environ["MODEL_STORE"], name, version, "model.pt")
+        return load_model(f"checkpoint:{path}", name=f"mystore:{rest}", **kwargs)
+
+    registry.register("mystore", from_store, form="mystore:<name>/<version>")
+
+
+def pytest_transfer_register_dataset_sources(registry):
+    def from_npz(rest, *, scale=1.0):
+        import numpy as np
+        data = np.load(rest)
+        return (data["images"] * scale).astype("float32"), data["labels"]
+
+    registry.register("npz", from_npz, form="npz:<file.npz>")
+'''
+
+
+def _store(tmp_path):
+    """A model store holding a small torchvision net's state dict (random weights), and an .npz dataset."""
+    import numpy as np
+    import torch
+    from torchvision import models as tvm
+
+    from tests._helpers import make_blobs_images
+
+    torch.manual_seed(0)
+    folder = tmp_path / "store" / "mobilenet_v3_small" / "3"
+    folder.mkdir(parents=True)
+    torch.save(tvm.mobilenet_v3_small(num_classes=3).state_dict(), folder / "model.pt")
+    images, labels = make_blobs_images(n_per_class=20)
+    np.savez(tmp_path / "blobs.npz", images=images, labels=labels)
+
+
+@pytest.fixture()
+def store_project(pytester, tmp_path, monkeypatch):
+    _store(tmp_path)
+    monkeypatch.setenv("MODEL_STORE", str(tmp_path / "store"))
+    pytester.makeconftest(STORE_CONFTEST + '''
+
+def pytest_transfer_register_models(registry):
+    pass
+''')
+    pytester.makefile(".toml", pyproject=pytester_pyproject())
+    return pytester
+
+
+def test_a_conftest_source_serves_markers(store_project, tmp_path):
+    """Both prefixes work in a marker; the model is the stored one (its logits equal the saved net's)."""
+    store = tmp_path / "store" / "mobilenet_v3_small" / "3" / "model.pt"
+    store_project.makepyfile(test_store=f'''
+        import pytest, torch
+        from torchvision import models as tvm
+
+        @pytest.mark.transfer(model="mystore:mobilenet_v3_small/3", dataset="npz:{tmp_path / 'blobs.npz'}",
+                              model_kwargs={{"arch": "mobilenet_v3_small", "image_size": 32}})
+        def test_x(pretrained_model, target_dataset):
+            assert pretrained_model.name == "mystore:mobilenet_v3_small/3"
+            assert target_dataset.name == "npz:{tmp_path / 'blobs.npz'}"
+            assert len(target_dataset) == 60
+            ref = tvm.mobilenet_v3_small(num_classes=3)
+            ref.load_state_dict(torch.load({str(store)!r}, weights_only=True))
+            x = target_dataset.images[:4]
+            with torch.no_grad():
+                torch.testing.assert_close(pretrained_model(x), ref.eval()(pretrained_model.inputs(x)))
+    ''')
+    result = store_project.runpytest()
+    result.assert_outcomes(passed=1)
+
+
+def test_unknown_prefix_lists_the_registered_ones(store_project):
+    store_project.makepyfile(test_typo='''
+        import pytest
+
+        @pytest.mark.transfer(model="mystor:mobilenet_v3_small/3", dataset="digits")
+        def test_x(pretrained_model):
+            pass
+    ''')
+    result = store_project.runpytest()
+    result.stdout.fnmatch_lines(["*unknown model source prefix 'mystor' in 'mystor:mobilenet_v3_small/3'; did you mean "
+                                 "'mystore:'? Registered prefixes: torchvision:<arch>*mystore:<name>/<version>*"])
+
+
+def test_a_source_option_it_does_not_take_is_refused_by_name(store_project, tmp_path):
+    store_project.makepyfile(test_option=f'''
+        import pytest
+
+        @pytest.mark.transfer(model="torchvision:resnet18:none", dataset="npz:{tmp_path / 'blobs.npz'}",
+                              dataset_kwargs={{"scal": 2.0}})
+        def test_x(target_dataset):
+            pass
+    ''')
+    result = store_project.runpytest()
+    result.stdout.fnmatch_lines(["*unknown option 'scal'; did you mean 'scale'?*"])
+
+
+def test_builtin_prefixes_cannot_be_taken_twice(pytester):
+    pytester.makeconftest('''
+        def pytest_transfer_register_model_sources(registry):
+            registry.register("timm", lambda rest: None)
+    ''')
+    pytester.makefile(".toml", pyproject=pytester_pyproject())
+    pytester.makepyfile('''
+        import pytest
+
+        @pytest.mark.transfer(model="timm:resnet18", dataset="digits")
+        def test_x(pretrained_model):
+            pass
+    ''')
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(["*model source 'timm' is already registered (registered by pytest_transfer)*"])
+
+
+def test_outside_pytest_the_builtin_prefixes_are_known():
+    from pytest_transfer.models.sources import new_model_sources
+
+    sources = new_model_sources()
+    assert sources.names() == ["checkpoint", "hf", "timm", "torchvision"]
+    with pytest.raises(ValueError, match=r"did you mean 'torchvision:'\?"):
+        sources.split("torchvison:resnet18")
+    assert sources.split("resnet18") is None
+
+
+@pytest.mark.parametrize("prefix", ["", "a:b", " pad"])
+def test_a_prefix_must_be_a_plain_name(prefix):
+    from pytest_transfer.registry import SourceRegistry
+
+    with pytest.raises(ValueError, match="prefix must be a non-empty name"):
+        SourceRegistry("model source").register(prefix, lambda rest: None)
+
+
+def test_a_dataset_loader_naming_seed_gets_the_sessions(tmp_path):
+    """A loader that names ``seed`` receives the session's; one that does not is split with it afterwards."""
+    import numpy as np
+
+    from pytest_transfer import load_dataset
+    from pytest_transfer.context import Context, set_current_context
+    from pytest_transfer.settings import resolve
+
+    images, labels = np.random.default_rng(0).random((40, 1, 4, 4), dtype=np.float32), np.arange(40) % 2
+    seen = {}
+
+    def seeded(rest, *, seed, name):
+        seen.update(seed=seed, name=name)
+        return images, labels
+
+    ctx = Context(resolve({"seed": "7"}, rootdir=str(tmp_path)))
+    ctx.dataset_sources.register("seeded", seeded)
+    ctx.dataset_sources.register("plain", lambda rest: (images, labels))
+    previous = set_current_context(ctx)
+    try:
+        a = load_dataset("seeded:x")
+        b = load_dataset("plain:x")
+    finally:
+        set_current_context(previous)
+    assert seen == {"seed": 7, "name": "seeded:x"}
+    assert a.seed == b.seed == 7
+    np.testing.assert_array_equal(a.indices("test"), b.indices("test"))
