@@ -11,7 +11,7 @@ path relative to the folder, or the index), what was seen and the fix.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,11 +59,13 @@ def _describe_bad(image: torch.Tensor) -> str:
     return f"float pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]{_range_hint(lo, hi)}"
 
 
-def check_pixels(images: torch.Tensor, *, dataset: str, ids: Sequence[Any] | None = None) -> None:
+def check_pixels(images: torch.Tensor, *, dataset: str,
+                 ids: Sequence[Any] | Callable[[int], Any] | None = None) -> None:
     """Refuse images that are neither uint8 nor finite floats in [0, 1].
 
     ``images``: N×C×H×W or one C×H×W tensor. ``ids``: the sample id of each
-    image (default: its position). Raises ``ValueError`` naming ``dataset``,
+    image, or a function of the position giving it (called only on failure;
+    default: the position). Raises ``ValueError`` naming ``dataset``,
     the first offending image by its id, the values seen (NaN / Inf counts,
     or the range, with a hint for 0..255 data and for normalised data) and
     how many images offend. uint8 images always pass; other integer types are
@@ -85,7 +87,7 @@ def check_pixels(images: torch.Tensor, *, dataset: str, ids: Sequence[Any] | Non
         return
     where = bad.nonzero().flatten()
     k = int(where[0])
-    name = item_label(ids[k] if ids is not None else k)
+    name = item_label(k if ids is None else ids(k) if callable(ids) else ids[k])
     more = f" ({len(where)} of {len(x)} images are outside the rule)" if len(x) > 1 else ""
     raise ValueError(f"dataset {dataset!r}: {name}: {_describe_bad(x[k])}{more}")
 

@@ -55,16 +55,19 @@ class ImageSource:
         from .files import UnreadableImage
         from .pixels import check_pixels, item_label
 
-        sid = self.sample_ids([i])[0]
-        sid = sid.item() if hasattr(sid, "item") else sid
         try:
             t = self.load(i)
         except UnreadableImage:
             raise  # already names the file and the fix
         except ValueError as exc:
-            raise ValueError(f"dataset {self.name!r}: {item_label(sid)}: {exc}") from None
-        check_pixels(t, dataset=self.name, ids=[sid])
+            raise ValueError(f"dataset {self.name!r}: {item_label(self.sample_id(i))}: {exc}") from None
+        check_pixels(t, dataset=self.name, ids=lambda _: self.sample_id(i))  # the id is looked up only on failure
         return t
+
+    def sample_id(self, i: int) -> Any:
+        """The sample id of image ``i`` as a Python ``str`` or ``int``."""
+        sid = self.sample_ids([i])[0]
+        return sid.item() if hasattr(sid, "item") else sid
 
     def stack(self, indices: object) -> torch.Tensor:
         """The images of ``indices`` stacked N×C×H×W, in the source's dtype."""
