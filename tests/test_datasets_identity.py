@@ -7,6 +7,7 @@ run on the same files.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -19,11 +20,16 @@ from tests._helpers import sample_photos, tiny_net
 CLASSES = ("china", "flower")
 
 
+@functools.cache
+def _photos():
+    return sample_photos()
+
+
 def photo_folder(root, *, n_per_class: int = 6, size: int = 24):
     """``root/<class>/<k>.png``: crops of one real photo per class, resized to ``size`` px."""
     from PIL import Image
 
-    for cls, photo in zip(CLASSES, sample_photos(), strict=True):
+    for cls, photo in zip(CLASSES, _photos(), strict=True):
         (root / cls).mkdir(parents=True, exist_ok=True)
         for k in range(n_per_class):
             top, left = (37 * k) % 300, (53 * k) % 500
@@ -119,13 +125,13 @@ def test_items_computed_without_files_are_digested(fresh_context):
 
 
 def test_a_random_augmentation_is_detected_warned_about_and_never_cached(fresh_context, tmp_path):
+    from dataclasses import replace
+
     from torchvision import transforms as T
     from torchvision.datasets import ImageFolder
 
     from pytest_transfer import evaluate, load_dataset
     from pytest_transfer.datasets.torchsets import NondeterministicDatasetWarning
-
-    from dataclasses import replace
 
     fresh_context.settings = replace(fresh_context.settings, no_cache=False, cache_dir=str(tmp_path / "cache"))
     folder = photo_folder(tmp_path / "photos")
@@ -187,7 +193,7 @@ def test_disk_cache_across_two_processes_keys_the_transform(pytester, monkeypatc
                                          '[tool.pytest_transfer]\ndevice = "cpu"\ncache_dir = "shared_cache"\n')
     pytester.makepyfile(test_cross=CROSS_PROCESS_TEST)
     monkeypatch.setenv("ORDER", "plain")
-    first = pytester.runpytest_subprocess("-s")
+    first = pytester.runpytest_inprocess("-s")  # this process writes the cache; the next one reads it
     first.assert_outcomes(passed=1)
     first.stdout.fnmatch_lines(["RESULT plain from_cache=False"])
     monkeypatch.setenv("ORDER", "flip,plain")
