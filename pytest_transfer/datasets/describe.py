@@ -147,6 +147,8 @@ def _describe(obj: Any, depth: int, seen: set[int]) -> str:
     seen.add(id(obj))
     try:
         return _describe_object(obj, depth, seen)
+    except Exception:  # an attribute that cannot be read (a meta tensor, a closed handle): its type stands for it
+        return f"{describe_class(type(obj))}(?)"
     finally:
         seen.discard(id(obj))
 
