@@ -131,7 +131,7 @@ def test_a_random_augmentation_is_detected_warned_about_and_never_cached(fresh_c
     from torchvision.datasets import ImageFolder
 
     from pytest_transfer import evaluate, load_dataset
-    from pytest_transfer.datasets.torchsets import NondeterministicDatasetWarning
+    from pytest_transfer.datasets import NondeterministicDatasetWarning
 
     fresh_context.settings = replace(fresh_context.settings, no_cache=False, cache_dir=str(tmp_path / "cache"))
     folder = photo_folder(tmp_path / "photos")
