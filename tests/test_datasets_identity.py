@@ -303,6 +303,8 @@ def test_sample_ids_are_the_files_relative_to_the_folder(fresh_context, tmp_path
         ev = evaluate(net, ds, split="test")
         assert list(ev.sample_ids) == [expected[i] for i in ev.indices]
         assert ev.sample_ids[0].startswith(("china/", "flower/"))
+    subset = torch.utils.data.Subset(ImageFolder(str(folder)), [7, 1, 10, 3])
+    assert list(load_dataset(subset).sample_ids()) == [expected[i] for i in (7, 1, 10, 3)]
 
 
 def test_sample_ids_are_indices_for_arrays_and_the_dataset_index_for_a_subset(fresh_context):
