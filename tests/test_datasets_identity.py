@@ -371,3 +371,21 @@ def test_regression_gate_lists_lost_files_in_the_message_and_the_json_report(pyt
     lost = details["lost_samples"]
     assert lost and all(s.split("/")[0] in CLASSES and s.endswith(".png") for s in lost)
     assert all((pytester.path / "photos" / s).is_file() for s in lost + details["gained_samples"])
+
+
+def test_a_file_name_that_is_not_utf8_keeps_its_path_and_prints_escaped(fresh_context, tmp_path):
+    from PIL import Image
+
+    from pytest_transfer import load_dataset
+    from pytest_transfer.datasets.pixels import item_label, printable_ids
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for k in range(2):
+            name = os.fsdecode(b"\xff-%d.png" % k) if c == "b" else f"{k}.png"
+            Image.new("RGB", (4, 4), (40 * k, 90, 200)).save(tmp_path / c / name)
+    ids = load_dataset(f"imagefolder:{tmp_path}").sample_ids()
+    assert (tmp_path / ids[2]).is_file()  # the id is the path (Python's surrogate escapes kept)
+    assert printable_ids(ids)[2:] == ["b/\\xff-0.png", "b/\\xff-1.png"]
+    assert item_label(ids[3]) == "file 'b/\\\\xff-1.png'"
+    json.dumps(printable_ids(ids), ensure_ascii=False).encode("utf-8")  # any writer can encode what is shown
