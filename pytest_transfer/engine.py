@@ -109,17 +109,22 @@ class Evaluation:
     """Outputs of one pass: labels, logits, probabilities, predictions, features and layer taps.
 
     Arrays are numpy; ``logits`` and features are float32 as computed,
-    ``probs`` is float64 softmax of the logits.
+    ``probs`` is float64 softmax of the logits. ``indices`` are the rows'
+    positions in the dataset; ``sample_ids`` name them (per row: the file path
+    relative to the folder for folder datasets, e.g. ``cat/001.jpg``, else the
+    index; see :meth:`TargetDataset.sample_ids <pytest_transfer.datasets.TargetDataset.sample_ids>`).
     """
 
     def __init__(self, *, model: str, dataset: str, split: str, perturbation: str | None,
                  indices: np.ndarray, labels: np.ndarray, logits: np.ndarray,
-                 taps: dict[str, np.ndarray], feature_node: str, from_cache: bool = False) -> None:
+                 taps: dict[str, np.ndarray], feature_node: str, from_cache: bool = False,
+                 sample_ids: np.ndarray | None = None) -> None:
         self.model = model
         self.dataset = dataset
         self.split = split
         self.perturbation = perturbation
         self.indices = indices
+        self.sample_ids = indices if sample_ids is None else sample_ids
         self.labels = labels
         self.logits = logits
         self.taps = taps
@@ -785,7 +790,8 @@ class _Request:
 
     def arrays(self, chosen: Sequence[Perturbation | None], nodes: list[str]) -> list[tuple[dict[str, Any], bool]]:
         """``(arrays, from disk?)`` of each of ``chosen``: read from the disk cache, the rest in one pass."""
-        cache_dir = self.ctx.settings.cache_path() if self.cache else None
+        # a dataset whose items change between reads is never cached (TargetDataset.cacheable)
+        cache_dir = self.ctx.settings.cache_path() if self.cache and self.dataset.cacheable else None
         if cache_dir is None:
             return [(a, False) for a in self.compute(chosen, nodes)]
         from .cache import DiskCache
@@ -806,7 +812,7 @@ class _Request:
             model=self.model.name, dataset=self.dataset.name, split=self.split,
             perturbation=p.key if p else None, indices=indices, labels=self.dataset.labels[indices],
             logits=arrays["logits"], taps={n: arrays[f"tap:{n}"] for n in nodes},
-            feature_node=self.model.feature_node, from_cache=hit,
+            feature_node=self.model.feature_node, from_cache=hit, sample_ids=self.dataset.sample_ids(indices),
         )
 
 
@@ -820,16 +826,18 @@ def _evaluate_all(req: _Request, perturbations: Sequence[Perturbation | None], t
     with ctx.lock:
         out: list[Evaluation | None] = [None] * len(perturbations)
         bases = [memo_base(req.model, req.dataset, req.split, p, precision=req.precision) for p in perturbations]
+        memo = req.dataset.cacheable  # known once fingerprinted: items that change between reads are not memoised
         todo: dict[tuple[str, ...], list[int]] = {}  # the taps of a pass -> the perturbations it serves
         for i, base in enumerate(bases):
-            out[i], nodes = _memo_find(ctx, base, wanted)
+            out[i], nodes = _memo_find(ctx, base, wanted) if memo else (None, sorted(wanted))
             if out[i] is None:
                 todo.setdefault(tuple(nodes), []).append(i)
         for nodes, members in todo.items():
             found = req.arrays([perturbations[i] for i in members], list(nodes))
             for i, (arrays, hit) in zip(members, found, strict=True):
                 out[i] = ev = req.evaluation(perturbations[i], list(nodes), arrays, hit)
-                ctx.evaluations[(bases[i], nodes)] = ev
+                if memo:
+                    ctx.evaluations[(bases[i], nodes)] = ev
         return [ev for ev in out if ev is not None]
 
 

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .pixels import check_pixels
 from .source import ImageSource
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,6 +43,8 @@ class TargetDataset:
 
         self.name = name
         self.source: ImageSource | None = images if isinstance(images, ImageSource) else None
+        if self.source is not None and not self.source.name:
+            self.source.name = name  # named in its messages (a pixel out of range, a file that cannot be read)
         self._images = None if self.source is not None else as_image_tensor(images, name)
         self.skipped: list[str] = []
         raw = as_label_array(labels, name)
@@ -168,7 +171,8 @@ class TargetDataset:
         decoded; remembered per path, size and mtime) and its layout.
         """
         if self.source is not None:
-            guard: tuple[Any, ...] = (id(self.source), self.labels.tobytes(), tuple(self.classes))
+            guard: tuple[Any, ...] = (id(self.source), self.source.revision(), self.labels.tobytes(),
+                                      tuple(self.classes))
         else:
             images = self._images
             guard = (images.data_ptr(), images._version, tuple(images.shape), self.labels.tobytes(),
@@ -188,6 +192,24 @@ class TargetDataset:
             h.update("\x00".join(self.classes).encode())
             self._fingerprint = (guard, h.hexdigest())
         return self._fingerprint[1]
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether passes over this dataset may be memoised and cached: false for a source whose items changed
+        between two reads (a random augmentation; found while fingerprinting, with a warning)."""
+        self.fingerprint()
+        return getattr(self.source, "deterministic", True)
+
+    def sample_ids(self, indices: Any = None) -> np.ndarray:
+        """What names each sample of ``indices`` (default: all) in reports: the file path relative to the folder
+        (``cat/001.jpg``, object array of str) for folders and ``Dataset`` objects that list their files, else
+        the index (int64; for a torch ``Dataset``, the item's index in it)."""
+        import numpy as np
+
+        idx = np.arange(len(self), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+        if self.source is not None:
+            return self.source.sample_ids(idx)
+        return idx.copy()
 
     def split_fingerprint(self, split: str) -> str:
         return hashlib.blake2b(self.indices(split).tobytes(), digest_size=8).hexdigest()
@@ -272,12 +294,7 @@ def as_image_tensor(images: Any, name: str) -> torch.Tensor:
     if not x.dtype.is_floating_point:
         raise ValueError(f"dataset {name!r}: images must be float in [0, 1] or uint8, got dtype {x.dtype}")
     x = x.float()
-    if not torch.isfinite(x).all():
-        raise ValueError(f"dataset {name!r}: images contain NaN or Inf values")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        hint = " (looks like 0..255: divide by 255 or pass uint8)" if hi <= 255 and lo >= 0 else ""
-        raise ValueError(f"dataset {name!r}: float images must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]{hint}")
+    check_pixels(x, dataset=name)
     return x.contiguous()
 
 

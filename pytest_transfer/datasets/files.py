@@ -13,12 +13,13 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .decode import Layout, layout_for_modes, pil_to_tensor
 from .source import ImageSource
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -181,6 +182,10 @@ class FileSource(ImageSource):
     def content_fingerprint(self) -> str:
         return files_fingerprint(self.paths, root=self.root, mode=self.fingerprint_mode)
 
+    def sample_ids(self, indices: Any) -> np.ndarray:
+        """The files of ``indices``, relative to the folder, with ``/`` separators (``cat/001.jpg``)."""
+        return relative_ids([self.paths[int(i)] for i in indices], self.root)
+
     def describe(self) -> str:
         return f"{len(self.paths)} files under {self.root}"
 
@@ -215,6 +220,19 @@ def scan_files(paths: Sequence[str], *, skip_unreadable: bool, size: int | None,
 DEFAULT_SIZE = 224
 
 
+def relative_ids(paths: Sequence[str], root: str | None) -> np.ndarray:
+    """Sample ids of files: each path relative to ``root`` (when under it) with ``/`` separators, as a str array."""
+    import numpy as np
+
+    out = []
+    for p in paths:
+        rel = os.path.relpath(p, root) if root else p
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            rel = p  # not under the root: the path as given
+        out.append(Path(rel).as_posix())
+    return np.asarray(out, dtype=object)
+
+
 def describe_skipped(skipped: Sequence[str]) -> str:
     head = ", ".join(str(p) for p in skipped[:3])
     return f"{len(skipped)} unreadable file(s) skipped ({head}{', ...' if len(skipped) > 3 else ''})"
@@ -222,4 +240,4 @@ def describe_skipped(skipped: Sequence[str]) -> str:
 
 __all__ = ["DEFAULT_SIZE", "FINGERPRINT_MODES", "IMAGE_SUFFIXES", "FileSource", "UnreadableImage", "clear_file_memo",
            "describe_skipped", "file_digest", "files_fingerprint", "find_image_folder", "read_header",
-           "scan_files"]
+           "relative_ids", "scan_files"]

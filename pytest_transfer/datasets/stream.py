@@ -59,7 +59,7 @@ class _Items:
 
     def __getitem__(self, k: int) -> torch.Tensor | ValueError:
         try:
-            return self.source.load(int(self.indices[k]))
+            return self.source.load_checked(int(self.indices[k]))
         except ValueError as exc:  # a file that cannot be read: returned, raised in the main process
             return exc
 

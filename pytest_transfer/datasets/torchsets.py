@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import uuid
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .decode import GREY_MODES, HIGH_DEPTH_MODES, Layout, image_to_tensor
-from .files import DEFAULT_SIZE, files_fingerprint
+from .describe import describe, describe_class
+from .files import DEFAULT_SIZE, files_fingerprint, relative_ids
+from .pixels import item_label
 from .source import ImageSource
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -15,8 +20,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 PROBE_ITEMS = 16
+DIGEST_ITEMS = 16  # items digested (and read twice) when the files are hashed; every item is digested otherwise
 LABEL_ATTRIBUTES = ("targets", "_labels", "labels", "y")
 PATH_ATTRIBUTES = ("samples", "imgs", "_image_files")
+DATA_ATTRIBUTES = ("root", *PATH_ATTRIBUTES, *LABEL_ATTRIBUTES)
 
 
 def _int_labels(values: Any, n: int) -> np.ndarray | None:
@@ -72,7 +79,11 @@ def read_labels(ds: Any) -> np.ndarray:
 
 
 def file_paths(ds: Any) -> list[str] | None:
-    """The image files behind a torch ``Dataset``, one per item, when it lists them."""
+    """The image files behind a torch ``Dataset``, one per item, when it lists them (a ``Subset``: its items')."""
+    inner, idx = getattr(ds, "dataset", None), getattr(ds, "indices", None)
+    if inner is not None and idx is not None and len(idx) == len(ds):
+        paths = file_paths(inner)
+        return None if paths is None else [paths[int(j)] for j in idx]
     for attr in PATH_ATTRIBUTES:
         entries = getattr(ds, attr, None)
         if isinstance(entries, list) and len(entries) == len(ds) and entries:
@@ -82,6 +93,13 @@ def file_paths(ds: Any) -> list[str] | None:
             if isinstance(first, (str, bytes)) or hasattr(first, "__fspath__"):
                 return [str(e) for e in entries]
     return None
+
+
+def dataset_root(ds: Any) -> str | None:
+    """The folder a ``Dataset`` reads from (its ``root``; a ``Subset``: its dataset's), or ``None``."""
+    inner = getattr(ds, "dataset", None)
+    root = getattr(ds, "root", None) if inner is None else dataset_root(inner)
+    return str(root) if isinstance(root, str) or hasattr(root, "__fspath__") else None
 
 
 def _split_item(item: Any, i: int) -> tuple[Any, Any]:
@@ -135,22 +153,46 @@ def probe_layout(parts: Sequence[tuple[Any, np.ndarray]], *, size: int | None,
     return layout, ((size, size) if size is not None else next(iter(sizes)))
 
 
-def locate(parts: Sequence[tuple[Any, np.ndarray]], k: int) -> tuple[Any, int]:
-    """The dataset and item index of global index ``k`` over the concatenated parts."""
-    for ds, idx in parts:
+def part_of(parts: Sequence[tuple[Any, np.ndarray]], k: int) -> tuple[int, int]:
+    """The part number and item index (in that part's dataset) of global index ``k`` over the concatenated parts."""
+    for n, (_, idx) in enumerate(parts):
         if k < len(idx):
-            return ds, int(idx[k])
+            return n, int(idx[k])
         k -= len(idx)
     raise IndexError(k)
+
+
+def locate(parts: Sequence[tuple[Any, np.ndarray]], k: int) -> tuple[Any, int]:
+    """The dataset and item index of global index ``k`` over the concatenated parts."""
+    n, j = part_of(parts, k)
+    return parts[n][0], j
+
+
+class NondeterministicDatasetWarning(UserWarning):
+    """A dataset's items change from one read to the next (a random transform): its passes are not cached."""
+
+
+RANDOM_TRANSFORM = re.compile(r"\.(Random\w+|ColorJitter|RandAugment|AutoAugment|TrivialAugmentWide|AugMix|"
+                              r"ElasticTransform|GaussianNoise)@")
 
 
 class DatasetSource(ImageSource):
     """Items of one or more torch ``Dataset`` objects (each with the item indices kept), decoded on demand.
 
-    The fingerprint hashes the files the datasets list (``samples``, ``imgs``,
-    ``_image_files``), else the files under ``root`` when given (a torchvision
-    dataset's folder), else the decoded items themselves (one pass, once per
-    session).
+    The fingerprint (:meth:`content_fingerprint`) covers what the items are,
+    not only where they come from: a stable description of each dataset
+    (its class, transform, loader and other attributes, see
+    :func:`~pytest_transfer.datasets.describe.describe`), the files the
+    datasets list (``samples``, ``imgs``, ``_image_files``) or else the files
+    under ``root``, and a digest of decoded items: ``DIGEST_ITEMS`` items
+    spread evenly over the dataset when files were hashed, every item
+    otherwise (the data comes from nowhere else). Those spread items are read
+    twice: when a second read differs (a random augmentation), the source is
+    marked not ``deterministic``, a :class:`NondeterministicDatasetWarning`
+    names the item and the fix, and the fingerprint takes a random part, so
+    no cache entry is ever shared (the engine skips the memo and the disk
+    cache for it). The fingerprint is recomputed when the description changes
+    (``ds.transform = ...`` on the same object).
     """
 
     def __init__(self, parts: Sequence[tuple[Any, np.ndarray]], layout: Layout, image_size: tuple[int, int], *,
@@ -160,48 +202,126 @@ class DatasetSource(ImageSource):
         self.size_hw = image_size
         self.root = root
         self.name = name
-        self._digest: str | None = None
+        self._digest: tuple[str, str] | None = None  # (description, fingerprint)
+        self.unstable: Any = None  # the sample id of an item that read differently twice
+
+    @property
+    def deterministic(self) -> bool:
+        """False once two reads of one item differed (found while fingerprinting)."""
+        return self.unstable is None
 
     def __len__(self) -> int:
         return sum(len(idx) for _, idx in self.parts)
 
     def load(self, i: int) -> torch.Tensor:
         ds, j = locate(self.parts, i)
-        image = _split_item(ds[j], j)[0]
-        try:
-            t = image_to_tensor(image, self.layout)
-        except ValueError as exc:
-            raise ValueError(f"{self.name}: item {j}: {exc}") from None
+        t = image_to_tensor(_split_item(ds[j], j)[0], self.layout)
         if tuple(t.shape[1:]) != self.size_hw:
-            raise ValueError(f"{self.name}: item {j} is {t.shape[2]}×{t.shape[1]} but the items probed are "
+            raise ValueError(f"it is {t.shape[2]}×{t.shape[1]} but the items probed are "
                              f"{self.size_hw[1]}×{self.size_hw[0]}; pass size=N to resize them all")
         return t
 
-    def content_fingerprint(self) -> str:
-        if self._digest is None:
-            self._digest = self._compute_digest()
-        return self._digest
-
-    def _compute_digest(self) -> str:
+    def sample_ids(self, indices: Any) -> np.ndarray:
+        """The listed file of each item relative to the dataset's root (``ImageFolder``'s ``cat/1.jpg``); else
+        the item's index in the ``Dataset`` given (one part) or in this dataset (several parts)."""
         import numpy as np
 
-        h = hashlib.blake2b(digest_size=16)
+        listed = [file_paths(ds) for ds, _ in self.parts]
+        if all(p is not None for p in listed):
+            out = []
+            for i in indices:
+                part, j = part_of(self.parts, int(i))
+                root = self.root or dataset_root(self.parts[part][0])
+                out.append(relative_ids([listed[part][j]], root)[0])
+            return np.asarray(out, dtype=object)
+        if len(self.parts) == 1:
+            return np.asarray(self.parts[0][1], dtype=np.int64)[np.asarray(indices, dtype=np.int64)]
+        return super().sample_ids(indices)
+
+    def revision(self) -> str:
+        return "\n".join(describe_dataset(ds) for ds, _ in self.parts)
+
+    def content_fingerprint(self) -> str:
+        description = self.revision()
+        if self._digest is None or self._digest[0] != description:
+            self._digest = (description, self._compute_digest(description))
+        return self._digest[1]
+
+    def _compute_digest(self, description: str) -> str:
+        import numpy as np
+
+        h = hashlib.blake2b(description.encode(), digest_size=16)
         for ds, idx in self.parts:
             h.update(f"{type(ds).__module__}.{type(ds).__qualname__}|{len(ds)}|".encode())
             h.update(np.asarray(idx, dtype=np.int64).tobytes())
         listed = [file_paths(ds) for ds, _ in self.parts]
+        spread = np.unique(np.linspace(0, len(self) - 1, min(DIGEST_ITEMS, len(self))).round().astype(np.int64))
         if all(p is not None for p in listed):
-            for (_, idx), paths in zip(self.parts, listed, strict=True):
-                h.update(files_fingerprint([paths[int(j)] for j in idx]).encode())
+            for (ds, idx), paths in zip(self.parts, listed, strict=True):
+                root = self.root or dataset_root(ds)
+                h.update(files_fingerprint([paths[int(j)] for j in idx], root=root).encode())
+            positions = spread
         elif self.root is not None:
             h.update(files_fingerprint(_files_under(self.root), root=self.root).encode())
+            positions = spread
         else:
-            for i in range(len(self)):
-                h.update(self.load(i).numpy().tobytes())
+            positions = np.arange(len(self))
+        h.update(self._items_digest(positions, spread, description).encode())
         return h.hexdigest()
+
+    def _items_digest(self, positions: np.ndarray, twice: np.ndarray, description: str) -> str:
+        """A digest of the decoded items at ``positions``; the items at ``twice`` are read a second time and
+        compared (on one intra-op thread, so the bytes do not depend on the thread count)."""
+        import torch
+
+        h = hashlib.blake2b(digest_size=16)
+        first: dict[int, bytes] = {}
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            for k in positions:
+                data = self.load_checked(int(k)).numpy().tobytes()
+                h.update(data)
+                first[int(k)] = hashlib.blake2b(data, digest_size=16).digest()
+            for k in twice:
+                again = hashlib.blake2b(self.load_checked(int(k)).numpy().tobytes(), digest_size=16).digest()
+                if again != first[int(k)]:
+                    self._mark_unstable(int(k), description)
+                    h.update(uuid.uuid4().bytes)  # never the key of anything stored
+                    break
+        finally:
+            torch.set_num_threads(threads)
+        return h.hexdigest()
+
+    def _mark_unstable(self, k: int, description: str) -> None:
+        sid = self.sample_ids([k])[0]
+        self.unstable = sid.item() if hasattr(sid, "item") else sid
+        found = sorted({m.group(1) for m in RANDOM_TRANSFORM.finditer(description)})
+        held = f"; its transform holds {', '.join(found)}" if found else ""
+        warnings.warn(NondeterministicDatasetWarning(
+            f"dataset {self.name!r}: {item_label(self.unstable)} read twice gave different images: its items "
+            f"change from one read to the next (a random augmentation left in an evaluation dataset?){held}. Each "
+            "pass sees other images, so its results are not cached (neither in this session nor on disk) and "
+            "gates that compare passes compare unlike with unlike. Fix: give the evaluation dataset a "
+            "deterministic transform (Resize + CenterCrop instead of RandomResizedCrop; no Random*, ColorJitter "
+            "or *Augment transforms), or draw any randomness from a generator seeded by the item's index"
+        ), stacklevel=2)
 
     def describe(self) -> str:
         return f"{len(self)} items of {self.name}"
+
+
+def describe_dataset(ds: Any) -> str:
+    """What computes a ``Dataset``'s items (:func:`~pytest_transfer.datasets.describe.describe`), without the
+    attributes that hold its data (file lists, labels, root: hashed otherwise); a ``Subset`` by its indices and
+    the dataset it wraps."""
+    import numpy as np
+
+    inner, idx = getattr(ds, "dataset", None), getattr(ds, "indices", None)
+    if inner is not None and idx is not None:
+        keys = hashlib.blake2b(np.asarray(idx, dtype=np.int64).tobytes(), digest_size=12).hexdigest()
+        return f"{describe_class(type(ds))}[{keys}] of {describe_dataset(inner)}"
+    return describe(ds, skip=DATA_ATTRIBUTES)
 
 
 def _files_under(root: str) -> list[str]:
@@ -214,4 +334,5 @@ def _files_under(root: str) -> list[str]:
     return out
 
 
-__all__ = ["DatasetSource", "file_paths", "labels_without_images", "locate", "probe_layout", "read_labels"]
+__all__ = ["DIGEST_ITEMS", "DatasetSource", "NondeterministicDatasetWarning", "describe_dataset", "file_paths",
+           "labels_without_images", "locate", "part_of", "probe_layout", "read_labels"]

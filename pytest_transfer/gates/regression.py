@@ -274,9 +274,10 @@ class _Comparison:
     details: dict[str, Any]
 
 
-def _compare(ctx: Context, name: str, stored: Baseline, current: Baseline, y_true: np.ndarray, indices: np.ndarray,
+def _compare(ctx: Context, name: str, stored: Baseline, current: Baseline, y_true: np.ndarray, ids: np.ndarray,
              *, alpha: float, effect: Threshold, abs_tol: float | None, rel_tol: float | None, mode: str,
              shown: str) -> _Comparison:
+    from ..datasets.pixels import printable_ids
     from ..metrics.stats import bootstrap_ci, paired_difference_interval
 
     level = ctx.settings.confidence_level
@@ -310,10 +311,11 @@ def _compare(ctx: Context, name: str, stored: Baseline, current: Baseline, y_tru
     thr = Threshold(effect.value, f"{effect.source}, paired test at alpha={alpha} against the baseline {shown}")
     if name == "accuracy":
         test = paired_regression(stored.correct, current.correct, alpha=alpha, min_effect=effect.value)
-        lost_idx = indices[stored.correct & ~current.correct][:_LOST_SHOWN]
         observed = (test.lost + test.gained) / test.n
         details.update(lost=test.lost, gained=test.gained, p_value=test.p_value, alpha=alpha,
-                       min_effect=effect.value, lost_samples=lost_idx,
+                       min_effect=effect.value,
+                       lost_samples=printable_ids(ids[stored.correct & ~current.correct][:_LOST_SHOWN]),
+                       gained_samples=printable_ids(ids[~stored.correct & current.correct][:_LOST_SHOWN]),
                        detectable_drop=detectable_drop(test.n, discordant=observed, alpha=alpha,
                                                        min_effect=effect.value))
         rule = (f"{test.lost} sample(s) lost and {test.gained} gained of {test.n}; one-sided exact McNemar "
@@ -327,6 +329,10 @@ def _compare(ctx: Context, name: str, stored: Baseline, current: Baseline, y_tru
             f"needs it > 0 and a drop >= {effect.value})")
     return _Comparison(name, base_value, cur_value, drop, interval, thr, not regressed, rule, "paired-bootstrap",
                        details)
+
+
+def _id_kind(ids: Sequence[Any]) -> str:
+    return "files relative to the dataset's folder" if any(isinstance(i, str) for i in ids) else "dataset indices"
 
 
 def _record(ctx: Context, c: _Comparison, *, model: str, dataset: str, common: dict[str, Any],
@@ -444,7 +450,7 @@ class _Run:
             return None  # --transfer-update-baselines rewrites a damaged or foreign file
 
     def comparison(self, name: str, stored: Baseline) -> _Comparison:
-        return _compare(self.ctx, name, stored, self.current, self.pr.y_true, self.pr.evaluation.indices,
+        return _compare(self.ctx, name, stored, self.current, self.pr.y_true, self.pr.evaluation.sample_ids,
                         alpha=self.alpha, effect=self.effect, abs_tol=self.abs_tol.get(name),
                         rel_tol=self.rel_tol.get(name), mode=self.mode, shown=self.shown)
 
@@ -498,7 +504,8 @@ class _Run:
             raise AssertionError(
                 "\n".join(failures)
                 + f"\n  baseline: {self.shown} (method {self.method}, {self.split} split, n={self.current.n})"
-                + (f"\n  samples lost (dataset indices, first {_LOST_SHOWN}): {where}" if where else "")
+                + (f"\n  samples lost ({_id_kind(where)}, first {_LOST_SHOWN}): {', '.join(map(str, where))}"
+                   if where else "")
                 + "\n  next: if the change is intended, re-run with --transfer-update-baselines and commit the new "
                   "baseline; otherwise look at the lost samples and what changed in the model or its preprocess"
             )

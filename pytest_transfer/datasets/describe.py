@@ -1,0 +1,190 @@
+"""A stable description of what computes a torch ``Dataset``'s items: its transform, its loader, its code.
+
+:func:`describe` turns an object graph into text that is the same in every
+process for the same configuration and never holds a memory address: a
+torchvision ``Compose`` becomes its class and the parameters of each
+transform (``Resize`` size, interpolation, antialias; ``Normalize`` mean and
+std; ``RandomHorizontalFlip`` p ...), a function its qualified name and a
+digest of its bytecode, constants, defaults and closure (a lambda's body
+counts), a class outside torch / torchvision / Pillow / numpy the digest of
+its source (an edited ``__getitem__`` counts), a library class its name and
+the library's version. Small tensors and arrays are hashed by value; large
+ones (over ``LARGE_BYTES``) and long containers (over ``LONG``) are described
+by their shape and a spread sample: they hold data, which the fingerprint
+reads from the files or from decoded items instead.
+
+What it cannot see: state outside the object graph (a global variable, a file
+a function opens) and random draws. Those show in the decoded items, which
+:class:`~pytest_transfer.datasets.torchsets.DatasetSource` digests as well.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import inspect
+import types
+from typing import Any
+
+MAX_DEPTH = 12
+LONG = 256  # containers longer than this are described by their length and a spread sample of LONG_SAMPLE items
+LONG_SAMPLE = 16
+LARGE_BYTES = 1 << 20
+LIBRARIES = frozenset({"torch", "torchvision", "PIL", "numpy", "builtins", "collections", "functools", "typing"})
+_PLAIN = (bool, int, float, complex, str, bytes, type(None))
+_CLASSES: dict[type, str] = {}
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
+
+
+def describe_class(cls: type) -> str:
+    """``module.qualname`` plus the library's version (torch, torchvision, ...) or a digest of the class's source."""
+    if cls not in _CLASSES:
+        root = (cls.__module__ or "").split(".")[0]
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if root in LIBRARIES:
+            import sys
+
+            version = getattr(sys.modules.get(root), "__version__", "")
+            _CLASSES[cls] = f"{name}@{version}" if version else name
+        else:
+            try:
+                _CLASSES[cls] = f"{name}#{_digest(inspect.getsource(cls).encode())}"
+            except (OSError, TypeError):
+                _CLASSES[cls] = name
+    return _CLASSES[cls]
+
+
+def _code(code: types.CodeType, depth: int, seen: set[int]) -> str:
+    consts = [_code(c, depth + 1, seen) if isinstance(c, types.CodeType) else _describe(c, depth + 1, seen)
+              for c in code.co_consts]
+    return _digest(code.co_code + repr((consts, code.co_names, code.co_varnames)).encode())
+
+
+def _function(fn: Any, depth: int, seen: set[int]) -> str:
+    if isinstance(fn, types.MethodType):
+        return f"method {fn.__func__.__qualname__} of {_describe(fn.__self__, depth + 1, seen)}"
+    code = getattr(fn, "__code__", None)
+    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+    if code is None:  # a builtin
+        return name
+    cells = [c.cell_contents if c.cell_contents is not fn else "<self>" for c in (fn.__closure__ or ())
+             if _has_contents(c)]
+    extra = _describe((fn.__defaults__, fn.__kwdefaults__, cells), depth + 1, seen)
+    return f"{name}:{_code(code, depth, seen)}:{extra}"
+
+
+def _has_contents(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
+def _array(obj: Any) -> str:
+    import numpy as np
+
+    if hasattr(obj, "detach"):
+        t = obj.detach().cpu()
+        head = f"tensor {t.dtype} {tuple(t.shape)}"
+        if t.numel() * t.element_size() > LARGE_BYTES or t.is_quantized or t.is_sparse:
+            return head
+        a = t.contiguous().reshape(-1).numpy().view(np.uint8) if t.numel() else np.zeros(0)
+    else:
+        head = f"array {obj.dtype} {obj.shape}"
+        if obj.nbytes > LARGE_BYTES or obj.dtype == object:
+            return head
+        a = np.ascontiguousarray(obj)
+    return f"{head} {_digest(a.tobytes())}"
+
+
+def _container(obj: Any, depth: int, seen: set[int]) -> str:
+    if isinstance(obj, dict):
+        items = sorted(((_describe(k, depth + 1, seen), v) for k, v in obj.items()), key=lambda kv: kv[0])
+        if len(items) > LONG:
+            return f"dict[{len(items)}]"
+        return "{" + ", ".join(f"{k}: {_describe(v, depth + 1, seen)}" for k, v in items) + "}"
+    values = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else list(obj)
+    if len(values) > LONG:
+        step = len(values) / LONG_SAMPLE
+        picked = [values[int(k * step)] for k in range(LONG_SAMPLE)]
+        return f"{type(obj).__name__}[{len(values)}] " + "; ".join(_describe(v, depth + 1, seen) for v in picked)
+    return f"{type(obj).__name__}(" + ", ".join(_describe(v, depth + 1, seen) for v in values) + ")"
+
+
+def _attributes(obj: Any) -> dict[str, Any] | None:
+    attrs = getattr(obj, "__dict__", None)
+    slots = [s for c in type(obj).__mro__ for s in getattr(c, "__slots__", ()) if isinstance(s, str)]
+    if attrs is None and not slots:
+        return None
+    out = dict(attrs or {})
+    for s in slots:
+        if s not in out and hasattr(obj, s):
+            out[s] = getattr(obj, s)
+    # nn.Module bookkeeping (hook dicts, empty parameter slots) says nothing about what the object computes
+    return {k: v for k, v in out.items() if not (k.startswith("_") and (v is None or _empty(v)))}
+
+
+def _empty(value: Any) -> bool:
+    return isinstance(value, (dict, list, tuple, set, frozenset)) and not value
+
+
+def _describe(obj: Any, depth: int, seen: set[int]) -> str:
+    if isinstance(obj, _PLAIN):
+        return repr(obj)
+    if isinstance(obj, enum.Enum):
+        return f"{type(obj).__qualname__}.{obj.name}"
+    if isinstance(obj, type):
+        return describe_class(obj)
+    if depth > MAX_DEPTH:
+        return describe_class(type(obj))
+    if id(obj) in seen:
+        return "<cycle>"
+    seen.add(id(obj))
+    try:
+        return _describe_object(obj, depth, seen)
+    except Exception:  # an attribute that cannot be read (a meta tensor, a closed handle): its type stands for it
+        return f"{describe_class(type(obj))}(?)"
+    finally:
+        seen.discard(id(obj))
+
+
+def _describe_object(obj: Any, depth: int, seen: set[int]) -> str:
+    root = type(obj).__module__.split(".")[0]
+    if root in ("torch", "numpy") and (hasattr(obj, "detach") or hasattr(obj, "nbytes")) and hasattr(obj, "shape"):
+        return _array(obj)
+    if root == "torch" and type(obj).__name__ in ("dtype", "device", "Size"):
+        return str(obj)
+    if isinstance(obj, (list, tuple, dict, set, frozenset)):
+        return _container(obj, depth, seen)
+    if isinstance(obj, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
+        return _function(obj, depth, seen)
+    if isinstance(obj, functools.partial):
+        return f"partial({_describe((obj.func, obj.args, obj.keywords), depth + 1, seen)})"
+    if isinstance(obj, types.ModuleType):
+        return f"module {obj.__name__}"
+    if root == "PIL" and hasattr(obj, "tobytes"):
+        return f"PIL {obj.mode} {obj.size} {_digest(obj.tobytes())}"
+    attrs = _attributes(obj)
+    if attrs is None:
+        return describe_class(type(obj))
+    parts = ", ".join(f"{k}={_describe(v, depth + 1, seen)}" for k, v in sorted(attrs.items()))
+    return f"{describe_class(type(obj))}({parts})"
+
+
+def describe(obj: Any, *, skip: tuple[str, ...] = ()) -> str:
+    """A stable text description of ``obj`` (see the module docstring); ``skip`` leaves out attributes of
+    ``obj`` itself (e.g. the file lists and labels a fingerprint hashes otherwise)."""
+    seen = {id(obj)}
+    attrs = _attributes(obj)
+    if attrs is None or isinstance(obj, (list, tuple, dict, types.FunctionType)):
+        return _describe(obj, 0, set())
+    kept = sorted((k, v) for k, v in attrs.items() if k not in skip)
+    return f"{describe_class(type(obj))}(" + ", ".join(f"{k}={_describe(v, 1, seen)}" for k, v in kept) + ")"
+
+
+__all__ = ["describe", "describe_class"]
