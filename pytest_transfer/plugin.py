@@ -80,6 +80,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from .report.session import install
 
     config.stash[LIVE_KEY] = install(config, ctx, lambda item: [m.to_dict() for m in item.stash.get(ITEM_KEY, [])])
+    if settings.suggest_thresholds:
+        from .suggest import SuggestionWriter
+
+        collector = config.pluginmanager.get_plugin("transfer-session")
+        config.pluginmanager.register(SuggestionWriter(config, collector), "transfer-suggest")
 
 
 def _device_from_hook(config: pytest.Config) -> Any:
