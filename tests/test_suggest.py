@@ -106,6 +106,7 @@ def test_a_suggestion_run_writes_thresholds_that_pass_again_and_catch_a_zeroed_l
     assert table == {"linear_probe_accuracy": _floor3(acc["interval"][0]), "f1": _floor3(f1["interval"][0]),
                      "noise_max_drop": _ceil3(noise["interval"][1])}
     assert acc["threshold_source"].startswith("none yet") and 0.6 < acc["value"]
+    result.stdout.fnmatch_lines(["test_gates.py::test_accuracy *linear_probe_accuracy *none yet *PASS"])
     n = acc["details"]["n"]
     line = next(x for x in text.splitlines() if x.startswith("linear_probe_accuracy"))
     assert (f"measured {acc['value']:.4f}, 95% interval [{acc['interval'][0]:.4f}, {acc['interval'][1]:.4f}], "

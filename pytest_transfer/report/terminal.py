@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..context import Context, Measurement
+from ..suggest import PLACEHOLDER_SOURCE
 from ..thresholds import format_threshold, format_value
 
 HEADER = ["test", "model", "dataset", "metric", "value [interval]", "threshold", "result"]
@@ -101,6 +102,8 @@ def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
     for m, test in zip(measurements, short_tests([m.test for m in measurements]), strict=True):
         value = value_cell(m.value, m.interval, m.threshold)
         threshold = threshold_cell(m.comparison, m.threshold) if m.threshold is not None else "-"
+        if m.threshold_source == PLACEHOLDER_SOURCE:  # a --transfer-suggest-thresholds run without one yet
+            threshold = "none yet"
         result = "PASS" if m.passed else "FAIL"
         if m.comparison == "baseline":
             threshold, result = baseline_cells(m.passed, m.details or {})
