@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests._helpers import pytester_pyproject
+from tests._helpers import NOISY_CONFTEST, pytester_pyproject
 
 
 def _row(test, outcome, **extra):
@@ -52,37 +52,6 @@ def test_html_test_ids_wrap_at_separators_and_failing_rows_come_first():
     assert re.findall(r'<tr class="(\w+)">', table) == ["failed", "passed", "passed"]
     assert "break-all" not in CSS and "td.test{max-width:320px;overflow-wrap:break-word}" in CSS
 
-
-NOISY_CONFTEST = '''
-import os
-
-import numpy as np
-
-
-def make_net():
-    import torch
-    from torch import nn
-    torch.manual_seed(int(os.environ.get("TINY_SEED", "0")))
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                         nn.Linear(32, 3))
-
-
-def make_blobs():
-    rng = np.random.default_rng(0)
-    x = rng.random((120, 1, 8, 8), dtype=np.float32) * 0.6
-    y = np.repeat(np.arange(3), 40)
-    for i, c in enumerate(y):
-        x[i, 0, c * 2:c * 2 + 3, c * 2:c * 2 + 3] += 0.12
-    return np.clip(x, 0, 1), y
-
-
-def pytest_transfer_register_models(registry):
-    registry.register("tiny", make_net)
-
-
-def pytest_transfer_register_datasets(registry):
-    registry.register("blobs", make_blobs)
-'''
 
 BASELINE_TEST = '''
 import pytest

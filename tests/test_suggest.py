@@ -10,48 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-from tests._helpers import pytester_pyproject
+from tests._helpers import NOISY_CONFTEST, pytester_pyproject
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-CONFTEST = '''
-import os
-
-import numpy as np
-
-
-def make_net():
-    import torch
-    from torch import nn
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                        nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
-    if os.environ.get("ZERO_FIRST_LAYER"):  # the model degraded on purpose: one layer zeroed
-        with torch.no_grad():
-            net[0].weight.zero_()
-            net[0].bias.zero_()
-    return net
-
-
-def make_blobs():
-    rng = np.random.default_rng(0)
-    x = rng.random((240, 1, 8, 8), dtype=np.float32) * 0.6
-    y = np.repeat(np.arange(3), 80)
-    for i, c in enumerate(y):
-        x[i, 0, c * 2:c * 2 + 3, c * 2:c * 2 + 3] += 0.12
-    return np.clip(x, 0, 1), y
-
-
-def pytest_transfer_register_models(registry):
-    registry.register("tiny", make_net)
-
-
-def pytest_transfer_register_datasets(registry):
-    registry.register("blobs", make_blobs)
-'''
 
 TESTS = '''
 import pytest
@@ -61,26 +26,27 @@ pytestmark = pytest.mark.transfer(model="tiny", dataset="blobs")
 
 
 def test_accuracy(pretrained_model, target_dataset):
-    assert_transfer_accuracy_above(pretrained_model, target_dataset)
+    assert_transfer_accuracy_above(pretrained_model, target_dataset, method="knn")
 
 
 def test_f1(pretrained_model, target_dataset):
-    assert_f1_above(pretrained_model, target_dataset)
+    assert_f1_above(pretrained_model, target_dataset, method="knn")
 
 
 def test_noise(pretrained_model, target_dataset):
-    assert_robust_under_noise(pretrained_model, target_dataset, sigma=0.3)
+    assert_robust_under_noise(pretrained_model, target_dataset, sigma=0.3, method="knn")
 
 
 def test_argument(pretrained_model, target_dataset):
-    assert_transfer_accuracy_above(pretrained_model, target_dataset, 0.2, method="knn")
+    assert_transfer_accuracy_above(pretrained_model, target_dataset, 0.0, method="direct")
 '''
 
 
 @pytest.fixture
 def project(pytester, monkeypatch):
     monkeypatch.delenv("ZERO_FIRST_LAYER", raising=False)
-    pytester.makeconftest(CONFTEST)
+    monkeypatch.delenv("TINY_SEED", raising=False)
+    pytester.makeconftest(NOISY_CONFTEST)
     pytester.makefile(".toml", pyproject=pytester_pyproject())
     pytester.makepyfile(test_gates=TESTS)
     return pytester
@@ -97,18 +63,18 @@ def _ceil3(x: float) -> float:
 def test_a_suggestion_run_writes_thresholds_that_pass_again_and_catch_a_zeroed_layer(project, monkeypatch):
     result = project.runpytest("--transfer-suggest-thresholds=suggested.toml", "--transfer-report=first.json")
     result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["*not suggested for knn_accuracy of tiny on blobs*an argument*",
+    result.stdout.fnmatch_lines(["*not suggested for direct_accuracy of tiny on blobs*an argument*",
                                  "*suggested thresholds written to suggested.toml: 3 added, 0 replaced;*"])
     rows = {r["metric"]: r for r in json.loads((project.path / "first.json").read_text())["measurements"]}
     text = (project.path / "suggested.toml").read_text()
     table = tomllib.loads(text)["thresholds"]["tiny"]["blobs"]
-    acc, f1, noise = rows["linear_probe_accuracy"], rows["f1_macro"], rows["noise_max_drop"]
-    assert table == {"linear_probe_accuracy": _floor3(acc["interval"][0]), "f1": _floor3(f1["interval"][0]),
+    acc, f1, noise = rows["knn_accuracy"], rows["f1_macro"], rows["noise_max_drop"]
+    assert table == {"knn_accuracy": _floor3(acc["interval"][0]), "f1": _floor3(f1["interval"][0]),
                      "noise_max_drop": _ceil3(noise["interval"][1])}
     assert acc["threshold_source"].startswith("none yet") and 0.6 < acc["value"]
-    result.stdout.fnmatch_lines(["test_gates.py::test_accuracy *linear_probe_accuracy *none yet *PASS"])
+    result.stdout.fnmatch_lines(["test_gates.py::test_accuracy *knn_accuracy *none yet *PASS"])
     n = acc["details"]["n"]
-    line = next(x for x in text.splitlines() if x.startswith("linear_probe_accuracy"))
+    line = next(x for x in text.splitlines() if x.startswith("knn_accuracy"))
     assert (f"measured {acc['value']:.4f}, 95% interval [{acc['interval'][0]:.4f}, {acc['interval'][1]:.4f}], "
             f"n={n}; a drop of ") in line and "80% power (exact binomial, confidence mode none)" in line
     assert "a rise of" in next(x for x in text.splitlines() if x.startswith("noise_max_drop"))
@@ -119,35 +85,32 @@ def test_a_suggestion_run_writes_thresholds_that_pass_again_and_catch_a_zeroed_l
     again.assert_outcomes(passed=4)
     sources = {r["metric"]: r["threshold_source"] for r in json.loads((project.path / "second.json").read_text())[
         "measurements"]}
-    assert sources["linear_probe_accuracy"] == ('suggested.toml [thresholds."tiny"."blobs"] linear_probe_accuracy')
+    assert sources["knn_accuracy"] == ('suggested.toml [thresholds."tiny"."blobs"] knn_accuracy')
 
     # ... and fails the model with its first layer zeroed
     monkeypatch.setenv("ZERO_FIRST_LAYER", "1")
     broken = project.runpytest("--transfer-thresholds=suggested.toml", "-k", "accuracy or f1")
     broken.assert_outcomes(failed=2)
-    broken.stdout.fnmatch_lines(["*Transfer accuracy (linear_probe) of model 'tiny' on dataset 'blobs' is *, "
-                                 f"below the minimum {table['linear_probe_accuracy']}*"])
+    broken.stdout.fnmatch_lines(["*Transfer accuracy (knn) of model 'tiny' on dataset 'blobs' is *, "
+                                 f"below the minimum {table['knn_accuracy']}*"])
 
 
 def test_entries_the_file_has_are_kept_unless_overwrite_is_asked(project):
     project.makefile(".toml", pyproject=pytester_pyproject('suggest_thresholds = "conf/limits.toml"'))
     (project.path / "conf").mkdir()
-    mine = ('# our limits, reviewed by the team\n[thresholds."tiny"."blobs"]\nlinear_probe_accuracy = 0.5  # agreed\n'
+    mine = ('# our limits, reviewed by the team\n[thresholds."tiny"."blobs"]\nknn_accuracy = 0.5  # agreed\n'
             '\n[thresholds."other"."*"]\nf1 = 0.25\n')
     (project.path / "conf" / "limits.toml").write_text(mine)
-    result = project.runpytest("-k", "accuracy")
-    result.stdout.fnmatch_lines(["*suggested thresholds written to conf/limits.toml: 0 added, 0 replaced; 1 kept*"])
-    assert (project.path / "conf" / "limits.toml").read_text() == mine  # nothing else measured: the same bytes
-
-    project.runpytest("-k", "accuracy or f1").stdout.fnmatch_lines(["*: 1 added, 0 replaced; 1 kept*"])
+    project.runpytest("-k", "accuracy or f1").stdout.fnmatch_lines(
+        ["*suggested thresholds written to conf/limits.toml: 1 added, 0 replaced; 1 kept*"])
     text = (project.path / "conf" / "limits.toml").read_text()
     assert text.startswith(mine.split("\n\n")[0]) and '[thresholds."other"."*"]\nf1 = 0.25' in text
-    assert tomllib.loads(text)["thresholds"]["tiny"]["blobs"]["linear_probe_accuracy"] == 0.5
+    assert tomllib.loads(text)["thresholds"]["tiny"]["blobs"]["knn_accuracy"] == 0.5
 
     project.runpytest("-k", "accuracy", "--transfer-suggest-overwrite").stdout.fnmatch_lines(
         ["*: 0 added, 1 replaced*"])
     table = tomllib.loads((project.path / "conf" / "limits.toml").read_text())["thresholds"]
-    assert 0.5 < table["tiny"]["blobs"]["linear_probe_accuracy"] < 1 and table["other"]["*"] == {"f1": 0.25}
+    assert 0.5 < table["tiny"]["blobs"]["knn_accuracy"] < 1 and table["other"]["*"] == {"f1": 0.25}
 
 
 def test_an_unreadable_file_is_left_alone_and_the_run_says_so(project):
@@ -163,8 +126,8 @@ def test_an_unreadable_file_is_left_alone_and_the_run_says_so(project):
 def test_rounding_is_outwards_exact_and_inside_the_range():
     from pytest_transfer.suggest import round_outward
 
-    assert round_outward(0.9287, "linear_probe_accuracy", down=True) == 0.928
-    assert round_outward(0.928, "linear_probe_accuracy", down=True) == 0.928  # already on the grid
+    assert round_outward(0.9287, "knn_accuracy", down=True) == 0.928
+    assert round_outward(0.928, "knn_accuracy", down=True) == 0.928  # already on the grid
     assert round_outward(0.0311, "noise_max_drop", down=False) == 0.032
     assert round_outward(-0.0004, "noise_max_drop", down=True) == 0.0  # clipped to the key's range [0, 1]
     assert round_outward(123.456, "max_mce", down=False) == 123.5
