@@ -25,9 +25,9 @@ writes (or updates) a TOML file in the layout
   ``pyproject.toml``'s other sections) is left as it was (``tomlkit``); the
   file is written atomically after the result was read back and validated.
 
-Gates whose threshold is an argument (``threshold=0.9`` in the test) are not
-written: an argument beats the file. Gates with no config key (dataset shift,
-ranking margins) and baseline comparisons (their own update flow,
+Gates whose threshold is an argument (``threshold=0.9`` in the test) or comes
+from the ``pytest_transfer_threshold`` hook are not written: both beat the file.
+Gates with no config key (dataset shift, ranking margins) and baseline comparisons (their own update flow,
 ``--transfer-update-baselines``) are not either.
 """
 
@@ -205,8 +205,10 @@ def suggest(measurements: Iterable[Mapping[str, Any]], *, level: float) -> tuple
         if not key or m.get("comparison") not in (">=", "<="):
             continue  # no config key (shift, ranking margins) or a baseline comparison
         what = f"{key} of {m.get('model')} on {m.get('dataset')} ({m.get('test')})"
-        if str(m.get("threshold_source") or "").startswith("argument"):
-            skipped.append(f"{what}: its threshold is an argument, which beats any file")
+        source = str(m.get("threshold_source") or "")
+        if source.startswith(("argument", "pytest_transfer_threshold hook")):
+            origin = "an argument" if source.startswith("argument") else "the pytest_transfer_threshold hook"
+            skipped.append(f"{what}: its threshold comes from {origin}, which beats any file")
             continue
         if m.get("interval") is None or not all(math.isfinite(float(v)) for v in m["interval"]):
             skipped.append(f"{what}: the gate gave no interval")
@@ -347,8 +349,9 @@ class SuggestionWriter:
             return
         try:
             done = write_suggestions(path, found, overwrite=settings.suggest_overwrite, display=given)
-        except pytest.UsageError as exc:
-            self.lines.append(f"pytest-transfer: suggested thresholds NOT written: {exc}")
+        except (pytest.UsageError, OSError) as exc:
+            why = f"cannot write {given} ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
+            self.lines.append(f"pytest-transfer: suggested thresholds NOT written: {why}")
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
             return
         kept = (f"; {len(done.kept)} kept as they were (--transfer-suggest-overwrite replaces them)"

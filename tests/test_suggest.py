@@ -63,7 +63,8 @@ def _ceil3(x: float) -> float:
 def test_a_suggestion_run_writes_thresholds_that_pass_again_and_catch_a_zeroed_layer(project, monkeypatch):
     result = project.runpytest("--transfer-suggest-thresholds=suggested.toml", "--transfer-report=first.json")
     result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["*not suggested for direct_accuracy of tiny on blobs*an argument*",
+    result.stdout.fnmatch_lines(["*not suggested for direct_accuracy of tiny on blobs*comes from an argument, which "
+                                 "beats any file",
                                  "*suggested thresholds written to suggested.toml: 3 added, 0 replaced;*"])
     rows = {r["metric"]: r for r in json.loads((project.path / "first.json").read_text())["measurements"]}
     text = (project.path / "suggested.toml").read_text()
@@ -119,6 +120,33 @@ def test_an_unreadable_file_is_left_alone_and_the_run_says_so(project):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines(["*suggested thresholds NOT written: bad.toml: cannot read it*"])
     assert (project.path / "bad.toml").read_text() == "[thresholds\n"
+
+
+def _m(key, value, interval, *, source="none yet", comparison=">=", model="m", n=100):
+    return {"threshold_key": key, "value": value, "interval": interval, "threshold_source": source, "n": n,
+            "comparison": comparison, "model": model, "dataset": "d", "test": "t.py::t", "confidence": "none",
+            "details": {"n": n}}
+
+
+def test_which_measurements_become_suggestions():
+    from pytest_transfer.suggest import suggest
+
+    found, skipped = suggest([
+        _m("f1", 0.8, [0.7512, 0.85]), _m("f1", 0.82, [0.7433, 0.88]),  # a key twice: the more conservative
+        _m("noise_max_drop", 0.05, [0.01, 0.0912], comparison="<="),
+        _m("f1", 0.9, [0.8, 0.95], model="arg", source="argument threshold="),
+        _m("f1", 0.9, [0.8, 0.95], model="hook", source="pytest_transfer_threshold hook f1"),
+        _m("f1", 0.9, None, model="none"),
+        _m(None, 0.1, [0.0, 0.2], model="shift"),  # no config key: a shift gate or a ranking margin
+        {**_m("accuracy", 0.9, None, model="baseline"), "comparison": "baseline"},
+    ], level=0.95)
+    assert [(s.model, s.key, s.threshold, s.measurements) for s in found] == [
+        ("m", "f1", 0.743, 2), ("m", "noise_max_drop", 0.092, 1)]
+    assert found[0].value == 0.82 and found[0].how == "normal approximation"
+    assert [line.split(":")[0] for line in skipped] == ["f1 of arg on d (t.py", "f1 of hook on d (t.py",
+                                                        "f1 of none on d (t.py"]
+    assert "the pytest_transfer_threshold hook, which beats any file" in skipped[1]
+    assert skipped[2].endswith("the gate gave no interval")
 
 
 # --------------------------------------------------------------------------- the numbers in the comments
