@@ -356,8 +356,10 @@ class SuggestionWriter:
             return
         kept = (f"; {len(done.kept)} kept as they were (--transfer-suggest-overwrite replaces them)"
                 if done.kept else "")
+        use = ("every run reads them from there" if os.path.basename(path) == "pyproject.toml"
+               else f"gate with them: --transfer-thresholds={given}")
         self.lines.append(f"pytest-transfer: suggested thresholds written to {given}: {len(done.added)} added, "
-                          f"{len(done.replaced)} replaced{kept}; gate with them: --transfer-thresholds={given}")
+                          f"{len(done.replaced)} replaced{kept}; {use}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for line in self.lines:
