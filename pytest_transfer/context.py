@@ -43,6 +43,8 @@ class Measurement:
     """the torch device of the process that measured it (``None`` before any model ran)"""
     worker: str | None = None
     """the pytest-xdist worker id (``gw0``, ...) that measured it; ``None`` without xdist"""
+    threshold_key: str | None = None
+    """the config key the gate reads first (``linear_probe_accuracy``, ``f1``, ...); ``None`` for a gate without one"""
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)

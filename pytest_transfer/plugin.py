@@ -82,6 +82,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from .report.session import install
 
     config.stash[LIVE_KEY] = install(config, ctx, lambda item: [m.to_dict() for m in item.stash.get(ITEM_KEY, [])])
+    if settings.suggest_thresholds:
+        from .suggest import SuggestionWriter
+
+        collector = config.pluginmanager.get_plugin("transfer-session")
+        config.pluginmanager.register(SuggestionWriter(config, collector), "transfer-suggest")
 
 
 def _device_from_hook(config: pytest.Config) -> Any:
@@ -245,7 +250,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, N
 
 @pytest.fixture(scope="session")
 def transfer_device(pytestconfig: pytest.Config) -> Any:
-    """The ``torch.device`` the transfer gates run on (``--transfer-device``, default ``auto``).
+    """``transfer_device -> torch.device`` (session scope): the device the transfer gates run on
+    (``--transfer-device``, default ``auto``: a CUDA GPU (one per pytest-xdist worker), else MPS, else the CPU).
 
     Example::
 
@@ -271,7 +277,8 @@ def _requested_spec(request: pytest.FixtureRequest, key: str, fixture: str) -> t
 
 @pytest.fixture
 def pretrained_model(request: pytest.FixtureRequest) -> Any:
-    """The ``TransferModel`` named by ``@pytest.mark.transfer(model=...)`` (or indirect parametrisation).
+    """``pretrained_model -> TransferModel``: the model named by ``@pytest.mark.transfer(model=...,
+    model_kwargs={...})`` (a list of specs runs the test once per model), or by indirect parametrisation.
 
     Loaded once per session and spec. Example::
 
@@ -287,7 +294,15 @@ def pretrained_model(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture
 def target_dataset(request: pytest.FixtureRequest) -> Any:
-    """The ``TargetDataset`` named by ``@pytest.mark.transfer(dataset=...)`` (or indirect parametrisation)."""
+    """``target_dataset -> TargetDataset``: the dataset named by ``@pytest.mark.transfer(dataset=...,
+    dataset_kwargs={...})`` (a list of specs runs the test once per dataset), or by indirect parametrisation.
+
+    Loaded once per session and spec. Example::
+
+        @pytest.mark.transfer(model="torchvision:resnet18", dataset="imagefolder:data/xray")
+        def test_classes(target_dataset):
+            assert target_dataset.classes == ["normal", "pneumonia"]
+    """
     from .fixtures import dataset_for
 
     spec, kwargs = _requested_spec(request, "dataset", "target_dataset")
@@ -296,7 +311,10 @@ def target_dataset(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture
 def transfer_baseline(request: pytest.FixtureRequest) -> Any:
-    """:func:`~pytest_transfer.assert_no_regression` bound to this test's baseline folder.
+    """``transfer_baseline(model, dataset, *, metrics=('accuracy',), method='linear_probe', split='test',
+    min_effect=None, alpha=None, tolerance=None, relative_tolerance=None, confidence=None, path=None, k=20,
+    C=1.0) -> dict[str, Measurement]``: :func:`~pytest_transfer.assert_no_regression` against this test's
+    baseline; also ``.path(model, dataset)``, ``.load(model, dataset)``, ``.directory``, ``.update``.
 
     Baselines live in ``__transfer_baselines__/<test module>/`` next to the
     test file; ``--transfer-update-baselines`` rewrites them. Example::

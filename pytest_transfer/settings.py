@@ -165,6 +165,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("openmetrics", None, _parse_path,
            "write every gate's value in the OpenMetrics text format to PATH (GitLab's metrics report)",
            metavar="PATH"),
+    Option("suggest_thresholds", None, _parse_path,
+           "run the gates and write (or update) a thresholds TOML at PATH, each threshold at the conservative end "
+           "of its measured interval, for --transfer-thresholds to read", metavar="PATH"),
+    Option("suggest_overwrite", False, _parse_bool,
+           "with --transfer-suggest-thresholds: replace thresholds the file already has (kept otherwise)", flag=True),
 )
 OPTION_BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -189,6 +194,8 @@ class Settings:
     thresholds: str | None = None
     github_summary: str | None = None
     openmetrics: str | None = None
+    suggest_thresholds: str | None = None
+    suggest_overwrite: bool = False
     rootdir: str = "."
     pyproject: str | None = None
     threshold_table: Mapping[str, Any] = field(default_factory=dict)

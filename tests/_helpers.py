@@ -107,6 +107,45 @@ def pytest_transfer_register_datasets(registry):
 '''
 
 
+#: a pytester project's conftest: model "tiny" (a small conv net; $TINY_SEED picks its weights, $ZERO_FIRST_LAYER
+#: zeroes its first layer) and dataset "blobs" (240 noisy 8×8 images, 3 classes: accuracies well below 1)
+NOISY_CONFTEST = '''
+import os
+
+import numpy as np
+
+
+def make_net():
+    import torch
+    from torch import nn
+    torch.manual_seed(int(os.environ.get("TINY_SEED", "0")))
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                        nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+    if os.environ.get("ZERO_FIRST_LAYER"):  # the model degraded on purpose: one layer zeroed
+        with torch.no_grad():
+            net[0].weight.zero_()
+            net[0].bias.zero_()
+    return net
+
+
+def make_blobs():
+    rng = np.random.default_rng(0)
+    x = rng.random((240, 1, 8, 8), dtype=np.float32) * 0.6
+    y = np.repeat(np.arange(3), 80)
+    for i, c in enumerate(y):
+        x[i, 0, c * 2:c * 2 + 3, c * 2:c * 2 + 3] += 0.12
+    return np.clip(x, 0, 1), y
+
+
+def pytest_transfer_register_models(registry):
+    registry.register("tiny", make_net)
+
+
+def pytest_transfer_register_datasets(registry):
+    registry.register("blobs", make_blobs)
+'''
+
+
 def pytester_pyproject(settings: str = "", tables: str = "") -> str:
     """A pytester project's ``pyproject.toml``: pytest without its cache provider, pytest-transfer on the
     CPU without the disk cache plus ``settings`` (lines of ``[tool.pytest_transfer]``), then ``tables``."""

@@ -71,7 +71,8 @@ def test_github_summary_without_a_baseline_and_the_annotations(project, monkeypa
         assert cells[5] == f"{r['value']:.4f} [{lo:.4f}, {hi:.4f}]" and cells[7] == "argument threshold="
     assert "| result | test | model | dataset | metric | value [95% interval] | threshold | threshold from |" in text
     assert "No stored baseline was compared in this run" in text
-    assert "[JSON report](https://github.com/team/repo/actions/runs/42#artifacts) (`report.json`)" in text
+    assert ("[JSON report](https://github.com/team/repo/actions/runs/42#artifacts) (`report.json` in the run's "
+            "artifacts)") in text
     # one annotation per failing gate, at the failing line of a failed test, a warning where the test passed
     folder = project.path.name
     source = (project.path / "test_models.py").read_text().splitlines()

@@ -73,6 +73,10 @@ def find_threshold(ctx: Context, value: float | None, argument: str, model: str,
     try:
         found = ctx.thresholds.require(model, dataset, tuple(keys), argument=argument)
     except LookupError as exc:
+        if ctx.settings.suggest_thresholds and keys:  # a suggestion run measures gates that have no threshold yet
+            from ..suggest import placeholder
+
+            return placeholder(keys[0])
         raise LookupError(str(exc)) from None
     return check_threshold(found, argument=argument, keys=keys)
 
@@ -111,8 +115,11 @@ def failure_message(*, label: str, value: float, interval: tuple[float, float] |
 
 def finish_gate(ctx: Context, *, gate: str, metric: str, label: str, value: float,
                 interval: tuple[float, float] | None, threshold: Threshold, higher_is_better: bool, mode: str,
-                model: str, dataset: str, details: dict[str, Any], hint: str) -> Measurement:
-    """Decide, record the measurement in ``ctx``, and return it or raise ``AssertionError``."""
+                model: str, dataset: str, details: dict[str, Any], hint: str, threshold_key: str | None = None
+                ) -> Measurement:
+    """Decide, record the measurement in ``ctx``, and return it or raise ``AssertionError``.
+
+    ``threshold_key``: the config key the gate reads first (what ``--transfer-suggest-thresholds`` writes)."""
     __tracebackhide__ = True
     passed = decide(value, interval, threshold.value, higher_is_better=higher_is_better, mode=mode)
     m = ctx.record(Measurement(
@@ -120,6 +127,7 @@ def finish_gate(ctx: Context, *, gate: str, metric: str, label: str, value: floa
         interval=(float(interval[0]), float(interval[1])) if interval is not None else None,
         threshold=threshold.value, threshold_source=threshold.source,
         comparison=">=" if higher_is_better else "<=", passed=passed, confidence=mode, details=plain(details),
+        threshold_key=threshold_key,
     ))
     if passed:
         return m
@@ -159,13 +167,21 @@ class Gate:
     dataset: TargetDataset
     threshold: Threshold
     mode: str
+    keys: tuple[str, ...] = ()
+    """the config keys the gate looks its threshold up under, most specific first"""
+
+    @property
+    def wants_interval(self) -> bool:
+        """Whether to compute an interval that costs extra work: a confidence mode other than ``none``, or a
+        ``--transfer-suggest-thresholds`` run (a suggestion sits at the interval's conservative end)."""
+        return self.mode != "none" or bool(self.ctx.settings.suggest_thresholds)
 
     def accuracy_interval(self, correct_count: int, n: int) -> tuple[float, float]:
         return accuracy_interval(correct_count, n, self.ctx)
 
     def bootstrap_interval(self, statistic: Callable[..., float], *arrays: Any) -> tuple[float, float] | None:
-        """The bootstrap interval, or ``None`` when the confidence mode is ``none`` (no resampling then)."""
-        return None if self.mode == "none" else bootstrap_interval(self.ctx, statistic, *arrays)
+        """The bootstrap interval, or ``None`` when no interval is wanted (:attr:`wants_interval`)."""
+        return bootstrap_interval(self.ctx, statistic, *arrays) if self.wants_interval else None
 
     def finish(self, *, gate: str, metric: str, label: str, value: float, interval: tuple[float, float] | None,
                higher_is_better: bool, details: dict[str, Any], hint: str, dataset: str | None = None
@@ -174,7 +190,8 @@ class Gate:
         __tracebackhide__ = True
         return finish_gate(self.ctx, gate=gate, metric=metric, label=label, value=value, interval=interval,
                            threshold=self.threshold, higher_is_better=higher_is_better, mode=self.mode,
-                           model=self.model.name, dataset=dataset or self.dataset.name, details=details, hint=hint)
+                           model=self.model.name, dataset=dataset or self.dataset.name, details=details, hint=hint,
+                           threshold_key=self.keys[0] if self.keys else None)
 
 
 def open_gate(model: Any, dataset: Any, *, threshold: float | None, argument: str, keys: Sequence[str],
@@ -186,7 +203,7 @@ def open_gate(model: Any, dataset: Any, *, threshold: float | None, argument: st
     ctx = ctx or current_context()
     model, dataset = resolve_pair(model, dataset)
     thr = find_threshold(ctx, threshold, argument, model.name, dataset.name, keys)
-    return Gate(ctx, model, dataset, thr, confidence_mode(confidence, ctx))
+    return Gate(ctx, model, dataset, thr, confidence_mode(confidence, ctx), tuple(keys))
 
 
 __all__ = [

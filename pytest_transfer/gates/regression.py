@@ -457,20 +457,18 @@ class _Run:
     def write(self, stored: Baseline | None) -> dict[str, Measurement]:
         """Create (and fail, unless updating) or update the baseline file."""
         __tracebackhide__ = True
-        self.common["baseline_action"] = write_baseline(self.file, self.current)
+        action = self.common["baseline_action"] = write_baseline(self.file, self.current)
         results = {}
         for name in self.names:
-            if stored is not None:  # an update: recorded as a comparison, for the report, and passed
-                c = self.comparison(name, stored)
-                c.details["would_have_failed"] = not c.passed
-                results[name] = _record(self.ctx, c, model=self.model.name, dataset=self.dataset.name,
-                                        common=self.common, passed=True)
-                continue
             value = float(self.current.metrics[name])
+            details = {**self.common, "current_value": value}
+            if stored is not None:  # an update: what it replaced, and whether a comparison would have failed
+                c = self.comparison(name, stored)
+                details.update(previous_value=c.baseline_value, would_have_failed=not c.passed)
+            source = f"new baseline {self.shown}" if stored is None else f"baseline {self.shown} ({action})"
             results[name] = self.ctx.record(Measurement(
                 gate="regression", metric=name, value=value, model=self.model.name, dataset=self.dataset.name,
-                threshold_source=f"new baseline {self.shown}", comparison="baseline", passed=self.update,
-                details=plain({**self.common, "current_value": value}),
+                threshold_source=source, comparison="baseline", passed=self.update, details=plain(details),
             ))
         if self.update:
             return results

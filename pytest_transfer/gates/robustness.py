@@ -255,7 +255,7 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
                              seed=seed, k=k, C=C, ctx=ctx, table=res.table)
     result = res.mce(ref, relative=relative)
     interval = None
-    if g.mode != "none":
+    if g.wants_interval:
         mine = np.column_stack([res.clean_correct, res.cell_matrix()]).astype(np.float64)
         fixed = None if isinstance(ref, SweepResult) else reference_errors(ref, names, levels)
 

@@ -166,7 +166,7 @@ def assert_transferability_above(model: Any, dataset: Any, threshold: float | No
     inp = estimator_input(model, dataset, metric, split=split, standardize=standardize, context=ctx)
     value = estimate(fn, inp.values, inp.labels, kw, ctx=ctx)
     interval = None
-    if g.mode != "none":
+    if g.wants_interval:
         interval = _interval(lambda v, y: fn(v, y, **kw), value, inp.values, labels=inp.labels, ctx=ctx,
                              n_resamples=n_resamples, bounds=fn.bounds)
     return g.finish(

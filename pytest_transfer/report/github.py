@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from ..thresholds import format_threshold
 from .terminal import counterpart, short_tests, threshold_cell, value_cell
@@ -112,8 +113,13 @@ def baseline_section(rows: Sequence[Mapping[str, Any]], *, level: int) -> list[s
         out.append("")
     for r in written:
         d = r.get("details") or {}
-        out.append(f"- new baseline {_code(d.get('baseline', '–'))}: {_cell(r.get('metric'))} "
-                   f"{_num(r.get('value'))} ({_cell(r.get('model'))} on {_cell(r.get('dataset'))})")
+        what, value = f"new baseline {_code(d.get('baseline', '–'))}", _num(r.get("value"))
+        if d.get("baseline_action") == "updated" and d.get("previous_value") is not None:
+            what, value = f"baseline {_code(d.get('baseline'))} rewritten", f"{_num(d['previous_value'])} → {value}"
+        elif d.get("baseline_action") == "unchanged":
+            what = f"baseline {_code(d.get('baseline'))} already current"
+        out.append(f"- {what}: {_cell(r.get('metric'))} {value} ({_cell(r.get('model'))} on "
+                   f"{_cell(r.get('dataset'))})")
     return [*out, ""] if written else out
 
 
@@ -124,14 +130,42 @@ def _run_url(environ: Mapping[str, str]) -> str | None:
     return f"{parts[0]}/{parts[1]}/actions/runs/{parts[2]}"
 
 
+def _relative_link(path: str, environ: Mapping[str, str]) -> str:
+    """``path`` relative to ``$GITHUB_WORKSPACE`` (else the working directory), ``/``-separated and
+    percent-encoded: a Markdown link target that resolves next to the workspace's files."""
+    base = environ.get("GITHUB_WORKSPACE") or os.getcwd()
+    try:
+        rel = os.path.relpath(os.path.abspath(path), base)
+    except ValueError:  # another drive on Windows
+        rel = os.path.basename(path)
+    return quote(rel.replace(os.sep, "/"))
+
+
 def links(written: Sequence[tuple[str, str]], environ: Mapping[str, str]) -> list[str]:
-    """One line linking the reports written (to the run's artifacts on GitHub, else by path)."""
+    """One line linking the reports written: on GitHub to the run's artifacts (the file name said, as
+    uploaded), else to each file by its path relative to the workspace. Never an absolute runner path."""
     if not written:
         return []
     url = _run_url(environ)
-    shown = [f"[{what}]({url}#artifacts) ({_code(os.path.basename(path))})" if url else f"{what}: {_code(path)}"
-             for what, path in written]
+    if url:
+        shown = [f"[{_cell(what)}]({url}#artifacts) (`{_cell(os.path.basename(path))}` in the run's artifacts)"
+                 for what, path in written]
+    else:
+        shown = [f"[{_cell(what)}]({_relative_link(path, environ)})" for what, path in written]
     return ["Reports: " + " · ".join(shown), ""]
+
+
+def shards_line(report: Mapping[str, Any]) -> list[str]:
+    """For a report combined from CI shards (``python -m pytest_transfer combine``): what each shard gave."""
+    shards = report.get("shards") or []
+    if not shards:
+        return []
+    parts = []
+    for s in shards:
+        name = str(s.get("report"))
+        name = os.path.basename(name) if os.path.isabs(name) else name  # no runner path
+        parts.append(f"{_code(name)} {s.get('measurements', 0)} gate(s), {s.get('failed', 0)} failed")
+    return [f"Combined from {len(shards)} shard report(s): " + "; ".join(parts), ""]
 
 
 def render_summary(report: Mapping[str, Any], *, written: Sequence[tuple[str, str]] = (),
@@ -146,7 +180,7 @@ def render_summary(report: Mapping[str, Any], *, written: Sequence[tuple[str, st
     head = f"## pytest-transfer: {len(rows)} gate(s), " + (f"{failed} failed ❌" if failed else "all passed ✅")
     env = report.get("environment", {})
     devices = ", ".join(env.get("devices") or []) or "none"
-    out = [head, ""]
+    out = [head, "", *shards_line(report)]
     if gates:
         out += [*gate_table(gates, level=level), ""]
     out += baseline_section(rows, level=level)

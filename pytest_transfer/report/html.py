@@ -56,7 +56,7 @@ from typing import Any
 
 from ..baselines import write_text_file
 from ..estimators import label as metric_label
-from .terminal import counterpart, interval_cell, short_tests, threshold_cell, value_cell
+from .terminal import baseline_cells, counterpart, interval_cell, short_tests, threshold_cell, value_cell
 
 PLOTS_HINT = 'pip install "pytest-transfer[plots]"'
 _MAX_LEGEND = 16
@@ -76,8 +76,9 @@ th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:to
 th{background:#f6f8fa;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.src{color:#57606a;font-size:12px;max-width:360px;word-break:break-word}
-td.test{max-width:320px;word-break:break-all}
+td.test{max-width:320px;overflow-wrap:break-word}
 tr.failed td{background:#ffebe9} .PASS{color:#1a7f37;font-weight:600} .FAIL{color:#cf222e;font-weight:600}
+.WROTE,.SAME{color:#0969da;font-weight:600}
 .note{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px;font-size:14px}
 figure{display:inline-block;margin:8px 16px 16px 0;vertical-align:top}
 figure img{max-width:100%;border:1px solid #d0d7de;border-radius:4px}
@@ -400,20 +401,34 @@ def figure_images(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
 
 # --------------------------------------------------------------------------- page
 
+def wrapped_test_id(test: str) -> str:
+    """A test id as HTML that a narrow cell wraps after ``/`` and ``::`` (``<wbr>``), not mid-word.
+
+    >>> wrapped_test_id("tests/unit/test_a.py::test_b[<x>]")
+    'tests/<wbr>unit/<wbr>test_a.py::<wbr>test_b[&lt;x&gt;]'
+    """
+    return _e(test).replace("/", "/<wbr>").replace("::", "::<wbr>")
+
+
 def measurement_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """An HTML ``<table>`` of report rows (as :func:`pytest_transfer.report.json.entry` makes them)."""
+    """An HTML ``<table>`` of report rows (as :func:`pytest_transfer.report.json.entry` makes them): the failing
+    rows first, then the others, each group in the report's order."""
     head = ("test", "model", "dataset", "metric", "value", "interval", "threshold", "threshold from", "confidence",
             "result", "time (s)")
     out = ["<table><thead><tr>", *[f"<th>{h}</th>" for h in head], "</tr></thead><tbody>"]
+    rows = sorted(rows, key=lambda r: r.get("outcome") == "passed")  # stable: failing rows first
     for r, test in zip(rows, short_tests([r.get("test") for r in rows]), strict=True):
         result = "PASS" if r.get("outcome") == "passed" else "FAIL"
         interval = r.get("interval")
         shown_interval = interval_cell(interval, r.get("threshold"))
         threshold = _e(threshold_cell(r.get("comparison"), r.get("threshold")))
+        if r.get("comparison") == "baseline":  # a baseline written: what it replaced, not a comparison
+            cells = baseline_cells(result == "PASS", r.get("details") or {})
+            threshold, result = _e(cells[0]), cells[1]
         model, dataset = counterpart(r.get("gate"), str(r.get("model")), str(r.get("dataset")), r.get("details") or {})
         out.append(
             f'<tr class="{"failed" if result == "FAIL" else "passed"}">'
-            f'<td class="test" title="{_e(r.get("test"))}">{_e(test)}</td>'
+            f'<td class="test" title="{_e(r.get("test"))}">{wrapped_test_id(test)}</td>'
             f"<td>{_e(model)}</td><td>{_e(dataset)}</td><td>{_e(r.get('metric'))}</td>"
             f'<td class="num">{_e(value_cell(r.get("value"), None, r.get("threshold")))}</td>'
             f'<td class="num">{shown_interval}</td>'

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..context import Context, Measurement
+from ..suggest import PLACEHOLDER_SOURCE
 from ..thresholds import format_threshold, format_value
 
 HEADER = ["test", "model", "dataset", "metric", "value [interval]", "threshold", "result"]
@@ -40,6 +41,22 @@ def interval_cell(interval: Sequence[float] | None, threshold: float | None = No
 def threshold_cell(comparison: str | None, threshold: float | None) -> str:
     """``">= 0.99999"``: the threshold as configured (:func:`~pytest_transfer.thresholds.format_threshold`)."""
     return "–" if threshold is None else f"{comparison} {format_threshold(threshold)}"
+
+
+def baseline_cells(passed: bool, details: Mapping[str, Any]) -> tuple[str, str]:
+    """``(threshold cell, result cell)`` of a row that wrote a baseline (``comparison == "baseline"``): what the
+    write did and what it replaced, instead of a comparison that no longer gates anything.
+
+    >>> baseline_cells(True, {"baseline_action": "updated", "previous_value": 0.9533})
+    ('replaced 0.9533', 'WROTE')
+    """
+    action = details.get("baseline_action")
+    previous = details.get("previous_value")
+    if action == "unchanged":
+        return "baseline already current", "SAME"
+    if action == "updated" and isinstance(previous, (int, float)):
+        return f"replaced {format_value(previous)}", "WROTE"
+    return "new baseline", "WROTE" if passed else "FAIL"
 
 
 def short_tests(tests: Sequence[str | None]) -> list[str]:
@@ -84,12 +101,14 @@ def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
     out = []
     for m, test in zip(measurements, short_tests([m.test for m in measurements]), strict=True):
         value = value_cell(m.value, m.interval, m.threshold)
-        if m.threshold is not None:
-            threshold = threshold_cell(m.comparison, m.threshold)
-        else:
-            threshold = "new baseline" if m.comparison == "baseline" else "-"
+        threshold = threshold_cell(m.comparison, m.threshold) if m.threshold is not None else "-"
+        if m.threshold_source == PLACEHOLDER_SOURCE:  # a --transfer-suggest-thresholds run without one yet
+            threshold = "none yet"
+        result = "PASS" if m.passed else "FAIL"
+        if m.comparison == "baseline":
+            threshold, result = baseline_cells(m.passed, m.details or {})
         model, dataset = counterpart(m.gate, m.model, m.dataset, m.details or {})
-        out.append([test, model, dataset, m.metric, value, threshold, "PASS" if m.passed else "FAIL"])
+        out.append([test, model, dataset, m.metric, value, threshold, result])
     return out
 
 

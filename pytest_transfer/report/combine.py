@@ -1,0 +1,140 @@
+"""``python -m pytest_transfer combine REPORT.json...``: the JSON reports of CI shards as one gate table.
+
+Each shard of a CI matrix (pytest-split, ``-k`` halves, one job per folder)
+writes its own ``--transfer-report``. :func:`combine_reports` merges them into
+one report document of the same schema (:mod:`pytest_transfer.report.json`):
+the rows of each shard in its collection order, the shards in the order
+given, the summary counted again over all rows, the shards listed under
+``"shards"``. The existing writers then render it: the GitHub job summary,
+the HTML page and the OpenMetrics text.
+
+A report that is not JSON, not a pytest-transfer report, of another schema
+version, or whose rows lack a field is a :class:`ReportError` naming the file
+(and the row). Reports that do not belong together are refused too: other
+confidence settings, seed or test fraction (their numbers would not be
+comparable), or a test that appears in two shards (the shards overlap, and
+one verdict would count it twice).
+
+Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..baselines import count_actions
+from .json import SCHEMA, VERSION
+
+#: settings every shard must share: the gates' numbers are only comparable under the same ones
+MATCHED_SETTINGS = ("confidence", "confidence_level", "seed", "test_fraction", "update_baselines")
+ROW_KEYS = ("test", "model", "dataset", "gate", "metric", "value", "outcome")
+
+
+class ReportError(ValueError):
+    """A report cannot be combined: malformed, of another schema, or not from the same kind of run."""
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check one ``--transfer-report`` file; a :class:`ReportError` names the file and the problem."""
+    shown = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except OSError as exc:
+        raise ReportError(f"{shown}: cannot read it ({exc.strerror or exc}); pass the file a shard's "
+                          f"--transfer-report wrote") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{shown}: not a JSON document ({exc}); pass the file a shard's --transfer-report "
+                          f"wrote") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ReportError(f"{shown}: not a pytest-transfer report (no \"schema\": \"{SCHEMA}\"); pass the file a "
+                          f"shard's --transfer-report wrote")
+    if doc.get("version") != VERSION:
+        raise ReportError(f"{shown}: report version {doc.get('version')!r}, this pytest-transfer reads version "
+                          f"{VERSION}; combine reports written by the same pytest-transfer")
+    rows = doc.get("measurements")
+    if not isinstance(rows, list):
+        raise ReportError(f"{shown}: \"measurements\" is missing or not a list")
+    for i, row in enumerate(rows):
+        missing = [k for k in ROW_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ReportError(f"{shown}: measurement {i} lacks {', '.join(missing)}; the file is damaged or was "
+                              f"edited: write it again with --transfer-report")
+        if row["outcome"] not in ("passed", "failed"):
+            raise ReportError(f"{shown}: measurement {i} has outcome {row['outcome']!r}; expected passed or failed")
+    if not isinstance(doc.get("settings", {}), dict):
+        raise ReportError(f"{shown}: \"settings\" is not an object")
+    return doc
+
+
+def _check_together(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    first_path, first = reports[0]
+    for path, doc in reports[1:]:
+        for key in MATCHED_SETTINGS:
+            a, b = first.get("settings", {}).get(key), doc.get("settings", {}).get(key)
+            if a is not None and b is not None and a != b:
+                option = "--transfer-" + key.replace("_", "-")
+                raise ReportError(f"{path}: {key} = {b!r}, but {first_path} has {a!r}; the shards of one run must "
+                                  f"share their settings (run every shard with the same {option})")
+    seen: dict[str, str] = {}
+    for path, doc in reports:
+        for test in dict.fromkeys(str(r["test"]) for r in doc["measurements"]):
+            if test in seen:
+                raise ReportError(f"{path}: test {test} is also in {seen[test]}; the shards overlap (or one report "
+                                  f"was passed twice): give each test to one shard")
+            seen[test] = path
+
+
+def combine_reports(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """One report document from ``(path, document)`` pairs (each as :func:`load_report` returns it)."""
+    if not reports:
+        raise ReportError("no report given; pass the JSON reports of the shards")
+    _check_together(reports)
+    rows = [dict(r) for _, doc in reports for r in doc["measurements"]]
+    failed = sum(1 for r in rows if r["outcome"] == "failed")
+    envs = [doc.get("environment") or {} for _, doc in reports]
+    environment = {**envs[0],
+                   "devices": sorted({str(d) for e in envs for d in e.get("devices") or []}),
+                   "workers": sorted({str(w) for e in envs for w in e.get("workers") or []})}
+    durations = [doc.get("duration_s") for _, doc in reports if isinstance(doc.get("duration_s"), (int, float))]
+    return {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": max(durations) if durations else None,  # the shards ran side by side: the slowest one
+        "environment": environment,
+        "settings": dict(reports[0][1].get("settings") or {}),
+        "summary": {
+            "measurements": len(rows),
+            "passed": len(rows) - failed,
+            "failed": failed,
+            "tests": len({r["test"] for r in rows}),
+            "baselines": count_actions(rows),
+        },
+        "shards": [{"report": path, "created": doc.get("created"), "measurements": len(doc["measurements"]),
+                    "failed": sum(1 for r in doc["measurements"] if r["outcome"] == "failed")}
+                   for path, doc in reports],
+        "measurements": rows,
+    }
+
+
+def as_measurements(report: Mapping[str, Any]) -> list[Any]:
+    """The report's rows as :class:`~pytest_transfer.context.Measurement` objects (for the terminal table)."""
+    from ..context import Measurement
+
+    out = []
+    for r in report["measurements"]:
+        interval = r.get("interval")
+        out.append(Measurement(
+            gate=str(r["gate"]), metric=str(r["metric"]), value=r["value"], model=str(r["model"]),
+            dataset=str(r["dataset"]), interval=tuple(interval) if interval else None, threshold=r.get("threshold"),
+            threshold_source=r.get("threshold_source"), comparison=str(r.get("comparison") or ">="),
+            passed=r["outcome"] == "passed", test=r.get("test"), confidence=str(r.get("confidence") or "none"),
+            details=dict(r.get("details") or {}), duration=r.get("duration_s"), device=r.get("device"),
+            worker=r.get("worker"),
+        ))
+    return out
