@@ -54,9 +54,12 @@ def _head_path(module: Any) -> tuple[Any, str]:
     from .models import find_head
 
     found = find_head(module)
-    if found is None or not hasattr(found[1], "in_features"):
-        raise ValueError("finetune needs a final nn.Linear head to replace (this model's head is "
-                         f"{type(found[1]).__name__ if found else 'not found'}); use method='linear_probe'")
+    if found is None:
+        raise ValueError("method='finetune' needs a classification head to replace, and this model has none (a "
+                         "headless backbone: its output is read as features); use method='linear_probe' or 'knn'")
+    if not hasattr(found[1], "in_features"):
+        raise ValueError("method='finetune' needs a final nn.Linear head to replace (this model's head is "
+                         f"{type(found[1]).__name__}); use method='linear_probe'")
     name = found[0]
     parent_name, _, attr = name.rpartition(".")
     parent = module.get_submodule(parent_name) if parent_name else module
@@ -103,11 +106,12 @@ def _fresh_module(model: TransferModel, n_classes: int, gen: Any) -> Any:
 
     module = copy.deepcopy(model.module).eval()
     parent, attr = _head_path(module)
-    new_head = torch.nn.Linear(getattr(parent, attr).in_features, n_classes)
+    old = getattr(parent, attr)
+    new_head = torch.nn.Linear(old.in_features, n_classes)
     with torch.no_grad():
         new_head.weight.copy_(torch.randn(new_head.weight.shape, generator=gen) * 0.01)
         new_head.bias.zero_()
-    setattr(parent, attr, new_head.to(model.device))
+    setattr(parent, attr, new_head.to(device=model.device, dtype=old.weight.dtype))  # the module's own dtype
     for p in module.parameters():
         p.requires_grad_(False)
     return module
@@ -144,6 +148,7 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
     import torch
 
     from .engine import evaluate
+    from .models.call import call_module
     from .probes import Standardizer
 
     gen = torch.Generator().manual_seed(seed)
@@ -160,10 +165,9 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
         head.load_state_dict(new_head.state_dict())
         _train(lambda idx: head(x[idx]), head.parameters(), labels, cfg, gen)
         with torch.no_grad():  # fold the standardisation into the head, as LinearProbe.torch_head does
-            scale = torch.from_numpy(std.scale).float().to(new_head.weight.device)
-            mean = torch.from_numpy(std.mean).float().to(new_head.weight.device)
-            new_head.weight.copy_(head.weight.to(new_head.weight.device) / scale)
-            new_head.bias.copy_(head.bias.to(new_head.weight.device) - new_head.weight @ mean)
+            weight = head.weight / torch.from_numpy(std.scale).float()  # in float32, then the module's dtype
+            new_head.weight.copy_(weight.to(new_head.weight.device))
+            new_head.bias.copy_((head.bias - weight @ torch.from_numpy(std.mean).float()).to(new_head.weight.device))
     else:
         params = list(new_head.parameters())
         for block in _trainable_blocks(module, new_head, cfg.last_blocks):
@@ -177,7 +181,7 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
 
         def forward(idx: torch.Tensor) -> torch.Tensor:
             images = dataset.batch(train_idx[idx.numpy()]).to(device)
-            return module(model.inputs(images)).float().cpu()
+            return call_module(module, model.inputs(images), where=f"model {model.name!r}").float().cpu()
 
         _train(forward, params, labels, cfg, gen)
     return _wrap(model, dataset, module)
