@@ -10,6 +10,8 @@ with ``method="direct"``.
 - ``last_blocks=k``: the last ``k`` parameterised top-level children before
   the head are trained together with it, end to end on the train images
   (batch norm keeps its running statistics: the module stays in eval mode).
+  A module kept in float16 / bfloat16 / float64 is trained in float32 (Adam's
+  steps underflow in half precision) and returned in its own dtype.
 
 Training is seeded and deterministic on the CPU.
 """
@@ -97,7 +99,8 @@ def _trained_state(module: Any, cfg: FinetuneConfig) -> dict[str, np.ndarray]:
     head = getattr(parent, attr)
     trained = [head, *_trainable_blocks(module, head, cfg.last_blocks)]
     prefixes = tuple(f"{name}." if name else "" for name, m in module.named_modules() if any(m is t for t in trained))
-    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items() if k.startswith(prefixes)}
+    return {k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.detach().cpu().numpy()
+            for k, v in module.state_dict().items() if k.startswith(prefixes)}  # bfloat16 has no numpy dtype
 
 
 def _fresh_module(model: TransferModel, n_classes: int, gen: Any) -> Any:
@@ -148,11 +151,13 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
     import torch
 
     from .engine import evaluate
-    from .models.call import call_module
+    from .models.call import call_module, module_dtype
     from .probes import Standardizer
 
     gen = torch.Generator().manual_seed(seed)
     module = _fresh_module(model, dataset.num_classes, gen)
+    dtype = module_dtype(module)  # a float16 / bfloat16 / float64 module trains in float32, then returns to it
+    module.float()
     parent, attr = _head_path(module)
     new_head = getattr(parent, attr)
     train_idx = dataset.indices("train")
@@ -184,7 +189,7 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
             return call_module(module, model.inputs(images), where=f"model {model.name!r}").float().cpu()
 
         _train(forward, params, labels, cfg, gen)
-    return _wrap(model, dataset, module)
+    return _wrap(model, dataset, module.to(dtype))
 
 
 def _train(forward: Any, params: Any, labels: Any, cfg: FinetuneConfig, gen: Any) -> None:

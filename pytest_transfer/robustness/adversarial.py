@@ -61,6 +61,10 @@ def _logits(model: Model, x: torch.Tensor) -> Any:
     tuple, dict or ``ModelOutput`` read for its logits); any other callable (a ``TransferModel``) as it is."""
     if isinstance(model, nn.Module):
         return call_module(model, x)
+    if getattr(model, "has_head", True) is False:  # a TransferModel of a headless backbone: no logits to attack
+        raise ValueError(f"model {getattr(model, 'name', '')!r} has no classification head (a headless backbone: its "
+                         "output is features), so it has no logits to attack; attack it through a linear probe: "
+                         "assert_robust_under_attack(..., method='linear_probe')")
     return model(x)
 
 
