@@ -21,9 +21,10 @@ def restored(model: Any) -> Iterator[nn.Module]:
 
     On exit every submodule gets back its own ``training`` flag (a frozen
     BatchNorm in eval mode inside a model in train mode stays so), every
-    parameter its own ``requires_grad``, and every parameter and buffer gets back the very tensor it held on entry (so its
-    device, dtype, memory format, storage and version counter are as before,
-    and the model's fingerprint memo stays valid): the engine may run a pass
+    parameter its own ``requires_grad``, and every parameter and buffer gets
+    back the very tensor it held on entry (so its device, dtype, memory
+    format, storage and version counter are as before, and the model's
+    fingerprint memo stays valid): the engine may run a pass
     on the session's device in channels-last and eval mode without the
     user's module changing under them. Parameters keep their identity, so an
     optimizer holding them is not affected. Values written *into* the entry

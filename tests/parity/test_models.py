@@ -144,20 +144,23 @@ def _timm(name: str, num_classes: int) -> Callable[[Any], Built]:
     return build
 
 
-def _transformers(tmp: Any) -> Built:
+def _transformers(tmp: Any, num_labels: int = CLASSES) -> Built:
+    """A tiny ViT saved with ``save_pretrained``; ``num_labels=0``: transformers' headless model (its
+    classifier is ``nn.Identity`` and ``.logits`` the pooled [CLS] token)."""
     import transformers
 
     from pytest_transfer import load_model
 
     folder = tmp / "tiny-vit"
     config = transformers.ViTConfig(image_size=SIZE, patch_size=8, hidden_size=16, num_hidden_layers=1,
-                                    num_attention_heads=2, intermediate_size=32, num_labels=CLASSES)
+                                    num_attention_heads=2, intermediate_size=32, num_labels=num_labels)
     torch.manual_seed(0)
     transformers.ViTForImageClassification(config).eval().save_pretrained(folder)
     transformers.ViTImageProcessor(size={"height": SIZE, "width": SIZE}, image_mean=[0.4, 0.5, 0.6],
                                    image_std=[0.2, 0.25, 0.3]).save_pretrained(folder)
     model = load_model(f"hf:{folder}")
-    return Built(model, model.module, model.preprocess, "model.classifier", "model.vit", model)  # vit: a ModelOutput
+    head = "model.classifier" if num_labels else None
+    return Built(model, model.module, model.preprocess, head, "model.vit", model)  # vit returns a ModelOutput
 
 
 def _checkpoint(suffix: str, arch: str = "shufflenet_v2_x0_5") -> Callable[[Any], Built]:
@@ -210,6 +213,7 @@ ROWS = [
     Row("bfloat16", _module_row(dtype=torch.bfloat16), finetune_blocks=1),
     Row("float64", _module_row(dtype=torch.float64), finetune_blocks=1),
     Row("headless-timm", _timm("test_vit", 0), refuses=HEADLESS),
+    Row("headless-transformers", lambda tmp: _transformers(tmp, 0), refuses=HEADLESS),
     Row("train-mode-frozen-bn", _module_row(frozen_bn=True), finetune_blocks=1),
     Row("channels-last", _module_row(channels_last=True), finetune_blocks=1),
 ]
@@ -506,7 +510,7 @@ def _row(row: Row, tmp: Any) -> tuple[Built, Any, Any]:
 def test_model_kind_through_gate_path(row: Row, column: str, _tmp, monkeypatch) -> None:
     from pytest_transfer.context import set_current_context
 
-    if row.name == "transformers" or row.name == "module-ModelOutput":
+    if "transformers" in row.name or row.name == "module-ModelOutput":
         pytest.importorskip("transformers")
     if row.name.endswith("timm"):
         pytest.importorskip("timm")
