@@ -106,7 +106,8 @@ def find_head(module: nn.Module) -> tuple[str, Any] | None:
     """``(name, layer)`` of the classification head, by the library's notion where there is one; ``None``
     for a headless backbone.
 
-    * a timm model (``get_classifier()``): that layer; ``None`` when it is ``nn.Identity`` (``num_classes=0``);
+    * a timm model (``get_classifier()``): that layer (whatever its type); ``None`` when it is ``nn.Identity``
+      (``num_classes=0``);
     * any other module: its last layer with weights (in registration order), when that is an ``nn.Linear`` or
       a 1×1 ``nn.Conv2d`` (SqueezeNet); otherwise ``None``. A layer inside a block followed by other weighted
       layers (the last MLP of a ViT whose head was replaced by ``nn.Identity``, followed by the final norm)
@@ -125,9 +126,7 @@ def find_head(module: nn.Module) -> tuple[str, Any] | None:
         name = next((n for n, m in module.named_modules() if m is head), None)
         if name is None or not any(True for _ in head.parameters()):
             return None
-        if isinstance(head, nn.Linear) or (isinstance(head, nn.Conv2d) and tuple(head.kernel_size) == (1, 1)):
-            return name, head
-        return None
+        return name, head  # whatever its type: timm says it is the classifier
     last_weighted = None
     for name, sub in module.named_modules():
         if any(True for _ in sub.parameters(recurse=False)):
@@ -148,9 +147,10 @@ def last_linear(module: nn.Module) -> tuple[str, Any] | None:
     return found[-1] if found else None
 
 
-def head_classes(layer: Any) -> int:
-    """The number of outputs of a head layer found by :func:`find_head`."""
-    return int(getattr(layer, "out_features", None) or layer.out_channels)
+def head_classes(layer: Any) -> int | None:
+    """The number of outputs of a head layer found by :func:`find_head` (``None`` when the layer does not say)."""
+    found = getattr(layer, "out_features", None) or getattr(layer, "out_channels", None)
+    return int(found) if found else None
 
 
 class TransferModel:
