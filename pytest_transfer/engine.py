@@ -6,8 +6,10 @@ second pytest run reads it from the disk cache (:mod:`pytest_transfer.cache`).
 
 What the pass does, per device:
 
-* everywhere: ``torch.inference_mode``, forward hooks for the taps (pooled on
-  the device), channels-last inputs and weights where the layout rule says
+* everywhere: the module called by :func:`pytest_transfer.models.call.call_module`
+  (fed its own dtype; logits read from a tensor, tuple, dict or ``ModelOutput``;
+  a headless backbone's output pooled as its features), ``torch.inference_mode``,
+  forward hooks for the taps (pooled on the device), channels-last inputs and weights where the layout rule says
   so (:func:`prefers_channels_last`), the outputs copied to the host per batch
   into arrays allocated once, one NaN/Inf check at the end;
 * CPU (glibc): malloc keeps freed activation buffers for the next batch

@@ -476,7 +476,7 @@ COLUMNS: dict[str, Callable[[Cell], None]] = {
 
 # --- the matrix --------------------------------------------------------------------------------------------
 
-_BUILT: dict[str, tuple[Built, Any, Any]] = {}
+_BUILT: dict[str, tuple[Built, Any, Any, dict[str, Any]]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -484,8 +484,10 @@ def _tmp(tmp_path_factory):
     return tmp_path_factory.mktemp("parity-models")
 
 
-def _row(row: Row, tmp: Any) -> tuple[Built, Any, Any]:
-    """The row's model, dataset and context, built once (its cells share the context's memo)."""
+def _row(row: Row, tmp: Any) -> tuple[Built, Any, Any, dict[str, Any]]:
+    """The row's model, dataset, context and the model's state as built, once (its cells share the context's
+    memo; each cell compares the model with the state as built, so a cell that changed it cannot hide a
+    later cell's change)."""
     if row.name not in _BUILT:
         from pytest_transfer import load_dataset
         from pytest_transfer.context import Context, set_current_context
@@ -501,26 +503,25 @@ def _row(row: Row, tmp: Any) -> tuple[Built, Any, Any]:
             ds = load_dataset((x, y), name="squares", test_fraction=1 / 3)
         finally:
             set_current_context(previous)
-        _BUILT[row.name] = (built, ds, ctx)
+        _BUILT[row.name] = (built, ds, ctx, _snapshot(built.module))
     return _BUILT[row.name]
 
 
 @pytest.mark.parametrize("column", list(COLUMNS))
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
-def test_model_kind_through_gate_path(row: Row, column: str, _tmp, monkeypatch) -> None:
+def test_model_kind_through_gate_path(row: Row, column: str, _tmp) -> None:
     from pytest_transfer.context import set_current_context
 
     if "transformers" in row.name or row.name == "module-ModelOutput":
         pytest.importorskip("transformers")
     if row.name.endswith("timm"):
         pytest.importorskip("timm")
-    built, ds, ctx = _row(row, _tmp)
+    built, ds, ctx, before = _row(row, _tmp)
     previous = set_current_context(ctx)
     try:
         x = {s: ds.batch(ds.indices(s)) for s in ("train", "test")}
         y = {s: ds.labels[ds.indices(s)] for s in ("train", "test")}
         cell = Cell(built, Reference(built), ds, x, y, row, _tmp)
-        before = _snapshot(built.module)
         if column in row.refuses:
             with pytest.raises(ValueError, match=row.refuses[column]):
                 COLUMNS[column](cell)
