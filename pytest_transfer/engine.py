@@ -6,8 +6,10 @@ second pytest run reads it from the disk cache (:mod:`pytest_transfer.cache`).
 
 What the pass does, per device:
 
-* everywhere: ``torch.inference_mode``, forward hooks for the taps (pooled on
-  the device), channels-last inputs and weights where the layout rule says
+* everywhere: the module called by :func:`pytest_transfer.models.call.call_module`
+  (fed its own dtype; logits read from a tensor, tuple, dict or ``ModelOutput``;
+  a headless backbone's output pooled as its features), ``torch.inference_mode``,
+  forward hooks for the taps (pooled on the device), channels-last inputs and weights where the layout rule says
   so (:func:`prefers_channels_last`), the outputs copied to the host per batch
   into arrays allocated once, one NaN/Inf check at the end;
 * CPU (glibc): malloc keeps freed activation buffers for the next batch
@@ -47,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from .context import Context, current_context
 from .models import PENULTIMATE, TransferModel, restored
+from .models.call import call_module, module_dtype, tap_tensor
 from .settings import AUTOCAST_MODES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,7 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .datasets import TargetDataset
 
-ENGINE_VERSION = 2
+ENGINE_VERSION = 3  # 3: the one call convention (module dtype, dict outputs), heads by the library's notion
 CHUNK = 64  # perturbations are drawn per fixed chunk of samples, so results do not depend on the batch size
 PROGRESS_EVERY = 0.5  # seconds between progress updates of a long pass
 
@@ -194,16 +197,16 @@ def precision_label(dtype: Any) -> str:
     return "float32" if dtype is None else f"autocast:{str(dtype).removeprefix('torch.')}"
 
 
-def _forward(module: Any, inp: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
-    """``module(inp)`` under autocast to ``amp`` (plain float32 for ``None``); the first output of a tuple."""
+def _forward(module: Any, inp: torch.Tensor, amp: torch.dtype | None, dtype: torch.dtype,
+             where: str = "model") -> torch.Tensor:
+    """The logits of ``module`` on ``inp`` fed in the module's ``dtype``, under autocast to ``amp`` (none for
+    ``None``): :func:`pytest_transfer.models.call.call_module`, the one call convention."""
     import torch
 
     if amp is not None:
         with torch.autocast(inp.device.type, dtype=amp):
-            out = module(inp)
-    else:
-        out = module(inp)
-    return out[0] if isinstance(out, (tuple, list)) else out
+            return call_module(module, inp, dtype=dtype, where=where)
+    return call_module(module, inp, dtype=dtype, where=where)
 
 
 def _nonfinite(result: dict[str, np.ndarray]) -> list[str]:
@@ -383,7 +386,7 @@ class _Taps:
             return pre_hook
 
         def hook(_m: Any, _args: Any, out: Any) -> None:
-            self.current[node] = pool_features(out[0] if isinstance(out, (tuple, list)) else out)
+            self.current[node] = pool_features(tap_tensor(out))
 
         return hook
 
@@ -569,6 +572,8 @@ class _Step:
     amp: Any
     channels_last: bool
     dataset: str
+    dtype: Any = None  # the module's own floating dtype (models.call.module_dtype)
+    headless: bool = False  # no classification head: the output is features (pooled as taps are)
 
 
 def check_logits(model: TransferModel, out: Any) -> None:
@@ -584,7 +589,9 @@ def _run_batch(step: _Step, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, to
     try:
         inp = _layout(step.model.inputs(x), step.channels_last)
         shape = tuple(inp.shape)
-        out = _forward(step.module, inp, step.amp)
+        out = _forward(step.module, inp, step.amp, step.dtype, f"model {step.model.name!r}")
+        if step.headless and out.ndim > 2:
+            out = pool_features(out)
         check_logits(step.model, out)
         del inp
         return out, step.taps.take()
@@ -597,8 +604,9 @@ def _run_batch(step: _Step, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, to
         if isinstance(exc, RuntimeError) and shape is not None:
             raise ValueError(
                 f"model {step.model.name!r} failed on images of {step.dataset!r}: [0, 1] batch "
-                f"{tuple(x.shape)}, after preprocess {shape}: {str(exc).splitlines()[0]}. Check the "
-                "model's preprocess (image size, channels) against what the network expects"
+                f"{tuple(x.shape)}, after preprocess {shape} fed as {str(step.dtype).removeprefix('torch.')} (the "
+                f"module's dtype): {str(exc).splitlines()[0]}. Check the model's preprocess (image size, channels) "
+                "and that the module runs in its dtype on this device"
             ) from exc
         raise
 
@@ -634,7 +642,9 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
     device = torch.device(device)
     if batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
-    amp = autocast_dtype(autocast, device)
+    dtype = module_dtype(model.module)
+    # a module kept in float16 / bfloat16 / float64 runs in its own precision; autocast is for float32 modules
+    amp = autocast_dtype(autocast, device) if dtype == torch.float32 else None
     module, channels_last = prepare_module(model, device, channels_last)
     policy = BatchPolicy(module, device, batch_size)
     meter = PassProgress(progress, model=model.name, dataset=dataset.name, split=split,
@@ -645,7 +655,7 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
                       else iter_chunks(dataset, indices, device, perturbation, num_workers=num_workers))
     outputs = _HostOutputs(nodes, device, meter.total)
     with _Taps(model, nodes) as taps, torch.inference_mode(), tuned_malloc(malloc_tuning and device.type == "cpu"):
-        step = _Step(model, module, taps, amp, channels_last, dataset.name)
+        step = _Step(model, module, taps, amp, channels_last, dataset.name, dtype, not model.has_head)
         while (x := stream.take(policy.size)) is not None:
             got = _run_batch(step, x)
             if got is None:

@@ -10,6 +10,8 @@ with ``method="direct"``.
 - ``last_blocks=k``: the last ``k`` parameterised top-level children before
   the head are trained together with it, end to end on the train images
   (batch norm keeps its running statistics: the module stays in eval mode).
+  A module kept in float16 / bfloat16 / float64 is trained in float32 (Adam's
+  steps underflow in half precision) and returned in its own dtype.
 
 Training is seeded and deterministic on the CPU.
 """
@@ -54,9 +56,12 @@ def _head_path(module: Any) -> tuple[Any, str]:
     from .models import find_head
 
     found = find_head(module)
-    if found is None or not hasattr(found[1], "in_features"):
-        raise ValueError("finetune needs a final nn.Linear head to replace (this model's head is "
-                         f"{type(found[1]).__name__ if found else 'not found'}); use method='linear_probe'")
+    if found is None:
+        raise ValueError("method='finetune' needs a classification head to replace, and this model has none (a "
+                         "headless backbone: its output is read as features); use method='linear_probe' or 'knn'")
+    if not hasattr(found[1], "in_features"):
+        raise ValueError("method='finetune' needs a final nn.Linear head to replace (this model's head is "
+                         f"{type(found[1]).__name__}); use method='linear_probe'")
     name = found[0]
     parent_name, _, attr = name.rpartition(".")
     parent = module.get_submodule(parent_name) if parent_name else module
@@ -94,7 +99,8 @@ def _trained_state(module: Any, cfg: FinetuneConfig) -> dict[str, np.ndarray]:
     head = getattr(parent, attr)
     trained = [head, *_trainable_blocks(module, head, cfg.last_blocks)]
     prefixes = tuple(f"{name}." if name else "" for name, m in module.named_modules() if any(m is t for t in trained))
-    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items() if k.startswith(prefixes)}
+    return {k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.detach().cpu().numpy()
+            for k, v in module.state_dict().items() if k.startswith(prefixes)}  # bfloat16 has no numpy dtype
 
 
 def _fresh_module(model: TransferModel, n_classes: int, gen: Any) -> Any:
@@ -103,11 +109,12 @@ def _fresh_module(model: TransferModel, n_classes: int, gen: Any) -> Any:
 
     module = copy.deepcopy(model.module).eval()
     parent, attr = _head_path(module)
-    new_head = torch.nn.Linear(getattr(parent, attr).in_features, n_classes)
+    old = getattr(parent, attr)
+    new_head = torch.nn.Linear(old.in_features, n_classes)
     with torch.no_grad():
         new_head.weight.copy_(torch.randn(new_head.weight.shape, generator=gen) * 0.01)
         new_head.bias.zero_()
-    setattr(parent, attr, new_head.to(model.device))
+    setattr(parent, attr, new_head.to(device=model.device, dtype=old.weight.dtype))  # the module's own dtype
     for p in module.parameters():
         p.requires_grad_(False)
     return module
@@ -144,10 +151,13 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
     import torch
 
     from .engine import evaluate
+    from .models.call import call_module, module_dtype
     from .probes import Standardizer
 
     gen = torch.Generator().manual_seed(seed)
     module = _fresh_module(model, dataset.num_classes, gen)
+    dtype = module_dtype(module)  # a float16 / bfloat16 / float64 module trains in float32, then returns to it
+    module.float()
     parent, attr = _head_path(module)
     new_head = getattr(parent, attr)
     train_idx = dataset.indices("train")
@@ -160,10 +170,9 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
         head.load_state_dict(new_head.state_dict())
         _train(lambda idx: head(x[idx]), head.parameters(), labels, cfg, gen)
         with torch.no_grad():  # fold the standardisation into the head, as LinearProbe.torch_head does
-            scale = torch.from_numpy(std.scale).float().to(new_head.weight.device)
-            mean = torch.from_numpy(std.mean).float().to(new_head.weight.device)
-            new_head.weight.copy_(head.weight.to(new_head.weight.device) / scale)
-            new_head.bias.copy_(head.bias.to(new_head.weight.device) - new_head.weight @ mean)
+            weight = head.weight / torch.from_numpy(std.scale).float()  # in float32, then the module's dtype
+            new_head.weight.copy_(weight.to(new_head.weight.device))
+            new_head.bias.copy_((head.bias - weight @ torch.from_numpy(std.mean).float()).to(new_head.weight.device))
     else:
         params = list(new_head.parameters())
         for block in _trainable_blocks(module, new_head, cfg.last_blocks):
@@ -177,10 +186,10 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
 
         def forward(idx: torch.Tensor) -> torch.Tensor:
             images = dataset.batch(train_idx[idx.numpy()]).to(device)
-            return module(model.inputs(images)).float().cpu()
+            return call_module(module, model.inputs(images), where=f"model {model.name!r}").float().cpu()
 
         _train(forward, params, labels, cfg, gen)
-    return _wrap(model, dataset, module)
+    return _wrap(model, dataset, module.to(dtype))
 
 
 def _train(forward: Any, params: Any, labels: Any, cfg: FinetuneConfig, gen: Any) -> None:

@@ -45,6 +45,42 @@ def _load_once(ctx: Context, store: dict[Any, Any], what: str, spec: Any, kwargs
     return found
 
 
+def _spec_name(spec: Any) -> str:
+    return spec if isinstance(spec, str) else getattr(spec, "name", type(spec).__name__)
+
+
+def kwargs_for(spec: Any, given: Any, listed: Any, key: str) -> dict[str, Any]:
+    """The keywords for ``spec`` out of a marker's ``<key>_kwargs`` (``given``), ``listed`` being its ``<key>=``.
+
+    ``given`` is one dict for every spec, or, per spec when several are listed, a list of dicts in the order
+    of the list, or a dict whose keys are listed specs (strings) and values their dicts (a spec not named
+    gets none). A malformed one fails the test's setup in one line naming the mistake.
+    """
+    import pytest
+
+    if given is None:
+        return {}
+    several = isinstance(listed, (list, tuple))
+    if isinstance(given, (list, tuple)):
+        if not several or len(given) != len(listed) or not all(isinstance(g, dict) or g is None for g in given):
+            n = len(listed) if several else 1
+            pytest.fail(f"{key}_kwargs: a list needs one dict per {key} listed ({n}), in order; got {given!r}",
+                        pytrace=False)
+        return dict(given[next(i for i, s in enumerate(listed) if s is spec or s == spec)] or {})
+    if not isinstance(given, dict):
+        pytest.fail(f"{key}_kwargs: expected a dict (or, with several {key}s, a list of dicts or a dict of dicts "
+                    f"keyed by spec), got {given!r}", pytrace=False)
+    names = {_spec_name(s) for s in listed} if several else set()
+    per_spec = [k for k in given if k in names]
+    if several and per_spec and all(isinstance(v, dict) for v in given.values()):
+        stray = sorted(set(given) - names)
+        if stray:
+            pytest.fail(f"{key}_kwargs: keys {stray} are not among the listed {key}s {sorted(names)}; key each "
+                        "dict by one of them", pytrace=False)
+        return dict(given.get(_spec_name(spec)) or {})
+    return dict(given)
+
+
 def model_for(ctx: Context, spec: Any, kwargs: dict[str, Any]) -> Any:
     from .models import load_model
 

@@ -121,8 +121,9 @@ def _check_marker(mark: Any, where: str, error: type[Exception] = pytest.UsageEr
         raise error(f"{where}: @pytest.mark.transfer got unknown keyword(s) {', '.join(unknown)}{hint}; "
                     f"valid: {', '.join(MARKER_KEYWORDS)}")
     for key in ("model_kwargs", "dataset_kwargs"):
-        if key in mark.kwargs and not isinstance(mark.kwargs[key], dict):
-            raise error(f"{where}: @pytest.mark.transfer({key}=...) must be a dict, got {mark.kwargs[key]!r}")
+        if key in mark.kwargs and not isinstance(mark.kwargs[key], (dict, list, tuple, type(None))):
+            raise error(f"{where}: @pytest.mark.transfer({key}=...) must be a dict (or one dict per listed spec), "
+                        f"got {mark.kwargs[key]!r}")
 
 
 def _spec_id(spec: Any) -> str:
@@ -265,11 +266,14 @@ def _requested_spec(request: pytest.FixtureRequest, key: str, fixture: str) -> t
     mark = _marker(request.node)
     if mark is not None:
         _check_marker(mark, request.node.nodeid)
-    kwargs = dict(mark.kwargs.get(f"{key}_kwargs", {}) or {}) if mark is not None else {}
+    from .fixtures import kwargs_for
+
+    listed = mark.kwargs.get(key) if mark is not None else None
+    given = mark.kwargs.get(f"{key}_kwargs") if mark is not None else None
     if hasattr(request, "param"):
-        return request.param, kwargs
-    if mark is not None and mark.kwargs.get(key) is not None:
-        return mark.kwargs[key], kwargs
+        return request.param, kwargs_for(request.param, given, listed, key)
+    if listed is not None:
+        return listed, kwargs_for(listed, given, listed, key)
     # the one line, without the plugin's traceback
     pytest.fail(f"{request.node.nodeid}: the {fixture} fixture needs a {key}: mark the test with "
                 f'@pytest.mark.transfer({key}="...") or parametrize {fixture} indirectly', pytrace=False)

@@ -61,8 +61,10 @@ def check_method(method: str) -> str:
 def direct_mapping(model: TransferModel, dataset: TargetDataset) -> np.ndarray | None:
     """Map the model's output columns to dataset class codes, or raise when they cannot match."""
     if model.num_classes is None:
-        raise ValueError(f"method='direct': the number of outputs of {model.name!r} is unknown (no classification "
-                         "head to read it from); pass num_classes= to load_model")
+        raise ValueError(f"method='direct': model {model.name!r} has no classification head (a headless backbone: "
+                         "its output is read as features), so the number of outputs is unknown; use "
+                         "method='linear_probe', 'knn' or 'finetune', or pass num_classes= to load_model when the "
+                         "output is logits")
     if model.num_classes != dataset.num_classes:
         raise ValueError(
             f"method='direct' needs the model's head to predict the dataset's classes, but {model.name!r} has "

@@ -100,3 +100,32 @@ def test_checkpoint_errors(fresh_context, tmp_path, source):
     torch.save({"epoch": 3, "notes": "no weights here"}, odd)
     with pytest.raises(ValueError, match=r"expected a state dict.*found a dict with keys \['epoch', 'notes'\]"):
         load_model(f"checkpoint:{odd}", arch="resnet18")
+
+
+def test_safetensors_head_is_found_by_name_whatever_the_key_order(fresh_context, tmp_path):
+    """safetensors sorts its keys: ConvNeXt's body weights (``features.*.block.3.weight``, 2-d) come after its
+    head (``classifier.2.weight``); the class count is read from the head, by name, as from a ``.pt``."""
+    from safetensors.torch import save_file
+    from torchvision.models import get_model
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in get_model("convnext_tiny", weights=None, num_classes=7).state_dict().items()}
+    state = {k: torch.full(s, 0.01) for k, s in shapes.items()}  # values do not matter here, shapes do
+    assert max(k for k, s in shapes.items() if len(s) == 2) != "classifier.2.weight"  # the order that misled
+    save_file(state, str(tmp_path / "convnext.safetensors"))
+    model = load_model(f"checkpoint:{tmp_path / 'convnext.safetensors'}", arch="convnext_tiny", image_size=32)
+    assert model.num_classes == 7 and torch.equal(model.module.classifier[2].weight, state["classifier.2.weight"])
+
+
+@pytest.mark.parametrize("name", ["model_best.pth.tar", "checkpoint.pth.tar", "checkpoint-12.pth.tar", "last.tar"])
+def test_names_training_scripts_write_load(fresh_context, tmp_path, source, name):
+    """The PyTorch ImageNet example and timm's train.py write ``model_best.pth.tar`` (a dict with ``arch``,
+    ``state_dict``, ``best_acc1``, an optimizer's state)."""
+    torch.save({"epoch": 4, "arch": "resnet18", "state_dict": _prefixed(source.state_dict(), "module."),
+                "best_acc1": 0.7, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}}, tmp_path / name)
+    m = load_model(f"checkpoint:{tmp_path / name}", arch="resnet18", image_size=32)
+    assert m.num_classes == 5 and torch.equal(m.module.fc.weight, source.fc.weight)
+    odd = tmp_path / "weights.h5"
+    odd.write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"unknown weights file type '\.h5'.*\.pth\.tar"):
+        load_model(f"checkpoint:{odd}", arch="resnet18")

@@ -11,6 +11,7 @@ engine feeds).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,7 +104,7 @@ def test_squeezenet_features_are_the_pooled_input_of_its_conv_head(fresh_context
     assert model.num_classes == 1000
 
 
-def test_a_module_without_a_head_needs_a_feature_node_only_for_features(fresh_context):
+def test_a_module_without_a_head_is_read_for_its_output_as_features(fresh_context):
     from torch import nn
 
     from pytest_transfer import assert_transfer_accuracy_above
@@ -113,14 +114,17 @@ def test_a_module_without_a_head_needs_a_feature_node_only_for_features(fresh_co
     labels = images.mean(dim=(2, 3)).argmax(1)
     ds = load_dataset((images.numpy(), labels.numpy()), name="rgb")
     model = load_model(net, name="headless")
-    assert model.num_classes is None and not model.has_features
-    assert evaluate(model, ds).logits.shape == (len(ds.indices("test")), 3)
-    with pytest.raises(ValueError, match=r"number of outputs of 'headless' is unknown.*num_classes="):
+    assert model.num_classes is None and not model.has_head and model.resolve_node("penultimate") == ("", False)
+    ev = evaluate(model, ds)
+    assert ev.logits.shape == (len(ds.indices("test")), 3)
+    with torch.inference_mode():
+        expected = net(ds.batch(ev.indices))
+    np.testing.assert_allclose(ev.features, expected.numpy(), rtol=1e-5, atol=1e-6)  # the output is the features
+    with pytest.raises(ValueError, match=r"'headless' has no classification head.*num_classes="):
         assert_transfer_accuracy_above(model, ds, 0.0, method="direct")
     model = load_model(net, name="headless", num_classes=3)
     assert_transfer_accuracy_above(model, ds, 0.0, method="direct")  # a direct gate runs
-    with pytest.raises(ValueError, match=r"no classification head.*feature_node="):
-        assert_transfer_accuracy_above(model, ds, 0.5)  # the linear probe needs features
+    assert_transfer_accuracy_above(model, ds, 0.0)  # the linear probe reads the output
 
 
 def test_a_model_whose_output_is_not_n_by_classes_is_refused(fresh_context):

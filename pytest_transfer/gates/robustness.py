@@ -44,6 +44,7 @@ from ..context import Context, Measurement, current_context
 from ..engine import corruption as corruption_perturbation
 from ..engine import pool_features
 from ..models import leaves_models_as_found
+from ..models.call import module_dtype, tap_tensor, to_module_dtype
 from ..predictions import check_method, direct_mapping, predict, probe_for, resolve_pair
 from ..robustness import fgsm, pgd
 from ..robustness.mce import ALEXNET_ERRORS, CLEAN
@@ -299,9 +300,12 @@ class ProbeHeadModel(nn.Module):
     to the images.
     """
 
+    input_dtype = torch.float32  # takes [0, 1] float32 images; the backbone is fed its own dtype in features()
+
     def __init__(self, model: TransferModel, head: nn.Module) -> None:
         super().__init__()
         self.backbone = model.module
+        self.backbone_dtype = module_dtype(model.module)
         self.head = head
         self.inputs = model.inputs  # channels made the module's, then preprocess
         self.node, self.want_input = model.resolve_node(model.feature_node)
@@ -312,7 +316,7 @@ class ProbeHeadModel(nn.Module):
         box: list[torch.Tensor] = []
 
         def grab(t: Any) -> None:
-            box.append(pool_features(t[0] if isinstance(t, (tuple, list)) else t))
+            box.append(pool_features(tap_tensor(t)).float())
             raise _StopForward
 
         sub = self.backbone.get_submodule(self.node)
@@ -321,7 +325,7 @@ class ProbeHeadModel(nn.Module):
         else:
             handle = sub.register_forward_hook(lambda _m, _args, out: grab(out))
         try:
-            self.backbone(self.inputs(images))
+            self.backbone(to_module_dtype(self.inputs(images), self.backbone_dtype))
         except _StopForward:
             pass
         finally:

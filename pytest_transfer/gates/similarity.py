@@ -133,6 +133,7 @@ def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | Non
     from torch.func import functional_call, grad, jacrev, vmap
 
     from ..models import load_model
+    from ..models.call import as_logits, module_dtype, to_module_dtype
 
     if kernel not in NTK_KERNELS:
         raise ValueError(f"kernel: expected one of {', '.join(NTK_KERNELS)}, got {kernel!r}")
@@ -144,6 +145,7 @@ def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | Non
     device = ctx.device
     model.to(device)
     names = select_ntk_parameters(module, layers=layers, max_params=max_params)
+    dtype = module_dtype(module)  # the one call convention: the module's own dtype, logits of any output
     params = dict(module.named_parameters())
     chosen = {n: params[n].detach() for n in names}
     fixed = {n: p.detach() for n, p in params.items() if n not in chosen}
@@ -160,9 +162,8 @@ def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | Non
         )
 
     def outputs(p: dict[str, Any], xi: Any) -> Any:
-        out = functional_call(module, ({**fixed, **p}, buffers), (xi.unsqueeze(0),))
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+        out = as_logits(functional_call(module, ({**fixed, **p}, buffers), (xi.unsqueeze(0),)),
+                        where=f"model {model.name!r}")
         return out.reshape(-1)
 
     def summed(p: dict[str, Any], xi: Any) -> Any:
@@ -172,7 +173,7 @@ def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | Non
     rows = torch.empty(len(x_all), width, dtype=torch.float32, device=device)
     with torch.enable_grad(), torch.inference_mode(False):
         for start in range(0, len(x_all), batch_size):
-            xb = model.inputs(x_all[start:start + batch_size].to(device))
+            xb = to_module_dtype(model.inputs(x_all[start:start + batch_size].to(device)), dtype)
             g = per_sample(chosen, xb)
             rows[start:start + len(xb)] = torch.cat([g[n].reshape(len(xb), -1) for n in names], dim=1)
     gram = torch.zeros(len(x_all), len(x_all), dtype=torch.float64, device=device)

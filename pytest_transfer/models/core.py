@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..datasets.decode import adapt_channels
+from .call import call_module
 from .fingerprint import ModelFingerprint
 from .restore import restored
 
@@ -102,27 +103,38 @@ class TensorTransform:
 
 
 def find_head(module: nn.Module) -> tuple[str, Any] | None:
-    """``(name, layer)`` of the classification head: the last ``nn.Linear``, else a final 1×1 ``nn.Conv2d``.
+    """``(name, layer)`` of the classification head, by the library's notion where there is one; ``None``
+    for a headless backbone.
 
-    The penultimate features of a model are the (spatially pooled) input of
-    this layer: the pooled features of a ResNet, the [CLS] token of a ViT,
-    and, for SqueezeNet, whose head is a 1×1 convolution followed by no layer
-    with weights, the 512 channels entering it, averaged over space. ``None``
-    when there is neither (a backbone whose head was replaced by
-    ``nn.Identity``, for instance).
+    * a timm model (``get_classifier()``): that layer (whatever its type); ``None`` when it is ``nn.Identity``
+      (``num_classes=0``);
+    * any other module: its last layer with weights (in registration order), when that is an ``nn.Linear`` or
+      a 1×1 ``nn.Conv2d`` (SqueezeNet); otherwise ``None``. A layer inside a block followed by other weighted
+      layers (the last MLP of a ViT whose head was replaced by ``nn.Identity``, followed by the final norm)
+      is never taken for the head.
+
+    The penultimate features of a model are the (spatially pooled) input of this layer: the pooled features of
+    a ResNet, the [CLS] token of a ViT, timm's pre-logits; for a headless backbone they are the model's output
+    (see :meth:`TransferModel.resolve_node`).
     """
     from torch import nn
 
-    linear = last_weighted = None
+    if callable(getattr(module, "get_classifier", None)):  # timm's own notion of the head
+        head = module.get_classifier()
+        if not isinstance(head, nn.Module) or isinstance(head, nn.Identity):
+            return None
+        name = next((n for n, m in module.named_modules() if m is head), None)
+        if name is None or not any(True for _ in head.parameters()):
+            return None
+        return name, head  # whatever its type: timm says it is the classifier
+    last_weighted = None
     for name, sub in module.named_modules():
-        if isinstance(sub, nn.Linear):
-            linear = (name, sub)
         if any(True for _ in sub.parameters(recurse=False)):
             last_weighted = (name, sub)
-    if linear is not None:
-        return linear
-    if last_weighted is not None and isinstance(last_weighted[1], nn.Conv2d) \
-            and tuple(last_weighted[1].kernel_size) == (1, 1):
+    if last_weighted is None:
+        return None
+    layer = last_weighted[1]
+    if isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and tuple(layer.kernel_size) == (1, 1)):
         return last_weighted
     return None
 
@@ -135,9 +147,10 @@ def last_linear(module: nn.Module) -> tuple[str, Any] | None:
     return found[-1] if found else None
 
 
-def head_classes(layer: Any) -> int:
-    """The number of outputs of a head layer found by :func:`find_head`."""
-    return int(getattr(layer, "out_features", None) or layer.out_channels)
+def head_classes(layer: Any) -> int | None:
+    """The number of outputs of a head layer found by :func:`find_head` (``None`` when the layer does not say)."""
+    found = getattr(layer, "out_features", None) or getattr(layer, "out_channels", None)
+    return int(found) if found else None
 
 
 class TransferModel:
@@ -148,8 +161,10 @@ class TransferModel:
     are read: ``"penultimate"`` (the input of the classification head found by
     :func:`find_head`), a submodule name (its output; 4-d outputs are
     global-average-pooled, 3-d token outputs averaged over tokens), or
-    ``"<submodule>:input"``. A model without a head to find needs
-    ``feature_node=`` only for gates that read features.
+    ``"<submodule>:input"``. For a headless backbone (no head by
+    :func:`find_head`: a timm model made with ``num_classes=0``, a torchvision
+    model whose ``fc`` is ``nn.Identity``) the features are the model's output
+    and ``method="direct"`` is refused.
 
     Calling the object runs preprocess and the module in eval mode and returns
     logits; the module's train/eval mode is left as it was.
@@ -169,7 +184,8 @@ class TransferModel:
         self.preprocess = preprocess if preprocess is not None else Preprocess(channels=self.in_channels or 0)
         self.categories = list(categories) if categories is not None else None
         head = find_head(module)
-        if num_classes is None:
+        if not num_classes:  # 0 is what timm and transformers call a model without a head
+            num_classes = None
             if self.categories is not None:
                 num_classes = len(self.categories)
             elif head is not None:
@@ -199,25 +215,30 @@ class TransferModel:
         return self.preprocess(adapt_channels(images, self.in_channels))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N×classes) for float [0, 1] N×C×H×W ``images``: preprocess, then the module in eval mode fed
+        its own dtype, its output read by :func:`~pytest_transfer.models.call.as_logits` (a tensor, the first of
+        a tuple, the ``logits`` of a dict or ``ModelOutput``). Every submodule's mode is left as it was."""
         with restored(self.module):
             self.module.eval()
-            return self.module(self.inputs(images))
+            return call_module(self.module, self.inputs(images), where=f"model {self.name!r}")
 
     @property
     def has_features(self) -> bool:
-        """Whether the feature node can be read (an explicit node, or a head that :func:`find_head` finds)."""
-        return self.feature_node != PENULTIMATE or find_head(self.module) is not None
+        """Whether features can be read: always (an explicit node, the input of the head :func:`find_head`
+        finds, or, for a headless backbone, the model's output)."""
+        return True
+
+    @property
+    def has_head(self) -> bool:
+        """Whether the module ends in a classification head (:func:`find_head`); ``direct`` needs one."""
+        return find_head(self.module) is not None
 
     def resolve_node(self, node: str) -> tuple[str, bool]:
         """``(submodule name, read its input?)`` for a feature node name."""
         if node == PENULTIMATE:
             head = find_head(self.module)
-            if head is None:
-                raise ValueError(
-                    f"model {self.name!r}: no classification head (a final nn.Linear or 1x1 nn.Conv2d) to read "
-                    "penultimate features from; pass feature_node='<submodule name>' "
-                    "(see [n for n, _ in model.module.named_modules()])"
-                )
+            if head is None:  # a headless backbone: its output is the features
+                return "", False
             return head[0], True
         name, _, kind = node.partition(":")
         if kind not in ("", "input", "output"):

@@ -76,7 +76,9 @@ def load_hf(ref: str, *, cache_dir: str | os.PathLike[str] | None = None, revisi
     config's labels. Logits are the output's ``.logits``; features are the
     input of the classification head (the last ``nn.Linear``, the model's
     ``classifier``): the final [CLS] token for ViT / DeiT / BEiT, the pooled
-    output for ConvNeXt, ResNet, Swin; ``feature_node="model.<submodule>"``
+    output for ConvNeXt, ResNet, Swin. A model saved with ``num_labels=0``
+    (its classifier is ``nn.Identity``) is a headless backbone: its output,
+    the pooled features, is read as features and ``direct`` is refused; ``feature_node="model.<submodule>"``
     chooses another (the module is wrapped, hence the ``model.`` prefix).
     """
     transformers = _import_transformers()
@@ -101,7 +103,7 @@ def load_hf(ref: str, *, cache_dir: str | os.PathLike[str] | None = None, revisi
         raise FileNotFoundError(f"hf:{ref}: not a folder, and not in the Hugging Face cache {cache} (looked in "
                                 f"{folder}). {fill_hint(python, cache, folder)}") from None
     model.eval()
-    return TransferModel(_logits_module()(model), name=f"hf:{ref}",
+    return TransferModel(_logits_module()(model).eval(), name=f"hf:{ref}",
                          preprocess=TensorTransform(ProcessorCall(processor), source=f"hf:{ref}"),
                          num_classes=model.config.num_labels, categories=_categories(model.config),
                          feature_node=feature_node)

@@ -1,4 +1,5 @@
-"""Leave a user's module as it was found: train/eval mode, device and memory format of every tensor."""
+"""Leave a user's module as it was found: each submodule's train/eval mode, each parameter's ``requires_grad``,
+the device, dtype and memory format of every tensor."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ def restored(model: Any) -> Iterator[nn.Module]:
     """Run a block that may move, convert or switch ``model`` (a ``TransferModel`` or an ``nn.Module``),
     then put it back as it was.
 
-    On exit every submodule gets back its ``training`` flag, and every
-    parameter and buffer gets back the very tensor it held on entry (so its
-    device, dtype, memory format, storage and version counter are as before,
-    and the model's fingerprint memo stays valid): the engine may run a pass
+    On exit every submodule gets back its own ``training`` flag (a frozen
+    BatchNorm in eval mode inside a model in train mode stays so), every
+    parameter its own ``requires_grad``, and every parameter and buffer gets
+    back the very tensor it held on entry (so its device, dtype, memory
+    format, storage and version counter are as before, and the model's
+    fingerprint memo stays valid): the engine may run a pass
     on the session's device in channels-last and eval mode without the
     user's module changing under them. Parameters keep their identity, so an
     optimizer holding them is not affected. Values written *into* the entry
@@ -37,6 +40,7 @@ def restored(model: Any) -> Iterator[nn.Module]:
     """
     module = getattr(model, "module", model)
     modes = [(m, m.training) for m in module.modules()]
+    grads = [(p, p.requires_grad) for p in module.parameters()]
     held = []
     for m in module.modules():
         for name, p in m.named_parameters(recurse=False):
@@ -48,6 +52,9 @@ def restored(model: Any) -> Iterator[nn.Module]:
     finally:
         for m, flag in modes:
             m.training = flag
+        for p, flag in grads:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
         for m, name, param, tensor in held:
             if param is None:
                 if getattr(m, name, None) is not tensor:
@@ -61,13 +68,13 @@ def restored(model: Any) -> Iterator[nn.Module]:
 
 
 def leaves_models_as_found(fn: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a gate so that every model among its positional arguments (a ``TransferModel`` or an
-    ``nn.Module``) is :func:`restored` when it returns or raises; spec strings pass through."""
+    """Decorate a gate so that every model among its arguments, positional or keyword (a ``TransferModel``
+    or an ``nn.Module``), is :func:`restored` when it returns or raises; spec strings pass through."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         with ExitStack() as stack:
-            for arg in args:
+            for arg in (*args, *kwargs.values()):
                 if _is_model(arg):
                     stack.enter_context(restored(arg))
             return fn(*args, **kwargs)

@@ -14,6 +14,7 @@ def as_transfer_model(obj: Any, *, name: str | None = None, preprocess: Callable
     """Wrap what a factory returned: a ``TransferModel`` as is, an ``nn.Module`` wrapped."""
     from torch import nn
 
+    _refuse_keywords(obj, kwargs, name)
     if isinstance(obj, TransferModel):
         if feature_node:
             obj.feature_node = feature_node
@@ -29,6 +30,36 @@ def as_transfer_model(obj: Any, *, name: str | None = None, preprocess: Callable
             model.resolve_node(feature_node)
         return model
     raise TypeError(f"expected a TransferModel or an nn.Module, got {type(obj).__name__}")
+
+
+#: what ``TransferModel(module, ...)`` takes beyond name, preprocess and feature_node
+MODULE_KEYWORDS = ("num_classes", "categories", "in_channels")
+
+
+def _refuse_keywords(obj: Any, kwargs: dict[str, Any], name: str | None) -> None:
+    """Refuse, by name, keywords that a module or ``TransferModel`` object does not take (they would be
+    dropped silently, or reach ``TransferModel`` as an unexpected keyword)."""
+    allowed = () if isinstance(obj, TransferModel) else MODULE_KEYWORDS
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        what = f"a {type(obj).__name__} object" + (f" ({name!r})" if name else "")
+        takes = f"it takes {', '.join(allowed)}" if allowed else "it takes none (it is already loaded)"
+        raise ValueError(f"model keyword(s) {', '.join(map(repr, unknown))} are not taken by {what}: {takes}. "
+                         "With several models in a marker, give keywords per model: model_kwargs=[{...}, {...}] "
+                         "(one dict per model, in order) or model_kwargs={'<spec>': {...}}")
+
+
+def _unexpected_keyword(exc: TypeError, spec: str) -> ValueError | None:
+    """A ``TypeError`` about an unexpected keyword from deep inside a source, said by name (``None`` for
+    any other ``TypeError``)."""
+    import re
+
+    found = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+    if found is None:
+        return None
+    return ValueError(f"model {spec!r}: the keyword {found.group(1)!r} is not taken by this source "
+                      f"({str(exc).splitlines()[0]}); remove it, or give keywords per model: "
+                      "model_kwargs=[{...}, {...}] or model_kwargs={'<spec>': {...}}")
 
 
 def _torchvision_source(rest: str, **kwargs: Any) -> TransferModel:
@@ -95,23 +126,33 @@ def load_model(spec: Any, *, registry: Registry | None = None, name: str | None 
     arguments go to the source (``check_hash=``, ``image_size=``,
     ``weights=``, builder arguments). A model from a library is fed as that
     library feeds it. An unknown prefix raises ``ValueError`` listing the
-    registered ones.
+    registered ones; a keyword the source does not take is refused by name
+    (``ValueError``); a module object takes only ``num_classes``,
+    ``categories``, ``in_channels``.
 
     >>> m = load_model("torchvision:resnet18:none", image_size=32)  # doctest: +SKIP
     """
     if not isinstance(spec, str):
         return as_transfer_model(spec, name=name, preprocess=preprocess, feature_node=feature_node, **kwargs)
     reg = registry if registry is not None else default_model_registry()
-    if spec in reg:
-        obj = reg.get(spec)(**kwargs)
-        return as_transfer_model(obj, name=name or spec, preprocess=preprocess, feature_node=feature_node)
-    found = default_model_sources().split(spec)
+    found = None
+    try:
+        if spec in reg:
+            obj = reg.get(spec)(**kwargs)
+            return as_transfer_model(obj, name=name or spec, preprocess=preprocess, feature_node=feature_node)
+        found = default_model_sources().split(spec)
+        if found is not None:
+            loader, rest = found
+            obj = loader(rest, **kwargs)
+    except TypeError as exc:
+        said = _unexpected_keyword(exc, spec)
+        if said is None:
+            raise
+        raise said from None
     if found is None:
         known = ", ".join(reg.list()) or "none registered"
         raise ValueError(f"unknown model spec {spec!r}; use {default_model_sources().describe()}, or a registered "
                          f"name ({known})")
-    loader, rest = found
-    obj = loader(rest, **kwargs)
     default_name = obj.name if isinstance(obj, TransferModel) else spec
     return as_transfer_model(obj, name=name or default_name, preprocess=preprocess, feature_node=feature_node)
 

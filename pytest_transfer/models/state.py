@@ -16,14 +16,22 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: keys under which training scripts nest the model's state dict (PyTorch Lightning: ``state_dict``)
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
-SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".pth.tar", ".pt.tar", ".tar")
+
+
+def weights_suffix(path: str | os.PathLike[str]) -> str | None:
+    """The weights-file type of ``path`` among :data:`SUFFIXES` (the longest that ends the name, so
+    ``model_best.pth.tar``, as the PyTorch ImageNet example and timm's train.py write it, is ``.pth.tar``),
+    or ``None``."""
+    name = Path(path).name.lower()
+    return max((s for s in SUFFIXES if name.endswith(s) and len(name) > len(s)), key=len, default=None)
 
 
 def read_weights(path: str | os.PathLike[str]) -> Any:
     """The object stored in a weights file.
 
     ``.safetensors`` files are read with ``safetensors.torch.load_file``;
-    anything else (``.pt``, ``.pth``, ``.ckpt``, ``.bin``) with
+    anything else (``.pt``, ``.pth``, ``.ckpt``, ``.bin``, ``.pth.tar``) with
     ``torch.load(map_location="cpu", weights_only=True)``: only tensors and
     plain containers, never arbitrary pickled objects. Raises
     ``FileNotFoundError`` for a missing file and ``ValueError`` for one that

@@ -6,9 +6,12 @@ RobustBench): ``model`` is any callable mapping float images in [0, 1]
 ``preprocess`` and then its ``nn.Module``. ``eps`` is in [0, 1] pixel units
 (8/255 is the usual ImageNet budget).
 
-While attacking, the model's ``nn.Module`` (the model itself, or its
-``module`` attribute) is put in eval mode and its parameters stop requiring
-gradients; both are restored afterwards. Gradients flow only to the images,
+A bare ``nn.Module`` is called as the engine calls it
+(:func:`pytest_transfer.models.call.call_module`: fed its own dtype, a
+tuple, dict or ``ModelOutput`` read for its logits). While attacking, the
+model's ``nn.Module`` (the model itself, or its ``module`` attribute) is put
+in eval mode and its parameters stop requiring gradients; each submodule's
+mode and each parameter's flag are restored afterwards. Gradients flow only to the images,
 under ``torch.enable_grad()`` and outside inference mode, so the attacks work
 when called from inside ``torch.inference_mode()``.
 
@@ -31,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.call import call_module
+from ..models.restore import restored
 from ._ops import check_unit_range
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -38,22 +43,29 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 
 @contextmanager
 def _attack_mode(model: Any) -> Iterator[None]:
-    """Eval mode and frozen parameters for the duration of an attack, restored on exit."""
+    """Eval mode and frozen parameters for the duration of an attack; on exit each submodule gets back its own
+    mode and each parameter its own ``requires_grad`` (:func:`~pytest_transfer.models.restored`)."""
     module = model if isinstance(model, nn.Module) else getattr(model, "module", None)
     if not isinstance(module, nn.Module):
         yield
         return
-    was_training = module.training
-    params = [p for p in module.parameters() if p.requires_grad]
-    module.eval()
-    for p in params:
-        p.requires_grad_(False)
-    try:
+    with restored(module):
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
         yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-        module.train(was_training)
+
+
+def _logits(model: Model, x: torch.Tensor) -> Any:
+    """The model's logits on ``x``: a bare ``nn.Module`` through the one call convention (its own dtype; a
+    tuple, dict or ``ModelOutput`` read for its logits); any other callable (a ``TransferModel``) as it is."""
+    if isinstance(model, nn.Module):
+        return call_module(model, x)
+    if getattr(model, "has_head", True) is False:  # a TransferModel of a headless backbone: no logits to attack
+        raise ValueError(f"model {getattr(model, 'name', '')!r} has no classification head (a headless backbone: its "
+                         "output is features), so it has no logits to attack; attack it through a linear probe: "
+                         "assert_robust_under_attack(..., method='linear_probe')")
+    return model(x)
 
 
 def _check_images(images: object) -> torch.Tensor:
@@ -121,7 +133,7 @@ def _input_gradient(model: Model, x: torch.Tensor, labels: torch.Tensor) -> torc
     """∂ cross-entropy(model(x), labels) / ∂x, summed over the batch (only its sign is used)."""
     x = x.detach().clone().requires_grad_(True)
     try:
-        logits = model(x)
+        logits = _logits(model, x)
     except RuntimeError as exc:
         if "nference tensor" in str(exc):
             raise ValueError(
