@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..registry import Registry
@@ -34,7 +36,39 @@ def as_transfer_model(obj: Any, *, name: str | None = None, preprocess: Callable
     raise TypeError(f"expected a TransferModel or an nn.Module, got {type(obj).__name__}")
 
 
+#: keyword arguments of a source that are paths (the spec's own path aside), resolved as it is
+PATH_KWARGS = {"timm": ("weights", "cache_dir"), "hf": ("cache_dir",)}
+
+
+def rooted(path: str | os.PathLike[str]) -> Path:
+    """``path`` with a relative one taken from the rootdir (:meth:`pytest_transfer.settings.Settings.path`,
+    the one rule for every path of pytest-transfer), so ``cd tests && pytest`` loads the same files."""
+    from ..context import current_context
+
+    return current_context().settings.path(path)
+
+
+def _checkpoint_file(rest: str) -> str:
+    full = rooted(rest)
+    if not full.exists():
+        from ..context import current_context
+
+        raise FileNotFoundError(f"checkpoint:{rest}: no such file {full} (a relative path is taken from the rootdir "
+                                f"{current_context().settings.rootdir}, as every path of pytest-transfer is; give "
+                                "an absolute path or one relative to it)")
+    return str(full)
+
+
+def _hf_ref(rest: str) -> str:
+    """A folder written by ``save_pretrained`` (from the rootdir when relative), else the repo id as given."""
+    full = rooted(rest)
+    return str(full) if full.is_dir() else rest
+
+
 def _from_source(source: str, rest: str, feature_node: str | None, kwargs: dict[str, Any]) -> TransferModel | None:
+    for key in PATH_KWARGS.get(source, ()):
+        if isinstance(kwargs.get(key), (str, os.PathLike)):
+            kwargs[key] = str(rooted(kwargs[key]))
     if source == "torchvision":
         from .torchvision import load_torchvision
 
@@ -49,7 +83,8 @@ def _from_source(source: str, rest: str, feature_node: str | None, kwargs: dict[
     if source == "checkpoint":
         from .checkpoint import load_checkpoint
 
-        return load_checkpoint(rest, feature_node=feature_node, **kwargs)
+        kwargs.setdefault("name", f"checkpoint:{rest}")  # named by the spec as written, not its absolute path
+        return load_checkpoint(_checkpoint_file(rest), feature_node=feature_node, **kwargs)
     if source == "timm":
         from .timm import load_timm
 
@@ -57,7 +92,9 @@ def _from_source(source: str, rest: str, feature_node: str | None, kwargs: dict[
     if source == "hf":
         from .hf import load_hf
 
-        return load_hf(rest, feature_node=feature_node, **kwargs)
+        model = load_hf(_hf_ref(rest), feature_node=feature_node, **kwargs)
+        model.name = f"hf:{rest}"
+        return model
     return None
 
 
