@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import operator
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -44,8 +45,10 @@ def _parse_bool(value: Any) -> bool:
 def _parse_int(value: Any) -> int:
     """An integer, or text of one (``"3"``, from the command line or the environment). Anything else is
     refused rather than truncated: ``int(1.7)`` would quietly run with 1."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, not true/false")
+    if not isinstance(value, (str, float)) and hasattr(value, "__index__"):  # int, numpy integers
+        return operator.index(value)
     if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         return int(value)
     raise ValueError("expected an integer, e.g. 0 or 64 (a fraction is not truncated)")

@@ -252,8 +252,9 @@ class SessionCollector:
             from .terminal import work_counts
 
             self.config.workeroutput[WORK_OUTPUT] = work_counts(self.ctx)
-            self.config.workeroutput[PAIRS_OUTPUT] = sorted(self.pairs | self.ctx.thresholds.asked)
-            self.config.workeroutput[FILES_OUTPUT] = sorted(self.collected_files)
+            # as JSON (ASCII): execnet refuses strings that are not UTF-8, such as a surrogate-escaped name
+            self.config.workeroutput[PAIRS_OUTPUT] = json.dumps(sorted(self.pairs | self.ctx.thresholds.asked))
+            self.config.workeroutput[FILES_OUTPUT] = json.dumps(sorted(self.collected_files))
             return
         targets = {key: self.target(key) for key in ("report", "html", "openmetrics", "github_summary")}
         if not any(targets.values()):
@@ -285,8 +286,8 @@ class SessionCollector:
         output = getattr(node, "workeroutput", {})
         if output.get(WORK_OUTPUT):
             self.work.append(output[WORK_OUTPUT])
-        self.pairs.update((m, d) for m, d in output.get(PAIRS_OUTPUT, ()))
-        self.collected_files.update(output.get(FILES_OUTPUT, ()))
+        self.pairs.update((m, d) for m, d in json.loads(output.get(PAIRS_OUTPUT, "[]")))
+        self.collected_files.update(json.loads(output.get(FILES_OUTPUT, "[]")))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_pycollect_makeitem(self, collector: Any, name: str, obj: Any) -> None:
