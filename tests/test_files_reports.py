@@ -468,7 +468,8 @@ def test_spec_paths_and_path_keywords_are_taken_from_the_rootdir(fresh_context, 
     monkeypatch.chdir(tmp_path / "elsewhere")
     model = load_model("checkpoint:weights/m.pt", arch="squeezenet1_1", num_classes=3)
     assert model.name == "checkpoint:weights/m.pt"
-    with pytest.raises(FileNotFoundError, match=f"no such file {tmp_path}/weights/nope.pt .*rootdir {tmp_path}"):
+    missing = f"weights file {tmp_path}/weights/nope.pt does not exist .*rootdir {tmp_path}"
+    with pytest.raises(FileNotFoundError, match=missing):
         load_model("checkpoint:weights/nope.pt", arch="squeezenet1_1")
 
 

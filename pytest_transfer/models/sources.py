@@ -53,9 +53,10 @@ def _checkpoint_file(rest: str) -> str:
     if not full.exists():
         from ..context import current_context
 
-        raise FileNotFoundError(f"checkpoint:{rest}: no such file {full} (a relative path is taken from the rootdir "
-                                f"{current_context().settings.rootdir}, as every path of pytest-transfer is; give "
-                                "an absolute path or one relative to it)")
+        where = "" if Path(rest).expanduser().is_absolute() else (
+            f" (a relative path is taken from the rootdir {current_context().settings.rootdir}, as every path of "
+            "pytest-transfer is; give an absolute path or one relative to it)")
+        raise FileNotFoundError(f"checkpoint:{rest}: weights file {full} does not exist{where}")
     return str(full)
 
 
@@ -109,6 +110,10 @@ def load_model(spec: Any, *, registry: Registry | None = None, name: str | None 
     ``pytest_transfer_register_models`` hook. Other keyword arguments go to
     the source (``check_hash=``, ``image_size=``, ``weights=``, builder
     arguments). A model from a library is fed as that library feeds it.
+    A relative path (``checkpoint:<path>``, an ``hf:`` folder, timm's
+    ``weights=`` and ``cache_dir=``, hf's ``cache_dir=``) is taken from the
+    rootdir, as every path of pytest-transfer is; the model keeps the spec as
+    written as its name.
 
     >>> m = load_model("torchvision:resnet18:none", image_size=32)  # doctest: +SKIP
     """

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from ..progress import PassStatus
-from .text import printable
+from .text import cut, display_width, printable
 
 
 def controller_line(sent: dict[str, Any]) -> str:
@@ -71,7 +71,7 @@ class LiveProgress:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.ended: list[dict[str, Any]] = []
-        self.shown = 0  # characters of status text now after pytest's line (terminal mode)
+        self.shown = 0  # display columns of status text now after pytest's line (terminal mode)
         tr = config.pluginmanager.get_plugin("terminalreporter")
         self.worker = getattr(config, "workerinput", {}).get("workerid")
         if hasattr(config, "workerinput"):
@@ -137,10 +137,12 @@ class LiveProgress:
             return
         tw = tr._tw
         room = tw.fullwidth - tw.width_of_current_line - 2
-        text = (" " + printable(text))[:room] if room >= 20 else ""
-        pad = max(0, self.shown - len(text))
+        # columns, not code points: a CJK model name takes two per character, and each backspace steps back one
+        text = cut(" " + printable(text), room)[0] if room >= 20 else ""
+        width = display_width(text)
+        pad = max(0, self.shown - width)
         self._raw("\b" * self.shown + text + " " * pad + "\b" * pad)
-        self.shown = len(text)
+        self.shown = width
 
     def clear(self) -> None:
         """Erase the status text (terminal mode); pytest's line is as before."""
