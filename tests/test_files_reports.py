@@ -64,6 +64,7 @@ def pytest_transfer_register_datasets(registry):
                                      'def test_a():\n    pass\n')
     (tests / "test_a.py").write_text((tests / "test_a.py").read_text() + '\n\n@pytest.mark.transfer('
                                      'model="torchvision:resnet18", dataset="spots")\ndef test_spec():\n    pass\n')
+    (tests / "test_empty.py").write_text('"""A module that defines nothing: still collected."""\n')
     (tests / "test_b.py").write_text('import os\nimport pytest\n\n'
                                      '@pytest.mark.transfer(model="pooled", dataset="spots-b")\n'
                                      'def test_b():\n    assert os.environ.get("FAIL_B") != "1"\n')
@@ -176,8 +177,8 @@ def test_names_that_are_not_utf8_or_hold_newlines_reach_every_report(pytester, m
                                          '[tool.pytest_transfer]\ndevice = "cpu"\nno_cache = true\n')
     _image_folder(pytester.path, b"data_caf\xe9", signal=False)
     pytester.makepyfile(test_names=NAMES_TEST)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--transfer-report=r.json", "--transfer-html=r.html",
+    result = pytester.runpytest_subprocess(  # under pytest-xdist: the names also travel from a worker
+        "-n", "2", "-p", "no:cacheprovider", "--transfer-report=r.json", "--transfer-html=r.html",
         "--transfer-openmetrics=m.txt", "--transfer-github-summary=summary.md", "--junitxml=junit.xml")
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     assert "Traceback" not in result.stderr.str() + result.stdout.str()

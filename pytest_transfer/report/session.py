@@ -295,6 +295,13 @@ class SessionCollector:
         skipped, or that failed to import, never gets here."""
         self.collected_files.add(str(collector.path))
 
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A module collected without error counts too (one that defines no name at all is never asked
+        about), except under ``--lf``, which reports the files it skips as collected and empty."""
+        path = report.nodeid.split("::")[0]
+        if report.passed and path == report.nodeid and path.endswith(".py") and not self.config.getoption("lf", False):
+            self.collected_files.add(str(self.config.rootpath / path))
+
     def _annotations(self) -> list[str]:
         if self.report is None or not self.target("github_summary"):
             return []
