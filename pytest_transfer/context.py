@@ -158,10 +158,7 @@ def build_thresholds(settings: Settings) -> ThresholdTable:
     table = ThresholdTable(settings.threshold_table,
                            origin=os.path.basename(settings.pyproject) if settings.pyproject else "pyproject.toml")
     if settings.thresholds:
-        path = settings.thresholds
-        if not os.path.isabs(path):
-            path = os.path.join(settings.rootdir, path)
-        extra = ThresholdTable.from_file(path, display=settings.thresholds)
+        extra = ThresholdTable.from_file(settings.path(settings.thresholds), display=settings.thresholds)
         table.update(extra)  # the file's entries win; each keeps its own origin
         table.origin = f"{table.origin} / {extra.origin}"
     return table

@@ -7,6 +7,8 @@ and the environment variable ``PYTEST_TRANSFER_FOO_BAR``.
 from __future__ import annotations
 
 import difflib
+import math
+import operator
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -41,9 +43,15 @@ def _parse_bool(value: Any) -> bool:
 
 
 def _parse_int(value: Any) -> int:
+    """An integer, or text of one (``"3"``, from the command line or the environment). Anything else is
+    refused rather than truncated: ``int(1.7)`` would quietly run with 1."""
     if isinstance(value, bool):
-        raise ValueError("expected an integer")
-    return int(value)
+        raise ValueError("expected an integer, not true/false")
+    if not isinstance(value, (str, float)) and hasattr(value, "__index__"):  # int, numpy integers
+        return operator.index(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    raise ValueError("expected an integer, e.g. 0 or 64 (a fraction is not truncated)")
 
 
 def _parse_positive_int(value: Any) -> int:
@@ -53,36 +61,61 @@ def _parse_positive_int(value: Any) -> int:
     return out
 
 
-def _parse_fraction(value: Any) -> float:
+def _parse_number(value: Any) -> float:
+    """A finite float, or text of one; a bool, a list or NaN is refused (``float()`` would take some)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("expected a number")
     out = float(value)
+    if not math.isfinite(out):
+        raise ValueError("expected a finite number")
+    return out
+
+
+def _parse_seed(value: Any) -> int:
+    out = _parse_int(value)
+    if out < 0:
+        raise ValueError("expected an integer >= 0 (numpy refuses negative seeds)")
+    return out
+
+
+def _parse_fraction(value: Any) -> float:
+    out = _parse_number(value)
     if not 0.0 < out < 1.0:
         raise ValueError("expected a number strictly between 0 and 1")
     return out
 
 
+def _text(value: Any) -> str:
+    """``value`` if it is text; a list, a table or a number where text belongs is refused (``str()`` of it
+    would make a folder named ``['a']``)."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got a {type(value).__name__}")
+    return value
+
+
 def _parse_confidence(value: Any) -> str:
-    text = str(value).strip().lower()
+    text = _text(value).strip().lower()
     if text not in CONFIDENCE_MODES:
         raise ValueError(f"expected one of {', '.join(CONFIDENCE_MODES)}")
     return text
 
 
 def _parse_level(value: Any) -> float:
-    out = float(value)
+    out = _parse_number(value)
     if not 0.5 <= out < 1.0:
         raise ValueError("expected a confidence level in [0.5, 1), e.g. 0.95")
     return out
 
 
 def _parse_autocast(value: Any) -> str:
-    text = str(value).strip().lower()
+    text = _text(value).strip().lower()
     if text not in AUTOCAST_MODES:
         raise ValueError(f"expected one of {', '.join(AUTOCAST_MODES)}")
     return text
 
 
 def _parse_corruption_table(value: Any) -> str:
-    text = str(value).strip().lower()
+    text = _text(value).strip().lower()
     if text not in CORRUPTION_TABLE_CHOICES:
         raise ValueError(f"expected one of {', '.join(CORRUPTION_TABLE_CHOICES)}")
     return text
@@ -91,7 +124,7 @@ def _parse_corruption_table(value: Any) -> str:
 def _parse_device(value: Any) -> str:
     from .device import validate_device_spec
 
-    return validate_device_spec(str(value))
+    return validate_device_spec(_text(value))
 
 
 def parse_num_workers(value: Any) -> int | str:
@@ -104,9 +137,19 @@ def parse_num_workers(value: Any) -> int | str:
 
 
 def _parse_path(value: Any) -> str | None:
-    if value is None or str(value) == "":
+    """An optional output or input file: text, ``""`` meaning none (so that an environment variable can
+    turn off a path set in pyproject.toml)."""
+    if value is None or _text(value) == "":
         return None
-    return str(value)
+    return value
+
+
+def _parse_dir(value: Any) -> str:
+    """A folder that is always used (``cache_dir``): non-empty text. An empty one would put the cache's
+    files into the rootdir itself; ``no_cache`` is the way to turn the cache off."""
+    if _text(value).strip() == "":
+        raise ValueError("expected a folder name, e.g. .transfer_cache (to turn the cache off: no_cache = true)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -129,11 +172,12 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("device", "auto", _parse_device, "device for models: auto, cpu, cuda, cuda:N or mps", metavar="DEVICE"),
-    Option("seed", 0, _parse_int, "seed for splits, noise, corruptions, attacks and bootstraps", metavar="N"),
-    Option("cache_dir", ".transfer_cache", str, "directory of the on-disk evaluation cache (relative to rootdir)",
-           metavar="DIR"),
+    Option("seed", 0, _parse_seed, "seed for splits, noise, corruptions, attacks and bootstraps", metavar="N"),
+    Option("cache_dir", ".transfer_cache", _parse_dir,
+           "directory of the on-disk evaluation cache (relative to rootdir)", metavar="DIR"),
     Option("no_cache", False, _parse_bool, "do not read or write the on-disk evaluation cache", flag=True),
-    Option("report", None, _parse_path, "write every measurement as JSON to PATH", metavar="PATH"),
+    Option("report", None, _parse_path, "write every measurement as JSON to PATH (relative to rootdir)",
+           metavar="PATH"),
     Option("html", None, _parse_path, "write a self-contained HTML report to PATH", metavar="PATH"),
     Option("update_baselines", False, _parse_bool, "write the measured results as the new baselines", flag=True),
     Option("confidence", "none", _parse_confidence,
@@ -204,11 +248,24 @@ class Settings:
     def source(self, key: str) -> str:
         return self.sources.get(key, "default")
 
+    def path(self, value: str | os.PathLike[str]) -> Path:
+        """``value`` as a path: ``~`` expanded, and a relative one taken from the rootdir.
+
+        The one rule for every path pytest-transfer reads or writes, wherever it
+        is written (a spec such as ``checkpoint:``, ``hf:``, ``imagefolder:`` or
+        ``torchvision:<Name>:<root>``, a marker's ``model_kwargs``, a setting on
+        the command line, in the environment or in ``pyproject.toml``): the
+        rootdir is the folder of the ``pyproject.toml`` holding
+        ``[tool.pytest_transfer]``, else pytest's rootdir, so ``cd tests && pytest``
+        finds the same files as ``pytest`` does.
+        """
+        p = Path(os.fspath(value)).expanduser()
+        return p if p.is_absolute() else Path(self.rootdir) / p
+
     def cache_path(self) -> Path | None:
         if self.no_cache:
             return None
-        p = Path(self.cache_dir)
-        return p if p.is_absolute() else Path(self.rootdir) / p
+        return self.path(self.cache_dir)
 
 
 def find_pyproject(start: str | os.PathLike[str]) -> Path | None:

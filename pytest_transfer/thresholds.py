@@ -77,7 +77,8 @@ def check_threshold_value(value: Any, *, key: str | None, argument: str) -> floa
     """``value`` as a float inside the valid range of ``key`` (or of ``argument`` when there is no key).
 
     Every threshold goes through this rule, from a gate's argument and from a
-    config file: not a number, NaN, or outside the range (:data:`KNOWN_KEYS`,
+    config file: not a number, NaN, infinite (``logme = -inf`` is a gate that
+    cannot fail, whatever the key's range), or outside the range (:data:`KNOWN_KEYS`,
     :data:`ARGUMENT_RANGES`) is a ``ValueError`` naming the argument, the value and
     the fix. A value in (1, 100] for a key whose range is [0, 1] is read as a
     percentage: ``max_drop=5`` would make a gate that can never fail.
@@ -94,6 +95,9 @@ def check_threshold_value(value: Any, *, key: str | None, argument: str) -> floa
     v = float(value)
     if math.isnan(v):
         raise ValueError(f"{argument}=nan: the threshold is NaN, which no value can clear; pass a number")
+    if math.isinf(v):
+        raise ValueError(f"{argument}={format_threshold(v)}: an infinite threshold makes a gate that "
+                         f"{'every' if v < 0 else 'no'} value clears; pass a finite number")
     lo, hi = KNOWN_KEYS.get(key or "", ARGUMENT_RANGES.get(argument, (-INF, INF)))
     if lo <= v <= hi:
         return v
@@ -216,7 +220,11 @@ class ThresholdTable:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise pytest.UsageError(f"{where}: {key} = {value!r} is not a number")
         lo, hi = KNOWN_KEYS[key]
-        if not (lo <= float(value) <= hi) or math.isnan(float(value)):  # the rule of check_threshold_value
+        if not math.isfinite(float(value)):
+            raise pytest.UsageError(f"{where}: {key} = {value} is not a finite number; a threshold of "
+                                    f"{value} makes a gate that cannot fail or cannot pass; give a number in "
+                                    f"[{format_threshold(lo)}, {format_threshold(hi)}]")
+        if not (lo <= float(value) <= hi):  # the rule of check_threshold_value
             raise pytest.UsageError(f"{where}: {key} = {value} is outside the metric's range [{lo}, {hi}]; "
                                     f"{_range_fix(float(value), lo, hi)}")
         return float(value)
@@ -227,12 +235,16 @@ class ThresholdTable:
         or ``["<model>"."<dataset>"]`` at the top level). ``display`` is how errors name the file."""
         p = Path(path)
         shown = display or str(p)
+        where = shown if str(p) == shown else f"{shown} ({p}: a relative path is taken from the rootdir)"
         if not p.is_file():
-            raise pytest.UsageError(f"thresholds file {shown} does not exist; fix --transfer-thresholds")
+            raise pytest.UsageError(f"thresholds file {where} does not exist or is not a file; fix the thresholds "
+                                    "setting (--transfer-thresholds)")
         try:
-            data = tomllib.loads(p.read_text())
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise pytest.UsageError(f"{shown}: not valid TOML ({exc})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise pytest.UsageError(f"thresholds file {where} cannot be read: {exc}") from None
         if "tool" in data:
             section = "tool.pytest_transfer.thresholds"
             table = data["tool"].get("pytest_transfer", {}).get("thresholds", {})

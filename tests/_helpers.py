@@ -150,7 +150,9 @@ def pytester_pyproject(settings: str = "", tables: str = "") -> str:
     """A pytester project's ``pyproject.toml``: pytest without its cache provider, pytest-transfer on the
     CPU without the disk cache plus ``settings`` (lines of ``[tool.pytest_transfer]``), then ``tables``."""
     return (
-        '[tool.pytest.ini_options]\naddopts = "-p no:cacheprovider -p no:unraisableexception"\n\n'
+        # no hypothesis plugin: its end-of-session hook costs seconds in every in-process run
+        '[tool.pytest.ini_options]\n'
+        'addopts = "-p no:cacheprovider -p no:unraisableexception -p no:hypothesispytest"\n\n'
         f'[tool.pytest_transfer]\ndevice = "cpu"\nno_cache = true\n{settings}\n{tables}'
     )
 

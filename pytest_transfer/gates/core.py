@@ -59,6 +59,9 @@ def check_threshold(threshold: Threshold, *, argument: str, keys: Sequence[str])
         check_threshold_value(threshold.value, key=keys[0] if keys else None, argument=argument)
     elif math.isnan(threshold.value):
         raise ValueError(f"{threshold.source}: the threshold is NaN; pass a number")
+    elif math.isinf(threshold.value):
+        raise ValueError(f"{threshold.source}: the threshold is {threshold.value}, which makes a gate that cannot "
+                         "fail or cannot pass; pass a finite number")
     return threshold
 
 

@@ -363,7 +363,7 @@ def assert_no_regression(model: Any, dataset: Any, *, metrics: str | Sequence[st
     ``confidence`` (``none``, ``strict``, ``lenient``).
 
     The baseline file is ``__transfer_baselines__/<test module>/<test>--<model>--<dataset>.json``
-    next to the test (or ``path``). A missing one is written and the gate
+    next to the test (or ``path``, a relative one taken from the rootdir). A missing one is written and the gate
     fails saying so; ``--transfer-update-baselines`` rewrites it and passes.
     Returns ``{metric: Measurement}`` (value = baseline − current).
 
@@ -431,7 +431,7 @@ class _Run:
             split_fingerprint=dataset.split_fingerprint(split), test=baseline_test_id(ctx.current_test, test_path),
             model_fingerprint=model.fingerprint(),
         )
-        self.file = Path(path) if path is not None else baseline_path(
+        self.file = ctx.settings.path(path) if path is not None else baseline_path(
             test=ctx.current_test, test_path=test_path, model=model.name, dataset=dataset.name, method=self.method,
             split=split)
         self.shown = _display(self.file, ctx)
@@ -457,7 +457,12 @@ class _Run:
     def write(self, stored: Baseline | None) -> dict[str, Measurement]:
         """Create (and fail, unless updating) or update the baseline file."""
         __tracebackhide__ = True
-        action = self.common["baseline_action"] = write_baseline(self.file, self.current)
+        try:
+            action = self.common["baseline_action"] = write_baseline(self.file, self.current)
+        except OSError as exc:  # a read-only or full disk, a folder in the way: one line, the old file kept
+            from ..report.text import write_error
+
+            raise BaselineError(write_error("the baseline", self.shown, exc)) from None
         results = {}
         for name in self.names:
             value = float(self.current.metrics[name])

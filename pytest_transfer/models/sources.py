@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..registry import Registry, SourceRegistry
@@ -36,6 +38,32 @@ def as_transfer_model(obj: Any, *, name: str | None = None, preprocess: Callable
 MODULE_KEYWORDS = ("num_classes", "categories", "in_channels")
 
 
+def rooted(path: str | os.PathLike[str]) -> Path:
+    """``path`` with a relative one taken from the rootdir (:meth:`pytest_transfer.settings.Settings.path`,
+    the one rule for every path of pytest-transfer), so ``cd tests && pytest`` loads the same files."""
+    from ..context import current_context
+
+    return current_context().settings.path(path)
+
+
+def _checkpoint_file(rest: str) -> str:
+    full = rooted(rest)
+    if not full.exists():
+        from ..context import current_context
+
+        where = "" if Path(rest).expanduser().is_absolute() else (
+            f" (a relative path is taken from the rootdir {current_context().settings.rootdir}, as every path of "
+            "pytest-transfer is; give an absolute path or one relative to it)")
+        raise FileNotFoundError(f"checkpoint:{rest}: weights file {full} does not exist{where}")
+    return str(full)
+
+
+def _hf_ref(rest: str) -> str:
+    """A folder written by ``save_pretrained`` (from the rootdir when relative), else the repo id as given."""
+    full = rooted(rest)
+    return str(full) if full.is_dir() else rest
+
+
 def _refuse_keywords(obj: Any, kwargs: dict[str, Any], name: str | None) -> None:
     """Refuse, by name, keywords that a module or ``TransferModel`` object does not take (they would be
     dropped silently, or reach ``TransferModel`` as an unexpected keyword)."""
@@ -62,6 +90,11 @@ def _unexpected_keyword(exc: TypeError, spec: str) -> ValueError | None:
                       "model_kwargs=[{...}, {...}] or model_kwargs={'<spec>': {...}}")
 
 
+def _rooted_kwargs(kwargs: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``kwargs`` with the path-valued ``keys`` taken from the rootdir (the one rule for every path)."""
+    return {k: str(rooted(v)) if k in keys and isinstance(v, (str, os.PathLike)) else v for k, v in kwargs.items()}
+
+
 def _torchvision_source(rest: str, **kwargs: Any) -> TransferModel:
     """``torchvision:<arch>[:<weights>]``."""
     from .torchvision import load_torchvision
@@ -80,21 +113,24 @@ def _checkpoint_source(rest: str, **kwargs: Any) -> TransferModel:
     """``checkpoint:<path>`` (with ``arch=``)."""
     from .checkpoint import load_checkpoint
 
-    return load_checkpoint(rest, **kwargs)
+    kwargs.setdefault("name", f"checkpoint:{rest}")  # named by the spec as written, not its absolute path
+    return load_checkpoint(_checkpoint_file(rest), **kwargs)
 
 
 def _timm_source(rest: str, **kwargs: Any) -> TransferModel:
     """``timm:<name>``."""
     from .timm import load_timm
 
-    return load_timm(rest, **kwargs)
+    return load_timm(rest, **_rooted_kwargs(kwargs, ("weights", "cache_dir")))
 
 
 def _hf_source(rest: str, **kwargs: Any) -> TransferModel:
     """``hf:<local folder or cached repo id>``."""
     from .hf import load_hf
 
-    return load_hf(rest, **kwargs)
+    model = load_hf(_hf_ref(rest), **_rooted_kwargs(kwargs, ("cache_dir",)))
+    model.name = f"hf:{rest}"  # named by the spec as written
+    return model
 
 
 #: the built-in model sources: prefix → (loader, spec form); registered in every session like a plugin's
@@ -128,7 +164,10 @@ def load_model(spec: Any, *, registry: Registry | None = None, name: str | None 
     library feeds it. An unknown prefix raises ``ValueError`` listing the
     registered ones; a keyword the source does not take is refused by name
     (``ValueError``); a module object takes only ``num_classes``,
-    ``categories``, ``in_channels``.
+    ``categories``, ``in_channels``. A relative path (``checkpoint:<path>``,
+    an ``hf:`` folder, timm's ``weights=`` and ``cache_dir=``, hf's
+    ``cache_dir=``) is taken from the rootdir, as every path of
+    pytest-transfer is; the model keeps the spec as written as its name.
 
     >>> m = load_model("torchvision:resnet18:none", image_size=32)  # doctest: +SKIP
     """

@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 from ..thresholds import format_threshold
 from .terminal import counterpart, short_tests, threshold_cell, value_cell
+from .text import markdown_cell, workflow_data, workflow_property
 
 PASS, FAIL = "✅ PASS", "❌ FAIL"
 
@@ -56,8 +57,9 @@ def _signed(x: float) -> str:
 
 
 def _cell(text: Any) -> str:
-    """A Markdown table cell: pipes escaped, newlines folded."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """A Markdown table cell (:func:`~pytest_transfer.report.text.markdown_cell`): control characters and bytes
+    that are not UTF-8 escaped, backslashes and pipes escaped."""
+    return markdown_cell(text)
 
 
 def _code(text: Any) -> str:
@@ -195,17 +197,9 @@ def append_summary(path: str | os.PathLike[str], markdown: str) -> str:
     folder = os.path.dirname(os.fspath(path))
     if folder:
         os.makedirs(folder, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
+    with open(path, "a", encoding="utf-8", errors="backslashreplace") as fh:
         fh.write(markdown)
     return os.fspath(path)
-
-
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def annotation(r: Mapping[str, Any], location: tuple[str, int] | None) -> str:
@@ -215,9 +209,9 @@ def annotation(r: Mapping[str, Any], location: tuple[str, int] | None) -> str:
     threshold = threshold_cell(r.get("comparison"), r.get("threshold"))
     message = (f"{r.get('metric')} of {model} on {dataset} is {_value(r)}, threshold {threshold} "
                f"(from {r.get('threshold_source') or '–'}); test {r.get('test')}")
-    props = [] if location is None else [f"file={_escape_property(location[0])}", f"line={int(location[1])}"]
-    props.append(f"title={_escape_property('pytest-transfer: ' + str(r.get('metric')) + ' gate failed')}")
-    return f"::{level} {','.join(props)}::{_escape_data(message)}"
+    props = [] if location is None else [f"file={workflow_property(location[0])}", f"line={int(location[1])}"]
+    props.append(f"title={workflow_property('pytest-transfer: ' + str(r.get('metric')) + ' gate failed')}")
+    return f"::{level} {','.join(props)}::{workflow_data(message)}"
 
 
 def annotations(report: Mapping[str, Any], locations: Mapping[str, tuple[str, int]]) -> list[str]:

@@ -23,7 +23,9 @@ def extras_for(rows: Sequence[Mapping[str, Any]], *, plots: bool = True) -> list
     from pytest_html import extras
 
     from .html import figure_images, measurement_table
+    from .text import utf8_tree
 
+    rows = utf8_tree(list(rows))  # pytest-html writes UTF-8: a name that is not UTF-8 is shown escaped
     table = measurement_table(rows).replace("<table>", f'<table class="{TABLE_CLASS}">', 1)
     out = [extras.html(f"<div><b>pytest-transfer measurements</b>{table}</div>")]
     if plots:

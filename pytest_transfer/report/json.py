@@ -40,6 +40,7 @@ from typing import Any
 
 from ..baselines import count_actions, write_text_file
 from ..jsonable import plain
+from .text import json_surrogates
 
 SCHEMA = "pytest-transfer-report"
 VERSION = 1
@@ -130,5 +131,9 @@ def build_report(measurements: Sequence[Mapping[str, Any]], *, settings: Any = N
 
 
 def write_json(path: str | os.PathLike[str], report: Mapping[str, Any]) -> Path:
-    """Write ``report`` atomically as indented, strict JSON; returns the path."""
-    return write_text_file(path, json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False, default=str) + "\n")
+    """Write ``report`` atomically as indented, strict JSON in UTF-8; returns the path.
+
+    A name that is not UTF-8 (a folder ``data_caf\xe9``, which Python reads as ``"data_caf\udce9"``) is
+    written as its ``\udce9`` escape, so ``json.load`` gives back the very string (lossless)."""
+    text = json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False, default=str)
+    return write_text_file(path, json_surrogates(text) + "\n")

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from ..progress import PassStatus
+from .text import cut, display_width, printable
 
 
 def controller_line(sent: dict[str, Any]) -> str:
@@ -54,13 +55,14 @@ def write_lines(tr: Any, lines: list[str]) -> None:
     """Write whole lines below pytest's current line through its terminal reporter ``tr``.
 
     pytest's idea of the current test file is left alone: its next result
-    continues on the next line instead of naming the file again.
+    continues on the next line instead of naming the file again. Control characters in a line (a model
+    name holding a newline) are escaped (:func:`~pytest_transfer.report.text.printable`).
     """
     tw = tr._tw
     if lines and tw.width_of_current_line:
         tw.line()
     for line in lines:
-        tw.line(line)
+        tw.line(printable(line))
 
 
 class LiveProgress:
@@ -69,7 +71,7 @@ class LiveProgress:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.ended: list[dict[str, Any]] = []
-        self.shown = 0  # characters of status text now after pytest's line (terminal mode)
+        self.shown = 0  # display columns of status text now after pytest's line (terminal mode)
         tr = config.pluginmanager.get_plugin("terminalreporter")
         self.worker = getattr(config, "workerinput", {}).get("workerid")
         if hasattr(config, "workerinput"):
@@ -135,10 +137,12 @@ class LiveProgress:
             return
         tw = tr._tw
         room = tw.fullwidth - tw.width_of_current_line - 2
-        text = (" " + text)[:room] if room >= 20 else ""
-        pad = max(0, self.shown - len(text))
+        # columns, not code points: a CJK model name takes two per character, and each backspace steps back one
+        text = cut(" " + printable(text), room)[0] if room >= 20 else ""
+        width = display_width(text)
+        pad = max(0, self.shown - width)
         self._raw("\b" * self.shown + text + " " * pad + "\b" * pad)
-        self.shown = len(text)
+        self.shown = width
 
     def clear(self) -> None:
         """Erase the status text (terminal mode); pytest's line is as before."""

@@ -23,12 +23,13 @@ from typing import Any
 import pytest
 
 from ..context import Context, Measurement
-from ..settings import SECTION
+from .text import printable
 
 PROPERTY = "pytest_transfer"
 PASSES_PROPERTY = "pytest_transfer.passes"
 WORK_OUTPUT = "pytest_transfer_work"
 PAIRS_OUTPUT = "pytest_transfer_pairs"
+FILES_OUTPUT = "pytest_transfer_files"
 
 
 def without_group(nodeid: str) -> str:
@@ -77,6 +78,68 @@ def unused_threshold_tables(table: Any, pairs: Iterable[tuple[str, str]],
     return out
 
 
+def suite_files(config: pytest.Config) -> list[str]:
+    """The test modules of the whole suite: the files matching ``python_files`` under ``testpaths`` (else
+    the rootdir), without the folders pytest does not enter (``norecursedirs``, virtual environments) and
+    what ``--ignore`` / ``--ignore-glob`` leave out."""
+    import glob
+    from pathlib import Path
+
+    root = config.rootpath
+    testpaths = config.getini("testpaths")
+    starts = [Path(p) for pattern in testpaths for p in sorted(glob.glob(str(root / pattern)))] if testpaths \
+        else [root]
+    start_dir = config.invocation_params.dir
+    ignored = {os.path.realpath(start_dir / p) for p in config.getoption("ignore", None) or []}
+    ignore_globs = [str(start_dir / g) for g in config.getoption("ignore_glob", None) or []]
+
+    def skipped(path: Path, is_dir: bool) -> bool:
+        if os.path.realpath(path) in ignored or any(fnmatch.fnmatch(str(path), g) for g in ignore_globs):
+            return True
+        return is_dir and (any(fnmatch.fnmatch(path.name, p) for p in config.getini("norecursedirs"))
+                           or (path / "pyvenv.cfg").is_file())
+
+    out = []
+    for start in starts:
+        if start.is_file():
+            out.append(str(start))
+        for folder, dirs, files in os.walk(start) if start.is_dir() else ():
+            here = Path(folder)
+            dirs[:] = [d for d in dirs if not skipped(here / d, True)]
+            out += [str(here / f) for f in files if any(fnmatch.fnmatch(f, p) for p in config.getini("python_files"))
+                    and not skipped(here / f, False)]
+    return out
+
+
+def _write_json(path: str, report: dict[str, Any], written: list[tuple[str, str]]) -> str:
+    from .json import write_json
+
+    return str(write_json(path, report))
+
+
+def _write_html(path: str, report: dict[str, Any], written: list[tuple[str, str]]) -> str:
+    from .html import write_html
+
+    return str(write_html(path, report))
+
+
+def _write_openmetrics(path: str, report: dict[str, Any], written: list[tuple[str, str]]) -> str:
+    from .openmetrics import write_openmetrics
+
+    return str(write_openmetrics(path, report))
+
+
+def _append_github_summary(path: str, report: dict[str, Any], written: list[tuple[str, str]]) -> str:
+    from .github import append_summary, render_summary
+
+    return append_summary(path, render_summary(report, written=written))
+
+
+#: the report writers, by option: ``writer(path, report, reports written before) -> the path written``
+_WRITERS: dict[str, Callable[..., str]] = {"report": _write_json, "html": _write_html,
+                                           "openmetrics": _write_openmetrics, "github_summary": _append_github_summary}
+
+
 def _location(report: pytest.TestReport) -> tuple[str, int]:
     """``(path relative to the rootdir, 1-based line)``: the failing line in the test's file, else the test's."""
     path, line, _ = report.location
@@ -105,6 +168,8 @@ class SessionCollector:
         # not) or looked thresholds up for: a thresholds table matching none of them is reported unused
         self.pairs: set[tuple[str, str]] = set()
         self.progress = progress  # called on the controller with the passes an xdist worker ran for a test
+        self.collected_files: set[str] = set()  # test modules really collected (not skipped by --lf)
+        self.not_written: list[str] = []  # why a report could not be written, one line each
 
     @property
     def is_worker(self) -> bool:
@@ -163,8 +228,8 @@ class SessionCollector:
             self.progress(passes)
 
     def target(self, key: str) -> str | None:
-        """The path of an output option: relative to ``[tool.pytest_transfer]``'s file when set there, else to
-        the directory pytest was started in (as ``--junitxml``)."""
+        """The path of an output option; a relative one is relative to the rootdir, as every path of
+        pytest-transfer is (:meth:`~pytest_transfer.settings.Settings.path`), wherever it was set."""
         value = getattr(self.ctx.settings, key)
         if key == "github_summary" and not value:
             from .github import summary_path
@@ -174,9 +239,7 @@ class SessionCollector:
             return value if value and self.measurements else None
         if not value:
             return None
-        from_file = SECTION in self.ctx.settings.source(key)
-        base = self.ctx.settings.rootdir if from_file else str(self.config.invocation_params.dir)
-        return value if os.path.isabs(value) else os.path.join(base, value)
+        return str(self.ctx.settings.path(value))
 
     def build(self) -> dict[str, Any]:
         from .json import build_report
@@ -189,29 +252,33 @@ class SessionCollector:
             from .terminal import work_counts
 
             self.config.workeroutput[WORK_OUTPUT] = work_counts(self.ctx)
-            self.config.workeroutput[PAIRS_OUTPUT] = sorted(self.pairs | self.ctx.thresholds.asked)
+            # as JSON (ASCII): execnet refuses strings that are not UTF-8, such as a surrogate-escaped name
+            self.config.workeroutput[PAIRS_OUTPUT] = json.dumps(sorted(self.pairs | self.ctx.thresholds.asked))
+            self.config.workeroutput[FILES_OUTPUT] = json.dumps(sorted(self.collected_files))
             return
         targets = {key: self.target(key) for key in ("report", "html", "openmetrics", "github_summary")}
         if not any(targets.values()):
             return
-        self.report = report = self.build()
-        if targets["report"]:
-            from .json import write_json
+        try:
+            self.report = self.build()
+        except Exception as exc:  # a report never fails the session: say why there is none
+            self.not_written.append(f"pytest-transfer: no report was written: {printable(exc)} "
+                                    f"({type(exc).__name__})")
+            return
+        for key, what in (("report", "JSON report"), ("html", "HTML report"),
+                          ("openmetrics", "OpenMetrics report"), ("github_summary", "GitHub job summary")):
+            if targets[key]:
+                self._write(what, targets[key], _WRITERS[key])
 
-            self.written.append(("JSON report", str(write_json(targets["report"], report))))
-        if targets["html"]:
-            from .html import write_html
+    def _write(self, what: str, path: str, writer: Callable[..., str]) -> None:
+        """Run one report writer; a failure (a directory given as the file, a read-only or full disk, a name
+        no writer expected) becomes one line of the terminal summary, never a traceback or a failed session."""
+        try:
+            self.written.append((what, writer(path, self.report, list(self.written))))
+        except Exception as exc:
+            from .text import write_error
 
-            self.written.append(("HTML report", str(write_html(targets["html"], report))))
-        if targets["openmetrics"]:
-            from .openmetrics import write_openmetrics
-
-            self.written.append(("OpenMetrics report", str(write_openmetrics(targets["openmetrics"], report))))
-        if targets["github_summary"]:
-            from .github import append_summary, render_summary
-
-            markdown = render_summary(report, written=list(self.written))
-            self.written.append(("GitHub job summary", append_summary(targets["github_summary"], markdown)))
+            self.not_written.append("pytest-transfer: " + write_error(f"the {what}", path, exc))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -219,7 +286,21 @@ class SessionCollector:
         output = getattr(node, "workeroutput", {})
         if output.get(WORK_OUTPUT):
             self.work.append(output[WORK_OUTPUT])
-        self.pairs.update((m, d) for m, d in output.get(PAIRS_OUTPUT, ()))
+        self.pairs.update((m, d) for m, d in json.loads(output.get(PAIRS_OUTPUT, "[]")))
+        self.collected_files.update(json.loads(output.get(FILES_OUTPUT, "[]")))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_pycollect_makeitem(self, collector: Any, name: str, obj: Any) -> None:
+        """A test module was really collected (pytest asks this for every name in it); a file that ``--lf``
+        skipped, or that failed to import, never gets here."""
+        self.collected_files.add(str(collector.path))
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A module collected without error counts too (one that defines no name at all is never asked
+        about), except under ``--lf``, which reports the files it skips as collected and empty."""
+        path = report.nodeid.split("::")[0]
+        if report.passed and path == report.nodeid and path.endswith(".py") and not self.config.getoption("lf", False):
+            self.collected_files.add(str(self.config.rootpath / path))
 
     def _annotations(self) -> list[str]:
         if self.report is None or not self.target("github_summary"):
@@ -232,33 +313,27 @@ class SessionCollector:
                  for test, (path, line) in self.locations.items()}
         return annotations(self.report, where)
 
-    def _ran_a_subset(self) -> bool:
-        """Whether the command line named test files, node ids or folders other than the rootdir."""
-        args_source = getattr(pytest.Config, "ArgsSource", None)
-        if args_source is None or getattr(self.config, "args_source", None) != args_source.ARGS:
-            return False
-        start = self.config.invocation_params.dir
-        return any("::" in arg or (start / arg).resolve() != self.config.rootpath.resolve()
-                   for arg in self.config.args)
+    def _collected_the_whole_suite(self) -> bool:
+        """Whether this session collected every test module of the suite (:func:`suite_files`): ``-k``,
+        ``-m``, ``--deselect`` and ``--sw`` deselect collected tests, whose markers still count; a run of some
+        files or folders, ``--lf`` (which skips the files without failures) or a module that failed to import
+        did not, and then tests this session never saw may use any table."""
+        collected = {os.path.realpath(f) for f in self.collected_files}
+        return all(os.path.realpath(f) in collected for f in suite_files(self.config))
 
     def _report_unused_thresholds(self, tr: Any) -> None:
-        """Name the thresholds tables that match no model × dataset this session's tests use (collected tests,
-        deselected ones included, threshold lookups and measurements), once the session used any. A session
-        that ran some files only names the tables whose patterns name no registered model or dataset either."""
+        """Name the thresholds tables that match no model × dataset of the suite's tests (the markers of
+        every collected test, deselected ones included, threshold lookups and measurements), once the session
+        used any. Only a session that collected the whole suite can tell: see :meth:`_collected_the_whole_suite`."""
         pairs = self.pairs | self.ctx.thresholds.asked | {(str(m["model"]), str(m["dataset"]))
                                                           for m in self.measurements}
-        known = None
-        if self._ran_a_subset():
-            from ..datasets.specs import BUILTIN_DATASETS
-
-            known = ({m for m, _ in pairs} | set(self.ctx.models.names()),
-                     {d for _, d in pairs} | set(self.ctx.datasets.names()) | set(BUILTIN_DATASETS))
-        unused = unused_threshold_tables(self.ctx.thresholds, pairs, known) if pairs else []
+        if not pairs or not self.ctx.thresholds.entries or not self._collected_the_whole_suite():
+            return
+        unused = unused_threshold_tables(self.ctx.thresholds, pairs)
         if unused:
-            what = "named no registered model or dataset either" if known is not None else \
-                "matched no test of this session"
-            tr.write_line(f"pytest-transfer: thresholds never used (their model and dataset patterns {what}; "
-                          "a typo there disables a gate): " + "; ".join(unused), yellow=True)
+            tr.write_line(printable("pytest-transfer: thresholds never used (their model and dataset patterns "
+                                    "matched no test of the suite; a typo there disables a gate): "
+                                    + "; ".join(unused)), yellow=True)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
@@ -268,10 +343,12 @@ class SessionCollector:
 
             write_summary(tr, [Measurement(**m) for m in self.in_collection_order()], self.ctx, workers=self.work)
             for line in summary_lines(self.measurements, update=self.ctx.settings.update_baselines):
-                tr.write_line(line)
+                tr.write_line(printable(line))
         self._report_unused_thresholds(tr)
         for what, path in self.written:
-            tr.write_line(f"pytest-transfer: {what} written to {path}")
-        for line in self._annotations():
+            tr.write_line(printable(f"pytest-transfer: {what} written to {path}"))
+        for line in self.not_written:
+            tr.write_line(printable(line), red=True)
+        for line in self._annotations():  # workflow commands: escaped by report.text.workflow_data
             tr.write_line(line)
 

@@ -16,6 +16,7 @@ from typing import Any
 from ..context import Context, Measurement
 from ..suggest import PLACEHOLDER_SOURCE
 from ..thresholds import format_threshold, format_value
+from .text import cut, display_width, ljust, printable
 
 HEADER = ["test", "model", "dataset", "metric", "value [interval]", "threshold", "result"]
 MIN_TEST_WIDTH = 16
@@ -108,7 +109,8 @@ def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
         if m.comparison == "baseline":
             threshold, result = baseline_cells(m.passed, m.details or {})
         model, dataset = counterpart(m.gate, m.model, m.dataset, m.details or {})
-        out.append([test, model, dataset, m.metric, value, threshold, result])
+        cells = [test, model, dataset, m.metric, value, threshold, result]
+        out.append([printable(c) for c in cells])  # names are user-controlled: no control character is printed
     return out
 
 
@@ -116,18 +118,19 @@ _BREAK = re.compile(r"(?<=::)|(?<=/)|(?<=\[)|(?<=-)|(?<=_)|(?<= )")
 
 
 def wrap_cell(cell: str, width: int) -> list[str]:
-    """``cell`` in lines of at most ``width`` characters, broken after ``::``, ``/``, ``[``, ``-``, ``_`` or a
-    space where possible (a piece longer than ``width`` is split), nothing dropped."""
-    if len(cell) <= width:
+    """``cell`` in lines of at most ``width`` display columns (:func:`~pytest_transfer.report.text.display_width`:
+    a CJK character or an emoji takes two), broken after ``::``, ``/``, ``[``, ``-``, ``_`` or a space where
+    possible (a piece wider than ``width`` is split), nothing dropped."""
+    if display_width(cell) <= width:
         return [cell]
     lines = [""]
     for piece in _BREAK.split(cell):
-        while len(piece) > width:
+        while display_width(piece) > width:
             if lines[-1]:
                 lines.append("")
-            lines[-1], piece = piece[:width], piece[width:]
+            lines[-1], piece = cut(piece, width)
             lines.append("")
-        if len(lines[-1]) + len(piece.rstrip()) > width:
+        if display_width(lines[-1]) + display_width(piece.rstrip()) > width:
             lines.append("")
         lines[-1] += piece
     return [line.rstrip() for line in lines if line.strip()] or [""]
@@ -140,7 +143,7 @@ SHRINK = {"test": MIN_TEST_WIDTH, "model": 20, "metric": 14}
 
 def _fit(body: list[list[str]], header: list[str], max_width: int) -> list[int]:
     """Column widths: natural, then the :data:`SHRINK` columns narrowed in turn until the line fits."""
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    widths = [max(display_width(r[i]) for r in [header, *body]) for i in range(len(header))]
     for name, least in SHRINK.items():
         if name not in header:
             continue
@@ -156,7 +159,7 @@ def _formatter(widths: list[int], indent: str = "") -> Any:
     def fmt(r: list[str]) -> list[str]:
         cells = [wrap_cell(c, w) for c, w in zip(r, widths, strict=True)]
         height = max(len(c) for c in cells)
-        return [indent + "  ".join((c[i] if i < len(c) else "").ljust(w)
+        return [indent + "  ".join(ljust(c[i] if i < len(c) else "", w)
                                    for c, w in zip(cells, widths, strict=True)).rstrip() for i in range(height)]
 
     return fmt
@@ -175,7 +178,7 @@ def table_blocks(measurements: Sequence[Measurement], *,
     """
     body = rows(measurements)
     widths = _fit(body, HEADER, max_width)
-    if widths[0] >= min(GROUPED_BELOW, max(len(r[0]) for r in [HEADER, *body])):
+    if widths[0] >= min(GROUPED_BELOW, max(display_width(r[0]) for r in [HEADER, *body])):
         fmt = _formatter(widths)
         return [([], [*fmt(HEADER), "  ".join("-" * w for w in widths)]), *[([], fmt(r)) for r in body]]
     indent = "  "
@@ -228,10 +231,10 @@ def write_summary(tr: Any, measurements: Sequence[Measurement], ctx: Context, *,
             tr.write_line(line, **({} if m.passed else {"red": True}))
     failed = sum(1 for m in measurements if not m.passed)
     level = round(ctx.settings.confidence_level * 100)
-    tr.write_line(f"{len(measurements)} gate(s), {failed} failed; intervals are {level}% "
-                  f"(confidence mode: {ctx.settings.confidence}); "
-                  f"{devices_line(measurements, ctx.settings.device)}")
-    tr.write_line(work_line(ctx, workers=workers))
+    tr.write_line(printable(f"{len(measurements)} gate(s), {failed} failed; intervals are {level}% "
+                            f"(confidence mode: {ctx.settings.confidence}); "
+                            f"{devices_line(measurements, ctx.settings.device)}"))
+    tr.write_line(printable(work_line(ctx, workers=workers)))
 
 
 def work_counts(ctx: Context) -> dict[str, Any]:
