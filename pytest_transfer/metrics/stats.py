@@ -396,7 +396,16 @@ def half_sample_interval(statistic: Callable[..., float], value: float, *arrays:
     values = np.empty(int(n_resamples))
     for r in range(int(n_resamples)):
         idx = np.sort(np.concatenate([rng.choice(g, size=(len(g) + 1) // 2, replace=False) for g in groups]))
-        values[r] = statistic(*(a[idx] for a in arrays), labels[idx])
+        try:
+            values[r] = statistic(*(a[idx] for a in arrays), labels[idx])
+        except ValueError as exc:
+            smallest = min(len(g) for g in groups)
+            raise ValueError(
+                f"statistic: undefined on a half-sample (half of each class: {(smallest + 1) // 2} of the "
+                f"{smallest} samples of the smallest class): {exc}. The interval needs the statistic on half of "
+                "each class: add samples, choose settings valid on half the data, or gate without an interval "
+                "(confidence='none')"
+            ) from exc
     half = normal_quantile(confidence) * float(np.std(values, ddof=1))
     lo, hi = value - half, value + half
     if bounds is not None:
