@@ -43,6 +43,7 @@ from ..baselines import (
     baseline_directory,
     baseline_path,
     baseline_test_id,
+    check_consistency,
     check_identity,
     load_baseline,
     write_baseline,
@@ -437,6 +438,7 @@ class _Run:
             stored = load_baseline(self.file)
             if stored is not None:
                 check_identity(stored, self.current, self.file, check_test=check_test)
+                check_consistency(stored, self.pr.y_true, self.file, metric_value)
             return stored
         except BaselineError as exc:
             if not self.update:
