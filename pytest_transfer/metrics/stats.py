@@ -4,7 +4,10 @@
 * :func:`paired_difference_interval` — Newcombe's interval for the difference of two accuracies
   measured on the same samples (used by drop gates);
 * :func:`mcnemar_test` — exact McNemar test on per-sample correctness of two models;
-* :func:`bootstrap_ci` — percentile bootstrap for any other statistic.
+* :func:`f1_interval` — F1 (macro, micro, weighted) with coverage at 0 and 1: Clopper–Pearson's
+  construction carried to the confusion matrix;
+* :func:`bootstrap_ci` — percentile bootstrap for any other statistic (degenerate when every resample
+  agrees: not for a gate's interval at the boundary).
 
 numpy and the standard library only (no scipy at import).
 """
@@ -28,6 +31,8 @@ __all__ = [
     "binomial_half_upper_tails",
     "binomial_pmf",
     "bootstrap_ci",
+    "f1_from_confusion",
+    "f1_interval",
     "half_sample_interval",
     "log_factorials",
     "mcnemar_one_sided",
@@ -411,3 +416,85 @@ def half_sample_interval(statistic: Callable[..., float], value: float, *arrays:
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return float(lo), float(hi)
+
+
+def f1_from_confusion(m: np.ndarray, average: str = "macro") -> np.ndarray:
+    """F1 of confusion matrices ``m`` (``... × C × C``, rows = true class; counts or probabilities).
+
+    Per class ``2·TP / (2·TP + FP + FN)`` (0 for a class never true nor predicted, as scikit-learn's
+    ``zero_division=0``); ``macro`` is their mean, ``weighted`` their mean weighted by the true counts,
+    ``micro`` the trace over the total (accuracy, for single-label predictions).
+    """
+    tp = np.diagonal(m, axis1=-2, axis2=-1)
+    rows, cols = m.sum(axis=-1), m.sum(axis=-2)
+    denom = rows + cols
+    per_class = np.divide(2.0 * tp, denom, out=np.zeros(np.broadcast_shapes(tp.shape, denom.shape)),
+                          where=denom > 0)
+    if average == "macro":
+        return per_class.mean(axis=-1)
+    if average == "weighted":
+        return (per_class * rows).sum(axis=-1) / rows.sum(axis=-1)
+    if average == "micro":
+        return tp.sum(axis=-1) / m.sum(axis=(-2, -1))
+    raise ValueError(f"average: expected macro, micro or weighted, got {average!r}")
+
+
+def f1_interval(y_true: Any, y_pred: Any, *, average: str = "macro", confidence: float = 0.95,
+                n_draws: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Two-sided interval for the F1 score of a classifier, honest at 0 and 1 (defined on any sample).
+
+    The percentile bootstrap is degenerate at the boundary: when every test
+    prediction is right every resample has F1 = 1 and the interval is [1, 1]
+    on 6 images. This interval carries the Clopper–Pearson construction
+    (Clopper & Pearson 1934; the Beta form of its limits, Brown, Cai &
+    DasGupta 2001, §2) from one proportion to the C × C confusion matrix
+    ``n`` of the test split (rows = true class, over the classes that occur
+    in ``y_true`` or ``y_pred``). Clopper–Pearson's lower limit is the
+    ``α/2`` quantile of Beta(x, n − x + 1): the successes plus one more
+    failure; its upper limit the ``1 − α/2`` quantile of Beta(x + 1, n − x).
+    Here the lower limit is the ``α/2`` quantile of F1(P) for cell
+    probabilities P ~ Dirichlet(n + one error spread evenly over the C(C − 1)
+    off-diagonal cells) and the upper limit the ``1 − α/2`` quantile of F1(P)
+    for P ~ Dirichlet(n + one correct prediction spread evenly over the
+    diagonal), by ``n_draws`` seeded Monte Carlo draws (Gamma variates,
+    normalised). For ``average="micro"`` (accuracy) these are exactly the
+    Clopper–Pearson limits, up to Monte Carlo error (about 0.003 at 4,000
+    draws). The interval always contains the observed F1 (at F1 = 1 the upper
+    limit is 1, as Clopper–Pearson's at x = n).
+
+    Coverage (simulated in ``tests/test_f1_interval.py``, multinomial draws
+    from scipy): each one-sided limit covers at least its nominal
+    ``(1 + confidence)/2`` for C = 2, 3 and 10 classes at n = 6 to 300 and
+    accuracies 0.7 to 1, except that the upper limit under-covers (0.77 to
+    0.96 at 95 %) when most classes have one or two test samples. Deterministic
+    for a ``seed``; ``y_true``, ``y_pred``: integer labels (N).
+
+    >>> lo, hi = f1_interval([0, 1, 2, 0, 1, 2], [0, 1, 2, 0, 1, 2])  # 6 of 6 right
+    >>> round(lo, 2), hi
+    (0.53, 1.0)
+    """
+    c = _check_confidence(confidence)
+    t, p = to_numpy(y_true, "y_true").reshape(-1), to_numpy(y_pred, "y_pred").reshape(-1)
+    check_same_length("y_true", t, "y_pred", p)
+    check_nonempty("y_true", t)
+    if average not in ("macro", "micro", "weighted"):
+        raise ValueError(f"average: expected macro, micro or weighted, got {average!r}")
+    labels, codes = np.unique(np.concatenate([t, p]), return_inverse=True)
+    k = len(labels)
+    m = np.zeros((k, k))
+    np.add.at(m, (codes[: len(t)], codes[len(t):]), 1.0)
+    value = float(f1_from_confusion(m, average))
+    if k == 1:  # one class, always predicted: every sample right, F1 = 1 with the interval of a proportion
+        return float(((1.0 - c) / 2.0) ** (1.0 / len(t))), 1.0  # Clopper–Pearson's lower limit at n of n
+    rng = np.random.default_rng(seed)
+    a = (1.0 - c) / 2.0
+    off = np.full((k, k), 1.0 / (k * (k - 1)))
+    np.fill_diagonal(off, 0.0)
+    low = float(np.quantile(f1_from_confusion(_dirichlet(m + off, n_draws, rng), average), a))
+    high = float(np.quantile(f1_from_confusion(_dirichlet(m + np.eye(k) / k, n_draws, rng), average), 1.0 - a))
+    return min(low, value), max(high, value)
+
+
+def _dirichlet(alpha: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """``draws`` unnormalised Dirichlet(alpha) matrices (Gamma variates; F1 is scale-free); 0 stays 0."""
+    return rng.standard_gamma(alpha.ravel(), size=(int(draws), alpha.size)).reshape(int(draws), *alpha.shape)
