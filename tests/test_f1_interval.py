@@ -112,3 +112,21 @@ def test_the_f1_gate_says_when_the_sample_is_too_small(fresh_context):
     passed = assert_f1_above(model, data, 0.4, confidence="strict")
     assert passed.interval[1] == 1.0 and 0.4 < passed.interval[0] < 0.65
     assert "too_small" not in passed.details
+
+
+@pytest.mark.parametrize(("right", "n"), [(20, 20), (0, 20), (13, 20), (97, 100)])
+def test_a_bounded_mean_of_zeros_and_ones_is_the_clopper_pearson_interval(right, n):
+    from pytest_transfer.metrics.stats import bounded_mean_interval
+
+    exact = stats.binomtest(right, n).proportion_ci(confidence_level=0.95, method="exact")
+    lo, hi = bounded_mean_interval([1.0] * right + [0.0] * (n - right), bounds=(0.0, 1.0), n_draws=20000)
+    assert lo == pytest.approx(exact.low, abs=0.01) and hi == pytest.approx(exact.high, abs=0.01)
+
+
+def test_a_mean_drop_of_zero_keeps_an_honest_width():
+    from pytest_transfer.metrics.stats import bounded_mean_interval
+
+    lo, hi = bounded_mean_interval(np.zeros(20), bounds=(-1.0, 1.0))  # the bootstrap of main: [0, 0]
+    assert -0.2 < lo < 0 < hi < 0.2
+    with pytest.raises(ValueError, match="within bounds"):
+        bounded_mean_interval([0.5, 1.5], bounds=(0.0, 1.0))

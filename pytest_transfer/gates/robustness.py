@@ -6,11 +6,13 @@
   interval). A group (``noise``, ``blur``, ``weather``, ``digital``),
   ``"all"``, a list, or several severities gate the **mean drop over the
   selected corruption × severity cells**, ``clean accuracy − mean cell
-  accuracy``; its interval is a seeded paired percentile bootstrap over test
-  samples of ``correct_clean(i) − mean over cells of correct_cell(i)`` (the
-  mean of these per-sample differences is exactly the mean drop; resampling
-  samples keeps every cell paired with the clean result and the cells'
-  correlation, which a mean of per-cell intervals would ignore). All cells
+  accuracy``; its interval is :func:`~pytest_transfer.metrics.stats.bounded_mean_interval`
+  of the per-sample ``correct_clean(i) − mean over cells of correct_cell(i)``
+  in [−1, 1] (the mean of these differences is exactly the mean drop;
+  weighting samples keeps every cell paired with the clean result and the
+  cells' correlation, which a mean of per-cell intervals would ignore; the
+  pseudo-sample at the bound keeps it honest when no sample dropped, where
+  a percentile bootstrap gave [0, 0]). All cells
   come from one :func:`~pytest_transfer.robustness.sweep.corruption_sweep`
   (one data load, one pass). Threshold key ``corruption_max_drop``.
 * :func:`assert_mce_below`: the mCE of Hendrycks & Dietterich (ICLR 2019)
@@ -43,6 +45,7 @@ from ..cache import cached_result
 from ..context import Context, Measurement, current_context
 from ..engine import corruption as corruption_perturbation
 from ..engine import pool_features
+from ..metrics.stats import bounded_mean_interval
 from ..models import leaves_models_as_found
 from ..predictions import check_method, direct_mapping, predict, probe_for, resolve_pair
 from ..robustness import fgsm, pgd
@@ -54,7 +57,7 @@ from ..robustness.sweep import (
     reference_errors,
     resolve_severities,
 )
-from .core import bootstrap_interval, open_gate
+from .core import open_gate
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..datasets import TargetDataset
@@ -118,8 +121,8 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     ``"all"``. One cell: ``drop = clean − corrupted accuracy`` with Newcombe's
     paired interval, as :func:`~pytest_transfer.assertions.assert_robust_under_noise`.
     Several cells: the mean drop over the cells, ``clean − mean cell
-    accuracy``, with a paired bootstrap interval over samples (see the module
-    docstring). ``relative=True`` divides by the clean accuracy. The
+    accuracy``, with a paired interval over samples that stays honest when no
+    sample dropped (see the module docstring). ``relative=True`` divides by the clean accuracy. The
     threshold is ``max_drop`` or the config key ``corruption_max_drop``.
     Probe methods train on clean features and score corrupted ones.
     ``corruption_table`` picks the published parameters (``auto`` by image
@@ -163,18 +166,16 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     if relative and acc_clean == 0:
         raise ValueError(f"relative drop is undefined: clean accuracy of {model.name!r} on {dataset.name!r} is 0")
 
-    def mean_drop(c: np.ndarray, m: np.ndarray) -> np.ndarray:
-        drop = c.mean(axis=-1) - m.mean(axis=-1)
-        if not relative:
-            return drop
-        base = c.mean(axis=-1)
-        return np.divide(drop, base, out=np.full_like(drop, np.nan), where=base > 0)
-
-    value = float(mean_drop(clean, cells))
-    interval = bootstrap_interval(ctx, mean_drop, clean, cells, vectorized=True)
+    value = (acc_clean - acc_cells) / (acc_clean if relative else 1.0)
+    # per sample: clean correctness − mean correctness over the cells, in [−1, 1]
+    interval = bounded_mean_interval(clean - cells, bounds=(-1.0, 1.0), confidence=ctx.settings.confidence_level,
+                                     seed=ctx.settings.seed)
+    if relative:
+        interval = (interval[0] / acc_clean, interval[1] / acc_clean)
     info = {"method": method, "split": split, "n": res.n, "clean_accuracy": acc_clean,
             "perturbed_accuracy": acc_cells, "relative": relative, "aggregate": "mean drop over cells",
-            "interval_method": "paired percentile bootstrap over samples", "worst_cell": [worst[0], worst[1]],
+            "interval_method": "Bayesian bootstrap with a pseudo-sample at the bound (Clopper-Pearson for 0/1)",
+            "worst_cell": [worst[0], worst[1]],
             "worst_accuracy": worst_acc, **details}
     return g.finish(
         gate="corruption_max_drop", metric="corruption_max_drop",
