@@ -130,3 +130,27 @@ def test_a_mean_drop_of_zero_keeps_an_honest_width():
     assert -0.2 < lo < 0 < hi < 0.2
     with pytest.raises(ValueError, match="within bounds"):
         bounded_mean_interval([0.5, 1.5], bounds=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("name", ["f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_macro"])
+def test_the_paired_metric_interval_is_honest_at_the_boundary(name):
+    from sklearn.metrics import precision_score, recall_score
+
+    from pytest_transfer.metrics.stats import paired_metric_interval
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    a, b = y.copy(), y.copy()
+    b[:4] = (y[:4] + 1) % 3  # four samples lost, none gained
+    fn = {"f1": f1_score, "precision": precision_score, "recall": recall_score}[name.split("_")[0]]
+    diff = fn(y, a, average=name.split("_")[1]) - fn(y, b, average=name.split("_")[1])
+    lo, hi = paired_metric_interval(y, a, b, name=name, confidence=0.9)
+    assert lo <= diff <= hi
+    # the exact one-sided McNemar test (scipy) does not call 4 lost / 0 gained significant at 5 %; nor does the
+    # one-sided 95 % lower limit (the percentile bootstrap put it above 0)
+    assert stats.binomtest(4, 4, 0.5, alternative="greater").pvalue > 0.05 and lo <= 0.0
+    same_lo, same_hi = paired_metric_interval(y, a, a, name=name)  # identical predictions: not [0, 0]
+    assert same_lo < 0.0 < same_hi and same_hi - same_lo > 0.01
+    many = b.copy()
+    many[:30] = (y[:30] + 1) % 3  # thirty lost: clearly worse
+    assert paired_metric_interval(y, a, many, name=name, confidence=0.9)[0] > 0.05

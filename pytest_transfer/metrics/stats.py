@@ -34,6 +34,7 @@ __all__ = [
     "binomial_pmf",
     "bootstrap_ci",
     "bounded_mean_interval",
+    "confusion_metric",
     "f1_from_confusion",
     "f1_interval",
     "half_sample_interval",
@@ -43,6 +44,7 @@ __all__ = [
     "newcombe_independent_interval",
     "normal_quantile",
     "paired_difference_interval",
+    "paired_metric_interval",
     "wilson_interval",
 ]
 
@@ -548,3 +550,81 @@ def _weighted_means(x: np.ndarray, draws: int, rng: np.random.Generator) -> np.n
         w = rng.standard_exponential((min(step, draws - start), len(x)))
         out[start : start + len(w)] = (w @ x) / w.sum(axis=1)
     return out
+
+
+
+def confusion_metric(m: np.ndarray, name: str, present: np.ndarray) -> np.ndarray:
+    """``f1_<average>``, ``precision_macro`` or ``recall_macro`` of confusion matrices ``m`` (``... × C × C``,
+    rows = true class; counts or weights); macro averages run over the classes in ``present`` (C booleans:
+    those in the labels or the predictions, as scikit-learn averages them; a class without predictions
+    has precision 0)."""
+    if name in ("f1_micro", "f1_weighted"):
+        return f1_from_confusion(m, name[3:])
+    if name in ("f1_macro", "precision_macro", "recall_macro"):
+        return _per_class(m, name.split("_")[0])[..., present].mean(axis=-1)
+    raise ValueError(f"name: expected f1_macro, f1_micro, f1_weighted, precision_macro or recall_macro, got {name!r}")
+
+
+def _per_class(m: np.ndarray, kind: str) -> np.ndarray:
+    tp = np.diagonal(m, axis1=-2, axis2=-1)
+    denom = {"f1": m.sum(axis=-1) + m.sum(axis=-2), "precision": m.sum(axis=-2), "recall": m.sum(axis=-1)}[kind]
+    num = 2.0 * tp if kind == "f1" else tp
+    return np.divide(num, denom, out=np.zeros(np.broadcast_shapes(num.shape, denom.shape)), where=denom > 0)
+
+
+def paired_metric_interval(y_true: Any, pred_a: Any, pred_b: Any, *, name: str, confidence: float = 0.95,
+                           n_draws: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Interval for ``metric(y_true, pred_a) − metric(y_true, pred_b)`` on the same N samples, honest at the
+    boundary (two models that agree on every sample, or differ on a handful).
+
+    ``name``: ``f1_macro``, ``f1_micro``, ``f1_weighted``, ``precision_macro`` or ``recall_macro``
+    (:func:`confusion_metric`). The Bayesian bootstrap (Rubin 1981: Dirichlet(1, …, 1) weights over the
+    samples, both models' confusion matrices weighted alike, so the pairing is kept) with one
+    pseudo-sample, as in :func:`bounded_mean_interval`: for the lower limit the pseudo-sample is an
+    error of ``a`` and a correct prediction of ``b`` (spread evenly over the classes), for the upper
+    limit the reverse. Where the percentile bootstrap gave [0, 0] for identical predictions and a lower
+    limit above 0 for four lost samples in 200 (which the exact McNemar test, p = 0.0625, does not
+    call significant), this interval keeps 0 inside. Always contains the observed difference.
+    """
+    c = _check_confidence(confidence)
+    t = to_numpy(y_true, "y_true").reshape(-1)
+    a, b = to_numpy(pred_a, "pred_a").reshape(-1), to_numpy(pred_b, "pred_b").reshape(-1)
+    check_same_length("y_true", t, "pred_a", a)
+    check_same_length("y_true", t, "pred_b", b)
+    check_nonempty("y_true", t)
+    labels, codes = np.unique(np.concatenate([t, a, b]), return_inverse=True)
+    k, n = len(labels), len(t)
+    ct, ca, cb = codes[:n], codes[n : 2 * n], codes[2 * n :]
+    present_a = np.isin(np.arange(k), np.concatenate([ct, ca]))
+    present_b = np.isin(np.arange(k), np.concatenate([ct, cb]))
+    one_hot = np.eye(k * k)
+    cells = (one_hot[ct * k + ca], one_hot[ct * k + cb])  # N × C² per model
+    present = (present_a, present_b)
+    value = float(_paired_values(np.ones((1, n)), cells, k, name, present, None)[0])
+    right = np.eye(k) / k
+    wrong = (1.0 - np.eye(k)) / (k * (k - 1)) if k > 1 else np.zeros((1, 1))
+    rng = np.random.default_rng(seed)
+    tail = (1.0 - c) / 2.0
+    limits = []
+    for pseudo, q in (((wrong, right), tail), ((right, wrong), 1.0 - tail)):
+        draws = np.empty(int(n_draws))
+        step = max(1, _BATCH_ELEMENTS // (n + 1))
+        for start in range(0, int(n_draws), step):
+            w = rng.standard_exponential((min(step, int(n_draws) - start), n + 1))
+            draws[start : start + len(w)] = _paired_values(w, cells, k, name, present, pseudo)
+        limits.append(float(np.quantile(draws, q)))
+    return min(limits[0], value), max(limits[1], value)
+
+
+def _paired_values(w: np.ndarray, cells: tuple[np.ndarray, np.ndarray], k: int, name: str,
+                   present: tuple[np.ndarray, np.ndarray], pseudo: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """``metric(a) − metric(b)`` under sample weights ``w`` (B × N; with ``pseudo = (cells of a, cells of b)``,
+    B × (N + 1), the pseudo-sample's weight last)."""
+    n = cells[0].shape[0]
+    out = []
+    for i in (0, 1):
+        m = w[:, :n] @ cells[i]
+        if pseudo is not None:
+            m = m + w[:, n:] * pseudo[i].ravel()[None]
+        out.append(confusion_metric(m.reshape(len(w), k, k), name, present[i]))
+    return out[0] - out[1]
