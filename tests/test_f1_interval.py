@@ -154,3 +154,17 @@ def test_the_paired_metric_interval_is_honest_at_the_boundary(name):
     many = b.copy()
     many[:30] = (y[:30] + 1) % 3  # thirty lost: clearly worse
     assert paired_metric_interval(y, a, many, name=name, confidence=0.9)[0] > 0.05
+
+
+def test_a_half_sample_interval_of_a_proportion_keeps_its_width_at_one():
+    from pytest_transfer.metrics import knn_accuracy
+    from pytest_transfer.metrics.stats import half_sample_interval, wilson_interval
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(20, 4)) + 8, rng.normal(size=(20, 4)) - 8])
+    y = np.repeat([0, 1], 20)
+    value = knn_accuracy(x, y, k=3)
+    assert value == 1.0  # every half-sample scores 1.0 too: the half-sample SE is 0 (main's interval: [1, 1])
+    lo, hi = half_sample_interval(lambda v, t: knn_accuracy(v, t, k=3), value, x, labels=y, n_resamples=10,
+                                  bounds=(0.0, 1.0))
+    assert (lo, hi) == pytest.approx(wilson_interval(40, 40))

@@ -391,7 +391,10 @@ def half_sample_interval(statistic: Callable[..., float], value: float, *arrays:
     with-replacement bootstrap it never duplicates a sample, which
     leave-one-out k-NN and evidence-based scores (LogME) would count as extra
     signal: a bootstrap interval of LogME can miss its own point estimate. The
-    interval is clipped to ``bounds``.
+    interval is clipped to ``bounds``; for a statistic bounded in [0, 1] (k-NN
+    accuracy, SFDA) it is widened to at least Wilson's interval of ``value``
+    at N samples, so that it keeps its width at 0 and 1, where every
+    half-sample can give the same value.
 
     >>> import numpy as np
     >>> x = np.random.default_rng(0).normal(size=400); y = np.arange(400) % 2
@@ -416,8 +419,14 @@ def half_sample_interval(statistic: Callable[..., float], value: float, *arrays:
                 "each class: add samples, choose settings valid on half the data, or gate without an interval "
                 "(confidence='none')"
             ) from exc
-    half = normal_quantile(confidence) * float(np.std(values, ddof=1))
+    z = normal_quantile(confidence)
+    half = z * float(np.std(values, ddof=1))
     lo, hi = value - half, value + half
+    if bounds is not None and (float(bounds[0]), float(bounds[1])) == (0.0, 1.0) and 0.0 <= value <= 1.0:
+        # a mean of values in [0, 1] has variance at most μ(1 − μ), the binomial's: Wilson's interval at the
+        # same N keeps the width at 0 and 1, where every half-sample can agree (k-NN accuracy 1.0: SE = 0)
+        w_lo, w_hi = _wilson(value * len(labels), len(labels), z)
+        lo, hi = min(lo, w_lo), max(hi, w_hi)
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return float(lo), float(hi)
