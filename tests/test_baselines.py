@@ -130,7 +130,8 @@ def test_update_rerun_regression_unchanged_and_accepting_a_change(project, monke
         "*re-run with --transfer-update-baselines*",
     ])
     regressed.stdout.fnmatch_lines(["*f1_macro of model 'tiny' on dataset 'spots' regressed*",
-                                    "*rule: paired Bayesian bootstrap with a pseudo-sample*the one-sided 95% lower bound of the drop is*"])
+                                    "*rule: paired Bayesian bootstrap with a pseudo-sample*"
+                                    "the one-sided 95% lower bound of the drop is*"])
 
     monkeypatch.setenv("TINY_SCALE", "3.0")  # still worse, whatever else changes
     accepted = project.runpytest("--transfer-update-baselines")  # the change is intended: accept it
