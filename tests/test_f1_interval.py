@@ -168,3 +168,32 @@ def test_a_half_sample_interval_of_a_proportion_keeps_its_width_at_one():
     lo, hi = half_sample_interval(lambda v, t: knn_accuracy(v, t, k=3), value, x, labels=y, n_resamples=10,
                                   bounds=(0.0, 1.0))
     assert (lo, hi) == pytest.approx(wilson_interval(40, 40))
+
+
+def test_the_bayesian_bootstrap_with_a_pseudo_sample_is_clopper_pearson_for_a_proportion():
+    from pytest_transfer.metrics.stats import bayesian_bootstrap_interval
+
+    for right, n in ((30, 30), (0, 30), (21, 30)):
+        x = np.array([1.0] * right + [0.0] * (n - right))
+        lo, hi = bayesian_bootstrap_interval(lambda w, v: float(w @ v / w.sum()), x, pseudo=((0.0,), (1.0,)),
+                                             n_draws=8000)
+        exact = stats.binomtest(right, n).proportion_ci(method="exact")
+        assert lo == pytest.approx(exact.low, abs=0.015) and hi == pytest.approx(exact.high, abs=0.015)
+
+
+def test_the_mce_interval_keeps_its_width_when_the_model_makes_no_error():
+    from pytest_transfer.gates.robustness import ALEXNET_ERRORS
+    from pytest_transfer.metrics.stats import bayesian_bootstrap_interval
+    from pytest_transfer.robustness.sweep import corruption_error, reference_errors
+
+    names, levels = ("gaussian_noise", "fog"), (1, 3)
+    fixed = reference_errors(ALEXNET_ERRORS, names, levels)
+    perfect = np.ones((40, 1 + len(names) * len(levels)))  # clean and every cell right on 40 images
+
+    def mce(w, m):
+        err = 1.0 - np.clip(w @ m / w.sum(), 0.0, 1.0)
+        mine = {"clean": err[0], **{c: tuple(err[1 + i * 2: 3 + i * 2]) for i, c in enumerate(names)}}
+        return float(corruption_error(mine, fixed))
+
+    lo, hi = bayesian_bootstrap_interval(mce, perfect, pseudo=((np.ones(5),), (np.zeros(5),)))
+    assert lo == 0.0 and 0.05 < hi < 0.3  # main's percentile bootstrap: [0, 0]

@@ -45,7 +45,7 @@ from ..cache import cached_result
 from ..context import Context, Measurement, current_context
 from ..engine import corruption as corruption_perturbation
 from ..engine import pool_features
-from ..metrics.stats import bounded_mean_interval
+from ..metrics.stats import bayesian_bootstrap_interval, bounded_mean_interval
 from ..models import leaves_models_as_found
 from ..predictions import check_method, direct_mapping, predict, probe_for, resolve_pair
 from ..robustness import fgsm, pgd
@@ -187,9 +187,11 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
 
 # --- mCE gate ------------------------------------------------------------------------
 
-def _errors_of(matrix: np.ndarray, names: tuple[str, ...], levels: tuple[int, ...]) -> dict[str, Any]:
-    """Errors ``{corruption: (e_s...), "clean": e}`` from an ``n × (1 + cells)`` correctness matrix."""
-    err = 1.0 - matrix.mean(axis=0)
+def _errors_of(matrix: np.ndarray, names: tuple[str, ...], levels: tuple[int, ...],
+               weights: np.ndarray | None = None) -> dict[str, Any]:
+    """Errors ``{corruption: (e_s...), "clean": e}`` from an ``n × (1 + cells)`` correctness matrix (rows weighted
+    by ``weights`` when given)."""
+    err = 1.0 - (matrix.mean(axis=0) if weights is None else np.clip(weights @ matrix / weights.sum(), 0.0, 1.0))
     out: dict[str, Any] = {CLEAN: float(err[0])}
     for i, name in enumerate(names):
         out[name] = tuple(float(e) for e in err[1 + i * len(levels): 1 + (i + 1) * len(levels)])
@@ -234,9 +236,12 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
     supplies errors per corruption (per severity or a mean, plus ``"clean"``
     for the relative mCE); a :class:`~pytest_transfer.robustness.sweep.SweepResult`
     is used as measured. The threshold is ``max_mce`` or the config key
-    ``max_mce``. With a confidence mode the interval is a seeded percentile
-    bootstrap over test samples (the model's and a measured reference's
-    errors resampled together).
+    ``max_mce``. With a confidence mode the interval is a seeded Bayesian
+    bootstrap over test samples with one pseudo-sample at each limit (the
+    model's and a measured reference's errors weighted together;
+    :func:`~pytest_transfer.metrics.stats.bayesian_bootstrap_interval`):
+    honest when the model makes no error, where a percentile bootstrap
+    gave [0, 0].
 
     >>> assert_mce_below(model, "digits", 0.9, reference="torchvision:resnet18:none")  # doctest: +SKIP
     """
@@ -260,16 +265,23 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
         mine = np.column_stack([res.clean_correct, res.cell_matrix()]).astype(np.float64)
         fixed = None if isinstance(ref, SweepResult) else reference_errors(ref, names, levels)
 
-        def statistic(m: np.ndarray, r: np.ndarray | None = None) -> float:
-            other = fixed if r is None else _errors_of(r, names, levels)
-            return float(corruption_error(_errors_of(m, names, levels), other, relative=relative))
+        def statistic(w: np.ndarray, m: np.ndarray, r: np.ndarray | None = None) -> float:
+            other = fixed if r is None else _errors_of(r, names, levels, w)
+            return float(corruption_error(_errors_of(m, names, levels, w), other, relative=relative))
 
         arrays = [mine]
         if isinstance(ref, SweepResult):
             if ref.n != res.n:
                 raise ValueError("reference: the reference sweep has other samples; sweep it on the same split")
             arrays.append(np.column_stack([ref.clean_correct, ref.cell_matrix()]).astype(np.float64))
-        interval = g.bootstrap_interval(statistic, *arrays)
+        # pseudo-samples: the best and the worst row for the model (the reverse for a measured reference)
+        best, worst = np.ones(mine.shape[1]), np.zeros(mine.shape[1])
+        if relative:  # the degradation beyond the clean error: clean right and every cell wrong is the worst
+            best, worst = 1.0 - best, best.copy()
+            best[0], worst[0] = 0.0, 1.0
+        interval = bayesian_bootstrap_interval(statistic, *arrays, pseudo=((best, worst)[: len(arrays)],
+                                                                            (worst, best)[: len(arrays)]),
+                                               confidence=ctx.settings.confidence_level, seed=ctx.settings.seed)
     details = {"method": method, "split": split, "n": res.n, "relative": relative, "reference": source,
                "per_corruption": result.per_corruption, **_sweep_details(res)}
     if isinstance(ref, SweepResult):
