@@ -155,7 +155,12 @@ def finish_gate(ctx: Context, *, gate: str, metric: str, label: str, value: floa
 
 def bootstrap_interval(ctx: Context, statistic: Any, *arrays: Any, n_resamples: int = 1000,
                        vectorized: bool = False) -> tuple[float, float]:
-    """The seeded percentile bootstrap interval a gate reports for a metric that is not a proportion.
+    """The seeded percentile bootstrap interval of a statistic (no built-in gate uses it any more).
+
+    Degenerate at the boundary (every resample agrees: [1, 1] for F1 when every prediction is right), so
+    a gate should prefer an interval with coverage there: Wilson / Newcombe for proportions,
+    :func:`~pytest_transfer.metrics.stats.f1_interval`, :func:`~pytest_transfer.metrics.stats.bounded_mean_interval`
+    or :func:`~pytest_transfer.metrics.stats.bayesian_bootstrap_interval` with pseudo-rows.
 
     Level ``--transfer-confidence-level``, seed ``--transfer-seed``: the same
     run gives the same interval. Samples (rows of ``arrays``) are resampled
