@@ -81,6 +81,7 @@ def assert_transfer_accuracy_above(model: Any, dataset: Any, threshold: float | 
     return g.finish(
         gate="transfer_accuracy", metric=f"{method}_accuracy", label=f"Transfer accuracy ({method})",
         value=hits / pr.n, interval=g.accuracy_interval(hits, pr.n), higher_is_better=True,
+        best=g.accuracy_interval(pr.n, pr.n),
         details={"method": method, "split": split, "n": pr.n, "correct": hits,
                  **classification_details(pr.y_true, pr.y_pred, pr.scores, g.dataset.classes)},
         hint=ACCURACY_HINTS.get(method, ACCURACY_HINTS["linear_probe"]) + "; a larger test split narrows the interval",
@@ -92,8 +93,12 @@ def assert_f1_above(model: Any, dataset: Any, threshold: float | None = None, *,
                     k: int = 20) -> Measurement:
     """Gate on the F1 score (``macro``, ``micro`` or ``weighted``) of the transfer predictions.
 
-    Threshold key: ``f1``. With a confidence mode the interval is a seeded
-    percentile bootstrap over test samples.
+    Threshold key: ``f1``. With a confidence mode the interval is
+    :func:`~pytest_transfer.metrics.stats.f1_interval` (Clopper–Pearson's
+    construction on the confusion matrix: honest width when every prediction
+    is right, where a percentile bootstrap gives [1, 1]); when even a perfect
+    score could not clear the threshold in ``strict`` mode, the message says
+    the test split is too small for the asked confidence.
     """
     __tracebackhide__ = True
     from .metrics import f1_score
@@ -107,8 +112,8 @@ def assert_f1_above(model: Any, dataset: Any, threshold: float | None = None, *,
     value = f1_score(pr.y_true, pr.y_pred, average=average)
     return g.finish(
         gate="f1", metric=f"f1_{average}", label=f"F1 ({average}, {method})", value=value,
-        interval=g.bootstrap_interval(lambda t, p: f1_score(t, p, average=average), pr.y_true, pr.y_pred),
-        higher_is_better=True,
+        interval=g.f1_interval(pr.y_true, pr.y_pred, average), higher_is_better=True,
+        best=g.f1_interval(pr.y_true, pr.y_true, average),
         details={"method": method, "split": split, "n": pr.n, "average": average,
                  **classification_details(pr.y_true, pr.y_pred, pr.scores, g.dataset.classes)},
         hint="look at the confusion matrix for the classes that fail (pytest_transfer.metrics.confusion_matrix)",

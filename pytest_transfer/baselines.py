@@ -24,6 +24,17 @@ rewrites every baseline the run touches and passes; a run without the flag
 compares. Writes are atomic (:func:`pytest_transfer.cache.atomic_write_text`).
 A file that is not valid JSON, not a pytest-transfer baseline, of an unknown
 version or another test's is a :class:`BaselineError` naming the file.
+
+A file is validated on read (a damaged or hand-edited baseline would pass
+gates it should fail): its ``digest`` (SHA-256 of its canonical JSON, see
+:func:`document_digest`) must match, every metric must be a finite number in
+[0, 1], the predictions must be class indices, and the stored ``accuracy``
+must be the mean of the stored correctness; at comparison time
+(:func:`check_consistency`) the correctness must be the predictions compared
+with the labels and every stored metric must be recomputed from them. The
+digest detects damage and hand edits, not forgery (anyone who can write the
+file can recompute it): baselines are as trusted as the code that reviews
+them.
 """
 
 from __future__ import annotations
@@ -32,9 +43,10 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,12 +60,61 @@ SCHEMA = "pytest-transfer-baseline"
 VERSION = 1
 DIRNAME = "__transfer_baselines__"
 UPDATE_HINT = "re-run with --transfer-update-baselines to rewrite it (or delete it)"
+METRIC_ATOL = 1e-9  # stored metrics against their recomputation from the stored predictions
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=,\[\]-]+")
 _MAX_NAME = 150
 
 
 class BaselineError(ValueError):
     """A baseline file cannot be used: damaged, foreign, of an unknown version, or for other data."""
+
+
+def document_digest(doc: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of the baseline document without its ``digest`` field, as canonical JSON (sorted keys,
+    no spaces, UTF-8): reformatting the file keeps it, changing any value does not.
+
+    >>> document_digest({"a": 1, "b": [2]}) == document_digest({"b": [2], "a": 1, "digest": "x"})
+    True
+    """
+    body = {k: v for k, v in doc.items() if k != "digest"}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_digest(doc: Mapping[str, Any], where: str) -> None:
+    """:class:`BaselineError` unless ``doc["digest"]`` is :func:`document_digest` of ``doc``."""
+    stored = doc.get("digest")
+    if stored is None:
+        raise BaselineError(f"{where} has no digest (written by an older pytest-transfer, or edited by hand); "
+                            f"{UPDATE_HINT}")
+    if stored != document_digest(doc):
+        raise BaselineError(f"{where} does not match its digest: it was edited by hand or damaged after it was "
+                            f"written; {UPDATE_HINT}")
+
+
+def check_consistency(stored: Baseline, y_true: Any, path: str | os.PathLike[str],
+                      metric_value: Callable[[str, Any, Any], float]) -> None:
+    """:class:`BaselineError` unless the baseline agrees with itself on the labels ``y_true`` of its split:
+    ``correct`` is ``predictions == y_true`` and each stored metric is ``metric_value(name, y_true,
+    predictions)`` (within ``METRIC_ATOL``)."""
+    import numpy as np
+
+    where = f"baseline file {path}"
+    y = np.asarray(y_true)
+    if len(y) != stored.n:
+        return  # another split: check_identity names it
+    wrong = int(np.count_nonzero(stored.correct != (stored.predictions == y)))
+    if wrong:
+        raise BaselineError(f"{where}: its per-sample correctness disagrees with its predictions on {wrong} of "
+                            f"{stored.n} samples (edited by hand or damaged); {UPDATE_HINT}")
+    for name, value in stored.metrics.items():
+        try:
+            again = metric_value(name, y, stored.predictions)
+        except (KeyError, ValueError):
+            continue  # a metric this version does not compute
+        if abs(again - value) > METRIC_ATOL:
+            raise BaselineError(f"{where}: it stores {name} = {value!r}, but its predictions give {again!r} "
+                                f"(edited by hand or damaged); {UPDATE_HINT}")
 
 
 def encode_bits(values: Any) -> str:
@@ -151,6 +212,7 @@ class Baseline:
             "predictions": encode_labels(self.predictions, self.num_classes),
             **({"extra": self.extra} if self.extra else {}),
         }
+        doc["digest"] = document_digest(doc)
         return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
@@ -174,7 +236,7 @@ class Baseline:
         try:
             n = int(doc["n"])
             metrics = {str(k): float(v) for k, v in dict(doc["metrics"]).items()}
-            return cls(
+            baseline = cls(
                 model=str(doc["model"]), dataset=str(doc["dataset"]), method=str(doc["method"]),
                 split=str(doc["split"]), metrics=metrics, correct=decode_bits(str(doc["correct"]), n),
                 predictions=decode_labels(doc["predictions"], n), num_classes=int(doc["num_classes"]),
@@ -185,6 +247,29 @@ class Baseline:
             raise BaselineError(f"{where} is damaged: the field {exc.args[0]!r} is missing; {UPDATE_HINT}") from None
         except (TypeError, ValueError, binascii.Error) as exc:
             raise BaselineError(f"{where} is damaged ({exc}); {UPDATE_HINT}") from None
+        check_digest(doc, where)
+        baseline.validate(where)
+        return baseline
+
+    def validate(self, where: str) -> None:
+        """:class:`BaselineError` unless the values are possible: ``n >= 1``, at least one class, every metric
+        finite and in [0, 1], predictions in ``0..num_classes-1``, ``accuracy`` = the mean of ``correct``."""
+        import numpy as np
+
+        problems = []
+        if self.n < 1 or self.num_classes < 1:
+            problems.append(f"{self.n} samples and {self.num_classes} classes")
+        bad = {k: v for k, v in self.metrics.items() if not (math.isfinite(v) and 0.0 <= v <= 1.0)}
+        if bad:
+            problems.append(f"metrics outside [0, 1] or not finite: {bad}")
+        if self.n and (self.predictions.min() < 0 or self.predictions.max() >= self.num_classes):
+            problems.append(f"predictions outside 0..{self.num_classes - 1}")
+        acc = self.metrics.get("accuracy")
+        if acc is not None and self.n and abs(acc - float(np.mean(self.correct))) > METRIC_ATOL:
+            problems.append(f"accuracy {acc!r} but {int(np.sum(self.correct))} of {self.n} samples marked correct "
+                            f"({float(np.mean(self.correct))!r})")
+        if problems:
+            raise BaselineError(f"{where} holds impossible values ({'; '.join(problems)}); {UPDATE_HINT}")
 
 
 def write_text_file(path: str | os.PathLike[str], text: str) -> Path:

@@ -1,7 +1,15 @@
 """On-disk cache of evaluations and derived results: keyed by fingerprints, written atomically, locked.
 
-Each entry is one ``.npz`` file named by the key's hash. A file that cannot be
-read, or that holds another key, is reported, removed and recomputed.
+Each entry is one ``.npz`` file named by the key's hash, holding its key and a
+SHA-256 digest of its arrays (names, dtypes, shapes, bytes), checked on every
+read (:func:`content_digest`). An entry that does not decode, holds another
+key, fails its digest, or does not have the shapes the request expects (rows =
+the split's length, widths = those the session already knows) is reported
+(:class:`CacheWarning`), removed and recomputed: never served, and never an
+exception that fails later runs. The digest detects damage (a flipped byte, a
+truncated copy), not forgery: whoever can write the cache directory can write
+any result into it, so it must be as trusted as the code (see the docs,
+"ci-and-reports").
 Writers take a per-entry lock (``filelock``), so several pytest-xdist workers
 or CI jobs sharing one directory compute each entry once.
 
@@ -21,14 +29,13 @@ import json
 import os
 import tempfile
 import warnings
-import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-FORMAT = 1
+FORMAT = 2  # 2: entries carry a digest of their arrays
 DERIVED_FORMAT = 1  # bumped when an encoding of a derived result changes
 DERIVED_DIR = "derived"  # derived results live in this subfolder of the cache directory
 
@@ -65,6 +72,65 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+Shape = Sequence[Any]
+"""An expected array shape: ints, ``None`` for one dimension of any size, a final ``...`` for any further ones."""
+
+
+def content_digest(arrays: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of named numpy arrays: each name, dtype, shape and C-order bytes, in name order.
+
+    >>> import numpy as np
+    >>> content_digest({"a": np.zeros(2)}) == content_digest({"a": np.zeros(2)}) != content_digest({"a": np.zeros(3)})
+    True
+    """
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+        h.update(memoryview(a).cast("B") if a.size else b"")
+    return h.hexdigest()
+
+
+def read_entry(path: Path, key: dict[str, Any]) -> dict[str, Any]:
+    """The arrays of the entry at ``path``, checked: its format, its key (``key``) and its digest.
+
+    Raises whatever decoding raises, or ``ValueError`` naming the failed check.
+    """
+    import numpy as np
+
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:  # our handle: closed when np.load fails
+        data = {name: npz[name] for name in npz.files}
+    meta = json.loads(bytes(data.pop("__meta__")).decode())
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError("the entry is of another format")
+    if meta.get("key") != json.loads(json.dumps(key, default=str)):
+        raise ValueError("the entry belongs to another key")
+    if meta.get("digest") != content_digest(data):
+        raise ValueError("its arrays do not match their digest")
+    return data
+
+
+def check_shapes(data: Mapping[str, Any], expect: Mapping[str, Shape]) -> None:
+    """``ValueError`` unless each array named in ``expect`` has that shape (see :data:`Shape`).
+
+    >>> import numpy as np
+    >>> check_shapes({"x": np.zeros((4, 3))}, {"x": (4, ...)}), check_shapes({"x": np.zeros((4, 3))}, {"x": (4, None)})
+    (None, None)
+    """
+    for name, shape in expect.items():
+        if name not in data:
+            continue
+        got = tuple(data[name].shape)
+        fixed = tuple(shape[:-1]) if len(shape) and shape[-1] is Ellipsis else tuple(shape)
+        n = len(fixed)
+        if (len(got) < n if len(fixed) < len(shape) else len(got) != n) or any(
+                w is not None and g != w for g, w in zip(got[:n], fixed, strict=True)):
+            want = "×".join("?" if w is None else "…" if w is Ellipsis else str(w) for w in shape)
+            raise ValueError(f"{name} has shape {'×'.join(map(str, got))}, the request expects {want}")
 
 
 class DiskCache:
@@ -112,26 +178,30 @@ class DiskCache:
         finally:
             lock.release()
 
-    def get(self, key: dict[str, Any], *, required: Iterable[str] = ()) -> dict[str, Any] | None:
-        """The arrays stored under ``key``, or ``None``; a damaged or foreign entry (or one that lacks a
-        ``required`` array) is reported with a :class:`CacheWarning`, removed, and ``None`` returned."""
-        import numpy as np
+    def get(self, key: dict[str, Any], *, required: Iterable[str] = (),
+            expect: Mapping[str, Shape] | None = None) -> dict[str, Any] | None:
+        """The arrays stored under ``key``, or ``None``.
 
+        An entry that cannot be decoded (whatever the exception: a damaged zip
+        directory raises ``NotImplementedError`` or ``RuntimeError`` from
+        :mod:`zipfile`), belongs to another key or format, fails its digest,
+        lacks a ``required`` array or does not match ``expect`` (``{name:
+        shape}``, ``None`` for a dimension not known in advance) is reported
+        with a :class:`CacheWarning`, removed, and ``None`` returned.
+        """
         path = self.path_for(key)
         if not path.is_file():
             return None
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                data = {name: npz[name] for name in npz.files}
-            meta = json.loads(bytes(data.pop("__meta__")).decode())
-            if meta.get("format") != FORMAT or meta.get("key") != json.loads(json.dumps(key, default=str)):
-                raise ValueError("the entry belongs to another key or format")
+            data = read_entry(path, key)
             missing = sorted(set(required) - set(data))
             if missing:
                 raise ValueError(f"the entry lacks {', '.join(missing)}")
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as exc:
-            warnings.warn(CacheWarning(f"pytest-transfer: cache file {path} is damaged ({exc}); recomputing it"),
-                          stacklevel=2)
+            check_shapes(data, expect or {})
+        except Exception as exc:  # any entry that does not decode and check is recomputed
+            warnings.warn(CacheWarning(f"pytest-transfer: cache file {path} is damaged "
+                                       f"({type(exc).__name__}: {exc}); "
+                                       "removed, recomputing it"), stacklevel=2)
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
@@ -140,7 +210,9 @@ class DiskCache:
     def put(self, key: dict[str, Any], arrays: dict[str, Any]) -> Path:
         import numpy as np
 
-        meta = json.dumps({"format": FORMAT, "key": key}, sort_keys=True, default=str).encode()
+        arrays = {name: np.asarray(a) for name, a in arrays.items()}
+        meta = json.dumps({"format": FORMAT, "key": key, "digest": content_digest(arrays)}, sort_keys=True,
+                          default=str).encode()
         buf = io.BytesIO()
         np.savez(buf, __meta__=np.frombuffer(meta, dtype=np.uint8), **arrays)
         path = self.path_for(key)
@@ -158,18 +230,21 @@ class DiskCache:
                           stacklevel=3)
 
     def get_or_compute(self, key: dict[str, Any], compute: Callable[[], dict[str, Any]], *,
-                       required: Iterable[str] = ()) -> tuple[dict[str, Any], bool]:
+                       required: Iterable[str] = (), expect: Mapping[str, Shape] | None = None
+                       ) -> tuple[dict[str, Any], bool]:
         """Return ``(arrays, hit)``; computes under the entry's lock when missing.
 
         The lock makes each entry computed once across processes that share the
         directory (pytest-xdist workers, CI jobs on a shared volume): a process
         that finds the entry locked waits, then reads what the other one wrote.
         """
-        return self.get_or_compute_many([key], lambda _missing: [compute()], required=required)[0]
+        return self.get_or_compute_many([key], lambda _missing: [compute()], required=required,
+                                        expect=expect)[0]
 
     def get_or_compute_many(self, keys: Sequence[dict[str, Any]],
                             compute: Callable[[list[int]], Sequence[dict[str, Any]]], *,
-                            required: Iterable[str] = ()) -> list[tuple[dict[str, Any], bool]]:
+                            required: Iterable[str] = (), expect: Mapping[str, Shape] | None = None
+                            ) -> list[tuple[dict[str, Any], bool]]:
         """``(arrays, hit)`` for each of ``keys``; ``compute(missing)`` makes the arrays of the entries at
         positions ``missing`` at once (one call), under all their locks.
 
@@ -177,14 +252,14 @@ class DiskCache:
         asking for overlapping sets cannot deadlock; entries another process
         wrote while this one waited are read, not recomputed. What cannot be
         locked or written is reported with a :class:`CacheWarning` and the
-        results are returned all the same.
+        results are returned all the same. ``expect``: see :meth:`get`.
         """
         required = tuple(required)
         out: list[tuple[dict[str, Any], bool] | None] = [None] * len(keys)
 
         def read(positions: list[int]) -> list[int]:
             for i in positions:
-                found = self.get(keys[i], required=required)
+                found = self.get(keys[i], required=required, expect=expect)
                 if found is not None:
                     out[i] = (found, True)
             return [i for i in positions if out[i] is None]
@@ -342,8 +417,8 @@ def cached_result(kind: str, key: dict[str, Any], compute: Callable[[], T], *,
     ``encode`` turns the result into a dict of numpy arrays (what is written,
     as a :class:`DiskCache` entry); ``decode``
     rebuilds the result from them. Entries live in the ``derived/`` subfolder
-    of the cache directory. An entry that ``decode`` cannot read
-    (``KeyError``, ``ValueError``, ``TypeError``, ``IndexError``) is damaged:
+    of the cache directory. An entry that ``decode`` cannot read (any
+    exception) is damaged:
     it is reported with a :class:`CacheWarning`, removed and recomputed.
     With ``--transfer-no-cache`` only the session memo is used; a cache
     directory that cannot be written to warns and the result is still used.
@@ -384,7 +459,7 @@ def _through_disk(disk: DiskCache, key: dict[str, Any], compute: Callable[[], T]
             return box[-1], False
         try:
             return decode(arrays), True
-        except (KeyError, ValueError, TypeError, IndexError) as exc:
+        except Exception as exc:  # an entry that does not decode is damaged, whatever the error
             path = disk.path_for(key)
             warnings.warn(CacheWarning(f"pytest-transfer: cache file {path} is damaged ({exc!r}); recomputing it"),
                           stacklevel=3)

@@ -811,9 +811,25 @@ class _Request:
                           device=self.device) for p in chosen]
         found = DiskCache(cache_dir).get_or_compute_many(
             keys, lambda missing: self.compute([chosen[i] for i in missing], nodes),
-            required=["logits", *(f"tap:{n}" for n in nodes)])
+            required=["logits", *(f"tap:{n}" for n in nodes)], expect=self.expected_shapes(nodes))
         self.ctx.cache_hits += sum(hit for _, hit in found)
         return found
+
+    def expected_shapes(self, nodes: list[str]) -> dict[str, tuple[Any, ...]]:
+        """What a cached entry of this request must hold: one row per sample of the split, and the widths of
+        the logits and taps that the session already measured for this model (``...``: not known yet)."""
+        rows = len(self.split_indices())
+        widths: dict[str, tuple[int, ...]] = {}
+        mine = self.model.fingerprint()
+        for (base, _), ev in list(self.ctx.evaluations.items()):
+            if base[0] == mine:
+                widths.setdefault("logits", tuple(ev.logits.shape[1:]))
+                for n, tap in ev.taps.items():
+                    widths.setdefault(f"tap:{n}", tuple(tap.shape[1:]))
+        out: dict[str, tuple[Any, ...]] = {}
+        for name in ["logits", *(f"tap:{n}" for n in nodes)]:
+            out[name] = (rows, *widths[name]) if name in widths else (rows, ...)
+        return out
 
     def evaluation(self, p: Perturbation | None, nodes: list[str], arrays: dict[str, Any],
                    hit: bool) -> Evaluation:

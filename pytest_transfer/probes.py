@@ -128,41 +128,32 @@ def fit_linear_probe(features: Any, labels: Any, *, C: float = 1.0, max_iter: in
 
 def knn_predict(train_features: Any, train_labels: Any, test_features: Any, *, k: int = 20,
                 metric: str = "cosine") -> np.ndarray:
-    """Majority vote of the ``k`` nearest train samples (ties go to the class with the nearest member)."""
+    """The k-NN probe: labels (M) of the test rows (M×D) by a majority vote of their ``k`` nearest train rows (N×D).
+
+    Features are used as given (the k-NN gates pass the model's raw frozen features, not standardised).
+    ``metric``: ``"cosine"`` (1 − cosine similarity) or ``"euclidean"``; uniform votes; a tied vote goes to
+    the smallest class label; train rows at equal distance by row order: the conventions of scikit-learn's
+    ``KNeighborsClassifier(n_neighbors=k, metric=metric, algorithm="brute")``, which it equals
+    (``pytest_transfer/metrics/_knn.py``). ``k`` must be below the smallest class's train count (``k = 1``
+    always allowed), else a ``ValueError`` says which class and what ``k`` to pass.
+
+    >>> knn_predict([[0.0, 1], [0, 2], [1, 0], [2, 0]], [0, 0, 1, 1], [[0.1, 1], [1, 0.1]], k=1).tolist()
+    [0, 1]
+    """
+    from .metrics._knn import METRICS, check_k, distance_blocks, nearest, unit_rows, vote
+
     xtr = as_float(train_features, "train_features", ndim=2)
     xte = as_float(test_features, "test_features", ndim=2)
     codes, classes = remap_labels(train_labels, "train_labels")
     check_same_length("train_features", xtr, "train_labels", codes)
     if xtr.shape[1] != xte.shape[1]:
         raise ValueError(f"test_features: {xte.shape[1]} dimensions but the train features have {xtr.shape[1]}")
-    if metric not in ("cosine", "euclidean"):
+    if metric not in METRICS:
         raise ValueError(f"metric: expected 'cosine' or 'euclidean', got {metric!r}")
-    if k < 1:
-        raise ValueError(f"k: must be at least 1, got {k}")
-    k = min(k, len(xtr))
+    k = check_k(k, np.bincount(codes, minlength=len(classes)), classes, what="the train split")
     if metric == "cosine":
-        def unit(a: np.ndarray) -> np.ndarray:
-            norm = np.linalg.norm(a, axis=1, keepdims=True)
-            return a / np.where(norm > 0, norm, 1.0)
-        xtr_u, xte_u = unit(xtr), unit(xte)
+        xtr, xte = unit_rows(xtr), unit_rows(xte)
     out = np.empty(len(xte), dtype=np.int64)
-    n_classes = len(classes)
-    for start in range(0, len(xte), 1024):
-        block = slice(start, start + 1024)
-        if metric == "cosine":
-            dist = -(xte_u[block] @ xtr_u.T)
-        else:
-            dist = (xte[block] ** 2).sum(1)[:, None] - 2 * xte[block] @ xtr.T + (xtr ** 2).sum(1)[None]
-        nn_idx = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < len(xtr) else np.tile(np.arange(len(xtr)),
-                                                                                          (dist.shape[0], 1))
-        order = np.take_along_axis(dist, nn_idx, axis=1).argsort(axis=1, kind="stable")
-        nn_idx = np.take_along_axis(nn_idx, order, axis=1)
-        votes = codes[nn_idx]
-        counts = np.zeros((votes.shape[0], n_classes), dtype=np.int64)
-        np.add.at(counts, (np.arange(votes.shape[0])[:, None], votes), 1)
-        best = counts.max(axis=1, keepdims=True)
-        # tie-break: among the tied classes, the one whose member is nearest (first in the sorted neighbours)
-        tied = counts[np.arange(votes.shape[0])[:, None], votes] == best
-        first = tied.argmax(axis=1)
-        out[block] = votes[np.arange(votes.shape[0]), first]
+    for start, dist in distance_blocks(xte, xtr, metric):
+        out[start : start + len(dist)] = vote(codes[nearest(dist, k)], len(classes))
     return classes[out]

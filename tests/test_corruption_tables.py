@@ -95,7 +95,7 @@ def test_the_sweep_and_the_gate_use_the_setting_or_the_argument(fresh_context):
     from pytest_transfer.robustness.sweep import corruption_sweep
     from tests._helpers import make_blobs_images, tiny_net
 
-    x, y = make_blobs_images(n_per_class=20, seed=2, size=12)
+    x, y = make_blobs_images(n_per_class=30, seed=2, size=12)  # k = 20 needs more than 20 train images per class
     data, model = load_dataset((x, y), name="blobs"), load_model(tiny_net(), name="tiny")
     auto = corruption_sweep(model, data, "gaussian_blur", [1, 5], method="knn")
     forced = corruption_sweep(model, data, "gaussian_blur", [1, 5], method="knn", corruption_table="imagenet-c")

@@ -449,7 +449,7 @@ from pytest_transfer import assert_transfer_accuracy_above
                       model_kwargs={"arch": "squeezenet1_1", "num_classes": 3, "image_size": 32})
 def test_paths(pretrained_model, target_dataset):
     assert pretrained_model.name == "checkpoint:weights/m.pt"
-    assert_transfer_accuracy_above(pretrained_model, target_dataset, method="knn")
+    assert_transfer_accuracy_above(pretrained_model, target_dataset, method="knn", k=1)
 ''')
     monkeypatch.chdir(tests)
     result = pytester.runpytest("--transfer-report=out/r.json")

@@ -41,7 +41,8 @@ WRITER = textwrap.dedent('''
         version += 1
         value = tag * 1000 + version
         cache.put({"entry": "shared"}, {"x": np.full(n, value, dtype=np.int64), "y": np.full(7, value)})
-        b = Baseline(model="m", dataset="d", method="linear_probe", split="test", metrics={"accuracy": value},
+        b = Baseline(model="m", dataset="d", method="linear_probe", split="test",
+                     metrics={"accuracy": float(value % 2 == 0)},  # a valid baseline: the version is in the rest
                      correct=np.full(n // 8, value % 2 == 0), predictions=np.full(n // 8, value % 250),
                      num_classes=250, dataset_fingerprint=str(value), split_fingerprint=str(value),
                      test="t.py::test")
@@ -72,8 +73,8 @@ def _check_whole(folder: Path) -> set[int]:
         seen |= values
     if (folder / "baseline.json").exists():
         b = load_baseline(folder / "baseline.json")  # a damaged file raises BaselineError
-        value = int(b.metrics["accuracy"])
-        assert b.dataset_fingerprint == str(value) and b.n == 25_000
+        value = int(b.dataset_fingerprint)
+        assert b.split_fingerprint == str(value) and b.n == 25_000 and b.metrics["accuracy"] == (value % 2 == 0)
         assert set(b.predictions.tolist()) == {value % 250} and set(b.correct.tolist()) == {value % 2 == 0}
         seen.add(value)
     return seen

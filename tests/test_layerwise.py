@@ -144,7 +144,9 @@ def test_real_efficientnet_layers_from_one_pass(fresh_context):
     full = load_digits_dataset(shifted=True)
     subset = load_dataset((full.images[:240], full.labels[:240]), name="digits-shifted[:240]")
     model = efficientnet_lite0()
-    result = layerwise_transfer(model, subset, ["_blocks.2", "_blocks.5", "_blocks.9"], metrics=("knn", "logme"))
+    # about 18 train images per class: k = 10 (k = 20 is refused: every class would be outvoted)
+    result = layerwise_transfer(model, subset, ["_blocks.2", "_blocks.5", "_blocks.9"], metrics=("knn", "logme"),
+                                k=10)
     assert fresh_context.forward_passes == 2
     assert result.dims == [24, 80, 112]  # channels of the globally pooled block outputs
     assert min(result.scores["knn"]) > 0.3  # ten classes: chance is 0.1

@@ -437,34 +437,30 @@ def test_knn_accuracy_matches_scikit_learn_leave_one_out(metric):
     assert knn_accuracy(f, y, k=7, metric=metric) == pytest.approx(expected)
 
 
-def test_knn_accuracy_multiclass_breaks_vote_ties_by_the_nearest_neighbour():
+def test_knn_accuracy_multiclass_gives_a_tied_vote_to_the_smallest_label():
     from sklearn.neighbors import NearestNeighbors
 
     f, y = blobs(120, 5, 4, 0.8, seed=23)
     neighbours = (
         NearestNeighbors(n_neighbors=6, metric="cosine", algorithm="brute").fit(f).kneighbors(return_distance=False)
     )
-    predictions = []
-    for row in neighbours:
-        counts = np.bincount(y[row], minlength=4)
-        tied = set(np.flatnonzero(counts == counts.max()))
-        predictions.append(next(y[j] for j in row if y[j] in tied))
+    predictions = [np.bincount(y[row], minlength=4).argmax() for row in neighbours]  # argmax: the smallest tied
     assert knn_accuracy(f, y, k=6) == pytest.approx(np.mean(np.array(predictions) == y))
 
 
-def test_knn_tie_goes_to_the_nearest_class():
-    f = np.array([[0.0], [1.0], [3.0], [4.0]])
-    y = [0, 1, 0, 1]
-    # k = 2: samples 0 and 3 see one neighbour of each class, the nearer one of the other class
-    # (nearest rule: wrong; "smallest label wins" would get sample 0 right); samples 1 and 2 see
-    # two neighbours of the other class. Nearest rule: 0 / 4, smallest-label rule: 1 / 4.
-    assert knn_accuracy(f, y, k=2, metric="euclidean") == 0.0
-    assert knn_accuracy(f, [1, 0, 1, 0], k=2, metric="euclidean") == 0.0
+def test_knn_tie_goes_to_the_smallest_label():
+    f = np.array([[0.0], [1.0], [3.0], [4.0], [6.0], [7.0], [9.0], [10.0]])
+    y = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    # k = 2: the end samples 0 and 7 see one neighbour of each class (a tie, given to label 0); every other
+    # sample sees two neighbours of the other class. Hand-worked: only the end sample of label 0 is right.
+    assert knn_accuracy(f, y, k=2, metric="euclidean") == 1 / 8
+    assert knn_accuracy(f, 1 - y, k=2, metric="euclidean") == 1 / 8
 
 
-def test_knn_caps_k_at_n_minus_one():
+def test_knn_refuses_k_that_outvotes_a_class():
     f, y = blobs(12, 3, 2, 1.0, seed=24)
-    assert knn_accuracy(f, y, k=500) == knn_accuracy(f, y, k=11)
+    with pytest.raises(ValueError, match=r"k=500 .*pass k <= 4"):
+        knn_accuracy(f, y, k=500)
 
 
 @pytest.mark.parametrize(("kwargs", "word"), [({"k": 0}, "k"), ({"metric": "manhattan"}, "metric")])

@@ -150,8 +150,10 @@ def test_strict_confidence_uses_a_half_sample_interval_around_the_value(good, sq
     assert lo < point.value < hi and hi - point.value == pytest.approx(point.value - lo)
     with pytest.raises(AssertionError, match=r"confidence=strict"):
         assert_transferability_above(good, squares, point.value, confidence="strict", n_resamples=40)
+    with pytest.raises(ValueError, match=r"undefined on a half-sample .*k=20 .*confidence='none'"):
+        assert_transferability_above(good, squares, 0.0, metric="knn_accuracy", confidence="lenient", n_resamples=20)
     knn = assert_transferability_above(good, squares, 0.0, metric="knn_accuracy", confidence="lenient",
-                                       n_resamples=20)
+                                       n_resamples=20, metric_kwargs={"k": 5})
     assert 0.0 <= knn.interval[0] <= knn.value <= knn.interval[1] <= 1.0  # clipped to the metric's bounds
 
 

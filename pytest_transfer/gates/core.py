@@ -116,14 +116,36 @@ def failure_message(*, label: str, value: float, interval: tuple[float, float] |
     )
 
 
+def too_small_note(best: tuple[float, float] | None, threshold: float, *, higher_is_better: bool, mode: str,
+                   level: float, n: Any) -> str | None:
+    """What to say when the sample is too small for the asked confidence: in ``strict`` mode even the best
+    possible result (``best``: the interval of a perfect score on the same samples) cannot clear the
+    threshold. ``None`` when it can, or without a confidence mode."""
+    if best is None or mode != "strict":
+        return None
+    bound = best[0] if higher_is_better else best[1]
+    if (bound >= threshold) if higher_is_better else (bound <= threshold):
+        return None
+    return (f"the sample (n={n}) is too small for confidence=strict at {round(level * 100)}%: even a perfect "
+            f"score's interval reaches only {bound:.4f} on that side of {format_threshold(threshold)}; add samples, "
+            "lower --transfer-confidence-level, or gate without confidence")
+
+
 def finish_gate(ctx: Context, *, gate: str, metric: str, label: str, value: float,
                 interval: tuple[float, float] | None, threshold: Threshold, higher_is_better: bool, mode: str,
-                model: str, dataset: str, details: dict[str, Any], hint: str, threshold_key: str | None = None
-                ) -> Measurement:
+                model: str, dataset: str, details: dict[str, Any], hint: str, threshold_key: str | None = None,
+                best: tuple[float, float] | None = None) -> Measurement:
     """Decide, record the measurement in ``ctx``, and return it or raise ``AssertionError``.
 
-    ``threshold_key``: the config key the gate reads first (what ``--transfer-suggest-thresholds`` writes)."""
+    ``threshold_key``: the config key the gate reads first (what ``--transfer-suggest-thresholds`` writes).
+    ``best``: the interval a perfect score would get on the same samples; when even it cannot pass the
+    strict gate, the message and ``details["too_small"]`` say the sample is too small (:func:`too_small_note`).
+    """
     __tracebackhide__ = True
+    note = too_small_note(best, threshold.value, higher_is_better=higher_is_better, mode=mode,
+                          level=ctx.settings.confidence_level, n=details.get("n"))
+    if note:
+        details, hint = {**details, "too_small": note}, f"{note}; or {hint}"
     passed = decide(value, interval, threshold.value, higher_is_better=higher_is_better, mode=mode)
     m = ctx.record(Measurement(
         gate=gate, metric=metric, value=float(value), model=model, dataset=dataset,
@@ -142,7 +164,12 @@ def finish_gate(ctx: Context, *, gate: str, metric: str, label: str, value: floa
 
 def bootstrap_interval(ctx: Context, statistic: Any, *arrays: Any, n_resamples: int = 1000,
                        vectorized: bool = False) -> tuple[float, float]:
-    """The seeded percentile bootstrap interval a gate reports for a metric that is not a proportion.
+    """The seeded percentile bootstrap interval of a statistic (no built-in gate uses it any more).
+
+    Degenerate at the boundary (every resample agrees: [1, 1] for F1 when every prediction is right), so
+    a gate should prefer an interval with coverage there: Wilson / Newcombe for proportions,
+    :func:`~pytest_transfer.metrics.stats.f1_interval`, :func:`~pytest_transfer.metrics.stats.bounded_mean_interval`
+    or :func:`~pytest_transfer.metrics.stats.bayesian_bootstrap_interval` with pseudo-rows.
 
     Level ``--transfer-confidence-level``, seed ``--transfer-seed``: the same
     run gives the same interval. Samples (rows of ``arrays``) are resampled
@@ -182,19 +209,29 @@ class Gate:
     def accuracy_interval(self, correct_count: int, n: int) -> tuple[float, float]:
         return accuracy_interval(correct_count, n, self.ctx)
 
+    def f1_interval(self, y_true: Any, y_pred: Any, average: str) -> tuple[float, float] | None:
+        """:func:`~pytest_transfer.metrics.stats.f1_interval` at the session's level and seed (``None`` when no
+        interval is wanted: :attr:`wants_interval`)."""
+        from ..metrics.stats import f1_interval
+
+        if not self.wants_interval:
+            return None
+        return f1_interval(y_true, y_pred, average=average, confidence=self.ctx.settings.confidence_level,
+                           seed=self.ctx.settings.seed)
+
     def bootstrap_interval(self, statistic: Callable[..., float], *arrays: Any) -> tuple[float, float] | None:
         """The bootstrap interval, or ``None`` when no interval is wanted (:attr:`wants_interval`)."""
         return bootstrap_interval(self.ctx, statistic, *arrays) if self.wants_interval else None
 
     def finish(self, *, gate: str, metric: str, label: str, value: float, interval: tuple[float, float] | None,
-               higher_is_better: bool, details: dict[str, Any], hint: str, dataset: str | None = None
-               ) -> Measurement:
+               higher_is_better: bool, details: dict[str, Any], hint: str, dataset: str | None = None,
+               best: tuple[float, float] | None = None) -> Measurement:
         """:func:`finish_gate` for this gate's model and dataset (``dataset`` names another, e.g. the shifted one)."""
         __tracebackhide__ = True
         return finish_gate(self.ctx, gate=gate, metric=metric, label=label, value=value, interval=interval,
                            threshold=self.threshold, higher_is_better=higher_is_better, mode=self.mode,
                            model=self.model.name, dataset=dataset or self.dataset.name, details=details, hint=hint,
-                           threshold_key=self.keys[0] if self.keys else None)
+                           threshold_key=self.keys[0] if self.keys else None, best=best)
 
 
 def open_gate(model: Any, dataset: Any, *, threshold: float | None, argument: str, keys: Sequence[str],
@@ -211,5 +248,5 @@ def open_gate(model: Any, dataset: Any, *, threshold: float | None, argument: st
 
 __all__ = [
     "Gate", "accuracy_interval", "bootstrap_interval", "check_threshold", "confidence_mode", "decide",
-    "failure_message", "find_threshold", "finish_gate", "open_gate",
+    "failure_message", "find_threshold", "finish_gate", "open_gate", "too_small_note",
 ]

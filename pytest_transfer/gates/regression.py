@@ -12,8 +12,10 @@ finite test set says so:
   fails when ``p <= alpha`` *and* the drop ``(lost − gained) / n`` is at least
   ``min_effect``. An unchanged model has ``lost = gained = 0``, ``p = 1``: it
   never fails;
-* other metrics (F1, precision, recall): a seeded paired bootstrap of
-  ``baseline − current`` over the same resampled samples; the gate fails when
+* other metrics (F1, precision, recall): a seeded paired interval of
+  ``baseline − current`` (:func:`~pytest_transfer.metrics.stats.paired_metric_interval`:
+  the Bayesian bootstrap with one pseudo-sample, honest when the models
+  agree everywhere or differ on a handful of samples); the gate fails when
   the lower bound of its ``1 − 2·alpha`` interval is above 0 *and* the drop is
   at least ``min_effect``;
 * plain tolerances instead, per metric: ``tolerance=`` (absolute) and
@@ -43,6 +45,7 @@ from ..baselines import (
     baseline_directory,
     baseline_path,
     baseline_test_id,
+    check_consistency,
     check_identity,
     load_baseline,
     write_baseline,
@@ -278,7 +281,7 @@ def _compare(ctx: Context, name: str, stored: Baseline, current: Baseline, y_tru
              *, alpha: float, effect: Threshold, abs_tol: float | None, rel_tol: float | None, mode: str,
              shown: str) -> _Comparison:
     from ..datasets.pixels import printable_ids
-    from ..metrics.stats import bootstrap_ci, paired_difference_interval
+    from ..metrics.stats import paired_difference_interval, paired_metric_interval
 
     level = ctx.settings.confidence_level
     base_value = stored.metrics.get(name)
@@ -287,16 +290,12 @@ def _compare(ctx: Context, name: str, stored: Baseline, current: Baseline, y_tru
     cur_value = current.metrics[name]
     drop = base_value - cur_value
     details: dict[str, Any] = {"baseline_value": base_value, "current_value": cur_value}
-    same = bool(np.array_equal(stored.predictions, current.predictions))
 
     def paired_interval(confidence: float) -> tuple[float, float]:
         if name == "accuracy":
             return paired_difference_interval(stored.correct, current.correct, confidence=confidence)
-        if same:
-            return (0.0, 0.0)
-        return bootstrap_ci(lambda t, a, b: metric_value(name, t, a) - metric_value(name, t, b),
-                            y_true, stored.predictions, current.predictions, confidence=confidence,
-                            seed=ctx.settings.seed)
+        return paired_metric_interval(y_true, stored.predictions, current.predictions, name=name,
+                                      confidence=confidence, seed=ctx.settings.seed)
 
     interval = paired_interval(level)
     if abs_tol is not None or rel_tol is not None:
@@ -325,8 +324,9 @@ def _compare(ctx: Context, name: str, stored: Baseline, current: Baseline, y_tru
     low = paired_interval(1.0 - 2.0 * alpha)[0]
     regressed = low > 0.0 and drop >= effect.value - 1e-12
     details.update(alpha=alpha, min_effect=effect.value, one_sided_lower=low)
-    rule = (f"paired bootstrap: the one-sided {1 - alpha:.0%} lower bound of the drop is {low:.4f} (a regression "
-            f"needs it > 0 and a drop >= {effect.value})")
+    rule = (f"paired Bayesian bootstrap with a pseudo-sample (honest at the boundary): the one-sided "
+            f"{1 - alpha:.0%} lower bound of the drop is {low:.4f} (a regression needs it > 0 and a drop >= "
+            f"{effect.value})")
     return _Comparison(name, base_value, cur_value, drop, interval, thr, not regressed, rule, "paired-bootstrap",
                        details)
 
@@ -443,6 +443,7 @@ class _Run:
             stored = load_baseline(self.file)
             if stored is not None:
                 check_identity(stored, self.current, self.file, check_test=check_test)
+                check_consistency(stored, self.pr.y_true, self.file, metric_value)
             return stored
         except BaselineError as exc:
             if not self.update:

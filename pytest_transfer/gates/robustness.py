@@ -6,11 +6,13 @@
   interval). A group (``noise``, ``blur``, ``weather``, ``digital``),
   ``"all"``, a list, or several severities gate the **mean drop over the
   selected corruption × severity cells**, ``clean accuracy − mean cell
-  accuracy``; its interval is a seeded paired percentile bootstrap over test
-  samples of ``correct_clean(i) − mean over cells of correct_cell(i)`` (the
-  mean of these per-sample differences is exactly the mean drop; resampling
-  samples keeps every cell paired with the clean result and the cells'
-  correlation, which a mean of per-cell intervals would ignore). All cells
+  accuracy``; its interval is :func:`~pytest_transfer.metrics.stats.bounded_mean_interval`
+  of the per-sample ``correct_clean(i) − mean over cells of correct_cell(i)``
+  in [−1, 1] (the mean of these differences is exactly the mean drop;
+  weighting samples keeps every cell paired with the clean result and the
+  cells' correlation, which a mean of per-cell intervals would ignore; the
+  pseudo-sample at the bound keeps it honest when no sample dropped, where
+  a percentile bootstrap gave [0, 0]). All cells
   come from one :func:`~pytest_transfer.robustness.sweep.corruption_sweep`
   (one data load, one pass). Threshold key ``corruption_max_drop``.
 * :func:`assert_mce_below`: the mCE of Hendrycks & Dietterich (ICLR 2019)
@@ -43,6 +45,7 @@ from ..cache import cached_result
 from ..context import Context, Measurement, current_context
 from ..engine import corruption as corruption_perturbation
 from ..engine import pool_features
+from ..metrics.stats import bayesian_bootstrap_interval, bounded_mean_interval
 from ..models import leaves_models_as_found
 from ..models.call import module_dtype, tap_tensor, to_module_dtype
 from ..predictions import check_method, direct_mapping, predict, probe_for, resolve_pair
@@ -55,7 +58,7 @@ from ..robustness.sweep import (
     reference_errors,
     resolve_severities,
 )
-from .core import bootstrap_interval, open_gate
+from .core import open_gate
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..datasets import TargetDataset
@@ -119,8 +122,8 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     ``"all"``. One cell: ``drop = clean − corrupted accuracy`` with Newcombe's
     paired interval, as :func:`~pytest_transfer.assertions.assert_robust_under_noise`.
     Several cells: the mean drop over the cells, ``clean − mean cell
-    accuracy``, with a paired bootstrap interval over samples (see the module
-    docstring). ``relative=True`` divides by the clean accuracy. The
+    accuracy``, with a paired interval over samples that stays honest when no
+    sample dropped (see the module docstring). ``relative=True`` divides by the clean accuracy. The
     threshold is ``max_drop`` or the config key ``corruption_max_drop``.
     Probe methods train on clean features and score corrupted ones.
     ``corruption_table`` picks the published parameters (``auto`` by image
@@ -164,18 +167,16 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     if relative and acc_clean == 0:
         raise ValueError(f"relative drop is undefined: clean accuracy of {model.name!r} on {dataset.name!r} is 0")
 
-    def mean_drop(c: np.ndarray, m: np.ndarray) -> np.ndarray:
-        drop = c.mean(axis=-1) - m.mean(axis=-1)
-        if not relative:
-            return drop
-        base = c.mean(axis=-1)
-        return np.divide(drop, base, out=np.full_like(drop, np.nan), where=base > 0)
-
-    value = float(mean_drop(clean, cells))
-    interval = bootstrap_interval(ctx, mean_drop, clean, cells, vectorized=True)
+    value = (acc_clean - acc_cells) / (acc_clean if relative else 1.0)
+    # per sample: clean correctness − mean correctness over the cells, in [−1, 1]
+    interval = bounded_mean_interval(clean - cells, bounds=(-1.0, 1.0), confidence=ctx.settings.confidence_level,
+                                     seed=ctx.settings.seed)
+    if relative:
+        interval = (interval[0] / acc_clean, interval[1] / acc_clean)
     info = {"method": method, "split": split, "n": res.n, "clean_accuracy": acc_clean,
             "perturbed_accuracy": acc_cells, "relative": relative, "aggregate": "mean drop over cells",
-            "interval_method": "paired percentile bootstrap over samples", "worst_cell": [worst[0], worst[1]],
+            "interval_method": "Bayesian bootstrap with a pseudo-sample at the bound (Clopper-Pearson for 0/1)",
+            "worst_cell": [worst[0], worst[1]],
             "worst_accuracy": worst_acc, **details}
     return g.finish(
         gate="corruption_max_drop", metric="corruption_max_drop",
@@ -187,9 +188,11 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
 
 # --- mCE gate ------------------------------------------------------------------------
 
-def _errors_of(matrix: np.ndarray, names: tuple[str, ...], levels: tuple[int, ...]) -> dict[str, Any]:
-    """Errors ``{corruption: (e_s...), "clean": e}`` from an ``n × (1 + cells)`` correctness matrix."""
-    err = 1.0 - matrix.mean(axis=0)
+def _errors_of(matrix: np.ndarray, names: tuple[str, ...], levels: tuple[int, ...],
+               weights: np.ndarray | None = None) -> dict[str, Any]:
+    """Errors ``{corruption: (e_s...), "clean": e}`` from an ``n × (1 + cells)`` correctness matrix (rows weighted
+    by ``weights`` when given)."""
+    err = 1.0 - (matrix.mean(axis=0) if weights is None else np.clip(weights @ matrix / weights.sum(), 0.0, 1.0))
     out: dict[str, Any] = {CLEAN: float(err[0])}
     for i, name in enumerate(names):
         out[name] = tuple(float(e) for e in err[1 + i * len(levels): 1 + (i + 1) * len(levels)])
@@ -234,9 +237,12 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
     supplies errors per corruption (per severity or a mean, plus ``"clean"``
     for the relative mCE); a :class:`~pytest_transfer.robustness.sweep.SweepResult`
     is used as measured. The threshold is ``max_mce`` or the config key
-    ``max_mce``. With a confidence mode the interval is a seeded percentile
-    bootstrap over test samples (the model's and a measured reference's
-    errors resampled together).
+    ``max_mce``. With a confidence mode the interval is a seeded Bayesian
+    bootstrap over test samples with one pseudo-sample at each limit (the
+    model's and a measured reference's errors weighted together;
+    :func:`~pytest_transfer.metrics.stats.bayesian_bootstrap_interval`):
+    honest when the model makes no error, where a percentile bootstrap
+    gave [0, 0].
 
     >>> assert_mce_below(model, "digits", 0.9, reference="torchvision:resnet18:none")  # doctest: +SKIP
     """
@@ -260,16 +266,23 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
         mine = np.column_stack([res.clean_correct, res.cell_matrix()]).astype(np.float64)
         fixed = None if isinstance(ref, SweepResult) else reference_errors(ref, names, levels)
 
-        def statistic(m: np.ndarray, r: np.ndarray | None = None) -> float:
-            other = fixed if r is None else _errors_of(r, names, levels)
-            return float(corruption_error(_errors_of(m, names, levels), other, relative=relative))
+        def statistic(w: np.ndarray, m: np.ndarray, r: np.ndarray | None = None) -> float:
+            other = fixed if r is None else _errors_of(r, names, levels, w)
+            return float(corruption_error(_errors_of(m, names, levels, w), other, relative=relative))
 
         arrays = [mine]
         if isinstance(ref, SweepResult):
             if ref.n != res.n:
                 raise ValueError("reference: the reference sweep has other samples; sweep it on the same split")
             arrays.append(np.column_stack([ref.clean_correct, ref.cell_matrix()]).astype(np.float64))
-        interval = g.bootstrap_interval(statistic, *arrays)
+        # pseudo-samples: the best and the worst row for the model (the reverse for a measured reference)
+        best, worst = np.ones(mine.shape[1]), np.zeros(mine.shape[1])
+        if relative:  # the degradation beyond the clean error: clean right and every cell wrong is the worst
+            best, worst = 1.0 - best, best.copy()
+            best[0], worst[0] = 0.0, 1.0
+        interval = bayesian_bootstrap_interval(statistic, *arrays, pseudo=((best, worst)[: len(arrays)],
+                                                                            (worst, best)[: len(arrays)]),
+                                               confidence=ctx.settings.confidence_level, seed=ctx.settings.seed)
     details = {"method": method, "split": split, "n": res.n, "relative": relative, "reference": source,
                "per_corruption": result.per_corruption, **_sweep_details(res)}
     if isinstance(ref, SweepResult):

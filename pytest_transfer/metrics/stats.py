@@ -4,7 +4,12 @@
 * :func:`paired_difference_interval` — Newcombe's interval for the difference of two accuracies
   measured on the same samples (used by drop gates);
 * :func:`mcnemar_test` — exact McNemar test on per-sample correctness of two models;
-* :func:`bootstrap_ci` — percentile bootstrap for any other statistic.
+* :func:`f1_interval` — F1 (macro, micro, weighted) with coverage at 0 and 1: Clopper–Pearson's
+  construction carried to the confusion matrix;
+* :func:`bounded_mean_interval` — the mean of values in known bounds (a mean accuracy drop), honest at the
+  bounds: Clopper–Pearson's construction carried to the Bayesian bootstrap;
+* :func:`bootstrap_ci` — percentile bootstrap for any other statistic (degenerate when every resample
+  agrees: not for a gate's interval at the boundary).
 
 numpy and the standard library only (no scipy at import).
 """
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -25,9 +30,14 @@ from ._checks import check_nonempty, check_same_length, to_numpy
 __all__ = [
     "McNemarResult",
     "as_correct",
+    "bayesian_bootstrap_interval",
     "binomial_half_upper_tails",
     "binomial_pmf",
     "bootstrap_ci",
+    "bounded_mean_interval",
+    "confusion_metric",
+    "f1_from_confusion",
+    "f1_interval",
     "half_sample_interval",
     "log_factorials",
     "mcnemar_one_sided",
@@ -35,6 +45,7 @@ __all__ = [
     "newcombe_independent_interval",
     "normal_quantile",
     "paired_difference_interval",
+    "paired_metric_interval",
     "wilson_interval",
 ]
 
@@ -381,7 +392,10 @@ def half_sample_interval(statistic: Callable[..., float], value: float, *arrays:
     with-replacement bootstrap it never duplicates a sample, which
     leave-one-out k-NN and evidence-based scores (LogME) would count as extra
     signal: a bootstrap interval of LogME can miss its own point estimate. The
-    interval is clipped to ``bounds``.
+    interval is clipped to ``bounds``; for a statistic bounded in [0, 1] (k-NN
+    accuracy, SFDA) it is widened to at least Wilson's interval of ``value``
+    at N samples, so that it keeps its width at 0 and 1, where every
+    half-sample can give the same value.
 
     >>> import numpy as np
     >>> x = np.random.default_rng(0).normal(size=400); y = np.arange(400) % 2
@@ -396,9 +410,259 @@ def half_sample_interval(statistic: Callable[..., float], value: float, *arrays:
     values = np.empty(int(n_resamples))
     for r in range(int(n_resamples)):
         idx = np.sort(np.concatenate([rng.choice(g, size=(len(g) + 1) // 2, replace=False) for g in groups]))
-        values[r] = statistic(*(a[idx] for a in arrays), labels[idx])
-    half = normal_quantile(confidence) * float(np.std(values, ddof=1))
+        try:
+            values[r] = statistic(*(a[idx] for a in arrays), labels[idx])
+        except ValueError as exc:
+            smallest = min(len(g) for g in groups)
+            raise ValueError(
+                f"statistic: undefined on a half-sample (half of each class: {(smallest + 1) // 2} of the "
+                f"{smallest} samples of the smallest class): {exc}. The interval needs the statistic on half of "
+                "each class: add samples, choose settings valid on half the data, or gate without an interval "
+                "(confidence='none')"
+            ) from exc
+    z = normal_quantile(confidence)
+    half = z * float(np.std(values, ddof=1))
     lo, hi = value - half, value + half
+    if bounds is not None and (float(bounds[0]), float(bounds[1])) == (0.0, 1.0) and 0.0 <= value <= 1.0:
+        # a mean of values in [0, 1] has variance at most μ(1 − μ), the binomial's: Wilson's interval at the
+        # same N keeps the width at 0 and 1, where every half-sample can agree (k-NN accuracy 1.0: SE = 0)
+        w_lo, w_hi = _wilson(value * len(labels), len(labels), z)
+        lo, hi = min(lo, w_lo), max(hi, w_hi)
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return float(lo), float(hi)
+
+
+def f1_from_confusion(m: np.ndarray, average: str = "macro") -> np.ndarray:
+    """F1 of confusion matrices ``m`` (``... × C × C``, rows = true class; counts or probabilities).
+
+    Per class ``2·TP / (2·TP + FP + FN)`` (0 for a class never true nor predicted, as scikit-learn's
+    ``zero_division=0``); ``macro`` is their mean, ``weighted`` their mean weighted by the true counts,
+    ``micro`` the trace over the total (accuracy, for single-label predictions).
+    """
+    tp = np.diagonal(m, axis1=-2, axis2=-1)
+    rows, cols = m.sum(axis=-1), m.sum(axis=-2)
+    denom = rows + cols
+    per_class = np.divide(2.0 * tp, denom, out=np.zeros(np.broadcast_shapes(tp.shape, denom.shape)),
+                          where=denom > 0)
+    if average == "macro":
+        return per_class.mean(axis=-1)
+    if average == "weighted":
+        return (per_class * rows).sum(axis=-1) / rows.sum(axis=-1)
+    if average == "micro":
+        return tp.sum(axis=-1) / m.sum(axis=(-2, -1))
+    raise ValueError(f"average: expected macro, micro or weighted, got {average!r}")
+
+
+def f1_interval(y_true: Any, y_pred: Any, *, average: str = "macro", confidence: float = 0.95,
+                n_draws: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Two-sided interval for the F1 score of a classifier, honest at 0 and 1 (defined on any sample).
+
+    The percentile bootstrap is degenerate at the boundary: when every test
+    prediction is right every resample has F1 = 1 and the interval is [1, 1]
+    on 6 images. This interval carries the Clopper–Pearson construction
+    (Clopper & Pearson 1934; the Beta form of its limits, Brown, Cai &
+    DasGupta 2001, §2) from one proportion to the C × C confusion matrix
+    ``n`` of the test split (rows = true class, over the classes that occur
+    in ``y_true`` or ``y_pred``). Clopper–Pearson's lower limit is the
+    ``α/2`` quantile of Beta(x, n − x + 1): the successes plus one more
+    failure; its upper limit the ``1 − α/2`` quantile of Beta(x + 1, n − x).
+    Here the lower limit is the ``α/2`` quantile of F1(P) for cell
+    probabilities P ~ Dirichlet(n + one error spread evenly over the C(C − 1)
+    off-diagonal cells) and the upper limit the ``1 − α/2`` quantile of F1(P)
+    for P ~ Dirichlet(n + one correct prediction spread evenly over the
+    diagonal), by ``n_draws`` seeded Monte Carlo draws (Gamma variates,
+    normalised). For ``average="micro"`` (accuracy) these are exactly the
+    Clopper–Pearson limits, up to Monte Carlo error (about 0.003 at 4,000
+    draws). The interval always contains the observed F1 (at F1 = 1 the upper
+    limit is 1, as Clopper–Pearson's at x = n).
+
+    Coverage (simulated in ``tests/test_f1_interval.py``, multinomial draws
+    from scipy): each one-sided limit covers at least its nominal
+    ``(1 + confidence)/2`` for C = 2, 3 and 10 classes at n = 6 to 300 and
+    accuracies 0.7 to 1, except that the upper limit under-covers (0.77 to
+    0.96 at 95 %) when most classes have one or two test samples. Deterministic
+    for a ``seed``; ``y_true``, ``y_pred``: integer labels (N).
+
+    >>> lo, hi = f1_interval([0, 1, 2, 0, 1, 2], [0, 1, 2, 0, 1, 2])  # 6 of 6 right
+    >>> round(lo, 2), hi
+    (0.53, 1.0)
+    """
+    c = _check_confidence(confidence)
+    t, p = to_numpy(y_true, "y_true").reshape(-1), to_numpy(y_pred, "y_pred").reshape(-1)
+    check_same_length("y_true", t, "y_pred", p)
+    check_nonempty("y_true", t)
+    if average not in ("macro", "micro", "weighted"):
+        raise ValueError(f"average: expected macro, micro or weighted, got {average!r}")
+    labels, codes = np.unique(np.concatenate([t, p]), return_inverse=True)
+    k = len(labels)
+    m = np.zeros((k, k))
+    np.add.at(m, (codes[: len(t)], codes[len(t):]), 1.0)
+    value = float(f1_from_confusion(m, average))
+    if k == 1:  # one class, always predicted: every sample right, F1 = 1 with the interval of a proportion
+        return float(((1.0 - c) / 2.0) ** (1.0 / len(t))), 1.0  # Clopper–Pearson's lower limit at n of n
+    rng = np.random.default_rng(seed)
+    a = (1.0 - c) / 2.0
+    off = np.full((k, k), 1.0 / (k * (k - 1)))
+    np.fill_diagonal(off, 0.0)
+    low = float(np.quantile(f1_from_confusion(_dirichlet(m + off, n_draws, rng), average), a))
+    high = float(np.quantile(f1_from_confusion(_dirichlet(m + np.eye(k) / k, n_draws, rng), average), 1.0 - a))
+    return min(low, value), max(high, value)
+
+
+def _dirichlet(alpha: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """``draws`` unnormalised Dirichlet(alpha) matrices (Gamma variates; F1 is scale-free); 0 stays 0."""
+    return rng.standard_gamma(alpha.ravel(), size=(int(draws), alpha.size)).reshape(int(draws), *alpha.shape)
+
+
+
+def bounded_mean_interval(values: Any, *, bounds: tuple[float, float], confidence: float = 0.95,
+                          n_draws: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Two-sided interval for the mean of per-sample ``values`` (N) known to lie in ``bounds = (a, b)``.
+
+    Honest at the bounds, where the percentile bootstrap is degenerate (no
+    sample lost accuracy under any corruption: every resample's mean drop is
+    0, the interval [0, 0]). The lower limit is the ``α/2`` quantile of
+    ``Σ wᵢ xᵢ`` over the N values plus one pseudo-value at ``a``, with
+    weights ``w ~ Dirichlet(1, …, 1)`` (the Bayesian bootstrap, Rubin 1981);
+    the upper limit the ``1 − α/2`` quantile with the pseudo-value at ``b``.
+    For 0/1 values these are exactly Clopper–Pearson's limits (the weight of
+    the x ones is Beta(x, n − x + 1), resp. Beta(x + 1, n − x): Clopper &
+    Pearson 1934), which the tests check against scipy; for other bounded
+    values the pseudo-value is the same one-observation hedge towards the
+    bound. Seeded Monte Carlo with ``n_draws`` draws (in batches of bounded
+    memory); always contains the observed mean.
+
+    >>> lo, hi = bounded_mean_interval([0.0] * 20, bounds=(-1.0, 1.0))  # no drop on 20 samples
+    >>> lo < 0.0 < hi < 0.2
+    True
+    """
+    c = _check_confidence(confidence)
+    x = to_numpy(values, "values").astype(np.float64).reshape(-1)
+    check_nonempty("values", x)
+    a, b = float(bounds[0]), float(bounds[1])
+    if not a < b or not np.all(np.isfinite(x)) or x.min() < a or x.max() > b:
+        raise ValueError(f"values: need finite values within bounds {bounds!r}, got range "
+                         f"[{x.min()!r}, {x.max()!r}]")
+    rng = np.random.default_rng(seed)
+    tail = (1.0 - c) / 2.0
+    low = float(np.quantile(_weighted_means(np.append(x, a), int(n_draws), rng), tail))
+    high = float(np.quantile(_weighted_means(np.append(x, b), int(n_draws), rng), 1.0 - tail))
+    mean = float(x.mean())
+    return min(low, mean), max(high, mean)
+
+
+def _weighted_means(x: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """``draws`` means of ``x`` under Dirichlet(1, …, 1) weights, in batches of about ``_BATCH_ELEMENTS``."""
+    out = np.empty(draws)
+    step = max(1, _BATCH_ELEMENTS // len(x))
+    for start in range(0, draws, step):
+        w = rng.standard_exponential((min(step, draws - start), len(x)))
+        out[start : start + len(w)] = (w @ x) / w.sum(axis=1)
+    return out
+
+
+
+def confusion_metric(m: np.ndarray, name: str, present: np.ndarray) -> np.ndarray:
+    """``f1_<average>``, ``precision_macro`` or ``recall_macro`` of confusion matrices ``m`` (``... × C × C``,
+    rows = true class; counts or weights); macro averages run over the classes in ``present`` (C booleans:
+    those in the labels or the predictions, as scikit-learn averages them; a class without predictions
+    has precision 0)."""
+    if name in ("f1_micro", "f1_weighted"):
+        return f1_from_confusion(m, name[3:])
+    if name in ("f1_macro", "precision_macro", "recall_macro"):
+        return _per_class(m, name.split("_")[0])[..., present].mean(axis=-1)
+    raise ValueError(f"name: expected f1_macro, f1_micro, f1_weighted, precision_macro or recall_macro, got {name!r}")
+
+
+def _per_class(m: np.ndarray, kind: str) -> np.ndarray:
+    tp = np.diagonal(m, axis1=-2, axis2=-1)
+    denom = {"f1": m.sum(axis=-1) + m.sum(axis=-2), "precision": m.sum(axis=-2), "recall": m.sum(axis=-1)}[kind]
+    num = 2.0 * tp if kind == "f1" else tp
+    return np.divide(num, denom, out=np.zeros(np.broadcast_shapes(num.shape, denom.shape)), where=denom > 0)
+
+
+def paired_metric_interval(y_true: Any, pred_a: Any, pred_b: Any, *, name: str, confidence: float = 0.95,
+                           n_draws: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Interval for ``metric(y_true, pred_a) − metric(y_true, pred_b)`` on the same N samples, honest at the
+    boundary (two models that agree on every sample, or differ on a handful).
+
+    ``name``: ``f1_macro``, ``f1_micro``, ``f1_weighted``, ``precision_macro`` or ``recall_macro``
+    (:func:`confusion_metric`). The Bayesian bootstrap (Rubin 1981: Dirichlet(1, …, 1) weights over the
+    samples, both models' confusion matrices weighted alike, so the pairing is kept) with one
+    pseudo-sample, as in :func:`bounded_mean_interval`: for the lower limit the pseudo-sample is an
+    error of ``a`` and a correct prediction of ``b`` (spread evenly over the classes), for the upper
+    limit the reverse. Where the percentile bootstrap gave [0, 0] for identical predictions and a lower
+    limit above 0 for four lost samples in 200 (which the exact McNemar test, p = 0.0625, does not
+    call significant), this interval keeps 0 inside. Always contains the observed difference.
+    """
+    c = _check_confidence(confidence)
+    t = to_numpy(y_true, "y_true").reshape(-1)
+    a, b = to_numpy(pred_a, "pred_a").reshape(-1), to_numpy(pred_b, "pred_b").reshape(-1)
+    check_same_length("y_true", t, "pred_a", a)
+    check_same_length("y_true", t, "pred_b", b)
+    check_nonempty("y_true", t)
+    labels, codes = np.unique(np.concatenate([t, a, b]), return_inverse=True)
+    k, n = len(labels), len(t)
+    ct, ca, cb = codes[:n], codes[n : 2 * n], codes[2 * n :]
+    present_a = np.isin(np.arange(k), np.concatenate([ct, ca]))
+    present_b = np.isin(np.arange(k), np.concatenate([ct, cb]))
+    one_hot = np.eye(k * k)
+    cells = (one_hot[ct * k + ca], one_hot[ct * k + cb])  # N × C² per model
+    present = (present_a, present_b)
+    value = float(_paired_values(np.ones((1, n)), cells, k, name, present, None)[0])
+    right = np.eye(k) / k
+    wrong = (1.0 - np.eye(k)) / (k * (k - 1)) if k > 1 else np.zeros((1, 1))
+    rng = np.random.default_rng(seed)
+    tail = (1.0 - c) / 2.0
+    limits = []
+    for pseudo, q in (((wrong, right), tail), ((right, wrong), 1.0 - tail)):
+        draws = np.empty(int(n_draws))
+        step = max(1, _BATCH_ELEMENTS // (n + 1))
+        for start in range(0, int(n_draws), step):
+            w = rng.standard_exponential((min(step, int(n_draws) - start), n + 1))
+            draws[start : start + len(w)] = _paired_values(w, cells, k, name, present, pseudo)
+        limits.append(float(np.quantile(draws, q)))
+    return min(limits[0], value), max(limits[1], value)
+
+
+def _paired_values(w: np.ndarray, cells: tuple[np.ndarray, np.ndarray], k: int, name: str,
+                   present: tuple[np.ndarray, np.ndarray], pseudo: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """``metric(a) − metric(b)`` under sample weights ``w`` (B × N; with ``pseudo = (cells of a, cells of b)``,
+    B × (N + 1), the pseudo-sample's weight last)."""
+    n = cells[0].shape[0]
+    out = []
+    for i in (0, 1):
+        m = w[:, :n] @ cells[i]
+        if pseudo is not None:
+            m = m + w[:, n:] * pseudo[i].ravel()[None]
+        out.append(confusion_metric(m.reshape(len(w), k, k), name, present[i]))
+    return out[0] - out[1]
+
+
+
+def bayesian_bootstrap_interval(statistic: Callable[..., float], *arrays: np.ndarray,
+                                pseudo: tuple[Sequence[np.ndarray], Sequence[np.ndarray]], confidence: float = 0.95,
+                                n_draws: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Interval of a statistic of per-sample rows, honest at the boundary: the Bayesian bootstrap (Rubin
+    1981) with one pseudo-sample, the construction of :func:`bounded_mean_interval` for any statistic.
+
+    ``statistic(weights, *arrays)`` takes sample weights (N, summing to N) and the arrays (rows =
+    samples). The lower limit is the ``α/2`` quantile over ``n_draws`` Dirichlet(1, …, 1) weightings
+    of the N rows plus the pseudo-rows ``pseudo[0]`` (one per array: the best case for the statistic's
+    low side), the upper limit the ``1 − α/2`` quantile with ``pseudo[1]``. Always contains
+    ``statistic(ones, *arrays)``. For the mean of 0/1 values with pseudo-rows 0 and 1 it is
+    Clopper–Pearson's interval.
+    """
+    c = _check_confidence(confidence)
+    n = len(arrays[0])
+    value = float(statistic(np.ones(n), *arrays))
+    rng = np.random.default_rng(seed)
+    tail = (1.0 - c) / 2.0
+    limits = []
+    for rows, q in ((pseudo[0], tail), (pseudo[1], 1.0 - tail)):
+        data = [np.concatenate([a, np.asarray(r, dtype=a.dtype)[None]]) for a, r in zip(arrays, rows, strict=True)]
+        w = rng.standard_exponential((int(n_draws), n + 1))
+        w *= (n + 1) / w.sum(axis=1, keepdims=True)
+        limits.append(float(np.quantile([statistic(wi, *data) for wi in w], q)))
+    return min(limits[0], value), max(limits[1], value)

@@ -806,67 +806,50 @@ def sfda(features: Any, labels: Any) -> float:
 # --------------------------------------------------------------------------- k-NN
 
 
-def _nearest(dist: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k smallest entries per row, ordered by (distance, column index)."""
-    rows = dist.shape[0]
-    kth = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]
-    less = dist < kth
-    equal = dist == kth
-    need = k - less.sum(axis=1, keepdims=True)
-    take = less | (equal & (np.cumsum(equal, axis=1) <= need))  # ties at the boundary: lowest index
-    idx = np.nonzero(take)[1].reshape(rows, k)  # ascending column index within each row
-    order = np.argsort(np.take_along_axis(dist, idx, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(idx, order, axis=1)
-
-
 @estimator
 def knn_accuracy(features: Any, labels: Any, *, k: int = 20, metric: str = "cosine") -> float:
-    """Leave-one-out k-nearest-neighbour accuracy of the labels from the features.
+    """Leave-one-out k-nearest-neighbour accuracy of the labels (N) from the features (N×D).
 
-    Each sample is classified by a majority vote of its k nearest other samples
-    (``k`` is capped at N - 1; the sample itself never votes, duplicates do).
-    ``metric`` is ``"cosine"`` (1 - cosine similarity; an all-zero row has similarity
-    0 to everything) or ``"euclidean"``. Deterministic: neighbours at equal distance
-    are taken by sample order, and a tied vote goes to the tied class whose member is
-    nearest. Computed in row blocks, O(N² D) time and O(N) memory per row.
+    Each sample is classified by a majority vote of its ``k`` nearest *other* samples (the sample itself
+    never votes; a duplicate of it does), and the score is the fraction classified right. The conventions
+    are scikit-learn's ``KNeighborsClassifier(n_neighbors=k, metric=metric, algorithm="brute")`` predicting
+    its own training rows (``predict(None)``), which it equals, ties included: ``metric`` ``"cosine"``
+    (1 − cosine similarity; an all-zero row has similarity 0 to everything) or ``"euclidean"``; uniform
+    votes; a tied vote goes to the smallest class label; neighbours at equal distance by sample order.
+    Features are used as given: the gates and rankings standardise them first (``standardize=True``).
+    Sorkhei et al. (2025) use k-NN accuracy as a transferability estimator in the
+    self-supervised-evaluation style (a held-out split, similarity-weighted votes); this is its
+    leave-one-out, uniform-vote form, which needs no split.
+
+    ``k`` must be below the smallest class's count minus one (the voters a left-out sample of that class
+    has; ``k = 1`` is always allowed), else a ``ValueError`` names the class and the largest valid ``k``:
+    with more neighbours, every sample of the class is outvoted (k = 20 on 9 + 9 separable samples scored
+    0.0). O(N² D) time, computed in row blocks.
 
     >>> import numpy as np
     >>> x = np.array([[0.0, 1.0], [0.1, 1.0], [1.0, 0.0], [1.0, 0.1]])
     >>> knn_accuracy(x, [0, 0, 1, 1], k=1)
     1.0
     """
-    if metric not in ("cosine", "euclidean"):
+    from ._knn import METRICS, check_k, distance_blocks, nearest, unit_rows, vote
+
+    if metric not in METRICS:
         raise ValueError(f"metric: expected 'cosine' or 'euclidean', got {metric!r}")
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k: must be a positive integer number of neighbours, got {k!r}")
     x, y, c = features_and_labels(features, labels)
     n = len(x)
     if n < 2:
         raise ValueError("features: leave-one-out k-NN needs at least 2 samples")
-    k = min(int(k), n - 1)
+    k = check_k(k, np.bincount(y, minlength=c), remap_labels(labels, "labels")[1], what="the data",
+                voters_offset=1)
     if metric == "cosine":
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    sq = np.einsum("ij,ij->i", x, x)
-    block = max(1, min(n, 4_000_000 // n))
+        x = unit_rows(x)
     correct = 0
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        rows = np.arange(start, stop)
-        if metric == "cosine":
-            dist = 1.0 - x[start:stop] @ x.T
-        else:
-            dist = sq[start:stop, None] + sq[None, :] - 2.0 * (x[start:stop] @ x.T)
+    for start, dist in distance_blocks(x, x, metric):
+        rows = np.arange(start, start + len(dist))
         dist[rows - start, rows] = np.inf  # leave the sample out
-        votes = y[_nearest(dist, k)]  # B×k, nearest first
-        counts = np.zeros((len(rows), c), dtype=np.int64)
-        first = np.full((len(rows), c), k, dtype=np.int64)
-        local = np.arange(len(rows))
-        for pos in range(k - 1, -1, -1):
-            counts[local, votes[:, pos]] += 1
-            first[local, votes[:, pos]] = pos
-        winner = np.argmax(counts * (k + 1) + (k - first), axis=1)
-        correct += int(np.sum(winner == y[start:stop]))
+        correct += int(np.sum(vote(y[nearest(dist, k)], c) == y[start : start + len(dist)]))
     return correct / n
 
 
