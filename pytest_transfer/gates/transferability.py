@@ -209,7 +209,8 @@ def assert_transferability_above(model: Any, dataset: Any, threshold: float | No
         gate="transferability", metric=metric, label=f"Transferability ({metric_label(metric)})", value=value,
         interval=interval, higher_is_better=bool(fn.higher_is_better),
         details={"method": metric, "split": split, "n": len(inp.labels), "inputs": inp.kind,
-                 "standardize": standardize and inp.kind == "features" and getattr(fn, "standardize", True), "dim": int(inp.features.shape[1])},
+                 "standardize": standardize and inp.kind == "features" and getattr(fn, "standardize", True),
+                 "dim": int(inp.features.shape[1])},
         hint="compare with rank_models() against a reference model, and check the preprocess and feature node; "
              "estimator values are only comparable between models on the same dataset",
     )
@@ -350,7 +351,7 @@ def rank_models(models: Iterable[Any], dataset: Any, *, metric: str = CV_PROBE_A
     rows = _sort_rows(names, scores, knn, metric, True if fn is None else bool(fn.higher_is_better))
     if confirm is None or metric == CV_PROBE_ACCURACY:
         return rows
-    return _confirmed(rows, dict(zip(names, resolved)), dataset, confirm, split=split, ctx=ctx)
+    return _confirmed(rows, dict(zip(names, resolved, strict=True)), dataset, confirm, split=split, ctx=ctx)
 
 
 def _pair_interval(fn: Callable[..., float] | None, metric: str, da: Any, db: Any, diff: float, higher: bool,

@@ -969,7 +969,7 @@ def cv_linear_probe_accuracy(features: Any, labels: Any, *, folds: int = 5, C: f
     """
     from ..probes import fit_linear_probe
 
-    x, y, c = features_and_labels(features, labels)
+    x, y, _ = features_and_labels(features, labels)
     if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or folds < 2:
         raise ValueError(f"folds: must be an integer of at least 2, got {folds!r}")
     if len(y) < 2 * folds:
