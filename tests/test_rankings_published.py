@@ -259,3 +259,19 @@ def test_estimators_worse_than_chance_warn_as_gates(zoo, squares):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnreliableEstimatorWarning)
         assert_ranks_above(zoo[0], zoo[1], squares, metric=good[0], margin=-1e9)
+
+
+# --------------------------------------------------------------------------- LFC's convention
+
+
+@pytest.mark.parametrize("kernel", ["cosine", "linear"])
+def test_lfc_is_the_pearson_correlation_of_the_two_gram_matrices(kernel):
+    from pytest_transfer.metrics.transferability import lfc
+
+    x, y = _blobs(n=10, d=5)
+    x = x * np.random.default_rng(2).uniform(0.5, 3.0, size=(len(x), 1))  # unequal row norms: the kernels differ
+    f = x / np.linalg.norm(x, axis=1, keepdims=True) if kernel == "cosine" else x
+    gram = f @ f.T
+    agree = np.where(y[:, None] == y[None, :], 1.0, -1.0)
+    assert lfc(x, y, kernel=kernel) == pytest.approx(np.corrcoef(gram.ravel(), agree.ravel())[0, 1], rel=1e-9)
+    assert lfc(x, y, kernel="cosine") != pytest.approx(lfc(x, y, kernel="linear"), rel=1e-3)

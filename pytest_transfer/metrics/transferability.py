@@ -1055,24 +1055,32 @@ def knn_accuracy(features: Any, labels: Any, *, k: int = 20, metric: str = "cosi
 
 
 @estimator
-def lfc(features: Any, labels: Any) -> float:
+def lfc(features: Any, labels: Any, *, kernel: str = "cosine") -> float:
     """Label-feature correlation (Deshpande et al. 2021).
 
-    The Pearson correlation, over all N² entries, between the cosine-similarity Gram
-    matrix of the features, ``K_ij = cos(f_i, f_j)``, and the label agreement matrix,
-    ``L_ij = +1`` if ``y_i = y_j`` else -1 (both centred by their mean entry and
-    normalised by their Frobenius norms). Computed from D×D or N×N products without
-    forming the N×N matrices when D < N.
+    The Pearson correlation, over all N² entries, between a Gram matrix of the features and
+    the label agreement matrix, ``L_ij = +1`` if ``y_i = y_j`` else -1 (both centred by their
+    mean entry and normalised by their Frobenius norms). Convention: ``kernel="cosine"``
+    (default) forms the Gram of the L2-normalised rows, ``K_ij = cos(f_i, f_j)``, so that the
+    score does not depend on the features' scale; ``kernel="linear"`` forms the plain inner
+    products ``K_ij = f_i · f_j`` of the paper's linearised (feature-kernel) derivation. The two
+    agree when every row has the same norm. Computed from D×D or N×N products without forming
+    the N×N matrices when D < N.
 
     >>> import numpy as np
     >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
     >>> lfc(x, [0, 0, 1, 1]) > 0.9
     True
     """
+    if kernel not in ("cosine", "linear"):
+        raise ValueError(f"kernel: expected 'cosine' or 'linear', got {kernel!r}")
     x, y, c = features_and_labels(features, labels)
     n, d = x.shape
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    xh = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    if kernel == "cosine":
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        xh = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    else:
+        xh = x
     total = xh.sum(axis=0)
     sum_k = float(total @ total)
     sum_k2 = float(np.sum((xh.T @ xh) ** 2)) if d <= n else float(np.sum((xh @ xh.T) ** 2))
@@ -1087,7 +1095,7 @@ def lfc(features: Any, labels: Any) -> float:
     var_l = 1.0 - mean_l**2
     if var_k <= 1e-12 * max(sum_k2 / n2, np.finfo(np.float64).tiny):
         raise ValueError(
-            "features: all pairwise cosine similarities are equal (e.g. every row points the same way), "
+            f"features: all pairwise {kernel} similarities are equal (e.g. every row points the same way), "
             "so the label-feature correlation is undefined"
         )
     return float(cov / math.sqrt(var_k * var_l))
