@@ -93,7 +93,8 @@ def _sk_probe(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray
     return float(np.mean(clf.fit(xtr, ytr).predict(xte) == yte))
 
 
-def protocols() -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+def protocols(estimators: tuple[str, ...] = ESTIMATORS, ks: tuple[int, ...] = (5, 10, 20)
+              ) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
     """Each per-candidate protocol on (raw train features, labels); estimators see them as the product feeds them."""
     from pytest_transfer.gates.transferability import standardized
     from pytest_transfer.metrics import transferability as T
@@ -104,9 +105,9 @@ def protocols() -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
         return lambda x, y: float(fn(x if raw else standardized(x), y, **kw))
 
     table = {"5-fold CV linear probe (rank_models' default)": lambda x, y: T.cv_linear_probe_accuracy(x, y)}
-    for k in (5, 10, 20):
+    for k in ks:
         table[f"leave-one-out k-NN, k = {k}"] = feed("knn_accuracy", k=k)
-    table.update({name: feed(name) for name in ESTIMATORS})
+    table.update({name: feed(name) for name in estimators})
     return table
 
 
@@ -160,7 +161,8 @@ def _confirmed(scores: np.ndarray, measured: np.ndarray, k: int) -> np.ndarray:
 
 
 def _target(target: str, feats: dict[str, dict[str, np.ndarray]], store: Scores,
-            add: Callable[[str, np.ndarray, np.ndarray, float], None]) -> None:
+            add: Callable[[str, np.ndarray, np.ndarray, float], None],
+            table: dict[str, Callable[[np.ndarray, np.ndarray], float]]) -> None:
     """Every protocol's agreement with the held-out ground truth on one target."""
     from pytest_transfer.cache import array_fingerprint
     from pytest_transfer.gates.transferability import standardized
@@ -170,7 +172,7 @@ def _target(target: str, feats: dict[str, dict[str, np.ndarray]], store: Scores,
     tag = {n: f"{target}|{n}|{array_fingerprint(feats[n]['xtr'], feats[n]['xte'])}" for n in names}
     truth = np.array([store.get(f"{tag[n]}|holdout", lambda n=n: _sk_probe(**feats[n]))[0] for n in names])
     measured, cv_secs = None, 0.0
-    for proto, fn in protocols().items():
+    for proto, fn in table.items():
         got = [store.get(f"{tag[n]}|{proto}", lambda n=n, fn=fn: fn(feats[n]["xtr"], feats[n]["ytr"]))
                for n in names]
         scores, seconds = np.array([v for v, _ in got]), float(np.mean([s for _, s in got]))
@@ -186,7 +188,8 @@ def _target(target: str, feats: dict[str, dict[str, np.ndarray]], store: Scores,
     add("ncti (normalised across the candidates)", ncti(comps), truth, (time.perf_counter() - start) / len(names))
 
 
-def run(cache_dir: str) -> list[tuple[str, list[tuple[float, float, float]], float]]:
+def run(cache_dir: str, table: dict[str, Callable[[np.ndarray, np.ndarray], float]]
+        ) -> list[tuple[str, list[tuple[float, float, float]], float]]:
     """``[(protocol, [(τw, τ, pairwise) per target], seconds per candidate × target)]``."""
     feats = features(cache_dir)
     store = Scores(Path(cache_dir) / "bench_estimator_quality.json")
@@ -198,7 +201,7 @@ def run(cache_dir: str) -> list[tuple[str, list[tuple[float, float, float]], flo
         secs.setdefault(name, []).append(seconds)
 
     for target in TARGETS:
-        _target(target, feats[target], store, add)
+        _target(target, feats[target], store, add, table)
     return [(name, rows[name], float(np.mean(secs[name]))) for name in rows]
 
 
@@ -217,9 +220,16 @@ def print_table(result: list[tuple[str, list[tuple[float, float, float]], float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache-dir", default=".transfer_cache", help="engine cache and the scores' JSON")
+    parser.add_argument("--estimators", default=",".join(ESTIMATORS),
+                        help="comma-separated estimators to score (default: all of them)")
+    parser.add_argument("--k", default="5,10,20", help="comma-separated k of the leave-one-out k-NN rows")
     args = parser.parse_args()
+    unknown = sorted(set(args.estimators.split(",")) - set(ESTIMATORS))
+    if unknown:
+        parser.error(f"--estimators: unknown {unknown}; choose from {', '.join(ESTIMATORS)}")
     start = time.perf_counter()
-    result = run(args.cache_dir)
+    table = protocols(tuple(args.estimators.split(",")), tuple(int(k) for k in args.k.split(",")))
+    result = run(args.cache_dir, table)
     print_table(result)
     print(f"\n{len(TARGETS)} targets × 10 candidates; wall time {time.perf_counter() - start:.0f} s")
 
