@@ -188,8 +188,8 @@ def _target(target: str, feats: dict[str, dict[str, np.ndarray]], store: Scores,
     add("ncti (normalised across the candidates)", ncti(comps), truth, (time.perf_counter() - start) / len(names))
 
 
-def run(cache_dir: str, table: dict[str, Callable[[np.ndarray, np.ndarray], float]]
-        ) -> list[tuple[str, list[tuple[float, float, float]], float]]:
+def run(cache_dir: str, table: dict[str, Callable[[np.ndarray, np.ndarray], float]],
+        targets: tuple[str, ...] = TARGETS) -> list[tuple[str, list[tuple[float, float, float]], float]]:
     """``[(protocol, [(τw, τ, pairwise) per target], seconds per candidate × target)]``."""
     feats = features(cache_dir)
     store = Scores(Path(cache_dir) / "bench_estimator_quality.json")
@@ -200,15 +200,16 @@ def run(cache_dir: str, table: dict[str, Callable[[np.ndarray, np.ndarray], floa
         rows.setdefault(name, []).append(agreement(scores, truth))
         secs.setdefault(name, []).append(seconds)
 
-    for target in TARGETS:
+    for target in targets:
         _target(target, feats[target], store, add, table)
     return [(name, rows[name], float(np.mean(secs[name]))) for name in rows]
 
 
-def print_table(result: list[tuple[str, list[tuple[float, float, float]], float]]) -> None:
-    head = " | ".join(f"τw {t}" for t in TARGETS)
+def print_table(result: list[tuple[str, list[tuple[float, float, float]], float]],
+                targets: tuple[str, ...] = TARGETS) -> None:
+    head = " | ".join(f"τw {t}" for t in targets)
     print(f"| protocol (train split only) | {head} | mean τw | mean Kendall τ | mean pairwise acc. | s / candidate |")
-    print("|---" * (5 + len(TARGETS)) + "|")
+    print("|---" * (5 + len(targets)) + "|")
     ceiling = next(r for r in result if r[0] == NOISE_CEILING)
     rest = sorted((r for r in result if r[0] != NOISE_CEILING), key=lambda r: -np.mean([a[0] for a in r[1]]))
     for name, per, seconds in [*rest, ceiling]:
@@ -223,15 +224,19 @@ def main() -> None:
     parser.add_argument("--estimators", default=",".join(ESTIMATORS),
                         help="comma-separated estimators to score (default: all of them)")
     parser.add_argument("--k", default="5,10,20", help="comma-separated k of the leave-one-out k-NN rows")
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated targets (default: all)")
     args = parser.parse_args()
     unknown = sorted(set(args.estimators.split(",")) - set(ESTIMATORS))
     if unknown:
         parser.error(f"--estimators: unknown {unknown}; choose from {', '.join(ESTIMATORS)}")
     start = time.perf_counter()
     table = protocols(tuple(args.estimators.split(",")), tuple(int(k) for k in args.k.split(",")))
-    result = run(args.cache_dir, table)
-    print_table(result)
-    print(f"\n{len(TARGETS)} targets × 10 candidates; wall time {time.perf_counter() - start:.0f} s")
+    targets = tuple(args.targets.split(","))
+    if not set(targets) <= set(TARGETS):
+        parser.error(f"--targets: choose from {', '.join(TARGETS)}")
+    result = run(args.cache_dir, table, targets)
+    print_table(result, targets)
+    print(f"\n{len(targets)} target(s) × 10 candidates; wall time {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
