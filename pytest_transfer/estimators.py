@@ -35,6 +35,7 @@ class Estimator:
     higher_is_better: bool
     bounds: tuple[float, float]
     inputs: str
+    standardize: bool = True  # False: the gates feed raw features (the score depends on their scale by design)
 
     def function(self) -> Callable[..., float]:
         """The estimator's function, from :mod:`pytest_transfer.metrics.transferability` (imports numpy)."""
@@ -56,8 +57,36 @@ ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
     Estimator("sfda", "SFDA", True, (0.0, 1.0), "features"),
     Estimator("knn_accuracy", "k-NN accuracy", True, (0.0, 1.0), "features"),
     Estimator("lfc", "LFC", True, (-1.0, 1.0), "features"),
+    Estimator("etran", "ETran", True, (-INF, INF), "features", standardize=False),
 )}
 """Every transferability estimator by name, in the order the docs list them."""
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    """How an estimator (or protocol) agreed with measured transfer on ``benchmarks/bench_estimator_quality.py``:
+    mean weighted Kendall tau and pairwise accuracy over the targets, and seconds per model × target."""
+
+    weighted_tau: float
+    pairwise_accuracy: float
+    seconds: float
+
+
+#: measured agreement of each protocol with held-out linear-probe accuracy on the project's benchmark (see the
+#: docs' transferability page for the zoo and its noise ceiling); estimators below 0 (worse than chance) warn
+#: when used as a gate. Filled from the benchmark's printed table; a rerun that changes it must update this.
+BENCHMARK: dict[str, BenchmarkRow] = {
+    "linear_probe_cv_accuracy": BenchmarkRow(0.82, 0.97, 51.61),  # measured, rank_models' default: the ceiling
+    "knn_accuracy": BenchmarkRow(0.85, 0.96, 0.33),  # k = 20, leave-one-out
+    "lfc": BenchmarkRow(0.80, 0.90, 0.21),
+    "ncti": BenchmarkRow(0.78, 0.96, 9.45),
+    "logme": BenchmarkRow(0.71, 0.97, 3.21),
+    "etran": BenchmarkRow(0.42, 0.72, 7.86),
+    "gbc": BenchmarkRow(0.13, 0.64, 0.16),
+    "sfda": BenchmarkRow(0.04, 0.65, 10.02),
+    "hscore": BenchmarkRow(0.02, 0.63, 5.10),
+    "transrate": BenchmarkRow(-0.25, 0.46, 1.83),
+}
 
 
 def label(metric: str) -> str:
@@ -70,4 +99,4 @@ def label(metric: str) -> str:
     return found.label if found is not None else metric
 
 
-__all__ = ["ESTIMATORS", "Estimator", "label"]
+__all__ = ["BENCHMARK", "ESTIMATORS", "BenchmarkRow", "Estimator", "label"]

@@ -511,6 +511,7 @@ def test_every_metric_declares_direction_bounds_and_inputs():
         "sfda",
         "knn_accuracy",
         "lfc",
+        "etran",
     }
     for name, fn in TRANSFERABILITY_METRICS.items():
         assert fn.higher_is_better is True, name

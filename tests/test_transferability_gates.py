@@ -172,7 +172,7 @@ def test_half_sample_standard_error_of_a_mean_is_the_textbook_one():
 
 
 def test_rank_models_orders_by_the_estimator_and_reports_knn(good, blind, squares):
-    rows = rank_models([blind, good], squares)
+    rows = rank_models([blind, good], squares, metric="logme")
     assert [r.model for r in rows] == ["good", "blind"] and [r.rank for r in rows] == [1, 2]
     for r, net in zip(rows, [good.module, blind.module], strict=True):
         x, y = penultimate(net, squares, "train")
@@ -204,8 +204,8 @@ def test_rank_models_refuses_empty_and_duplicate_names(good, squares):
 
 
 def test_ranks_above_passes_for_the_better_model_and_keeps_the_ranking(good, blind, squares, fresh_context):
-    result = assert_ranks_above(good, blind, squares)
-    rows = rank_models([good, blind], squares)
+    result = assert_ranks_above(good, blind, squares)  # default: measured probe accuracy on the test split
+    rows = rank_models([good, blind], squares, metric="linear_probe_accuracy")
     assert result.value == pytest.approx(rows[0].score - rows[1].score)
     assert result.value > 0 and result.threshold == 0.0 and result.threshold_source == "argument margin="
     assert result.details["ranking"] == [r.to_dict() for r in rows]
@@ -216,12 +216,14 @@ def test_ranks_above_fails_when_the_candidate_is_worse(good, blind, squares):
     with pytest.raises(AssertionError) as info:
         assert_ranks_above(blind, good, squares)
     msg = str(info.value)
-    assert "LogME lead over reference 'good' of model 'blind' on dataset 'squares'" in msg
+    assert "linear probe accuracy lead over reference 'good' of model 'blind' on dataset 'squares'" in msg
     assert "below the minimum 0\n" in msg and "threshold from: argument margin=" in msg
     lead = assert_ranks_above(good, blind, squares).value
     with pytest.raises(AssertionError, match="below the minimum"):  # a margin larger than the lead
         assert_ranks_above(good, blind, squares, margin=lead + 0.01)
     assert_ranks_above(blind, good, squares, margin=-lead - 0.01)  # a tolerance larger than the loss
+    with pytest.raises(AssertionError, match="LogME lead over reference 'good'"):  # an estimator by name
+        assert_ranks_above(blind, good, squares, metric="logme")
 
 
 def test_ranks_above_by_probe_accuracy_with_a_paired_interval(good, blind, squares):

@@ -39,11 +39,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..datasets import TargetDataset
     from ..models import TransferModel
 
-#: measured transfer accuracy on the test split (not an estimator): usable as ``metric=`` in rankings
+#: measured transfer accuracy on the test split (not an estimator): usable as ``metric=`` in rankings;
+#: the default of :func:`assert_ranks_above`
 PROBE_ACCURACY = "linear_probe_accuracy"
+#: measured transfer accuracy by 5-fold cross-validation on the train split: the default of :func:`rank_models`
+CV_PROBE_ACCURACY = "linear_probe_cv_accuracy"
+MEASURED = (PROBE_ACCURACY, CV_PROBE_ACCURACY)
+#: estimators normalised across the candidates they rank (no per-model value): rankings and pairs only
+ACROSS_CANDIDATES = ("ncti",)
+#: folds of :data:`CV_PROBE_ACCURACY`
+CV_FOLDS = 5
 LAYER_ACCURACIES = ("linear_probe", "knn")
 _ACCURACY_LABELS = {"linear_probe": "linear probe accuracy", "knn": "k-NN accuracy",
-                    PROBE_ACCURACY: "linear probe accuracy"}
+                    PROBE_ACCURACY: "linear probe accuracy",
+                    CV_PROBE_ACCURACY: f"{CV_FOLDS}-fold cross-validated linear probe accuracy", "ncti": "NCTI"}
 
 
 def metric_label(metric: str) -> str:
@@ -60,14 +69,38 @@ def estimators() -> dict[str, Callable[..., float]]:
 
 
 def _check_metric(metric: str, *, accuracy_ok: bool = False) -> Callable[..., float] | None:
-    """The estimator named ``metric`` (``None`` for the measured probe accuracy), or a ``ValueError``."""
+    """The estimator named ``metric``; ``None`` for a measured accuracy or a cross-candidate estimator (NCTI)
+    where ``accuracy_ok``; else a ``ValueError`` listing the valid names."""
     table = estimators()
     if metric in table:
         return table[metric]
-    if accuracy_ok and metric == PROBE_ACCURACY:
+    if accuracy_ok and (metric in MEASURED or metric in ACROSS_CANDIDATES):
         return None
-    valid = sorted(table) + ([PROBE_ACCURACY] if accuracy_ok else [])
-    raise ValueError(f"metric: unknown transferability metric {metric!r}; valid: {', '.join(valid)}")
+    valid = sorted(table) + (sorted(MEASURED + ACROSS_CANDIDATES) if accuracy_ok else [])
+    hint = " (NCTI is normalised across candidates: use rank_models or assert_ranks_above)" \
+        if metric in ACROSS_CANDIDATES else ""
+    raise ValueError(f"metric: unknown transferability metric {metric!r}{hint}; valid: {', '.join(valid)}")
+
+
+def warn_if_unreliable(metric: str, *, stacklevel: int = 3) -> None:
+    """Warn (:class:`UnreliableEstimatorWarning`) when ``metric`` ordered models worse than chance on the
+    project's estimator-quality benchmark (:data:`~pytest_transfer.estimators.BENCHMARK`), naming the
+    measured protocol to use instead."""
+    import warnings
+
+    from ..estimators import BENCHMARK
+
+    row = BENCHMARK.get(metric)
+    if row is not None and row.weighted_tau < 0:
+        warnings.warn(UnreliableEstimatorWarning(
+            f"{metric_label(metric)} ranked models worse than chance on pytest-transfer's estimator benchmark "
+            f"(weighted tau {row.weighted_tau:+.2f}, pairwise accuracy {row.pairwise_accuracy:.2f}); gate on the "
+            f"measured transfer instead: metric={PROBE_ACCURACY!r} (assert_ranks_above's default) or "
+            f"{CV_PROBE_ACCURACY!r} (rank_models' default)"), stacklevel=stacklevel)
+
+
+class UnreliableEstimatorWarning(UserWarning):
+    """A gate uses an estimator that ranked models worse than chance on the project's benchmark."""
 
 
 _STANDARDIZED: dict[str, np.ndarray] = {}
@@ -115,7 +148,9 @@ def estimator_input(model: TransferModel, dataset: TargetDataset, metric: str, *
     ev = evaluate(model, dataset, split=split, context=ctx)
     feats = standardized(ev.features) if standardize else np.asarray(ev.features, dtype=np.float64)
     kind = getattr(fn, "inputs", "features")
-    values = {"features": feats, "probs": ev.probs, "preds": ev.preds}[kind]
+    raw = kind == "features" and not getattr(fn, "standardize", True)  # declared scale-dependent (ETran)
+    values = {"features": np.asarray(ev.features, dtype=np.float64) if raw else feats, "probs": ev.probs,
+              "preds": ev.preds}[kind]
     return EstimatorInput(values, ev.labels, kind, feats)
 
 
@@ -160,6 +195,7 @@ def assert_transferability_above(model: Any, dataset: Any, threshold: float | No
     """
     __tracebackhide__ = True
     fn = _check_metric(metric)
+    warn_if_unreliable(metric)
     g = open_gate(model, dataset, threshold=threshold, argument="threshold", keys=(metric,), confidence=confidence)
     ctx, model, dataset = g.ctx, g.model, g.dataset
     kw = dict(metric_kwargs or {})
@@ -173,7 +209,8 @@ def assert_transferability_above(model: Any, dataset: Any, threshold: float | No
         gate="transferability", metric=metric, label=f"Transferability ({metric_label(metric)})", value=value,
         interval=interval, higher_is_better=bool(fn.higher_is_better),
         details={"method": metric, "split": split, "n": len(inp.labels), "inputs": inp.kind,
-                 "standardize": standardize and inp.kind == "features", "dim": int(inp.features.shape[1])},
+                 "standardize": standardize and inp.kind == "features" and getattr(fn, "standardize", True),
+                 "dim": int(inp.features.shape[1])},
         hint="compare with rank_models() against a reference model, and check the preprocess and feature node; "
              "estimator values are only comparable between models on the same dataset",
     )
@@ -184,7 +221,8 @@ def assert_transferability_above(model: Any, dataset: Any, threshold: float | No
 
 @dataclass(frozen=True)
 class RankedModel:
-    """One row of :func:`rank_models`: the model, its score, the k-NN accuracy beside it, its rank (1 = best)."""
+    """One row of :func:`rank_models`: the model, its score by ``metric``, the k-NN accuracy beside it, its rank
+    (1 = best). With ``confirm=k`` the top k rows carry the measured ``metric`` and score."""
 
     model: str
     score: float
@@ -193,25 +231,54 @@ class RankedModel:
     metric: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "score": self.score, "knn_accuracy": self.knn_accuracy, "rank": self.rank}
+        return {"model": self.model, "score": self.score, "knn_accuracy": self.knn_accuracy, "rank": self.rank,
+                "metric": self.metric}
+
+
+def _knn(model: TransferModel, dataset: TargetDataset, *, split: str, standardize: bool, k: int,
+         ctx: Context) -> float:
+    from ..metrics import knn_accuracy
+
+    train = estimator_input(model, dataset, "knn_accuracy", split=split, standardize=standardize, context=ctx)
+    return estimate(knn_accuracy, train.features, train.labels, {"k": k}, ctx=ctx)
+
+
+def _measured(model: TransferModel, dataset: TargetDataset, metric: str, *, split: str, ctx: Context
+              ) -> tuple[float, Any]:
+    """``(accuracy, per-sample correctness or None)`` of a measured protocol (:data:`MEASURED`)."""
+    if metric == PROBE_ACCURACY:  # probe fitted on train, scored on test
+        from ..predictions import predict
+
+        pr = predict(model, dataset, method="linear_probe", split="test", context=ctx)
+        return float(pr.correct.mean()), pr.correct
+    from ..metrics.transferability import cv_linear_probe_accuracy
+
+    ev = evaluate(model, dataset, split=split, context=ctx)
+    kw = {"folds": CV_FOLDS, "seed": int(ctx.settings.seed)}
+    return estimate(cv_linear_probe_accuracy, np.asarray(ev.features, dtype=np.float64), ev.labels, kw, ctx=ctx), None
 
 
 def _model_score(model: TransferModel, dataset: TargetDataset, metric: str, *, split: str, standardize: bool,
                  k: int, ctx: Context, kw: dict[str, Any]) -> tuple[float, float, Any]:
-    """``(score, knn_accuracy, per-sample data for intervals)``."""
-    from ..metrics import knn_accuracy
-
+    """``(score, knn_accuracy, per-sample data for intervals)`` of one model (not for NCTI)."""
     fn = _check_metric(metric, accuracy_ok=True)
-    if fn is None:  # measured: probe fitted on train, scored on test
-        from ..predictions import predict
-
-        pr = predict(model, dataset, method="linear_probe", split="test", context=ctx)
-        train = estimator_input(model, dataset, "knn_accuracy", split=split, standardize=standardize, context=ctx)
-        return (float(pr.correct.mean()),
-                estimate(knn_accuracy, train.features, train.labels, {"k": k}, ctx=ctx), pr.correct)
+    knn = _knn(model, dataset, split=split, standardize=standardize, k=k, ctx=ctx)
+    if fn is None:
+        score, data = _measured(model, dataset, metric, split=split, ctx=ctx)
+        return score, knn, data
     inp = estimator_input(model, dataset, metric, split=split, standardize=standardize, context=ctx)
-    score = estimate(fn, inp.values, inp.labels, kw, ctx=ctx)
-    return score, estimate(knn_accuracy, inp.features, inp.labels, {"k": k}, ctx=ctx), inp
+    return estimate(fn, inp.values, inp.labels, kw, ctx=ctx), knn, inp
+
+
+def _ncti_scores(models: Sequence[TransferModel], dataset: TargetDataset, *, split: str, standardize: bool,
+                 ctx: Context) -> tuple[list[float], list[EstimatorInput]]:
+    """NCTI of each candidate, normalised across ``models``, and each one's inputs."""
+    from ..metrics.transferability import ncti, ncti_components
+
+    inputs = [estimator_input(m, dataset, "knn_accuracy", split=split, standardize=standardize, context=ctx)
+              for m in models]
+    comps = [ncti_components(inp.features, inp.labels) for inp in inputs]
+    return [float(v) for v in ncti(comps)], inputs
 
 
 def _sort_rows(names: Sequence[str], scores: Sequence[float], knn: Sequence[float], metric: str,
@@ -221,91 +288,148 @@ def _sort_rows(names: Sequence[str], scores: Sequence[float], knn: Sequence[floa
     return [RankedModel(names[i], float(scores[i]), float(knn[i]), r + 1, metric) for r, i in enumerate(order)]
 
 
-def rank_models(models: Iterable[Any], dataset: Any, *, metric: str = "logme", split: str = "train",
-                standardize: bool = True, k: int = 20, metric_kwargs: dict[str, Any] | None = None
-                ) -> list[RankedModel]:
-    """Rank candidate models on ``dataset`` by a transferability estimator, best first.
+def _resolve_candidates(models: Iterable[Any], dataset: Any) -> tuple[list[TransferModel], TargetDataset]:
+    candidates = list(models)
+    if not candidates:
+        raise ValueError("models: got an empty list; pass at least one model (spec string or TransferModel)")
+    first, dataset = resolve_pair(candidates[0], dataset)  # the dataset is loaded once
+    resolved = [first, *(resolve_pair(m, dataset)[0] for m in candidates[1:])]
+    names = [m.name for m in resolved]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"models: several candidates are named {dupes}; give each a distinct name "
+                         "(load_model(..., name=...))")
+    return resolved, dataset
 
-    Each row carries the model's name, its score, the leave-one-out k-NN
-    accuracy of its standardised train features (reported beside every
-    estimator: it is often the better predictor, Sorkhei et al. 2025) and its
-    rank. ``metric`` is any name of
-    :data:`~pytest_transfer.metrics.transferability.TRANSFERABILITY_METRICS`, or
-    ``"linear_probe_accuracy"`` for the measured transfer accuracy (probe
-    fitted on train, scored on test). Ties are broken by the k-NN accuracy,
-    then by the order given. One pass per model (memoised).
+
+def _confirmed(rows: list[RankedModel], by_name: dict[str, TransferModel], dataset: TargetDataset, confirm: int,
+               *, split: str, ctx: Context) -> list[RankedModel]:
+    """The top ``confirm`` rows re-ranked by their measured cross-validated probe accuracy; the rest as they were."""
+    top = rows[:confirm]
+    scores = [_measured(by_name[r.model], dataset, CV_PROBE_ACCURACY, split=split, ctx=ctx)[0] for r in top]
+    head = _sort_rows([r.model for r in top], scores, [r.knn_accuracy for r in top], CV_PROBE_ACCURACY, True)
+    return head + [RankedModel(r.model, r.score, r.knn_accuracy, len(head) + i + 1, r.metric)
+                   for i, r in enumerate(rows[confirm:])]
+
+
+def rank_models(models: Iterable[Any], dataset: Any, *, metric: str = CV_PROBE_ACCURACY, split: str = "train",
+                standardize: bool = True, k: int = 20, confirm: int | None = None,
+                metric_kwargs: dict[str, Any] | None = None) -> list[RankedModel]:
+    """Rank candidate models on ``dataset``, best first, by measured transfer (default) or an estimator.
+
+    ``metric``: ``"linear_probe_cv_accuracy"`` (default: 5-fold cross-validated linear-probe accuracy on
+    the ``split`` samples, cached: it needs no test split and costs about what an estimator costs once the
+    forward pass is done), ``"linear_probe_accuracy"`` (probe fitted on train, scored on test), ``"ncti"``
+    (normalised across the candidates, :func:`~pytest_transfer.metrics.transferability.ncti`) or any
+    name of :data:`~pytest_transfer.metrics.transferability.TRANSFERABILITY_METRICS` (cheap screening;
+    see the docs' table of how well each agrees with measured transfer). Each row carries the model's
+    name, its score, the leave-one-out k-NN accuracy of its standardised train features and its rank.
+    Ties are broken by the k-NN accuracy, then by the order given. One forward pass per model (memoised).
+
+    ``confirm=k``: shortlist, then measure. The candidates are ranked by ``metric`` and the top ``k``
+    are re-ranked by their measured cross-validated probe accuracy (their rows then carry that metric
+    and score), so the order of the best few is the measured order; the others keep the estimator's.
 
     >>> rows = rank_models(["efficientnet-lite0", "efficientnet-lite0-random"], "digits-shifted")  # doctest: +SKIP
     >>> [(r.rank, r.model) for r in rows]  # doctest: +SKIP
     [(1, 'efficientnet-lite0'), (2, 'efficientnet-lite0-random')]
     """
     fn = _check_metric(metric, accuracy_ok=True)
+    if confirm is not None and (not isinstance(confirm, int) or isinstance(confirm, bool) or confirm < 1):
+        raise ValueError(f"confirm: expected a positive number of candidates to measure, got {confirm!r}")
     ctx = current_context()
-    candidates = list(models)
-    if not candidates:
-        raise ValueError("models: got an empty list; pass at least one model (spec string or TransferModel)")
-    first, dataset = resolve_pair(candidates[0], dataset)  # the dataset is loaded once
-    resolved = [(first, dataset), *(resolve_pair(m, dataset) for m in candidates[1:])]
-    names = [m.name for m, _ in resolved]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"models: several candidates are named {dupes}; give each a distinct name "
-                         "(load_model(..., name=...))")
+    resolved, dataset = _resolve_candidates(models, dataset)
+    names = [m.name for m in resolved]
     kw = dict(metric_kwargs or {})
-    scores, knn = [], []
-    for m, ds in resolved:
-        s, kn, _ = _model_score(m, ds, metric, split=split, standardize=standardize, k=k, ctx=ctx, kw=kw)
-        scores.append(s)
-        knn.append(kn)
-    return _sort_rows(names, scores, knn, metric, True if fn is None else bool(fn.higher_is_better))
+    knn = [_knn(m, dataset, split=split, standardize=standardize, k=k, ctx=ctx) for m in resolved]
+    if metric in ACROSS_CANDIDATES:
+        scores = _ncti_scores(resolved, dataset, split=split, standardize=standardize, ctx=ctx)[0] \
+            if len(resolved) > 1 else [0.0]
+    else:
+        scores = [_model_score(m, dataset, metric, split=split, standardize=standardize, k=k, ctx=ctx, kw=kw)[0]
+                  for m in resolved]
+    rows = _sort_rows(names, scores, knn, metric, True if fn is None else bool(fn.higher_is_better))
+    if confirm is None or metric == CV_PROBE_ACCURACY:
+        return rows
+    return _confirmed(rows, dict(zip(names, resolved, strict=True)), dataset, confirm, split=split, ctx=ctx)
 
 
-def assert_ranks_above(model_a: Any, model_b: Any, dataset: Any, *, metric: str = "logme", margin: float = 0.0,
-                       split: str = "train", standardize: bool = True, confidence: str | None = None,
-                       k: int = 20, n_resamples: int = 200, metric_kwargs: dict[str, Any] | None = None
-                       ) -> Measurement:
+def _pair_interval(fn: Callable[..., float] | None, metric: str, da: Any, db: Any, diff: float, higher: bool,
+                   kw: dict[str, Any], ctx: Context, n_resamples: int) -> tuple[float, float]:
+    if metric == PROBE_ACCURACY:
+        from ..metrics.stats import paired_difference_interval
+
+        return paired_difference_interval(da, db, confidence=ctx.settings.confidence_level)
+    if metric == CV_PROBE_ACCURACY:
+        raise ValueError(f"confidence: no interval for {CV_PROBE_ACCURACY!r} (its folds share samples); use "
+                         f"metric={PROBE_ACCURACY!r}, whose paired interval is Newcombe's, or confidence='none'")
+    if fn is None:  # NCTI, recomputed on each half-sample of both candidates
+        from ..metrics.transferability import ncti, ncti_components
+
+        def stat(va: np.ndarray, vb: np.ndarray, y: np.ndarray) -> float:
+            a, b = ncti([ncti_components(va, y), ncti_components(vb, y)])
+            return float(a - b)
+    else:
+        sign = 1.0 if higher else -1.0
+
+        def stat(va: np.ndarray, vb: np.ndarray, y: np.ndarray) -> float:
+            return sign * (fn(va, y, **kw) - fn(vb, y, **kw))
+    a_vals = da.features if fn is None else da.values
+    b_vals = db.features if fn is None else db.values
+    return _interval(stat, diff, a_vals, b_vals, labels=da.labels, ctx=ctx, n_resamples=n_resamples, bounds=None)
+
+
+def _pair_scores(a: TransferModel, b: TransferModel, ds: TargetDataset, metric: str, *, split: str,
+                 standardize: bool, k: int, ctx: Context, kw: dict[str, Any]
+                 ) -> tuple[tuple[float, float, Any], tuple[float, float, Any]]:
+    if metric not in ACROSS_CANDIDATES:
+        return (_model_score(a, ds, metric, split=split, standardize=standardize, k=k, ctx=ctx, kw=kw),
+                _model_score(b, ds, metric, split=split, standardize=standardize, k=k, ctx=ctx, kw=kw))
+    (sa, sb), (ia, ib) = _ncti_scores([a, b], ds, split=split, standardize=standardize, ctx=ctx)
+    knn = [_knn(m, ds, split=split, standardize=standardize, k=k, ctx=ctx) for m in (a, b)]
+    return (sa, knn[0], ia), (sb, knn[1], ib)
+
+
+def assert_ranks_above(model_a: Any, model_b: Any, dataset: Any, *, metric: str = PROBE_ACCURACY,
+                       margin: float = 0.0, split: str = "train", standardize: bool = True,
+                       confidence: str | None = None, k: int = 20, n_resamples: int = 200,
+                       metric_kwargs: dict[str, Any] | None = None) -> Measurement:
     """Gate: candidate ``model_a`` stays at least as transferable as reference ``model_b`` on ``dataset``.
 
-    The measured value is ``score(a) − score(b)`` (for the chosen estimator,
-    computed as in :func:`rank_models`); it must be at least ``margin``: 0
-    means "ranks at least level", a positive margin demands a lead, a negative
-    one tolerates a small loss. With a confidence mode the interval comes from
-    paired half-samples of the same train samples (estimators, see
-    :func:`half_sample_interval`) or Newcombe's paired
-    interval on the same test samples (``metric="linear_probe_accuracy"``).
-    The two-row ranking (with k-NN accuracies) is kept in ``details["ranking"]``.
+    By default the measured transfer: the linear probe of each model is fitted on the train split and
+    scored on the same test split, and the value is ``accuracy(a) − accuracy(b)``, with Newcombe's
+    paired interval on the same test samples in a confidence mode. It must be at least ``margin`` (0:
+    "at least level"; positive: a lead; negative: a tolerated loss). ``metric`` may instead name an
+    estimator (computed on ``split`` as in :func:`rank_models`; interval from paired half-samples of
+    the same train samples, :func:`half_sample_interval`), ``"linear_probe_cv_accuracy"`` or
+    ``"ncti"`` (normalised over the two candidates: each of its three terms is then 0 or 1, so the
+    lead is one of ±1 or ±3, a majority vote of the terms). An estimator that ranked worse than chance
+    on the project's benchmark warns (:class:`UnreliableEstimatorWarning`). The two-row ranking (with
+    k-NN accuracies) is kept in ``details["ranking"]``.
 
     >>> assert_ranks_above("efficientnet-lite0", "efficientnet-lite0-random", "digits-shifted")  # doctest: +SKIP
     """
     __tracebackhide__ = True
     fn = _check_metric(metric, accuracy_ok=True)
+    warn_if_unreliable(metric)
     g = open_gate(model_a, dataset, threshold=margin, argument="margin", keys=(), confidence=confidence)
     ctx, a, ds = g.ctx, g.model, g.dataset
     b, _ = resolve_pair(model_b, ds)
     if a.name == b.name:
         raise ValueError(f"model_b: has the same name as model_a ({a.name!r}); give them distinct names")
     kw = dict(metric_kwargs or {})
-    sa, ka, da = _model_score(a, ds, metric, split=split, standardize=standardize, k=k, ctx=ctx, kw=kw)
-    sb, kb, db = _model_score(b, ds, metric, split=split, standardize=standardize, k=k, ctx=ctx, kw=kw)
+    (sa, ka, da), (sb, kb, db) = _pair_scores(a, b, ds, metric, split=split, standardize=standardize, k=k,
+                                              ctx=ctx, kw=kw)
     higher = True if fn is None else bool(fn.higher_is_better)
     diff = sa - sb if higher else sb - sa
     interval = None
     if g.mode != "none":
-        level = ctx.settings.confidence_level
-        if fn is None:
-            from ..metrics.stats import paired_difference_interval
-
-            interval = paired_difference_interval(da, db, confidence=level)
-        else:
-            sign = 1.0 if higher else -1.0
-            interval = _interval(lambda va, vb, y: sign * (fn(va, y, **kw) - fn(vb, y, **kw)), diff,
-                                 da.values, db.values, labels=da.labels, ctx=ctx, n_resamples=n_resamples,
-                                 bounds=None)
+        interval = _pair_interval(fn, metric, da, db, diff, higher, kw, ctx, n_resamples)
     rows = _sort_rows([a.name, b.name], [sa, sb], [ka, kb], metric, higher)
     return g.finish(
         gate="ranks_above", metric=f"{metric}_lead", label=f"{metric_label(metric)} lead over reference {b.name!r}",
         value=diff, interval=interval, higher_is_better=True,
-        details={"method": metric, "split": "test" if fn is None else split, "reference": b.name,
+        details={"method": metric, "split": "test" if metric == PROBE_ACCURACY else split, "reference": b.name,
                  "score": sa, "reference_score": sb, "ranking": [r.to_dict() for r in rows]},
         hint=f"{a.name} scores {sa:.4f}, {b.name} {sb:.4f} (k-NN {ka:.4f} vs {kb:.4f}); check that the candidate's "
              "preprocess and feature node match the reference's",

@@ -27,7 +27,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-from ..estimators import ESTIMATORS
+from ..estimators import BENCHMARK, ESTIMATORS
 from ._checks import (
     as_float,
     as_int_labels,
@@ -63,7 +63,14 @@ def estimator(fn: F) -> F:
     declare(higher_is_better=spec.higher_is_better, bounds=spec.bounds)(fn)
     fn.inputs = spec.inputs  # type: ignore[attr-defined]
     fn.label = spec.label  # type: ignore[attr-defined]
+    fn.standardize = spec.standardize  # type: ignore[attr-defined]
     _REGISTERED[spec.name] = fn
+    measured = BENCHMARK.get(spec.name)
+    if measured is not None and fn.__doc__:  # the docstring states what the benchmark measured, from one table
+        fn.__doc__ += ("\n\n    Measured agreement with held-out transfer (``benchmarks/bench_estimator_quality.py``): "
+                       f"weighted τ {measured.weighted_tau:+.2f}, pairwise accuracy {measured.pairwise_accuracy:.2f}, "
+                       f"{measured.seconds:.2f} s per model × target (N = 1,347)"
+                       + ("; worse than chance there: gates warn" if measured.weighted_tau < 0 else "") + ".\n")
     return fn
 
 
@@ -598,7 +605,9 @@ def gbc(features: Any, labels: Any, *, gaussian: str = "spherical") -> float:
     ``S = (S_i + S_j) / 2``: ``D_B = 1/8 (mu_i - mu_j)ᵀ S⁻¹ (mu_i - mu_j) + 1/2 log(|S| /
     sqrt(|S_i| |S_j|))``, with the full log-determinant (``d log s`` for a spherical
     ``s I``), ``BC = exp(-D_B)`` and ``GBC = -sum_{i != j} BC_ij`` (each pair counted in
-    both orders), in ``[-C(C-1), 0]``. Needs 2 samples per class.
+    both orders), in ``[-C(C-1), 0]``. Needs 2 samples per class. The off-diagonal
+    coefficients are summed in log space, so a sum far below 1e-16 (well-separated
+    classes) keeps its value (down to float64's ~1e-308) instead of cancelling to 0.
 
     >>> import numpy as np
     >>> x = np.array([[0.0, 0.0], [2.0, 2.0], [4.0, 0.0], [6.0, 2.0]])
@@ -608,31 +617,41 @@ def gbc(features: Any, labels: Any, *, gaussian: str = "spherical") -> float:
     if gaussian not in ("spherical", "diagonal"):
         raise ValueError(f"gaussian: expected 'spherical' or 'diagonal', got {gaussian!r}")
     x, y, c = features_and_labels(features, labels, min_per_class=2)
-    d = x.shape[1]
     means, _ = _class_means(x, y, c)
     var, _ = _class_means((x - means[y]) ** 2, y, c)
     var = np.maximum(var, 1e-4)  # C×D, population variance, floored
-    total = 0.0
+    log_bc = -_bhattacharyya_distances(means, var, gaussian)
+    off = ~np.eye(c, dtype=bool)
+    # the off-diagonal terms only, summed in log space: a total minus the diagonal's C ones (exp(0)) would
+    # cancel every coefficient below ~1e-16 to 0 and tie well-separated candidates
+    return 0.0 - math.exp(float(_logsumexp(log_bc[off])))  # not -0.0 when the classes do not overlap
+
+
+def _logsumexp(a: np.ndarray) -> float:
+    top = float(np.max(a))
+    if not np.isfinite(top):
+        return top
+    return top + math.log(float(np.sum(np.exp(a - top))))
+
+
+def _bhattacharyya_distances(means: np.ndarray, var: np.ndarray, gaussian: str) -> np.ndarray:
+    """C×C Bhattacharyya distances between per-class Gaussians with diagonal (C×D ``var``) or spherical
+    (each class's mean variance) covariances."""
+    c, d = means.shape
     if gaussian == "spherical":
         s = var.mean(axis=1)
         sq = np.sum(means**2, axis=1)
         dist2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * means @ means.T, 0.0)
         s_avg = 0.5 * (s[:, None] + s[None, :])
         log_s = np.log(s)
-        bd = dist2 / (8.0 * s_avg) + 0.5 * d * (np.log(s_avg) - 0.5 * (log_s[:, None] + log_s[None, :]))
-        bc = np.exp(-bd)
-        total = float(bc.sum() - np.trace(bc))
-    else:
-        log_var_sum = np.log(var).sum(axis=1)
-        for i in range(c):
-            v_avg = 0.5 * (var[i] + var)  # C×D
-            bd = np.sum((means[i] - means) ** 2 / v_avg, axis=1) / 8.0 + 0.5 * (
-                np.log(v_avg).sum(axis=1) - 0.5 * (log_var_sum[i] + log_var_sum)
-            )
-            bc = np.exp(-bd)
-            bc[i] = 0.0
-            total += float(bc.sum())
-    return 0.0 - total  # not -0.0 when the classes do not overlap at all
+        return dist2 / (8.0 * s_avg) + 0.5 * d * (np.log(s_avg) - 0.5 * (log_s[:, None] + log_s[None, :]))
+    log_var_sum = np.log(var).sum(axis=1)
+    out = np.empty((c, c))
+    for i in range(c):
+        v_avg = 0.5 * (var[i] + var)  # C×D
+        out[i] = np.sum((means[i] - means) ** 2 / v_avg, axis=1) / 8.0 + 0.5 * (
+            np.log(v_avg).sum(axis=1) - 0.5 * (log_var_sum[i] + log_var_sum))
+    return out
 
 
 # --------------------------------------------------------------------------- NLEEP
@@ -803,6 +822,174 @@ def sfda(features: Any, labels: Any) -> float:
     return float(np.mean(probs[np.arange(n), y]))
 
 
+# --------------------------------------------------------------------------- ETran
+
+
+#: the fraction of samples whose energy ETran averages: the lowest 0.5 %, as the authors' classification
+#: script does (``Energy_Score(X, 0.5, 'bot')`` in github.com/mgholamikn/ETran, evaluate_metric.py)
+ETRAN_ENERGY_FRACTION = 0.005
+
+
+def etran_energy(features: Any, *, fraction: float = ETRAN_ENERGY_FRACTION) -> float:
+    """ETran's energy score (Gholami et al., ICCV 2023): the features read as logits, each sample's
+    negative free energy ``-E(x) = log sum_d exp(f_d(x))``, averaged over the ``fraction`` of samples
+    with the lowest values (at least one; ``fraction=1``: all). Label-free; N×D ``features``.
+
+    >>> round(etran_energy([[0.0, 0.0], [1.0, 1.0]], fraction=1.0), 6)  # (log 2 + (1 + log 2)) / 2
+    1.193147
+    """
+    x = as_float(features, "features", ndim=2)
+    check_nonempty("features", x)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction: expected a fraction of the samples in (0, 1], got {fraction!r}")
+    top = x.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(x - top).sum(axis=1))
+    keep = max(1, int(fraction * len(lse)))
+    return float(np.mean(np.sort(lse)[:keep]))
+
+
+def etran_lda(features: Any, labels: Any) -> float:
+    """ETran's LDA score: the mean posterior of the true class, ``1/N sum_i p(y_i | x_i)``, under the
+    shrinkage-regularised linear discriminant of SFDA's first stage (population within-class
+    covariance, shrinkage ``max(exp(-5 sigma_max), 1e-10)`` towards ``tr/D I``, empirical priors):
+    scikit-learn's ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage=...)`` posteriors. In (0, 1].
+    """
+    x, y, c = features_and_labels(features, labels)
+    x = centre_columns(x)
+    check_covariance_sample(x, c, "ETran's linear discriminant",
+                            "Add samples or reduce the features (e.g. PCA to at most N - C dimensions)")
+    n = len(x)
+    probs, _, _ = _regularized_fda_probs(x, y, c, np.bincount(y, minlength=c) / n, None)
+    return float(np.mean(probs[np.arange(n), y]))
+
+
+@estimator
+def etran(features: Any, labels: Any, *, fraction: float = ETRAN_ENERGY_FRACTION) -> float:
+    """ETran (Gholami et al., ICCV 2023) for classification: energy score + LDA score.
+
+    ``etran_energy(features, fraction=fraction) + etran_lda(features, labels)``, the sum the
+    paper ranks classification models by (its SVD regression term is for detection). The energy
+    term depends on the scale of the features, so the gates feed ETran raw features (its
+    declaration has ``standardize=False``), as the authors do. Unbounded.
+
+    >>> import numpy as np
+    >>> x = np.array([[0.0, 0.0], [0.2, 0.1], [3.0, 3.0], [3.1, 2.9]])
+    >>> etran(x, [0, 0, 1, 1], fraction=1.0) == etran_energy(x, fraction=1.0) + etran_lda(x, [0, 0, 1, 1])
+    True
+    """
+    return etran_energy(features, fraction=fraction) + etran_lda(features, labels)
+
+
+# --------------------------------------------------------------------------- NCTI
+
+#: NCTI's PCA dimension and the number of leading PCA variances that set its LDA shrinkage (authors' code)
+NCTI_PCA_DIM = 64
+NCTI_SHRINKAGE_COMPONENTS = 32
+
+
+def ncti_components(features: Any, labels: Any) -> tuple[float, float, float]:
+    """NCTI's three per-candidate terms (Wang et al., ICCV 2023), ``(S_etf, S_ncc, S_vc)``.
+
+    As the authors' code (github.com/BUserName/NCTI, metrics.py ``NCTI_Score``): the features are
+    reduced by PCA to ``min(64, N, D)`` components (exact SVD here, where the authors' scikit-learn
+    default may pick a randomized one); a linear discriminant is fitted on them, with shrinkage
+    ``max(exp(-sum of the 32 largest PCA variances), 1e-10)`` (scikit-learn's ``eigen`` solver), or
+    without shrinkage (``svd`` solver) when that is at its floor. Then:
+
+    * ``S_etf``: the nuclear norm of the centred discriminant projection (≤ C − 1 dims): how far
+      the class means spread towards a simplex equiangular tight frame;
+    * ``S_ncc``: the mean discriminant posterior of the true class (nearest-class-centre fit);
+    * ``S_vc``: ``log sum_c ||P_c||_*``, ``P_c`` the posteriors of class c's samples: within-class
+      variability (lower is more collapsed).
+
+    Needs scikit-learn. Combine candidates with :func:`ncti`.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    x, y, c = features_and_labels(features, labels, min_per_class=2)
+    dim = min(NCTI_PCA_DIM, x.shape[0], x.shape[1])
+    pca = PCA(n_components=dim, svd_solver="full")
+    z = pca.fit_transform(x)
+    shrink = max(math.exp(-float(pca.explained_variance_[:NCTI_SHRINKAGE_COMPONENTS].sum())), 1e-10)
+    if shrink == 1e-10:
+        lda = LinearDiscriminantAnalysis(solver="svd")
+    else:
+        lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrink)
+    low = lda.fit(z, y).transform(z)
+    s_etf = float(np.linalg.norm(low - low.mean(axis=0), ord="nuc"))
+    probs = lda.predict_proba(z)
+    s_ncc = float(np.mean(probs[np.arange(len(y)), y]))
+    s_vc = math.log(sum(float(np.linalg.norm(probs[y == k], ord="nuc")) for k in range(c)))
+    return s_etf, s_ncc, s_vc
+
+
+def ncti(components: Any) -> np.ndarray:
+    """NCTI scores of candidates from their :func:`ncti_components` (a K×3 array, K ≥ 2 candidates).
+
+    Each term is min-max normalised across the candidates and
+    ``NCTI = S_etf' + S_ncc' - S_vc'``, in [-1, 2], higher is better (the authors' combination).
+    The score of a candidate depends on the others: with two candidates each term is 0 or 1, so
+    NCTI orders the pair by a majority vote of its three terms. A term equal for all candidates
+    contributes 0.
+
+    >>> ncti([[10.0, 0.9, 1.0], [5.0, 0.8, 2.0], [7.5, 0.85, 1.5]]).round(6).tolist()
+    [2.0, -1.0, 0.5]
+    """
+    a = as_float(components, "components", ndim=2)
+    if a.shape[1] != 3 or a.shape[0] < 2:
+        raise ValueError(f"components: expected K×3 NCTI terms of K ≥ 2 candidates, got shape {a.shape}; "
+                         "NCTI is normalised across candidates, so it ranks two or more models")
+    span = a.max(axis=0) - a.min(axis=0)
+    norm = np.divide(a - a.min(axis=0), span, out=np.zeros_like(a), where=span > 0)
+    return norm[:, 0] + norm[:, 1] - norm[:, 2]
+
+
+# --------------------------------------------------------------------------- measured: cross-validated probe
+
+
+def stratified_folds(labels: Any, folds: int, *, seed: int = 0) -> np.ndarray:
+    """Fold index (0..folds-1) of each sample: within each class the samples are shuffled (seeded) and
+    dealt to the folds in turn, so every fold holds each class's share to within one sample."""
+    y, _ = remap_labels(labels, "labels")
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), dtype=np.int64)
+    for k in range(int(y.max()) + 1 if len(y) else 0):
+        idx = np.flatnonzero(y == k)
+        out[rng.permutation(idx)] = np.arange(len(idx)) % folds
+    return out
+
+
+def cv_linear_probe_accuracy(features: Any, labels: Any, *, folds: int = 5, C: float = 1.0, seed: int = 0) -> float:
+    """``folds``-fold cross-validated accuracy of the linear probe on one split (a measured protocol).
+
+    Folds from :func:`stratified_folds`; on each, :func:`~pytest_transfer.probes.fit_linear_probe`
+    (multinomial logistic regression, scikit-learn's ``LogisticRegression(C=C)``, standardised with the
+    training folds' statistics) is fitted on the other folds and scored on it; the result is the
+    fraction of all N samples classified correctly, in [0, 1]. ``folds * 2`` samples at least.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0); y = np.repeat([0, 1], 20)
+    >>> cv_linear_probe_accuracy(rng.normal(size=(40, 3)) + 4 * y[:, None], y)
+    1.0
+    """
+    from ..probes import fit_linear_probe
+
+    x, y, _ = features_and_labels(features, labels)
+    if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or folds < 2:
+        raise ValueError(f"folds: must be an integer of at least 2, got {folds!r}")
+    if len(y) < 2 * folds:
+        raise ValueError(f"features: {len(y)} samples are too few for {folds}-fold cross-validation; "
+                         f"use at least {2 * folds} or fewer folds")
+    fold = stratified_folds(y, folds, seed=seed)
+    correct = 0
+    for f in range(folds):
+        test = fold == f
+        probe = fit_linear_probe(x[~test], y[~test], C=C)
+        correct += int(np.sum(probe.predict(x[test]) == y[test]))
+    return correct / len(y)
+
+
 # --------------------------------------------------------------------------- k-NN
 
 
@@ -857,24 +1044,32 @@ def knn_accuracy(features: Any, labels: Any, *, k: int = 20, metric: str = "cosi
 
 
 @estimator
-def lfc(features: Any, labels: Any) -> float:
+def lfc(features: Any, labels: Any, *, kernel: str = "cosine") -> float:
     """Label-feature correlation (Deshpande et al. 2021).
 
-    The Pearson correlation, over all N² entries, between the cosine-similarity Gram
-    matrix of the features, ``K_ij = cos(f_i, f_j)``, and the label agreement matrix,
-    ``L_ij = +1`` if ``y_i = y_j`` else -1 (both centred by their mean entry and
-    normalised by their Frobenius norms). Computed from D×D or N×N products without
-    forming the N×N matrices when D < N.
+    The Pearson correlation, over all N² entries, between a Gram matrix of the features and
+    the label agreement matrix, ``L_ij = +1`` if ``y_i = y_j`` else -1 (both centred by their
+    mean entry and normalised by their Frobenius norms). Convention: ``kernel="cosine"``
+    (default) forms the Gram of the L2-normalised rows, ``K_ij = cos(f_i, f_j)``, so that the
+    score does not depend on the features' scale; ``kernel="linear"`` forms the plain inner
+    products ``K_ij = f_i · f_j`` of the paper's linearised (feature-kernel) derivation. The two
+    agree when every row has the same norm. Computed from D×D or N×N products without forming
+    the N×N matrices when D < N.
 
     >>> import numpy as np
     >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
     >>> lfc(x, [0, 0, 1, 1]) > 0.9
     True
     """
+    if kernel not in ("cosine", "linear"):
+        raise ValueError(f"kernel: expected 'cosine' or 'linear', got {kernel!r}")
     x, y, c = features_and_labels(features, labels)
     n, d = x.shape
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    xh = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    if kernel == "cosine":
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        xh = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    else:
+        xh = x
     total = xh.sum(axis=0)
     sum_k = float(total @ total)
     sum_k2 = float(np.sum((xh.T @ xh) ** 2)) if d <= n else float(np.sum((xh @ xh.T) ** 2))
@@ -889,7 +1084,7 @@ def lfc(features: Any, labels: Any) -> float:
     var_l = 1.0 - mean_l**2
     if var_k <= 1e-12 * max(sum_k2 / n2, np.finfo(np.float64).tiny):
         raise ValueError(
-            "features: all pairwise cosine similarities are equal (e.g. every row points the same way), "
+            f"features: all pairwise {kernel} similarities are equal (e.g. every row points the same way), "
             "so the label-feature correlation is undefined"
         )
     return float(cov / math.sqrt(var_k * var_l))
@@ -900,6 +1095,10 @@ TRANSFERABILITY_METRICS: dict[str, Callable[..., float]] = {name: _REGISTERED[na
 
 __all__ = [
     "TRANSFERABILITY_METRICS",
+    "cv_linear_probe_accuracy",
+    "etran",
+    "etran_energy",
+    "etran_lda",
     "gbc",
     "hscore",
     "knn_accuracy",
@@ -907,8 +1106,11 @@ __all__ = [
     "lfc",
     "logme",
     "nce",
+    "ncti",
+    "ncti_components",
     "nleep",
     "regularized_hscore",
     "sfda",
+    "stratified_folds",
     "transrate",
 ]
