@@ -181,6 +181,24 @@ def test_rank_models_orders_by_the_estimator_and_reports_knn(good, blind, square
         assert r.metric == "logme"
 
 
+def test_rank_models_on_small_classes_caps_the_side_knn_column(good, blind, fresh_context):
+    """12 train images per class: the k-NN column beside the score uses k = 10 (the smallest class less two),
+    equal to scikit-learn's leave-one-out vote with that k; asking for the k-NN metric with k = 20 is refused."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x, y = make_blobs_images(n_per_class=16, n_classes=3, size=10)
+    small = load_dataset((x, y), name="small")
+    rows = rank_models([good, blind], small, metric="logme")
+    for r in rows:
+        feats, labels = penultimate(good.module if r.model == "good" else blind.module, small, "train")
+        z = sklearn_standardised(feats)
+        smallest = np.bincount(labels).min()
+        knn = KNeighborsClassifier(n_neighbors=smallest - 2, metric="cosine", algorithm="brute").fit(z, labels)
+        assert r.knn_accuracy == pytest.approx(np.mean(knn.predict(None) == labels))
+    with pytest.raises(ValueError, match="k=20 neighbours but class"):
+        rank_models([good, blind], small, metric="knn_accuracy", k=20)
+
+
 def test_rank_models_by_measured_probe_accuracy_matches_sklearn(good, blind, squares):
     rows = rank_models([good, blind], squares, metric="linear_probe_accuracy")
     for r in rows:

@@ -237,10 +237,14 @@ class RankedModel:
 
 def _knn(model: TransferModel, dataset: TargetDataset, *, split: str, standardize: bool, k: int,
          ctx: Context) -> float:
+    """The leave-one-out k-NN accuracy reported beside a ranking's score. ``k`` is capped at the largest the
+    smallest class allows (its count less two: one is the query, and k must stay below the voters), so a
+    small dataset still gets its side column; ``metric="knn_accuracy"`` itself refuses such a ``k``."""
     from ..metrics import knn_accuracy
 
     train = estimator_input(model, dataset, "knn_accuracy", split=split, standardize=standardize, context=ctx)
-    return estimate(knn_accuracy, train.features, train.labels, {"k": k}, ctx=ctx)
+    smallest = int(np.unique(np.asarray(train.labels), return_counts=True)[1].min())
+    return estimate(knn_accuracy, train.features, train.labels, {"k": max(1, min(int(k), smallest - 2))}, ctx=ctx)
 
 
 def _measured(model: TransferModel, dataset: TargetDataset, metric: str, *, split: str, ctx: Context
