@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .context import Measurement
+from .declarations import F1, GATES, NOISE, TRANSFER_ACCURACY
 from .gates.core import Gate, open_gate
 from .jsonable import plain
 
@@ -75,13 +76,13 @@ def assert_transfer_accuracy_above(model: Any, dataset: Any, threshold: float | 
 
     check_method(method)
     g = open_gate(model, dataset, threshold=threshold, argument="threshold",
-                  keys=(f"{method}_accuracy", "transfer_accuracy"), confidence=confidence)
+                  keys=(f"{method}_accuracy", TRANSFER_ACCURACY.key), confidence=confidence)
     pr = predict(g.model, g.dataset, method=method, split=split, k=k, C=C, finetune=finetune, context=g.ctx)
     hits = int(pr.correct.sum())
     return g.finish(
-        gate="transfer_accuracy", metric=f"{method}_accuracy", label=f"Transfer accuracy ({method})",
-        value=hits / pr.n, interval=g.accuracy_interval(hits, pr.n), higher_is_better=True,
-        best=g.accuracy_interval(pr.n, pr.n),
+        gate=TRANSFER_ACCURACY.name, metric=f"{method}_accuracy", label=f"{TRANSFER_ACCURACY.label} ({method})",
+        value=hits / pr.n, interval=g.accuracy_interval(hits, pr.n),
+        higher_is_better=TRANSFER_ACCURACY.higher_is_better, best=g.accuracy_interval(pr.n, pr.n),
         details={"method": method, "split": split, "n": pr.n, "correct": hits,
                  **classification_details(pr.y_true, pr.y_pred, pr.scores, g.dataset.classes)},
         hint=ACCURACY_HINTS.get(method, ACCURACY_HINTS["linear_probe"]) + "; a larger test split narrows the interval",
@@ -107,12 +108,12 @@ def assert_f1_above(model: Any, dataset: Any, threshold: float | None = None, *,
     check_method(method)
     if average not in ("macro", "micro", "weighted"):
         raise ValueError(f"average: expected macro, micro or weighted, got {average!r}")
-    g = open_gate(model, dataset, threshold=threshold, argument="threshold", keys=("f1",), confidence=confidence)
+    g = open_gate(model, dataset, threshold=threshold, argument="threshold", keys=(F1.key,), confidence=confidence)
     pr = predict(g.model, g.dataset, method=method, split=split, k=k, context=g.ctx)
     value = f1_score(pr.y_true, pr.y_pred, average=average)
     return g.finish(
-        gate="f1", metric=f"f1_{average}", label=f"F1 ({average}, {method})", value=value,
-        interval=g.f1_interval(pr.y_true, pr.y_pred, average), higher_is_better=True,
+        gate=F1.name, metric=f"f1_{average}", label=f"{F1.label} ({average}, {method})", value=value,
+        interval=g.f1_interval(pr.y_true, pr.y_pred, average), higher_is_better=F1.higher_is_better,
         best=g.f1_interval(pr.y_true, pr.y_true, average),
         details={"method": method, "split": split, "n": pr.n, "average": average,
                  **classification_details(pr.y_true, pr.y_pred, pr.scores, g.dataset.classes)},
@@ -141,7 +142,8 @@ def drop_gate(g: Gate, *, perturbation: Any, method: str, split: str, relative: 
     info = {"method": method, "split": split, "n": clean.n, "clean_accuracy": acc_clean,
             "perturbed_accuracy": acc_noisy, "relative": relative, **details}
     return g.finish(
-        gate=gate, metric=gate, label=label, value=drop, interval=interval, higher_is_better=False, details=info,
+        gate=gate, metric=gate, label=label, value=drop, interval=interval,
+        higher_is_better=GATES[gate].higher_is_better, details=info,
         hint=f"clean accuracy {acc_clean:.4f}, perturbed {acc_noisy:.4f}; {hint}",
     )
 
@@ -161,11 +163,11 @@ def assert_robust_under_noise(model: Any, dataset: Any, *, sigma: float, max_dro
     from .predictions import check_method
 
     check_method(method)
-    g = open_gate(model, dataset, threshold=max_drop, argument="max_drop", keys=("noise_max_drop",),
+    g = open_gate(model, dataset, threshold=max_drop, argument="max_drop", keys=(NOISE.key,),
                   confidence=confidence)
     pert = gaussian_noise(sigma, seed=g.ctx.settings.seed if seed is None else seed)
     return drop_gate(
-        g, perturbation=pert, method=method, split=split, relative=relative, gate="noise_max_drop",
-        label=f"Accuracy drop under Gaussian noise (sigma={sigma})", k=k,
+        g, perturbation=pert, method=method, split=split, relative=relative, gate=NOISE.name,
+        label=f"{NOISE.label} (sigma={sigma})", k=k,
         details={"sigma": sigma}, hint="train with noise augmentation, or check that sigma is in [0, 1] pixel units",
     )

@@ -2,7 +2,8 @@
 
 This table is the one place an estimator is declared. Its function lives in
 :mod:`pytest_transfer.metrics.transferability` under the same name (decorated
-with ``@estimator``, which attaches these attributes to it); threshold keys
+with ``@estimator``, which attaches this declaration to it, and found there by
+name in ``TRANSFERABILITY_METRICS``: this module never imports it); threshold keys
 and their valid ranges (:data:`pytest_transfer.thresholds.KNOWN_KEYS`), config
 validation, gate labels, rankings and the HTML report read this table. It
 imports only the standard library, so validating a config never imports numpy.
@@ -14,7 +15,6 @@ To add an estimator: one row here, and the function (same name) with
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +36,6 @@ class Estimator:
     bounds: tuple[float, float]
     inputs: str
     standardize: bool = True  # False: the gates feed raw features (the score depends on their scale by design)
-
-    def function(self) -> Callable[..., float]:
-        """The estimator's function, from :mod:`pytest_transfer.metrics.transferability` (imports numpy)."""
-        from .metrics import transferability
-
-        fn: Callable[..., float] = getattr(transferability, self.name)
-        return fn
 
 
 ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (

@@ -44,7 +44,7 @@ from typing import Any
 
 import pytest
 
-from .estimators import ESTIMATORS
+from .declarations import lower_is_better
 from .thresholds import KNOWN_KEYS, Threshold, ThresholdTable
 
 if sys.version_info >= (3, 11):
@@ -54,8 +54,7 @@ else:  # pragma: no cover
 
 POWER = 0.8
 #: threshold keys of gates that pass when the value is at most the threshold (the others: at least)
-LOWER_IS_BETTER = frozenset({"noise_max_drop", "corruption_max_drop", "max_mce", "max_relative_mce"}
-                            | {name for name, e in ESTIMATORS.items() if not e.higher_is_better})
+LOWER_IS_BETTER = lower_is_better()  # from the gates' declarations (pytest_transfer.declarations)
 PLACEHOLDER_SOURCE = "none yet (--transfer-suggest-thresholds run: measured, not gated)"
 HEADER = ("Thresholds suggested by pytest-transfer (--transfer-suggest-thresholds): each at the conservative end "
           "of the measured interval.\nRead them with --transfer-thresholds=PATH (or copy the tables into "

@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 
-from .estimators import ESTIMATORS
+from .declarations import known_keys
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,24 +47,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 INF = math.inf
-# metric key -> (low, high) of valid thresholds: the gates' own keys, then every declared transferability
-# estimator (pytest_transfer.estimators, standard library only: validating a config never imports numpy)
-KNOWN_KEYS: dict[str, tuple[float, float]] = {
-    "transfer_accuracy": (0.0, 1.0),
-    "linear_probe_accuracy": (0.0, 1.0),
-    "knn_accuracy": (0.0, 1.0),
-    "finetune_accuracy": (0.0, 1.0),
-    "direct_accuracy": (0.0, 1.0),
-    "f1": (0.0, 1.0),
-    "noise_max_drop": (0.0, 1.0),
-    "corruption_max_drop": (0.0, 1.0),
-    "attack_min_accuracy": (0.0, 1.0),
-    "max_mce": (0.0, INF),
-    "max_relative_mce": (-INF, INF),
-    "layer_accuracy": (0.0, 1.0),
-    "regression_min_effect": (0.0, 1.0),
-    **{name: e.bounds for name, e in ESTIMATORS.items()},
-}
+#: metric key -> (low, high) of valid thresholds, built from the gates' declarations (pytest_transfer.declarations,
+#: with every transferability estimator's key; standard library only: validating a config never imports numpy)
+KNOWN_KEYS: dict[str, tuple[float, float]] = known_keys()
 
 
 #: valid ranges of gate arguments that have no config key of their own (a shift gate's max_drop: a difference

@@ -20,7 +20,7 @@ def test_every_declared_estimator_is_a_threshold_key_with_its_bounds_and_its_fun
         assert KNOWN_KEYS[name] == spec.bounds
         assert (fn.higher_is_better, fn.bounds, fn.inputs, fn.label) == (
             spec.higher_is_better, spec.bounds, spec.inputs, spec.label)
-        assert spec.function() is fn and label(name) == spec.label
+        assert fn.declaration is spec and label(name) == spec.label
     assert (KNOWN_KEYS["leep"], KNOWN_KEYS["sfda"], KNOWN_KEYS["lfc"]) == ((-math.inf, 0.0), (0.0, 1.0), (-1.0, 1.0))
 
 

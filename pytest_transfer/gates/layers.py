@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..context import Context, Measurement, current_context
+from ..declarations import LAYER_TRANSFER
 from ..engine import evaluate
 from ..predictions import probe_for, resolve_pair
 from .core import open_gate
@@ -166,7 +167,7 @@ def assert_layer_transfer_above(model: Any, dataset: Any, threshold: float | Non
     if not nodes:
         raise ValueError("nodes: name the nodes to compare (e.g. nodes=['_blocks.5', 'penultimate']) "
                          "or a layer=")
-    g = open_gate(model, dataset, threshold=threshold, argument="threshold", keys=("layer_accuracy",),
+    g = open_gate(model, dataset, threshold=threshold, argument="threshold", keys=(LAYER_TRANSFER.key,),
                   confidence=confidence)
     res = layerwise_transfer(g.model, g.dataset, nodes, metrics=(method,), C=C, k=k)
     chosen = res.best(method)[0] if layer == "best" else layer
@@ -174,9 +175,9 @@ def assert_layer_transfer_above(model: Any, dataset: Any, threshold: float | Non
     hits, n = res.correct[method][i], res.n_test
     curve = res.curve(method)
     return g.finish(
-        gate="layer_transfer", metric="layer_accuracy",
+        gate=LAYER_TRANSFER.name, metric=LAYER_TRANSFER.key,
         label=f"Transfer accuracy ({method}) at layer {chosen!r}" + (" (best)" if layer == "best" else ""),
-        value=hits / n, interval=g.accuracy_interval(hits, n), higher_is_better=True,
+        value=hits / n, interval=g.accuracy_interval(hits, n), higher_is_better=LAYER_TRANSFER.higher_is_better,
         details={"method": method, "split": "test", "n": n, "layer": chosen, "selection": layer, "curve": curve,
                  "dims": res.dims},
         hint="per layer: " + ", ".join(f"{x}={y:.4f}" for x, y in zip(curve["x"], curve["y"], strict=True))

@@ -51,6 +51,7 @@ from ..baselines import (
     write_baseline,
 )
 from ..context import Context, Measurement, current_context
+from ..declarations import REGRESSION
 from ..jsonable import plain
 from ..metrics.stats import (
     as_correct,
@@ -253,7 +254,7 @@ def _display(path: Path, ctx: Context) -> str:
 
 
 def _min_effect(ctx: Context, value: float | None, model: str, dataset: str) -> Threshold:
-    keys = ("regression_min_effect",)
+    keys = (REGRESSION.key,)
     if value is not None:
         return check_threshold(Threshold(_check_effect(value), "argument min_effect="), argument="min_effect",
                                keys=keys)
@@ -303,7 +304,7 @@ def _compare(ctx: Context, name: str, stored: Baseline, current: Baseline, y_tru
         parts = [f"tolerance={abs_tol}"] if abs_tol is not None else []
         parts += [f"relative_tolerance={rel_tol}"] if rel_tol is not None else []
         thr = Threshold(allowed, f"argument {' and '.join(parts)} of the baseline {shown}")
-        passed = decide(drop, interval, allowed, higher_is_better=False, mode=mode)
+        passed = decide(drop, interval, allowed, higher_is_better=REGRESSION.higher_is_better, mode=mode)
         rule = f"the drop may be at most {allowed:.4f} ({', '.join(parts)}; confidence mode {mode})"
         return _Comparison(name, base_value, cur_value, drop, interval, thr, passed, rule, mode, details)
 
@@ -338,7 +339,7 @@ def _id_kind(ids: Sequence[Any]) -> str:
 def _record(ctx: Context, c: _Comparison, *, model: str, dataset: str, common: dict[str, Any],
             passed: bool | None = None) -> Measurement:
     return ctx.record(Measurement(
-        gate="regression", metric=f"{c.metric}_drop", value=float(c.drop), model=model, dataset=dataset,
+        gate=REGRESSION.name, metric=f"{c.metric}_drop", value=float(c.drop), model=model, dataset=dataset,
         interval=(float(c.interval[0]), float(c.interval[1])), threshold=c.threshold.value,
         threshold_source=c.threshold.source, comparison="<=", passed=c.passed if passed is None else passed,
         confidence=c.confidence, details=plain({**common, **c.details}),
@@ -473,7 +474,7 @@ class _Run:
                 details.update(previous_value=c.baseline_value, would_have_failed=not c.passed)
             source = f"new baseline {self.shown}" if stored is None else f"baseline {self.shown} ({action})"
             results[name] = self.ctx.record(Measurement(
-                gate="regression", metric=name, value=value, model=self.model.name, dataset=self.dataset.name,
+                gate=REGRESSION.name, metric=name, value=value, model=self.model.name, dataset=self.dataset.name,
                 threshold_source=source, comparison="baseline", passed=self.update, details=plain(details),
             ))
         if self.update:

@@ -43,6 +43,7 @@ from torch import nn
 from ..assertions import drop_gate
 from ..cache import cached_result
 from ..context import Context, Measurement, current_context
+from ..declarations import ATTACK, CORRUPTION, MCE
 from ..engine import corruption as corruption_perturbation
 from ..engine import pool_features
 from ..metrics.stats import bayesian_bootstrap_interval, bounded_mean_interval
@@ -139,7 +140,7 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     check_method(method)
     names = resolve_corruptions(corruption)
     levels = resolve_severities(severity, "severity")
-    g = open_gate(model, dataset, threshold=max_drop, argument="max_drop", keys=("corruption_max_drop",),
+    g = open_gate(model, dataset, threshold=max_drop, argument="max_drop", keys=(CORRUPTION.key,),
                   confidence=confidence)
     ctx, model, dataset = g.ctx, g.model, g.dataset
     seed = int(ctx.settings.seed if seed is None else seed)
@@ -156,8 +157,8 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
         name, level = res.cells[0]
         return drop_gate(
             g, perturbation=corruption_perturbation(name, level, seed=seed, table=res.table), method=method,
-            split=split, relative=relative, gate="corruption_max_drop",
-            label=f"Accuracy drop under corruption {name} (severity {level})", k=k,
+            split=split, relative=relative, gate=CORRUPTION.name,
+            label=f"{CORRUPTION.label} {name} (severity {level})", k=k,
             details={"corruption": name, "severity": level, **details}, hint=hint,
         )
 
@@ -179,9 +180,9 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
             "worst_cell": [worst[0], worst[1]],
             "worst_accuracy": worst_acc, **details}
     return g.finish(
-        gate="corruption_max_drop", metric="corruption_max_drop",
+        gate=CORRUPTION.name, metric=CORRUPTION.key,
         label=f"Mean accuracy drop under corruptions {what}", value=value, interval=interval,
-        higher_is_better=False, details=info,
+        higher_is_better=CORRUPTION.higher_is_better, details=info,
         hint=f"clean accuracy {acc_clean:.4f}, mean corrupted {acc_cells:.4f}; {hint}",
     )
 
@@ -253,7 +254,7 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
     names = resolve_corruptions(corruptions)
     levels = resolve_severities(severities)
     g = open_gate(model, dataset, threshold=max_mce, argument="max_mce",
-                  keys=("max_relative_mce" if relative else "max_mce",), confidence=confidence)
+                  keys=(MCE.keys[1].name if relative else MCE.key,), confidence=confidence)  # max_relative_mce, max_mce
     ctx, model, dataset = g.ctx, g.model, g.dataset
     seed = int(ctx.settings.seed if seed is None else seed)
     res = corruption_sweep(model, dataset, names, levels, method=method, split=split, seed=seed, k=k, C=C,
@@ -290,8 +291,8 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
         details["reference_table"] = ref.to_dict()["accuracy"]
     worst = max(result.per_corruption, key=result.per_corruption.__getitem__)
     return g.finish(
-        gate="max_mce", metric="relative_mce" if relative else "mce", label=result.name,
-        value=float(result), interval=interval, higher_is_better=False, details=details,
+        gate=MCE.name, metric="relative_mce" if relative else "mce", label=result.name,
+        value=float(result), interval=interval, higher_is_better=MCE.higher_is_better, details=details,
         hint=f"reference: {source}; the worst corruption is {worst} (CE {result.per_corruption[worst]:.4f}); "
              "train with corruption augmentation, or compare against a reference measured on this data",
     )
@@ -488,7 +489,7 @@ def assert_robust_under_attack(model: Any, dataset: Any, *, attack: str = "pgd",
     """
     __tracebackhide__ = True
     _check_attack(attack, method)
-    g = open_gate(model, dataset, threshold=min_accuracy, argument="min_accuracy", keys=("attack_min_accuracy",),
+    g = open_gate(model, dataset, threshold=min_accuracy, argument="min_accuracy", keys=(ATTACK.key,),
                   confidence=confidence)
     ctx, model, dataset = g.ctx, g.model, g.dataset
     seed = int(ctx.settings.seed if seed is None else seed)
@@ -503,9 +504,9 @@ def assert_robust_under_attack(model: Any, dataset: Any, *, attack: str = "pgd",
         details.update(steps=steps, step_size=float(2.5 * eps / steps if step_size is None else step_size))
     shown = f"eps={eps:.4g}" + (f" = {eps * 255:.3g}/255" if eps else "")
     return g.finish(
-        gate="attack_min_accuracy", metric=f"{attack}_accuracy",
+        gate=ATTACK.name, metric=f"{attack}_accuracy",
         label=f"Accuracy under {attack.upper()} attack (L∞ {shown}, {method})", value=hits / n,
-        interval=g.accuracy_interval(hits, n), higher_is_better=True, details=details,
+        interval=g.accuracy_interval(hits, n), higher_is_better=ATTACK.higher_is_better, details=details,
         hint=f"clean accuracy {acc_clean:.4f}; eps is in [0, 1] pixel units (8/255 ≈ 0.031); adversarial "
              "training or a smaller eps raise it; compare attack='fgsm' (weaker) with 'pgd'",
     )

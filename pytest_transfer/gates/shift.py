@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..context import Context, current_context
+from ..declarations import SHIFT
 from ..engine import evaluate
 from ..metrics.stats import newcombe_independent_interval
 from ..predictions import probe_for, resolve_pair
@@ -111,10 +112,10 @@ def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any
         if relative and acc_ref == 0:
             raise ValueError(f"relative drop is undefined: accuracy of {model.name!r} on {ref.name!r} is 0")
         g.finish(
-            gate="shift_max_drop", metric="shift_max_drop",
+            gate=SHIFT.name, metric=SHIFT.name,
             label=f"Accuracy drop from {ref.name!r} to {shifted.name!r}" + (" (relative)" if relative else ""),
             value=rel if relative else absolute, interval=rel_interval if relative else interval,
-            higher_is_better=False, dataset=shifted.name,
+            higher_is_better=SHIFT.higher_is_better, dataset=shifted.name,
             details={"method": method, "split": shifted_split, "n": n_shift, "relative": relative,
                      "reference": ref.name, "reference_accuracy": acc_ref, "shifted_accuracy": acc_shift,
                      "n_reference": n_ref},

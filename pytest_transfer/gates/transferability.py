@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..context import Context, Measurement, current_context
+from ..declarations import RANKS_ABOVE, TRANSFERABILITY
 from ..engine import evaluate
 from ..estimators import label
 from ..predictions import resolve_pair
@@ -206,8 +207,8 @@ def assert_transferability_above(model: Any, dataset: Any, threshold: float | No
         interval = _interval(lambda v, y: fn(v, y, **kw), value, inp.values, labels=inp.labels, ctx=ctx,
                              n_resamples=n_resamples, bounds=fn.bounds)
     return g.finish(
-        gate="transferability", metric=metric, label=f"Transferability ({metric_label(metric)})", value=value,
-        interval=interval, higher_is_better=bool(fn.higher_is_better),
+        gate=TRANSFERABILITY.name, metric=metric, label=f"{TRANSFERABILITY.label} ({metric_label(metric)})",
+        value=value, interval=interval, higher_is_better=bool(fn.higher_is_better),
         details={"method": metric, "split": split, "n": len(inp.labels), "inputs": inp.kind,
                  "standardize": standardize and inp.kind == "features" and getattr(fn, "standardize", True),
                  "dim": int(inp.features.shape[1])},
@@ -431,7 +432,7 @@ def assert_ranks_above(model_a: Any, model_b: Any, dataset: Any, *, metric: str 
         interval = _pair_interval(fn, metric, da, db, diff, higher, kw, ctx, n_resamples)
     rows = _sort_rows([a.name, b.name], [sa, sb], [ka, kb], metric, higher)
     return g.finish(
-        gate="ranks_above", metric=f"{metric}_lead", label=f"{metric_label(metric)} lead over reference {b.name!r}",
+        gate=RANKS_ABOVE.name, metric=f"{metric}_lead", label=f"{metric_label(metric)} lead over reference {b.name!r}",
         value=diff, interval=interval, higher_is_better=True,
         details={"method": metric, "split": "test" if metric == PROBE_ACCURACY else split, "reference": b.name,
                  "score": sa, "reference_score": sb, "ranking": [r.to_dict() for r in rows]},

@@ -57,9 +57,10 @@ _REGISTERED: dict[str, Callable[..., float]] = {}
 
 
 def estimator(fn: F) -> F:
-    """Attach the declaration of :data:`pytest_transfer.estimators.ESTIMATORS` named like ``fn``
-    (``higher_is_better``, ``bounds``, ``inputs``, ``label``) to it."""
+    """Attach the declaration of :data:`pytest_transfer.estimators.ESTIMATORS` named like ``fn`` to it
+    (``declaration``, and its ``higher_is_better``, ``bounds``, ``inputs``, ``label``): read, not declared again."""
     spec = ESTIMATORS[fn.__name__]
+    fn.declaration = spec  # type: ignore[attr-defined]
     declare(higher_is_better=spec.higher_is_better, bounds=spec.bounds)(fn)
     fn.inputs = spec.inputs  # type: ignore[attr-defined]
     fn.label = spec.label  # type: ignore[attr-defined]

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..baselines import write_text_file
-from ..estimators import label as metric_label
+from ..declarations import label as metric_label
 from .terminal import baseline_cells, counterpart, interval_cell, short_tests, threshold_cell, value_cell
 from .text import utf8_tree
 
