@@ -201,7 +201,7 @@ def test_names_that_are_not_utf8_or_hold_newlines_reach_every_report(pytester, m
 
 
 def test_escapes_of_the_text_module():
-    from pytest_transfer.report.text import markdown_cell, printable, workflow_data, workflow_property
+    from pytest_transfer.text import markdown_cell, printable, workflow_data, workflow_property
 
     name = "a\n::error::b\r\x1b[31m\u2028caf\udce9\ud800"
     shown = printable(name)
@@ -210,7 +210,7 @@ def test_escapes_of_the_text_module():
     assert printable("猫 résumé 🙂") == "猫 résumé 🙂"  # nothing else changes
     assert workflow_data("50%\nx") == "50%25\\nx" and workflow_property("a:b,c") == "a%3Ab%2Cc"
     assert markdown_cell("a|b\\c\n") == "a\\|b\\\\c\\\\n"
-    from pytest_transfer.report.text import json_surrogates
+    from pytest_transfer.text import json_surrogates
 
     text = json_surrogates(json.dumps({"k": "caf\udce9"}, ensure_ascii=False))
     assert json.loads(text.encode("utf-8").decode("utf-8")) == {"k": "caf\udce9"}
@@ -222,7 +222,7 @@ def test_the_summary_table_pads_by_display_width():
     """Hand-worked: 猫 and 🙂 take two columns each, é written as e + a combining accent takes one."""
     from pytest_transfer.context import Measurement
     from pytest_transfer.report.terminal import format_table
-    from pytest_transfer.report.text import display_width
+    from pytest_transfer.text import display_width
 
     assert [display_width(s) for s in ("猫猫", "🙂", "e\u0301", "ab", "Ａ")] == [4, 2, 1, 2, 2]
     names = ["猫猫", "ab🙂", "cafe\u0301", "abcd"]  # each four columns wide
@@ -236,7 +236,7 @@ def test_the_summary_table_pads_by_display_width():
 
 def test_a_wide_cell_wraps_by_display_width():
     from pytest_transfer.report.terminal import wrap_cell
-    from pytest_transfer.report.text import display_width
+    from pytest_transfer.text import display_width
 
     lines = wrap_cell("猫" * 9, 6)
     assert lines == ["猫猫猫", "猫猫猫", "猫猫猫"] and all(display_width(x) <= 6 for x in lines)

@@ -462,7 +462,7 @@ class _Run:
         try:
             action = self.common["baseline_action"] = write_baseline(self.file, self.current)
         except OSError as exc:  # a read-only or full disk, a folder in the way: one line, the old file kept
-            from ..report.text import write_error
+            from ..text import write_error
 
             raise BaselineError(write_error("the baseline", self.shown, exc)) from None
         results = {}

@@ -33,9 +33,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from ..text import markdown_cell, workflow_data, workflow_property
 from ..thresholds import format_threshold
 from .terminal import counterpart, short_tests, threshold_cell, value_cell
-from .text import markdown_cell, workflow_data, workflow_property
 
 PASS, FAIL = "✅ PASS", "❌ FAIL"
 
@@ -57,7 +57,7 @@ def _signed(x: float) -> str:
 
 
 def _cell(text: Any) -> str:
-    """A Markdown table cell (:func:`~pytest_transfer.report.text.markdown_cell`): control characters and bytes
+    """A Markdown table cell (:func:`~pytest_transfer.text.markdown_cell`): control characters and bytes
     that are not UTF-8 escaped, backslashes and pipes escaped."""
     return markdown_cell(text)
 

@@ -56,8 +56,8 @@ from typing import Any
 
 from ..baselines import write_text_file
 from ..declarations import label as metric_label
+from ..text import utf8_tree
 from .terminal import baseline_cells, counterpart, interval_cell, short_tests, threshold_cell, value_cell
-from .text import utf8_tree
 
 PLOTS_HINT = 'pip install "pytest-transfer[plots]"'
 _MAX_LEGEND = 16
@@ -534,5 +534,5 @@ def _plots_section(figures: Sequence[tuple[str, str, Callable[[], Any]]], draw: 
 
 def write_html(path: str | os.PathLike[str], report: Mapping[str, Any], *, plots: bool | None = None) -> Path:
     """Write the page for ``report`` atomically; returns the path. Text that is not UTF-8 (a surrogate-escaped
-    name) is shown with ``\\xNN`` escapes (:func:`~pytest_transfer.report.text.utf8_tree`)."""
+    name) is shown with ``\\xNN`` escapes (:func:`~pytest_transfer.text.utf8_tree`)."""
     return write_text_file(path, render_html(utf8_tree(report), plots=plots))

@@ -22,8 +22,8 @@ def extras_for(rows: Sequence[Mapping[str, Any]], *, plots: bool = True) -> list
     """pytest-html extras for report rows: one HTML table, then one PNG per plot (when matplotlib is there)."""
     from pytest_html import extras
 
+    from ..text import utf8_tree
     from .html import figure_images, measurement_table
-    from .text import utf8_tree
 
     rows = utf8_tree(list(rows))  # pytest-html writes UTF-8: a name that is not UTF-8 is shown escaped
     table = measurement_table(rows).replace("<table>", f'<table class="{TABLE_CLASS}">', 1)

@@ -40,7 +40,7 @@ from typing import Any
 
 from ..baselines import count_actions, write_text_file
 from ..jsonable import plain
-from .text import json_surrogates
+from ..text import json_surrogates
 
 SCHEMA = "pytest-transfer-report"
 VERSION = 1

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from ..progress import PassStatus
-from .text import cut, display_width, printable
+from ..text import cut, display_width, printable
 
 
 def controller_line(sent: dict[str, Any]) -> str:
@@ -56,7 +56,7 @@ def write_lines(tr: Any, lines: list[str]) -> None:
 
     pytest's idea of the current test file is left alone: its next result
     continues on the next line instead of naming the file again. Control characters in a line (a model
-    name holding a newline) are escaped (:func:`~pytest_transfer.report.text.printable`).
+    name holding a newline) are escaped (:func:`~pytest_transfer.text.printable`).
     """
     tw = tr._tw
     if lines and tw.width_of_current_line:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..baselines import write_text_file
-from .text import utf8_tree
+from ..text import utf8_tree
 
 PREFIX = "transfer_"
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
@@ -107,6 +107,6 @@ def render_openmetrics(report: Mapping[str, Any]) -> str:
 
 def write_openmetrics(path: str | os.PathLike[str], report: Mapping[str, Any]) -> Path:
     """Write the OpenMetrics text for ``report`` atomically; returns the path. Text that is not UTF-8 (a
-    surrogate-escaped name) is written with ``\\xNN`` escapes (:func:`~pytest_transfer.report.text.utf8`):
+    surrogate-escaped name) is written with ``\\xNN`` escapes (:func:`~pytest_transfer.text.utf8`):
     the format is UTF-8 only."""
     return write_text_file(path, render_openmetrics(utf8_tree(report)))

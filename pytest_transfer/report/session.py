@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from ..context import Context, Measurement
-from .text import printable
+from ..text import printable
 
 PROPERTY = "pytest_transfer"
 PASSES_PROPERTY = "pytest_transfer.passes"
@@ -276,7 +276,7 @@ class SessionCollector:
         try:
             self.written.append((what, writer(path, self.report, list(self.written))))
         except Exception as exc:
-            from .text import write_error
+            from ..text import write_error
 
             self.not_written.append("pytest-transfer: " + write_error(f"the {what}", path, exc))
 
@@ -349,6 +349,6 @@ class SessionCollector:
             tr.write_line(printable(f"pytest-transfer: {what} written to {path}"))
         for line in self.not_written:
             tr.write_line(printable(line), red=True)
-        for line in self._annotations():  # workflow commands: escaped by report.text.workflow_data
+        for line in self._annotations():  # workflow commands: escaped by text.workflow_data
             tr.write_line(line)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from ..context import Context, Measurement
 from ..suggest import PLACEHOLDER_SOURCE
+from ..text import cut, display_width, ljust, printable
 from ..thresholds import format_threshold, format_value
-from .text import cut, display_width, ljust, printable
 
 HEADER = ["test", "model", "dataset", "metric", "value [interval]", "threshold", "result"]
 MIN_TEST_WIDTH = 16
@@ -118,7 +118,7 @@ _BREAK = re.compile(r"(?<=::)|(?<=/)|(?<=\[)|(?<=-)|(?<=_)|(?<= )")
 
 
 def wrap_cell(cell: str, width: int) -> list[str]:
-    """``cell`` in lines of at most ``width`` display columns (:func:`~pytest_transfer.report.text.display_width`:
+    """``cell`` in lines of at most ``width`` display columns (:func:`~pytest_transfer.text.display_width`:
     a CJK character or an emoji takes two), broken after ``::``, ``/``, ``[``, ``-``, ``_`` or a space where
     possible (a piece wider than ``width`` is split), nothing dropped."""
     if display_width(cell) <= width:
