@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -33,6 +33,14 @@ class ImageSource:
 
     def describe(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def load_at(self, i: int, geometry: Any, channels: int | None) -> torch.Tensor:
+        """Image ``i`` at a model's input size: through ``geometry`` (a
+        :class:`~pytest_transfer.models.geometry.Geometry`). By default its batched stage on the stored image
+        (float32 [0, 1]); image files override this with the per-image PIL path."""
+        from .core import to_unit_float
+
+        return geometry.batch(to_unit_float(self.load(i))[None])[0].float()
 
     def stack(self, indices: object) -> torch.Tensor:
         """The images of ``indices`` stacked N×C×H×W, in the source's dtype."""
