@@ -498,6 +498,19 @@ def load_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any, *, num
         del x
 
 
+def model_batch(model: TransferModel, dataset: TargetDataset, indices: Any, device: Any, *,
+                num_workers: int = 0) -> torch.Tensor:
+    """The float [0, 1] images of ``indices`` at ``model``'s input size, on ``device``, in one tensor (what
+    :func:`load_chunks` yields, concatenated). Feed them to ``model.at_input_size()`` (or through
+    ``model.normalise``), not to ``model`` itself, whose preprocess would resize them again."""
+    import numpy as np
+    import torch
+
+    chunks = list(load_chunks(dataset, np.asarray(indices, dtype=np.int64), device, num_workers=num_workers,
+                              model=model))
+    return torch.cat(chunks) if len(chunks) != 1 else chunks[0]
+
+
 def iter_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any,
                 perturbation: Perturbation | None, *, num_workers: int = 0,
                 model: TransferModel | None = None) -> Iterator[torch.Tensor]:
@@ -916,7 +929,8 @@ def evaluate_many(model: Any, dataset: Any, perturbations: Sequence[Perturbation
 
 __all__ = [
     "AUTOCAST_MODES", "CHUNK", "PENULTIMATE", "BatchPolicy", "Evaluation", "Perturbation", "VariantMaker",
-    "apply_each", "autocast_dtype", "batch_limit", "cache_key", "corruption", "evaluate", "evaluate_many", "geometry_key",
-    "gaussian_noise", "is_out_of_memory", "iter_batches", "iter_chunks", "iter_variants", "load_chunks",
-    "memo_base", "pool_features", "precision_label", "prepare_module", "run_pass", "split_variants",
+    "apply_each", "autocast_dtype", "batch_limit", "cache_key", "corruption", "evaluate", "evaluate_many",
+    "gaussian_noise", "geometry_key", "is_out_of_memory", "iter_batches", "iter_chunks", "iter_variants",
+    "load_chunks", "memo_base", "model_batch", "pool_features", "precision_label", "prepare_module", "run_pass",
+    "split_variants",
 ]

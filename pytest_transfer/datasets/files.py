@@ -300,6 +300,6 @@ def describe_skipped(skipped: Sequence[str]) -> str:
     return f"{len(skipped)} unreadable file(s) skipped ({head}{', ...' if len(skipped) > 3 else ''})"
 
 
-__all__ = ["DEFAULT_SIZE", "FINGERPRINT_MODES", "IMAGE_SUFFIXES", "FileSource", "UnreadableImage", "clear_file_memo",
-           "MAX_ASPECT_RATIO", "check_aspect", "describe_skipped", "walk_class", "file_digest", "files_fingerprint", "find_image_folder", "read_header",
-           "scan_files"]
+__all__ = ["DEFAULT_SIZE", "FINGERPRINT_MODES", "IMAGE_SUFFIXES", "MAX_ASPECT_RATIO", "FileSource", "UnreadableImage",
+           "check_aspect", "clear_file_memo", "describe_skipped", "file_digest", "files_fingerprint",
+           "find_image_folder", "read_header", "scan_files", "walk_class"]

@@ -187,5 +187,5 @@ class SquareGeometry(Geometry):
         return f"Resize({self.size}, bilinear) → CenterCrop({self.size})"
 
 
-__all__ = ["Geometry", "ProcessorGeometry", "ProcessorPhotometric", "SquareGeometry", "Steps", "StepsGeometry",
-           "TO_TENSOR_STEPS", "pil_as_tensor", "split_compose"]
+__all__ = ["TO_TENSOR_STEPS", "Geometry", "ProcessorGeometry", "ProcessorPhotometric", "SquareGeometry", "Steps",
+           "StepsGeometry", "pil_as_tensor", "split_compose"]
