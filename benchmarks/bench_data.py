@@ -196,7 +196,8 @@ def fashion_mnist(tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000], help="12-MP folder sizes for peak RSS")
-    parser.add_argument("--throughput-images", type=int, default=256)
+    parser.add_argument("--throughput-images", type=int, default=256, help="224-px JPEGs for the throughput")
+    parser.add_argument("--throughput-large", type=int, default=64, help="12-MP JPEGs for the throughput")
     parser.add_argument("--arch", default="mobilenet_v3_small", help="torchvision architecture (random weights)")
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: the 'auto' rule)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -218,9 +219,9 @@ def main() -> None:
                           f"{r['worker_mib']:6.0f} MiB, {r['seconds']:.1f} s")
                 shutil.rmtree(folder)
         if "throughput" not in args.skip:
-            for label, side in (("224-px", 224), ("12-MP", 4000)):
-                folder = make_folder(tmp / f"speed{side}", args.throughput_images, args.distinct, side)
-                throughput(folder, args.throughput_images, label, args.arch, workers, args.rounds)
+            for label, side, n in (("224-px", 224, args.throughput_images), ("12-MP", 4000, args.throughput_large)):
+                folder = make_folder(tmp / f"speed{side}", n, args.distinct, side)
+                throughput(folder, n, label, args.arch, workers, args.rounds)
                 shutil.rmtree(folder)
         if "mnist" not in args.skip:
             fashion_mnist(tmp)
