@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -199,8 +200,10 @@ def test_large_photos_cost_model_size_memory(tmp_path):
     photo = Image.fromarray(sample_photos()[0]).resize((4000, 3000), Image.BILINEAR)
     for c in ("a", "b"):
         (tmp_path / "data" / c).mkdir(parents=True)
-        for i in range(2):
-            photo.rotate(90 * i).save(tmp_path / "data" / c / f"{i}.jpg", quality=85)
+    for i in range(2):
+        first = tmp_path / "data" / "a" / f"{i}.jpg"
+        photo.transpose(Image.FLIP_LEFT_RIGHT if i else Image.FLIP_TOP_BOTTOM).save(first, quality=85)
+        shutil.copyfile(first, tmp_path / "data" / "b" / f"{i}.jpg")
     del photo
     env = dict(os.environ, PYTEST_TRANSFER_NUM_WORKERS="0", OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path / "data")], capture_output=True,

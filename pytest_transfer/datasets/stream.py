@@ -83,6 +83,11 @@ def _stack(items: list[torch.Tensor | ValueError]) -> torch.Tensor | ValueError:
         from .core import to_unit_float
 
         items = [to_unit_float(t) for t in items]
+    if len({tuple(t.shape) for t in items}) > 1:
+        shapes = sorted({"×".join(map(str, t.shape)) for t in items})
+        return ValueError(f"images of different sizes in one batch ({', '.join(shapes[:4])}): the model's "
+                          "preprocess does not bring every image to one input size (a resize without a crop?); "
+                          "give it a crop, or load the folder with size=N")
     return torch.stack(items)
 
 

@@ -37,7 +37,9 @@ class Preprocess:
     (torchvision is not imported for it: that would add a second to every
     session's start.)
     Models from a library get that library's preprocess instead (see
-    :class:`TensorTransform`).
+    :class:`TensorTransform`). Image files are resized per image instead, by
+    torchvision's ``Resize(size)`` + ``CenterCrop(size)`` on the PIL image
+    (:attr:`geometry`); :meth:`normalise` is the rest.
 
     >>> import torch
     >>> p = Preprocess(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
