@@ -116,6 +116,11 @@ def model_mode(img: Any, channels: int) -> Any:
     return img.convert("L" if channels == 1 else "RGB")
 
 
+def repeat_grey(t: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """A one-channel C×H×W image repeated to three channels when ``channels`` is 3 (else as it is)."""
+    return t.expand(3, -1, -1).contiguous() if t.shape[0] == 1 and channels == 3 else t
+
+
 def pil_to_tensor(img: Any, layout: Layout) -> torch.Tensor:
     """A PIL image as a C×H×W tensor in ``layout`` (uint8, or float32 in [0, 1])."""
     import numpy as np
@@ -197,4 +202,5 @@ def adapt_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
 
 
 __all__ = ["GREY_MODES", "HIGH_DEPTH_MODES", "Layout", "adapt_channels", "check_image_size", "high_depth_to_unit",
-           "image_to_tensor", "layout_for_modes", "model_mode", "pil_to_tensor", "resize_crop"]
+           "image_to_tensor", "layout_for_modes", "model_mode", "pil_to_tensor", "repeat_grey",
+           "resize_crop"]

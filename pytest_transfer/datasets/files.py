@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .decode import Layout, layout_for_modes, model_mode, pil_to_tensor, resize_crop
+from .decode import Layout, layout_for_modes, model_mode, pil_to_tensor, repeat_grey, resize_crop
 from .source import ImageSource
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -243,8 +243,7 @@ class FileSource(ImageSource):
             ) from None
         if self.resize is not None:
             img = resize_crop(img, self.resize)
-        t = geometry.image(img)
-        return t.expand(3, -1, -1).contiguous() if t.shape[0] == 1 and channels == 3 else t
+        return repeat_grey(geometry.image(img), channels)
 
     def content_fingerprint(self) -> str:
         return files_fingerprint(self.paths, root=self.root, mode=self.fingerprint_mode)

@@ -141,3 +141,20 @@ def test_folder_logits_equal_the_librarys_file_pipeline(fresh_context, folder, t
     got = torch.from_numpy(ev.logits)
     scale = float(expected.abs().max())
     assert float((got - expected).abs().max()) <= 1e-4 * scale + 1e-5, (library, float((got - expected).abs().max()))
+
+
+@pytest.mark.parametrize("library", ["checkpoint", "transformers"])
+def test_a_torch_dataset_of_pil_images_is_fed_as_files_are(fresh_context, folder, torch_home, tmp_path, monkeypatch,
+                                                            library):
+    """``torchvision.datasets.ImageFolder(root)`` (PIL items, no transform) gives the library's numbers too."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    model, reference, transform = LIBRARIES[library](torch_home, tmp_path, monkeypatch)
+    data = ImageFolder(str(folder))
+    ev = evaluate(model, load_dataset(data, name="ImageFolder"), split="all")
+    with torch.inference_mode():
+        expected = torch.cat([reference(transform(Image.open(data.samples[i][0]).convert("RGB"))[None])
+                              for i in ev.indices])
+    scale = float(expected.abs().max())
+    assert float((torch.from_numpy(ev.logits) - expected).abs().max()) <= 1e-4 * scale + 1e-5
