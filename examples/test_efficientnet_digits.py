@@ -36,7 +36,7 @@ def test_macro_f1(pretrained_model, target_dataset):
 
 
 def test_robust_to_mild_noise(pretrained_model, target_dataset):
-    # The probe is trained on clean features and scored on noisy images (noise added before preprocess).
+    # The probe is trained on clean features and scored on noisy images (noise added at the 224-px input).
     # Try: sigma=0.5 to see the drop exceed noise_max_drop.
     assert_robust_under_noise(pretrained_model, target_dataset, sigma=0.05)
 

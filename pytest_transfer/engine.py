@@ -473,8 +473,8 @@ def _to_device(raw: torch.Tensor, device: Any) -> torch.Tensor:
     return to_unit_float(raw.to(device, non_blocking=device.type == "cuda"))
 
 
-def load_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any, *,
-                num_workers: int = 0) -> Iterator[torch.Tensor]:
+def load_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any, *, num_workers: int = 0,
+                model: TransferModel | None = None) -> Iterator[torch.Tensor]:
     """The chunk source: float [0, 1] images ``(n, C, H, W)`` of ``indices`` on ``device``, in fixed chunks of
     ``CHUNK`` (the last may be shorter). Every pass reads its images here, each chunk once.
 
@@ -482,24 +482,50 @@ def load_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any, *,
     ``Dataset`` objects) are decoded by ``num_workers`` ``DataLoader``
     workers (:func:`pytest_transfer.datasets.stream.iter_raw_chunks`), so a
     chunk holds the same images either way and memory is bounded by the chunk.
+    With a ``model`` whose preprocess has a geometric stage
+    (``model.geometry``), the chunks hold images at the model's input size:
+    each file through the library's own resize and crop in the workers,
+    in-memory images through the same stage on the batch; what is left for
+    the model is :meth:`~pytest_transfer.models.TransferModel.normalise`.
     """
     import torch
 
     from .datasets.stream import iter_raw_chunks
 
     device = torch.device(device)
-    for raw in iter_raw_chunks(dataset, indices, chunk=CHUNK, num_workers=num_workers):
+    geometry = model.geometry if model is not None else None
+    streamed = geometry if dataset.streamed else None
+    channels = (model.in_channels or dataset.channels) if model is not None else None
+    for raw in iter_raw_chunks(dataset, indices, chunk=CHUNK, num_workers=num_workers, geometry=streamed,
+                               channels=channels):
         x = _to_device(raw, device)
         del raw  # a decoded chunk is freed once converted
+        if geometry is not None and streamed is None:
+            x = geometry.batch(x)
         yield x
         del x
 
 
+def model_batch(model: TransferModel, dataset: TargetDataset, indices: Any, device: Any, *,
+                num_workers: int = 0) -> torch.Tensor:
+    """The float [0, 1] images of ``indices`` at ``model``'s input size, on ``device``, in one tensor (what
+    :func:`load_chunks` yields, concatenated). Feed them to ``model.at_input_size()`` (or through
+    ``model.normalise``), not to ``model`` itself, whose preprocess would resize them again."""
+    import numpy as np
+    import torch
+
+    chunks = list(load_chunks(dataset, np.asarray(indices, dtype=np.int64), device, num_workers=num_workers,
+                              model=model))
+    return torch.cat(chunks) if len(chunks) != 1 else chunks[0]
+
+
 def iter_chunks(dataset: TargetDataset, indices: np.ndarray, device: Any,
-                perturbation: Perturbation | None, *, num_workers: int = 0) -> Iterator[torch.Tensor]:
-    """Float [0, 1] images in fixed chunks of ``CHUNK``, perturbed on ``device`` (chunk ``c`` with seed ``c``)."""
+                perturbation: Perturbation | None, *, num_workers: int = 0,
+                model: TransferModel | None = None) -> Iterator[torch.Tensor]:
+    """Float [0, 1] images in fixed chunks of ``CHUNK`` (at ``model``'s input size, see :func:`load_chunks`),
+    perturbed on ``device`` (chunk ``c`` with seed ``c``)."""
     c = 0  # not enumerate(): its reused result tuple would hold the previous chunk while the next one loads
-    for x in load_chunks(dataset, indices, device, num_workers=num_workers):
+    for x in load_chunks(dataset, indices, device, num_workers=num_workers, model=model):
         out = x if perturbation is None else perturbation.apply(x, c)
         del x
         yield out
@@ -521,7 +547,7 @@ def apply_each(images: torch.Tensor, chunk: int, perturbations: Sequence[Perturb
 
 def iter_variants(dataset: TargetDataset, indices: np.ndarray, device: Any,
                   perturbations: Sequence[Perturbation | None], make: VariantMaker | None = None, *,
-                  num_workers: int = 0) -> Iterator[torch.Tensor]:
+                  num_workers: int = 0, model: TransferModel | None = None) -> Iterator[torch.Tensor]:
     """Each chunk loaded once, followed by all its variants (chunk-major order); undo with :func:`split_variants`.
 
     Variant ``v`` of chunk ``c`` equals what :func:`iter_chunks` yields for
@@ -529,7 +555,7 @@ def iter_variants(dataset: TargetDataset, indices: np.ndarray, device: Any,
     """
     make = make or apply_each
     c = 0  # see iter_chunks: no enumerate()
-    for x in load_chunks(dataset, indices, device, num_workers=num_workers):
+    for x in load_chunks(dataset, indices, device, num_workers=num_workers, model=model):
         yield from make(x, c, perturbations)
         del x
         c += 1
@@ -587,7 +613,7 @@ def _run_batch(step: _Step, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, to
     """``(logits, taps)`` of one batch, or ``None`` when it ran out of memory and can be halved."""
     shape = None  # the module's input shape, once preprocess has run
     try:
-        inp = _layout(step.model.inputs(x), step.channels_last)
+        inp = _layout(step.model.normalise(x), step.channels_last)
         shape = tuple(inp.shape)
         out = _forward(step.module, inp, step.amp, step.dtype, f"model {step.model.name!r}")
         if step.headless and out.ndim > 2:
@@ -652,7 +678,7 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
                          total=len(indices) if total is None else total, every=PROGRESS_EVERY)
     meter.start()
     stream = _Regroup(chunks() if chunks is not None
-                      else iter_chunks(dataset, indices, device, perturbation, num_workers=num_workers))
+                      else iter_chunks(dataset, indices, device, perturbation, num_workers=num_workers, model=model))
     outputs = _HostOutputs(nodes, device, meter.total)
     with _Taps(model, nodes) as taps, torch.inference_mode(), tuned_malloc(malloc_tuning and device.type == "cpu"):
         step = _Step(model, module, taps, amp, channels_last, dataset.name, dtype, not model.has_head)
@@ -704,8 +730,15 @@ def code_fingerprint(model: TransferModel) -> str:
 def memo_base(model: TransferModel, dataset: TargetDataset, split: str, perturbation: Perturbation | None, *,
               precision: str) -> tuple[Any, ...]:
     """The session memo's key of a pass without its taps: ``ctx.evaluations[(memo_base(...), tuple(nodes))]``."""
-    return (model.fingerprint(), dataset.fingerprint(), dataset.split_fingerprint(split),
+    return (model.fingerprint(), geometry_key(model), dataset.fingerprint(), dataset.split_fingerprint(split),
             perturbation.key if perturbation else None, perturbation.seed if perturbation else None, precision)
+
+
+def geometry_key(model: TransferModel) -> str:
+    """What the chunk source does to the images for ``model`` (its geometric stage's description, or
+    ``"as stored"``): the images a pass reads depend on it, so the memo and the disk cache are keyed by it."""
+    geometry = model.geometry
+    return "as stored" if geometry is None else geometry.describe()
 
 
 def cache_key(model: TransferModel, dataset: TargetDataset, split: str, perturbation: Perturbation | None,
@@ -713,7 +746,8 @@ def cache_key(model: TransferModel, dataset: TargetDataset, split: str, perturba
     """The disk-cache key of a pass: everything that changes its outputs.
 
     Weights, preprocess and feature node (``model.fingerprint()``), the
-    model's code, the data, the split's indices, the perturbation and its
+    model's code, the geometric stage that brings the images to the model's
+    input size (:func:`geometry_key`), the data, the split's indices, the perturbation and its
     seed, the taps, the precision, the device type, and the versions of
     torch and of this engine. The batch size is not part of it: results do
     not depend on it beyond float rounding.
@@ -724,7 +758,7 @@ def cache_key(model: TransferModel, dataset: TargetDataset, split: str, perturba
 
     return {
         "engine": ENGINE_VERSION, "pytest_transfer": __version__, "torch": torch.__version__,
-        "model": model.fingerprint(), "code": code_fingerprint(model),
+        "model": model.fingerprint(), "code": code_fingerprint(model), "geometry": geometry_key(model),
         "data": dataset.fingerprint(), "split": dataset.split_fingerprint(split),
         "perturbation": perturbation.key if perturbation else None,
         "seed": perturbation.seed if perturbation else None,
@@ -794,7 +828,7 @@ class _Request:
                 return [run_pass(self.model, self.dataset, indices, perturbation=chosen[0], **common)]
             arrays = run_pass(self.model, self.dataset, indices, perturbation=None, **common,
                               chunks=lambda: iter_variants(self.dataset, indices, self.device, chosen, self.make,
-                                                           num_workers=self.workers),
+                                                           num_workers=self.workers, model=self.model),
                               total=len(indices) * len(chosen), variant=_variants_label(chosen))
         return split_variants(arrays, len(indices), len(chosen))
 
@@ -930,6 +964,7 @@ def evaluate_many(model: Any, dataset: Any, perturbations: Sequence[Perturbation
 __all__ = [
     "AUTOCAST_MODES", "CHUNK", "PENULTIMATE", "BatchPolicy", "Evaluation", "Perturbation", "VariantMaker",
     "apply_each", "autocast_dtype", "batch_limit", "cache_key", "corruption", "evaluate", "evaluate_many",
-    "gaussian_noise", "is_out_of_memory", "iter_batches", "iter_chunks", "iter_variants", "load_chunks",
-    "memo_base", "pool_features", "precision_label", "prepare_module", "run_pass", "split_variants",
+    "gaussian_noise", "geometry_key", "is_out_of_memory", "iter_batches", "iter_chunks", "iter_variants",
+    "load_chunks", "memo_base", "model_batch", "pool_features", "precision_label", "prepare_module", "run_pass",
+    "split_variants",
 ]

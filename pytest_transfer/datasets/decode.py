@@ -97,12 +97,28 @@ def high_depth_to_unit(arr: np.ndarray, mode: str) -> np.ndarray:
     return (a - np.float32(lo)) / np.float32(hi - lo)
 
 
-def _resize_crop(img: Any, size: int) -> Any:
+def resize_crop(img: Any, size: int) -> Any:
     """torchvision's ``resize`` (shorter side) + ``center_crop`` on a PIL image or a tensor."""
     from torchvision.transforms import functional as TF
 
     img = TF.resize(img, size, antialias=True)
     return TF.center_crop(img, [size, size])
+
+
+def model_mode(img: Any, channels: int) -> Any:
+    """A PIL image as a model reads it: ``convert("RGB")`` as torchvision's ``pil_loader`` does (``"L"`` for a
+    one-channel model); a 16/32-bit image as a mode ``F`` image in [0, 1] (see the module's rules)."""
+    import numpy as np
+    from PIL import Image
+
+    if img.mode in HIGH_DEPTH_MODES:
+        return Image.fromarray(high_depth_to_unit(np.asarray(img), img.mode))
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def repeat_grey(t: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """A one-channel C×H×W image repeated to three channels when ``channels`` is 3 (else as it is)."""
+    return t.expand(3, -1, -1).contiguous() if t.shape[0] == 1 and channels == 3 else t
 
 
 def pil_to_tensor(img: Any, layout: Layout) -> torch.Tensor:
@@ -115,7 +131,7 @@ def pil_to_tensor(img: Any, layout: Layout) -> torch.Tensor:
     if img.mode in HIGH_DEPTH_MODES:
         unit = high_depth_to_unit(np.asarray(img), img.mode)
         if layout.size is not None:
-            unit = np.array(_resize_crop(Image.fromarray(unit), layout.size), dtype=np.float32)
+            unit = np.array(resize_crop(Image.fromarray(unit), layout.size), dtype=np.float32)
         t = torch.from_numpy(np.ascontiguousarray(unit))[None]
         return t.expand(3, -1, -1).contiguous() if layout.channels == 3 else t
     target = "L" if layout.channels == 1 else "RGB"
@@ -124,7 +140,7 @@ def pil_to_tensor(img: Any, layout: Layout) -> torch.Tensor:
             raise ValueError(f"a colour image (mode {img.mode}) in a dataset read as greyscale; pass channels=3")
         img = img.convert(target)
     if layout.size is not None:
-        img = _resize_crop(img, layout.size)
+        img = resize_crop(img, layout.size)
     t = to_tensor(img)
     return t.float().div_(255.0) if layout.dtype == "float32" else t
 
@@ -152,7 +168,7 @@ def array_to_tensor(item: Any, layout: Layout) -> torch.Tensor:
             raise ValueError("a colour image in a dataset read as greyscale; pass channels=3")
         t = t.expand(3, -1, -1)
     if layout.size is not None:
-        t = _resize_crop(t, layout.size)
+        t = resize_crop(t, layout.size)
     if t.dtype == torch.uint8 and layout.dtype == "float32":
         t = t.float().div_(255.0)
     return t.contiguous()
@@ -186,4 +202,5 @@ def adapt_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
 
 
 __all__ = ["GREY_MODES", "HIGH_DEPTH_MODES", "Layout", "adapt_channels", "check_image_size", "high_depth_to_unit",
-           "image_to_tensor", "layout_for_modes", "pil_to_tensor"]
+           "image_to_tensor", "layout_for_modes", "model_mode", "pil_to_tensor", "repeat_grey",
+           "resize_crop"]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .decode import Layout, layout_for_modes, pil_to_tensor
+from .decode import Layout, layout_for_modes, model_mode, pil_to_tensor, repeat_grey, resize_crop
 from .source import ImageSource
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,26 +53,36 @@ def find_image_folder(root: Path, *, allow_empty: bool = False) -> tuple[list[st
 
     Classes are the sorted names of ``root``'s sub-folders, as
     ``torchvision.datasets.folder.find_classes`` sorts them (code-point
-    order: ``10`` < ``2`` < ``B`` < ``a``); samples come from torchvision's
+    order: ``10`` < ``2`` < ``B`` < ``a``); samples in the order of torchvision's
     ``make_dataset`` (sorted walk, links followed). Unlike torchvision,
     hidden files and folders are skipped at every level (``.ipynb_checkpoints``,
-    ``._x.png``, ``.DS_Store``), so they are neither classes nor images.
+    ``._x.png``, ``.DS_Store``), so they are neither classes nor images, and
+    links are checked (:func:`walk_class`): a folder link back into its own
+    path (``loop -> .``, ``up -> ..``) or into another class's folder is
+    refused naming the link, and a file reached twice (two links to it) is
+    one sample.
     A class folder without images is an error naming it unless
     ``allow_empty=True`` (then the class keeps its index and has no samples).
     """
-    from torchvision.datasets.folder import make_dataset
-
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not is_hidden(e.name))
     if not classes:
         raise ValueError(f"imagefolder:{root}: expected one sub-folder per class (root/<class>/<image>), found none")
-    class_to_idx = {c: i for i, c in enumerate(classes)}
     base = os.path.abspath(root)
-
-    def valid(path: str) -> bool:
-        rel = os.path.relpath(os.path.abspath(path), base)
-        return path.lower().endswith(IMAGE_SUFFIXES) and not any(is_hidden(p) for p in Path(rel).parts)
-
-    samples = make_dataset(str(root), class_to_idx, is_valid_file=valid, allow_empty=True)
+    class_reals = {os.path.realpath(os.path.join(base, c)): c for c in classes}
+    samples: list[tuple[str, int]] = []
+    owner: dict[str, tuple[str, int]] = {}  # real path of a file -> (the path it was first listed under, class)
+    for index, c in enumerate(classes):
+        for path in walk_class(os.path.join(str(root), c), class_reals, root):
+            real = os.path.realpath(path)
+            if real in owner:
+                first, first_class = owner[real]
+                if first_class != index:
+                    raise ValueError(f"imagefolder:{root}: {path} and {first} are the same file (links) in two "
+                                     "classes; a file has one label: remove one of the links")
+                continue  # reached twice inside its class (two links to one file): counted once
+            owner[real] = (path, index)
+            if path.lower().endswith(IMAGE_SUFFIXES):
+                samples.append((path, index))
     counts = [0] * len(classes)
     for _, c in samples:
         counts[c] += 1
@@ -84,6 +94,42 @@ def find_image_folder(root: Path, *, allow_empty: bool = False) -> tuple[list[st
             "to keep the class (and the indices of the classes after it) without samples"
         )
     return classes, samples
+
+
+def _link_problem(link: str, target: str, here: str, own: str, class_reals: dict[str, str]) -> str | None:
+    """Why following the folder link ``link`` (to ``target``, found in ``here``) is refused, or ``None``."""
+    if here == target or here.startswith(target + os.sep):
+        return "points back to a folder that contains it (a loop that lists the same images again and again)"
+    for real, other in class_reals.items():
+        if real != own and (target == real or target.startswith(real + os.sep)):
+            return f"points into the folder of class {other!r}, whose images would be listed under this class too"
+        if target != own and own.startswith(target + os.sep):
+            return "points to a folder above this class's folder (other classes' images under this label)"
+    return None
+
+
+def walk_class(folder: str, class_reals: dict[str, str], root: Any) -> list[str]:
+    """The non-hidden files under one class folder, in torchvision's order (``sorted(os.walk(folder,
+    followlinks=True))``, then sorted names), following folder links but refusing, by the link's name, one
+    that loops or leads into another class (see :func:`find_image_folder`)."""
+    own = os.path.realpath(folder)
+    found: list[tuple[str, list[str]]] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        here = os.path.realpath(dirpath)
+        kept = []
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if is_hidden(d):
+                continue
+            if os.path.islink(full):
+                problem = _link_problem(full, os.path.realpath(full), here, own, class_reals)
+                if problem:
+                    raise ValueError(f"imagefolder:{root}: the link {full} -> {os.readlink(full)} {problem}; "
+                                     "remove the link, or replace it with a copy of the images it should add")
+            kept.append(d)
+        dirnames[:] = kept
+        found.append((dirpath, sorted(f for f in filenames if not is_hidden(f))))
+    return [os.path.join(d, f) for d, files in sorted(found) for f in files]
 
 
 def stat_key(path: str) -> tuple[str, int, int]:
@@ -150,7 +196,7 @@ class FileSource(ImageSource):
     """Images decoded from files on demand (picklable, so loader workers can decode them)."""
 
     def __init__(self, paths: Sequence[str], layout: Layout, image_size: tuple[int, int], *,
-                 root: str | None = None, fingerprint: str = "content") -> None:
+                 root: str | None = None, fingerprint: str = "content", resize: int | None = None) -> None:
         if fingerprint not in FINGERPRINT_MODES:
             raise ValueError(f"fingerprint: expected one of {', '.join(FINGERPRINT_MODES)}, got {fingerprint!r}")
         self.paths = list(paths)
@@ -158,6 +204,7 @@ class FileSource(ImageSource):
         self.size_hw = image_size
         self.root = root
         self.fingerprint_mode = fingerprint
+        self.resize = resize  # a size the user asked for: applied before a model's geometry too
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -178,6 +225,26 @@ class FileSource(ImageSource):
             raise ValueError(f"image {path} is {t.shape[2]}×{t.shape[1]} but the folder's images are "
                              f"{self.size_hw[1]}×{self.size_hw[0]}; pass size=N to resize them all")
         return t
+
+    def load_at(self, i: int, geometry: Any, channels: int | None) -> torch.Tensor:
+        """File ``i`` as its model's library reads it: decoded, ``convert("RGB")`` (``"L"`` for a one-channel
+        model; 16/32-bit images as float, see :mod:`.decode`), resized to ``size`` if the folder was loaded
+        with one, then ``geometry`` (the library's own resize and crop) on the PIL image: C×H×W at the
+        model's input size, uint8 (float32 in [0, 1] for 16/32-bit files)."""
+        from PIL import Image
+
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                img = model_mode(im, channels or self.layout.channels)
+        except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise UnreadableImage(
+                f"cannot read image {path} ({exc}); fix or remove the file, or load the folder with "
+                "skip_unreadable=True to leave out the files that cannot be decoded"
+            ) from None
+        if self.resize is not None:
+            img = resize_crop(img, self.resize)
+        return repeat_grey(geometry.image(img), channels)
 
     def content_fingerprint(self) -> str:
         return files_fingerprint(self.paths, root=self.root, mode=self.fingerprint_mode)
@@ -203,6 +270,7 @@ def scan_files(paths: Sequence[str], *, skip_unreadable: bool, size: int | None,
                                       "to leave out the files that cannot be decoded") from None
             skipped.append(p)
             continue
+        check_aspect(p, wh)
         kept.append(i)
         modes.add(mode)
         sizes.add(wh)
@@ -218,6 +286,17 @@ def scan_files(paths: Sequence[str], *, skip_unreadable: bool, size: int | None,
 
 
 DEFAULT_SIZE = 224
+#: the longest side may be at most this many times the shorter: a resize of the shorter side to a model's
+#: input would otherwise make a 1×20,000 strip 224×4,480,000 (4 GB)
+MAX_ASPECT_RATIO = 100
+
+
+def check_aspect(path: str, wh: tuple[int, int]) -> None:
+    """Refuse, naming the file, an image whose sides differ more than :data:`MAX_ASPECT_RATIO` times."""
+    w, h = wh
+    if min(w, h) < 1 or max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise ValueError(f"image {path} is {w}×{h} pixels, an aspect ratio over {MAX_ASPECT_RATIO}:1; resizing its "
+                         "shorter side to a model's input would take gigabytes. Crop it or remove it from the folder")
 
 
 def relative_ids(paths: Sequence[str], root: str | None) -> np.ndarray:
@@ -238,6 +317,6 @@ def describe_skipped(skipped: Sequence[str]) -> str:
     return f"{len(skipped)} unreadable file(s) skipped ({head}{', ...' if len(skipped) > 3 else ''})"
 
 
-__all__ = ["DEFAULT_SIZE", "FINGERPRINT_MODES", "IMAGE_SUFFIXES", "FileSource", "UnreadableImage", "clear_file_memo",
-           "describe_skipped", "file_digest", "files_fingerprint", "find_image_folder", "read_header",
-           "relative_ids", "scan_files"]
+__all__ = ["DEFAULT_SIZE", "FINGERPRINT_MODES", "IMAGE_SUFFIXES", "MAX_ASPECT_RATIO", "FileSource", "UnreadableImage",
+           "check_aspect", "clear_file_memo", "describe_skipped", "file_digest", "files_fingerprint",
+           "find_image_folder", "read_header", "relative_ids", "scan_files", "walk_class"]

@@ -49,14 +49,15 @@ class ImageSource:
 
         return np.asarray(indices, dtype=np.int64).copy()
 
-    def load_checked(self, i: int) -> torch.Tensor:
-        """``load(i)`` held to the one pixel rule (:func:`~pytest_transfer.datasets.pixels.check_pixels`); a
-        ``ValueError`` from decoding names the dataset and the item. Every streamed image goes through here."""
+    def load_checked(self, i: int, geometry: Any = None, channels: int | None = None) -> torch.Tensor:
+        """``load(i)`` (or, with a model's ``geometry``, :meth:`load_at`) held to the one pixel rule
+        (:func:`~pytest_transfer.datasets.pixels.check_pixels`); a ``ValueError`` from decoding names the dataset
+        and the item. Every streamed image goes through here."""
         from .files import UnreadableImage
         from .pixels import check_pixels, item_label
 
         try:
-            t = self.load(i)
+            t = self.load(i) if geometry is None else self.load_at(i, geometry, channels)
         except UnreadableImage:
             raise  # already names the file and the fix
         except ValueError as exc:
@@ -68,6 +69,14 @@ class ImageSource:
         """The sample id of image ``i`` as a Python ``str`` or ``int``."""
         sid = self.sample_ids([i])[0]
         return sid.item() if hasattr(sid, "item") else sid
+
+    def load_at(self, i: int, geometry: Any, channels: int | None) -> torch.Tensor:
+        """Image ``i`` at a model's input size: through ``geometry`` (a
+        :class:`~pytest_transfer.models.geometry.Geometry`). By default its batched stage on the stored image
+        (float32 [0, 1]); image files override this with the per-image PIL path."""
+        from .core import to_unit_float
+
+        return geometry.batch(to_unit_float(self.load(i))[None])[0].float()
 
     def stack(self, indices: object) -> torch.Tensor:
         """The images of ``indices`` stacked N×C×H×W, in the source's dtype."""

@@ -92,9 +92,13 @@ def load_imagefolder(root: str, *, size: int | None = None, channels: int | None
     :func:`~pytest_transfer.datasets.files.find_image_folder`). Only the
     file headers are read here; the engine decodes the images chunk by chunk.
 
-    * ``size``: ``None`` keeps images as stored when they all share one size;
-      otherwise (or when given) the shorter side is resized to ``size``
-      (default 224) and the centre cropped square.
+    * ``size``: by default (``None``) each file goes to a model as its
+      library's file pipeline takes it (its own resize and crop, per image,
+      in the loader workers), whatever the sizes in the folder. ``size=S``
+      first resizes the shorter side to ``S`` and crops the centre square
+      (then the model's own resize and crop follow). Read without a model
+      (``dataset.batch``), a folder of mixed sizes is brought to ``size`` or
+      224 that way. A file whose sides differ over 100 times is refused by name.
     * ``channels``: 1 or 3; by default 1 when every image is greyscale.
       Bit depth, palette and alpha: :mod:`pytest_transfer.datasets.decode`.
     * ``allow_empty=True`` keeps a class folder without images (an error
@@ -125,7 +129,7 @@ def load_imagefolder(root: str, *, size: int | None = None, channels: int | None
                                            what=spec)
     if skipped:
         warnings.warn(f"{spec}: {describe_skipped(skipped)}", UserWarning, stacklevel=_caller_stacklevel())
-    source = FileSource([paths[i] for i in kept], layout, hw, root=str(base), fingerprint=fingerprint)
+    source = FileSource([paths[i] for i in kept], layout, hw, root=str(base), fingerprint=fingerprint, resize=size)
     ds = TargetDataset(source, [samples[i][1] for i in kept], name=kwargs.pop("name", spec), classes=classes,
                        **kwargs)
     ds.skipped = skipped

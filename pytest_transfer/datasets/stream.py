@@ -6,7 +6,10 @@ chunk (a perturbation's random draws, seeded per chunk) is the same streamed
 or in memory, with 0 or N workers. Each worker decodes sub-batches of a
 quarter chunk, so at most ``workers × prefetch × chunk / 4`` decoded images
 wait in shared memory besides the chunk being assembled: peak memory is
-bounded by the chunk, not by the dataset.
+bounded by the chunk, not by the dataset. With a model's geometry, each
+worker brings every image to the model's input size before handing it over,
+so the bound is in model-size images, whatever the files' resolution (a
+worker holds one decoded file at a time).
 """
 
 from __future__ import annotations
@@ -50,16 +53,19 @@ def resolve_num_workers(value: Any) -> int:
 class _Items:
     """The images of ``indices`` of a source, as a map-style dataset for ``DataLoader``."""
 
-    def __init__(self, source: ImageSource, indices: np.ndarray) -> None:
+    def __init__(self, source: ImageSource, indices: np.ndarray, geometry: Any = None,
+                 channels: int | None = None) -> None:
         self.source = source
         self.indices = indices
+        self.geometry = geometry
+        self.channels = channels
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, k: int) -> torch.Tensor | ValueError:
         try:
-            return self.source.load_checked(int(self.indices[k]))
+            return self.source.load_checked(int(self.indices[k]), self.geometry, self.channels)
         except ValueError as exc:  # a file that cannot be read: returned, raised in the main process
             return exc
 
@@ -68,16 +74,30 @@ def _stack(items: list[torch.Tensor | ValueError]) -> torch.Tensor | ValueError:
     import torch
 
     failed = next((item for item in items if isinstance(item, ValueError)), None)
-    return failed if failed is not None else torch.stack(items)
+    if failed is not None:
+        return failed
+    if len({t.dtype for t in items}) > 1:  # 8-bit and 16-bit files in one batch: all as float [0, 1]
+        from .core import to_unit_float
+
+        items = [to_unit_float(t) for t in items]
+    if len({tuple(t.shape) for t in items}) > 1:
+        shapes = sorted({"×".join(map(str, t.shape)) for t in items})
+        return ValueError(f"images of different sizes in one batch ({', '.join(shapes[:4])}): the model's "
+                          "preprocess does not bring every image to one input size (a resize without a crop?); "
+                          "give it a crop, or load the folder with size=N")
+    return torch.stack(items)
 
 
-def iter_raw_chunks(dataset: TargetDataset, indices: np.ndarray, *, chunk: int,
-                    num_workers: int = 0) -> Iterator[torch.Tensor]:
+def iter_raw_chunks(dataset: TargetDataset, indices: np.ndarray, *, chunk: int, num_workers: int = 0,
+                    geometry: Any = None, channels: int | None = None) -> Iterator[torch.Tensor]:
     """The stored images of ``indices`` (N×C×H×W, uint8 or float32) in chunks of ``chunk``, on the CPU.
 
     In memory: slices of the image tensor. Streamed: decoded by ``num_workers``
     ``DataLoader`` worker processes (0: in this process); fewer when the
-    indices fill fewer loader batches.
+    indices fill fewer loader batches. With a model's ``geometry``
+    (:mod:`pytest_transfer.models.geometry`) a streamed image goes through it
+    in the worker (``source.load_at``), so a chunk holds images at the
+    model's input size (``channels``: the model's), whatever the files' sizes.
     """
     import torch
 
@@ -93,7 +113,7 @@ def iter_raw_chunks(dataset: TargetDataset, indices: np.ndarray, *, chunk: int,
     batches = -(-len(indices) // sub)
     workers = min(int(num_workers), max(0, batches - 1))
     loader = torch.utils.data.DataLoader(
-        _Items(dataset.source, indices), batch_size=sub, shuffle=False, num_workers=workers,
+        _Items(dataset.source, indices, geometry, channels), batch_size=sub, shuffle=False, num_workers=workers,
         collate_fn=_stack, prefetch_factor=PREFETCH if workers else None,
     )
     buf, filled, done = None, 0, 0
@@ -103,6 +123,10 @@ def iter_raw_chunks(dataset: TargetDataset, indices: np.ndarray, *, chunk: int,
             raise part
         if buf is None:  # each chunk is filled in place: no second copy of its images
             buf = torch.empty((min(chunk, len(indices) - done), *part.shape[1:]), dtype=part.dtype)
+        elif buf.dtype != part.dtype:  # 8-bit and 16-bit files in one chunk: all as float [0, 1]
+            from .core import to_unit_float
+
+            buf, part = to_unit_float(buf), to_unit_float(part)
         buf[filled:filled + len(part)] = part
         filled += len(part)
         del part

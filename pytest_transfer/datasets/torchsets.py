@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .decode import GREY_MODES, HIGH_DEPTH_MODES, Layout, image_to_tensor
+from .decode import GREY_MODES, HIGH_DEPTH_MODES, Layout, image_to_tensor, model_mode, repeat_grey
 from .describe import describe, describe_class
 from .files import DEFAULT_SIZE, files_fingerprint, relative_ids
 from .pixels import item_label
@@ -220,6 +220,17 @@ class DatasetSource(ImageSource):
             raise ValueError(f"it is {t.shape[2]}×{t.shape[1]} but the items probed are "
                              f"{self.size_hw[1]}×{self.size_hw[0]}; pass size=N to resize them all")
         return t
+
+    def load_at(self, i: int, geometry: Any, channels: int | None) -> torch.Tensor:
+        """Item ``i`` at a model's input size: a PIL item through the model's geometry as a file is
+        (:meth:`~pytest_transfer.datasets.files.FileSource.load_at`), any other through its batch stage."""
+        from PIL import Image
+
+        ds, j = locate(self.parts, i)
+        image = _split_item(ds[j], j)[0]
+        if not isinstance(image, Image.Image):
+            return super().load_at(i, geometry, channels)
+        return repeat_grey(geometry.image(model_mode(image, channels or self.layout.channels)), channels)
 
     def sample_ids(self, indices: Any) -> np.ndarray:
         """The listed file of each item relative to the dataset's root (``ImageFolder``'s ``cat/1.jpg``); else

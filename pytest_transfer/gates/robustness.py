@@ -410,11 +410,12 @@ def _attack_key(model: TransferModel, dataset: TargetDataset, *, attack: str, ep
     """What an attack's result depends on: the model (weights, preprocess, code), the data and both splits (the
     probe is fitted on train), the attack's parameters, the probe's ``C``, the device type and the code."""
     from ..cache import source_fingerprint
-    from ..engine import CHUNK, code_fingerprint
+    from ..engine import CHUNK, code_fingerprint, geometry_key
     from ..probes import fit_linear_probe
 
     pgd_only = attack == "pgd"
-    return {"model": model.fingerprint(), "code": code_fingerprint(model), "data": dataset.fingerprint(),
+    return {"model": model.fingerprint(), "code": code_fingerprint(model), "geometry": geometry_key(model),
+            "data": dataset.fingerprint(),
             "split": dataset.split_fingerprint(split), "train": dataset.split_fingerprint("train"),
             "attack": attack, "eps": repr(eps), "steps": repr(steps) if pgd_only else None,
             "step_size": repr(step_size) if pgd_only else None, "seed": seed if pgd_only else None,
@@ -431,21 +432,24 @@ def _attack_correct(model: TransferModel, dataset: TargetDataset, indices: np.nd
         from ..engine import CHUNK
 
         size = CHUNK  # the unit the random start is seeded by, whatever the batch size
+    from ..engine import model_batch
+
     device = ctx.device
     model.to(device)
     y_true = dataset.labels[indices]
+    at_size = model.at_input_size()  # attacked at the model's input size, before normalisation
     if method == "direct":
         mapping = direct_mapping(model, dataset)
-        target: Any = model
+        target: Any = at_size
         columns = y_true.copy() if mapping is None else np.argsort(mapping)[y_true]
         valid = np.ones(len(y_true), dtype=bool)
 
         def decide(adv: torch.Tensor) -> np.ndarray:
-            pred = model(adv).argmax(dim=1).cpu().numpy()
+            pred = at_size(adv).argmax(dim=1).cpu().numpy()
             return pred if mapping is None else mapping[pred]
     else:
         probe = probe_for(model, dataset, "linear_probe", ctx=ctx, C=C)
-        target = ProbeHeadModel(model, probe.torch_head().to(device))
+        target = ProbeHeadModel(at_size, probe.torch_head().to(device))
         where = np.searchsorted(probe.classes, y_true).clip(0, len(probe.classes) - 1)
         valid = probe.classes[where] == y_true  # a class the probe never saw cannot be predicted
         columns = np.where(valid, where, 0)
@@ -457,7 +461,7 @@ def _attack_correct(model: TransferModel, dataset: TargetDataset, indices: np.nd
     correct = np.zeros(len(indices), dtype=bool)
     for b, start in enumerate(range(0, len(indices), size)):
         part = slice(start, start + size)
-        x = dataset.batch(indices[part]).to(device)
+        x = model_batch(model, dataset, indices[part], device)
         labels = torch.as_tensor(columns[part], dtype=torch.long, device=device)
         if attack == "fgsm":
             adv = fgsm(target, x, labels, eps=eps)
@@ -475,7 +479,8 @@ def assert_robust_under_attack(model: Any, dataset: Any, *, attack: str = "pgd",
                                C: float = 1.0) -> Measurement:
     """Gate on accuracy under an L∞ attack (FGSM or PGD) of radius ``eps`` in [0, 1] pixel units.
 
-    The attack perturbs the [0, 1] images before preprocess (as RobustBench),
+    The attack perturbs the [0, 1] images at the model's input size (after
+    the geometric stage of its preprocess), before normalisation (as RobustBench),
     through the model's own head (``method="direct"``) or through the
     backbone with its linear probe (fitted on clean train features) as the
     head (``method="linear_probe"``). PGD: ``steps`` steps of ``step_size``

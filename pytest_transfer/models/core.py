@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
+    from .geometry import Geometry
+
 PENULTIMATE = "penultimate"
 
 
@@ -36,7 +38,9 @@ class Preprocess:
     (torchvision is not imported for it: that would add a second to every
     session's start.)
     Models from a library get that library's preprocess instead (see
-    :class:`TensorTransform`).
+    :class:`TensorTransform`). Image files are resized per image instead, by
+    torchvision's ``Resize(size)`` + ``CenterCrop(size)`` on the PIL image
+    (:attr:`geometry`); :meth:`normalise` is the rest.
 
     >>> import torch
     >>> p = Preprocess(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -58,9 +62,13 @@ class Preprocess:
         self.channels = int(channels)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalise(self.resize(adapt_channels(images, self.channels)))
+
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        """The geometric stage on a batch: shorter side to ``size``, centre crop (unchanged when ``size`` is
+        ``None`` or the images are already ``size``×``size``)."""
         import torch.nn.functional as F
 
-        x = adapt_channels(images, self.channels)
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
             # torchvision's rules, without importing torchvision (a second of start-up): the shorter side
             # becomes size and the longer int(size · long / short); the crop starts at round((side - size) / 2)
@@ -71,11 +79,28 @@ class Preprocess:
             x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
             top, left = round((new_h - self.size) / 2.0), round((new_w - self.size) / 2.0)
             x = x[..., top:top + self.size, left:left + self.size]
+        return x
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """The photometric stage: channels made ``channels``, then ``(x - mean) / std``."""
+        x = adapt_channels(x, self.channels)
         if self.mean is not None and self.std is not None:
             mean = x.new_tensor(self.mean).view(1, -1, 1, 1)
             std = x.new_tensor(self.std).view(1, -1, 1, 1)
             x = (x - mean) / std
         return x
+
+    @property
+    def geometry(self) -> Geometry | None:
+        """The per-image geometric stage (:class:`~pytest_transfer.models.geometry.SquareGeometry`), or
+        ``None`` without a ``size`` (images are fed as stored)."""
+        from .geometry import SquareGeometry
+
+        return SquareGeometry(self.size, self.resize) if self.size is not None else None
+
+    @property
+    def photometric(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return self.normalise
 
     def __repr__(self) -> str:
         return f"Preprocess(size={self.size}, mean={self.mean}, std={self.std}, channels={self.channels})"
@@ -89,17 +114,40 @@ class TensorTransform:
     (resize of the shorter side with the weights' interpolation and
     antialias, centre crop, normalise), timm's eval transform, or a Hugging
     Face image processor call. One-channel images are repeated to three first.
+    ``geometry`` and ``photometric`` are the same transform in two stages
+    (:mod:`pytest_transfer.models.geometry`): per image at the library's own
+    calls, then per batch after any perturbation.
     """
 
-    def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor], *, source: str) -> None:
+    def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor], *, source: str,
+                 geometry: Geometry | None = None,
+                 photometric: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.transform = transform
         self.source = source
+        if (geometry is None) != (photometric is None):
+            raise ValueError("TensorTransform: pass both geometry and photometric, or neither")
+        self.geometry = geometry
+        self.photometric = photometric
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.transform(adapt_channels(images, 3))
 
     def __repr__(self) -> str:
         return f"TensorTransform(source={self.source!r}, transform={self.transform!r})"
+
+
+class AtInputSize:
+    """The photometric stage of a model's preprocess, as a preprocess of its own (see
+    :meth:`TransferModel.at_input_size`)."""
+
+    def __init__(self, model: TransferModel) -> None:
+        self.model = model
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.normalise(images)
+
+    def __repr__(self) -> str:
+        return f"AtInputSize({self.model.preprocess!r})"
 
 
 def find_head(module: nn.Module) -> tuple[str, Any] | None:
@@ -213,6 +261,33 @@ class TransferModel:
         """The module's input for float [0, 1] N×C×H×W ``images``: their channels made the module's
         (:func:`~pytest_transfer.datasets.adapt_channels`), then ``preprocess``."""
         return self.preprocess(adapt_channels(images, self.in_channels))
+
+    @property
+    def geometry(self) -> Geometry | None:
+        """The per-image geometric stage of ``preprocess`` (:mod:`pytest_transfer.models.geometry`), or
+        ``None`` for a preprocess that runs on batches only (a plain callable): its images are fed as stored."""
+        return getattr(self.preprocess, "geometry", None)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """The module's input for float [0, 1] ``images`` already at the model's input size (what
+        :attr:`geometry` made): channels made the module's, then the photometric stage of ``preprocess``
+        (all of ``preprocess`` when it has no geometry)."""
+        x = adapt_channels(images, self.in_channels)
+        stage = getattr(self.preprocess, "photometric", None) if self.geometry is not None else None
+        if stage is None:
+            return self.preprocess(x)
+        return stage(adapt_channels(x, 3) if isinstance(self.preprocess, TensorTransform) else x)
+
+    def at_input_size(self) -> TransferModel:
+        """A view of this model (same module) that takes images already at its input size: its preprocess is
+        :meth:`normalise`. Attacks and fine-tuning on images from the geometric stage use it."""
+        if self.geometry is None:
+            return self
+        view = object.__new__(TransferModel)
+        view.__dict__.update(self.__dict__)
+        view.preprocess = AtInputSize(self)
+        view._fingerprint = ModelFingerprint()
+        return view
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (N×classes) for float [0, 1] N×C×H×W ``images``: preprocess, then the module in eval mode fed

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .core import TensorTransform, TransferModel
+from .geometry import ProcessorGeometry, ProcessorPhotometric
 from .hfhub import fill_hint, hf_cache_dir, hf_offline, repo_folder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,6 +105,8 @@ def load_hf(ref: str, *, cache_dir: str | os.PathLike[str] | None = None, revisi
                                 f"{folder}). {fill_hint(python, cache, folder)}") from None
     model.eval()
     return TransferModel(_logits_module()(model).eval(), name=f"hf:{ref}",
-                         preprocess=TensorTransform(ProcessorCall(processor), source=f"hf:{ref}"),
+                         preprocess=TensorTransform(ProcessorCall(processor), source=f"hf:{ref}",
+                                                    geometry=ProcessorGeometry(processor, source=f"hf:{ref}"),
+                                                    photometric=ProcessorPhotometric(processor)),
                          num_classes=model.config.num_labels, categories=_categories(model.config),
                          feature_node=feature_node)

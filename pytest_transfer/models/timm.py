@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .core import TensorTransform, TransferModel, close_names
+from .geometry import split_compose
 from .hfhub import fill_hint, hf_cache_dir, hf_offline, repo_folder
 
 
@@ -94,7 +95,10 @@ def load_timm(name: str, *, weights: str | os.PathLike[str] | None = None, pretr
     model.eval()
     config = timm.data.resolve_data_config({}, model=model)
     transform = timm.data.create_transform(**config, is_training=False)
-    return TransferModel(model, name=f"timm:{name}", preprocess=TensorTransform(transform, source=f"timm:{name}"),
+    split = split_compose(transform, source=f"timm:{name}")
+    preprocess = TensorTransform(transform, source=f"timm:{name}", geometry=split[0] if split else None,
+                                 photometric=split[1] if split else None)
+    return TransferModel(model, name=f"timm:{name}", preprocess=preprocess,
                          num_classes=model.num_classes or None, categories=_categories(timm, model),
                          feature_node=feature_node or _pre_logits_node(model))
 

@@ -137,7 +137,23 @@ def weights_preprocess(w: Any, image_size: int | None) -> TensorTransform:
     if image_size:
         crop, resize = t.crop_size[0], t.resize_size[0]
         t = w.transforms(crop_size=int(image_size), resize_size=max(int(image_size), round(image_size * resize / crop)))
-    return TensorTransform(t, source=f"{type(w).__name__}.{w.name}.transforms()")
+    source = f"{type(w).__name__}.{w.name}.transforms()"
+    geometry, photometric = split_image_classification(t, source=source)
+    return TensorTransform(t, source=source, geometry=geometry, photometric=photometric)
+
+
+def split_image_classification(t: Any, *, source: str) -> tuple[Any, Any]:
+    """``(geometry, photometric)`` of torchvision's ``ImageClassification`` eval transform: its own
+    ``F.resize`` + ``F.center_crop`` (as ``Resize`` and ``CenterCrop`` steps, on the PIL image or a batch), then
+    ``F.normalize``, exactly the calls of ``ImageClassification.forward``."""
+    from torchvision import transforms as T
+
+    from .geometry import StepsGeometry
+
+    if not all(hasattr(t, a) for a in ("resize_size", "crop_size", "interpolation", "antialias", "mean", "std")):
+        return None, None  # another kind of transform: run on batches as a whole
+    steps = [T.Resize(t.resize_size, interpolation=t.interpolation, antialias=t.antialias), T.CenterCrop(t.crop_size)]
+    return StepsGeometry(steps, source=source), T.Normalize(mean=t.mean, std=t.std)
 
 
 def seeded_build(seed: int, build: Any) -> Any:

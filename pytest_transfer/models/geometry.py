@@ -1,0 +1,191 @@
+"""A model's preprocess in two stages: geometry per image, photometry per batch.
+
+The **geometric stage** (:class:`Geometry`) brings one decoded image to the
+model's input size with the library's own calls on the PIL image, as the
+library's file pipeline does (``PIL.Image.open(f).convert("RGB")`` → its eval
+transform): torchvision ``W.transforms()``'s ``Resize`` + ``CenterCrop``,
+timm's eval ``Compose`` up to its to-tensor step, a Hugging Face image
+processor with ``do_rescale=False, do_normalize=False``, and for a plain
+:class:`~pytest_transfer.models.Preprocess` torchvision's ``Resize(size)`` +
+``CenterCrop(size)``. It returns a uint8 C×H×W tensor (an image of 16/32-bit
+depth: float32 in [0, 1]) and runs in the ``DataLoader`` workers, so it must
+be picklable. :meth:`Geometry.batch` is the same stage on a batch of float
+[0, 1] tensors (in-memory arrays keep the batched path they always had).
+
+The **photometric stage** (to float, rescale, normalise) runs on the chunk,
+on the model's device, after any perturbation: perturbations therefore act on
+the [0, 1] image at the model's input size, as ImageNet-C and RobustBench
+apply them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+TO_TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "PILToTensor", "MaybePILToTensor", "ToImage", "ToDtype",
+                   "ConvertImageDtype")
+
+
+def pil_as_tensor(img: Any) -> torch.Tensor:
+    """A PIL image as a C×H×W tensor: uint8 for 8-bit modes, float32 for ``F`` (kept as its values)."""
+    import numpy as np
+    import torch
+    from torchvision.transforms.functional import pil_to_tensor
+
+    if img.mode == "F":
+        return torch.from_numpy(np.array(img, dtype=np.float32))[None]
+    return pil_to_tensor(img)
+
+
+class Geometry:
+    """The geometric stage of a preprocess (see the module). Subclasses define :meth:`pil` (PIL → PIL or
+    tensor at the input size), :meth:`batch` and :meth:`describe`."""
+
+    def pil(self, img: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def batch(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def image(self, img: Any) -> torch.Tensor:
+        """One PIL image (mode ``L``, ``RGB`` or ``F``) at the model's input size, C×H×W."""
+        out = self.pil(img)
+        return out if hasattr(out, "dtype") else pil_as_tensor(out)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
+
+class StepsGeometry(Geometry):
+    """Library transform steps that take a PIL image or a batch of tensors alike (torchvision's ``Resize``,
+    ``CenterCrop``; timm's ``ResizeKeepRatio``, ...), applied in order."""
+
+    def __init__(self, steps: Sequence[Callable[[Any], Any]], *, source: str) -> None:
+        self.steps = list(steps)
+        self.source = source
+
+    def pil(self, img: Any) -> Any:
+        for step in self.steps:
+            img = step(img)
+        return img
+
+    def batch(self, images: torch.Tensor) -> torch.Tensor:
+        for step in self.steps:
+            images = step(images)
+        return images
+
+    def describe(self) -> str:
+        return f"{self.source}: " + " → ".join(repr(s).replace("\n", "") for s in self.steps)
+
+
+class Steps:
+    """Transform steps applied in order to a batch (the photometric part of a library's ``Compose``)."""
+
+    def __init__(self, steps: Sequence[Callable[[Any], Any]]) -> None:
+        self.steps = list(steps)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        for step in self.steps:
+            images = step(images)
+        return images
+
+    def __repr__(self) -> str:
+        return "Steps(" + ", ".join(repr(s).replace("\n", "") for s in self.steps) + ")"
+
+
+def split_compose(compose: Any, *, source: str) -> tuple[StepsGeometry, Steps] | None:
+    """``(geometry, photometric)`` of a torchvision-style ``Compose`` (timm's eval transform): the steps before
+    its first to-tensor step, and those after it (``None`` when there is no such step)."""
+    steps = list(getattr(compose, "transforms", []) or [])
+    names = [type(s).__name__ for s in steps]
+    first = next((k for k, n in enumerate(names) if n in TO_TENSOR_STEPS), None)
+    if first is None:
+        return None
+    after = [s for s, n in zip(steps[first:], names[first:], strict=True) if n not in TO_TENSOR_STEPS]
+    return StepsGeometry(steps[:first], source=source), Steps(after)
+
+
+class ProcessorGeometry(Geometry):
+    """A Hugging Face image processor's own resize and crop (``do_rescale=False, do_normalize=False``)."""
+
+    def __init__(self, processor: Any, *, source: str) -> None:
+        self.processor = processor
+        self.source = source
+
+    def _call(self, images: Any) -> torch.Tensor:
+        return self.processor(images=images, do_rescale=False, do_normalize=False,
+                              return_tensors="pt")["pixel_values"]
+
+    def pil(self, img: Any) -> torch.Tensor:
+        import torch
+
+        out = self._call(img)[0]
+        if out.dtype != torch.uint8 and img.mode != "F":
+            rounded = out.round()
+            if torch.equal(rounded, out) and float(out.min()) >= 0 and float(out.max()) <= 255:
+                return rounded.to(torch.uint8)
+            return out.float().div_(255.0)  # a processor whose geometry is not 8-bit: kept in [0, 1]
+        return out
+
+    def batch(self, images: torch.Tensor) -> torch.Tensor:
+        return self._call(images).to(images.device).float()
+
+    def describe(self) -> str:
+        p = self.processor
+        keep = {k: getattr(p, k, None) for k in ("size", "crop_size", "do_resize", "do_center_crop", "resample",
+                                                 "do_pad", "size_divisor")}
+        return f"{self.source}: {type(p).__name__}({', '.join(f'{k}={v!r}' for k, v in keep.items() if v is not None)})"
+
+
+class ProcessorPhotometric:
+    """A Hugging Face image processor's rescale and normalisation, on float [0, 1] images (value / 255)."""
+
+    def __init__(self, processor: Any) -> None:
+        self.scale = 255.0 * float(processor.rescale_factor) if getattr(processor, "do_rescale", True) else 255.0
+        normalise = getattr(processor, "do_normalize", False)
+        self.mean = tuple(float(m) for m in processor.image_mean) if normalise else None
+        self.std = tuple(float(s) for s in processor.image_std) if normalise else None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images * self.scale if self.scale != 1.0 else images
+        if self.mean is not None and self.std is not None:
+            mean = x.new_tensor(self.mean).view(1, -1, 1, 1)
+            std = x.new_tensor(self.std).view(1, -1, 1, 1)
+            x = (x - mean) / std
+        return x
+
+    def __repr__(self) -> str:
+        return f"ProcessorPhotometric(scale={self.scale}, mean={self.mean}, std={self.std})"
+
+
+class SquareGeometry(Geometry):
+    """:class:`~pytest_transfer.models.Preprocess`'s geometry: the shorter side to ``size``, the centre
+    ``size``×``size`` crop; per image by torchvision's ``Resize(size)`` + ``CenterCrop(size)`` on the PIL
+    image (bilinear; Pillow antialiases), per batch by ``batch`` (the tensor path)."""
+
+    def __init__(self, size: int, batch: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.size = int(size)
+        self._batch = batch
+
+    def pil(self, img: Any) -> Any:
+        from torchvision.transforms import functional as TF
+
+        img = TF.resize(img, self.size, interpolation=TF.InterpolationMode.BILINEAR)
+        return TF.center_crop(img, [self.size, self.size])
+
+    def batch(self, images: torch.Tensor) -> torch.Tensor:
+        return self._batch(images)
+
+    def describe(self) -> str:
+        return f"Resize({self.size}, bilinear) → CenterCrop({self.size})"
+
+
+__all__ = ["TO_TENSOR_STEPS", "Geometry", "ProcessorGeometry", "ProcessorPhotometric", "SquareGeometry", "Steps",
+           "StepsGeometry", "pil_as_tensor", "split_compose"]

@@ -1,0 +1,160 @@
+"""Image folders are fed as each model's library feeds a file, whatever the files' sizes, modes and formats.
+
+The reference is the library's own file pipeline, computed here image by
+image: ``PIL.Image.open(f).convert("RGB")`` → the library's eval transform
+(torchvision ``W.transforms()``; timm ``create_transform(**resolve_data_config
+({}, model=m))``; the Hugging Face image processor saved with the model;
+torchvision ``Resize`` + ``CenterCrop`` + ``ToTensor`` + ``Normalize`` for a
+``checkpoint:`` model's ``Preprocess``) → the model. Folders are built from
+real photographs (scikit-learn's sample images) cropped to many sizes, saved
+as JPEG and PNG, in colour, greyscale and palette modes. Random weights are
+laid out where each library looks, as in ``tests/test_models_*.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pytest_transfer import evaluate, load_dataset, load_model
+from tests._helpers import fill_hf_cache, sample_photos
+
+TIMM_NAME = "test_efficientnet.r160_in1k"  # crop 0.95, bicubic, 160 px
+# (top, left, height, width) crops of the two 427×640 photos: square, tall, wide, tiny, whole
+CROPS = [(0, 0, 90, 120), (10, 200, 150, 90), (50, 30, 200, 333), (100, 100, 256, 256), (0, 100, 427, 512),
+         (200, 300, 113, 97), (0, 0, 427, 640), (30, 400, 300, 160)]
+# file kind of each crop, in turn: (suffix, PIL mode)
+KINDS = [(".jpg", "RGB"), (".png", "RGB"), (".png", "L"), (".jpg", "L"), (".png", "P"), (".jpeg", "RGB")]
+
+
+def _write_folder(root, *, mixed: bool) -> None:
+    from PIL import Image
+
+    photos = sample_photos()
+    for n, (top, left, h, w) in enumerate(CROPS * 2):
+        photo = photos[n % 2] if n < len(CROPS) else photos[n % 2][:, ::-1]
+        img = Image.fromarray(np.ascontiguousarray(photo[top:top + h, left:left + w]))
+        suffix, mode = KINDS[n % len(KINDS)] if mixed else (".jpg", "RGB")
+        if not mixed:
+            img = img.resize((200, 150), Image.BILINEAR)
+        folder = root / ("cat" if n % 2 else "dog")
+        folder.mkdir(parents=True, exist_ok=True)
+        img.convert(mode).save(folder / f"img{n:02d}{suffix}", quality=90)
+
+
+@pytest.fixture(scope="module", params=["mixed", "one-size"])
+def folder(request, tmp_path_factory):
+    """A two-class folder of 16 files: ``mixed`` (8 sizes from 90 to 640 px, JPEG and PNG, RGB, L and P) or
+    ``one-size`` (all 200×150 RGB JPEGs)."""
+    root = tmp_path_factory.mktemp(f"photos-{request.param}")
+    _write_folder(root, mixed=request.param == "mixed")
+    return root
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory):
+    """Random SqueezeNet 1.1 weights where torchvision looks for its DEFAULT weights."""
+    from torchvision.models import get_model, get_model_weights
+
+    folder = tmp_path_factory.mktemp("torch_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(folder))
+        mp.setattr(torch.hub, "_hub_dir", None)
+        from pytest_transfer.models.torchvision import weights_file
+
+        w = get_model_weights("squeezenet1_1").DEFAULT
+        torch.manual_seed(1)
+        path = weights_file(w)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(get_model("squeezenet1_1", weights=None).state_dict(), path)
+        yield w
+
+
+def _torchvision(torch_home, tmp_path, monkeypatch):
+    from torchvision.models import get_model
+
+    model = load_model("torchvision:squeezenet1_1", check_hash=False)
+    return model, get_model("squeezenet1_1", weights=torch_home).eval(), torch_home.transforms()
+
+
+def _timm(torch_home, tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm", reason="needs the [timm] extra")
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    save_file(timm.create_model(TIMM_NAME, pretrained=False).state_dict(), str(tmp_path / "model.safetensors"))
+    fill_hf_cache(tmp_path / "hub", f"timm/{TIMM_NAME}", {"model.safetensors": tmp_path / "model.safetensors"})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    reference = timm.create_model(TIMM_NAME, pretrained=True, cache_dir=str(tmp_path / "hub")).eval()
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=reference))
+    return load_model(f"timm:{TIMM_NAME}"), reference, transform
+
+
+def _hf(torch_home, tmp_path, monkeypatch):
+    transformers = pytest.importorskip("transformers", reason="needs the [hf] extra")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=64, num_labels=3)
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).eval().save_pretrained(tmp_path)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
+                                   image_std=[0.2, 0.25, 0.3]).save_pretrained(tmp_path)
+    reference = transformers.ViTForImageClassification.from_pretrained(tmp_path).eval()
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path)
+
+    def transform(img):
+        return processor(images=img, return_tensors="pt")["pixel_values"][0]
+
+    return load_model(f"hf:{tmp_path}"), lambda x: reference(pixel_values=x).logits, transform
+
+
+def _checkpoint(torch_home, tmp_path, monkeypatch):
+    from torchvision import transforms as T
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    net = resnet18(num_classes=5).eval()
+    torch.save(net.state_dict(), tmp_path / "fine-tuned.pt")
+    model = load_model(f"checkpoint:{tmp_path / 'fine-tuned.pt'}", arch="resnet18", image_size=64)
+    transform = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToTensor(),
+                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    return model, net, transform
+
+
+LIBRARIES = {"torchvision": _torchvision, "timm": _timm, "transformers": _hf, "checkpoint": _checkpoint}
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_folder_logits_equal_the_librarys_file_pipeline(fresh_context, folder, torch_home, tmp_path, monkeypatch,
+                                                          library):
+    from PIL import Image
+
+    model, reference, transform = LIBRARIES[library](torch_home, tmp_path, monkeypatch)
+    ds = load_dataset(f"imagefolder:{folder}")
+    ev = evaluate(model, ds, split="all")
+    files = [ds.source.paths[i] for i in ev.indices]
+    with torch.inference_mode():
+        expected = torch.cat([reference(transform(Image.open(f).convert("RGB"))[None]) for f in files])
+    got = torch.from_numpy(ev.logits)
+    scale = float(expected.abs().max())
+    assert float((got - expected).abs().max()) <= 1e-4 * scale + 1e-5, (library, float((got - expected).abs().max()))
+
+
+@pytest.mark.parametrize("library", ["checkpoint", "transformers"])
+def test_a_torch_dataset_of_pil_images_is_fed_as_files_are(fresh_context, folder, torch_home, tmp_path, monkeypatch,
+                                                            library):
+    """``torchvision.datasets.ImageFolder(root)`` (PIL items, no transform) gives the library's numbers too."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    model, reference, transform = LIBRARIES[library](torch_home, tmp_path, monkeypatch)
+    data = ImageFolder(str(folder))
+    ev = evaluate(model, load_dataset(data, name="ImageFolder"), split="all")
+    with torch.inference_mode():
+        expected = torch.cat([reference(transform(Image.open(data.samples[i][0]).convert("RGB"))[None])
+                              for i in ev.indices])
+    scale = float(expected.abs().max())
+    assert float((torch.from_numpy(ev.logits) - expected).abs().max()) <= 1e-4 * scale + 1e-5
