@@ -183,10 +183,13 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
             p.requires_grad_(True)
         device = ctx.device
         module.to(device)
+        from .engine import model_batch
+
+        sized = model.at_input_size()  # files come through the model's geometry, as the engine feeds them
 
         def forward(idx: torch.Tensor) -> torch.Tensor:
-            images = dataset.batch(train_idx[idx.numpy()]).to(device)
-            return call_module(module, model.inputs(images), where=f"model {model.name!r}").float().cpu()
+            images = model_batch(model, dataset, train_idx[idx.numpy()], device)
+            return call_module(module, sized.inputs(images), where=f"model {model.name!r}").float().cpu()
 
         _train(forward, params, labels, cfg, gen)
     return _wrap(model, dataset, module.to(dtype))

@@ -92,7 +92,11 @@ def select_ntk_parameters(module: Any, *, layers: int | str | Sequence[str] | No
     return [n for n, _ in named]
 
 
-def _as_images(images: Any, *, n_samples: int, split: str) -> torch.Tensor:
+def _as_images(images: Any, *, n_samples: int, split: str, model: Any = None) -> tuple[torch.Tensor, Any]:
+    """``(images, the model that takes them)``: a dataset's first ``n_samples`` of ``split`` at ``model``'s input
+    size (each file through its library's geometry, as the engine feeds it) with the view of ``model`` that
+    takes images of that size (:meth:`~pytest_transfer.models.TransferModel.at_input_size`); a tensor as given,
+    with ``model`` itself."""
     import torch
 
     from ..datasets import TargetDataset, load_dataset
@@ -100,13 +104,17 @@ def _as_images(images: Any, *, n_samples: int, split: str) -> torch.Tensor:
     if isinstance(images, (str, TargetDataset)):
         ds = images if isinstance(images, TargetDataset) else load_dataset(images)
         idx = ds.indices(split)[:n_samples]
-        return ds.batch(idx)
+        if model is None or getattr(model, "geometry", None) is None:
+            return ds.batch(idx), model
+        from ..engine import model_batch
+
+        return model_batch(model, ds, idx, "cpu"), model.at_input_size()
     x = torch.as_tensor(np.asarray(images) if not hasattr(images, "detach") else images.detach()).float()
     if x.ndim != 4:
         raise ValueError(f"images: expected N×C×H×W float images in [0, 1], got shape {tuple(x.shape)}")
     if len(x) < 2:
         raise ValueError(f"images: got {len(x)} image(s); NTK similarity needs at least 2 (CKA on an N×N Gram)")
-    return x
+    return x, model
 
 
 @leaves_models_as_found
@@ -140,7 +148,7 @@ def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | Non
     if not hasattr(model, "module"):
         model = load_model(model)
     ctx = current_context()
-    x_all = _as_images(images, n_samples=n_samples, split=split)
+    x_all, model = _as_images(images, n_samples=n_samples, split=split, model=model)
     module = model.module.eval()
     device = ctx.device
     model.to(device)
@@ -212,9 +220,10 @@ def ntk_similarity(model_a: Any, model_b: Any, images: Any, *, layers: int | str
 
     >>> ntk_similarity("efficientnet-lite0", "efficientnet-lite0-random", "digits", layers=2)  # doctest: +SKIP
     """
+    from ..datasets import load_dataset
     from ..metrics.similarity import cka_from_grams
 
-    x = _as_images(images, n_samples=n_samples, split=split)
+    x = load_dataset(images) if isinstance(images, str) else images  # each model sees it through its own geometry
     ka = ntk_gram(model_a, x, layers=layers, max_params=max_params, kernel=kernel, batch_size=batch_size,
                   centered=not debiased)
     kb = ntk_gram(model_b, x, layers=layers, max_params=max_params, kernel=kernel, batch_size=batch_size,

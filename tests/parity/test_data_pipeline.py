@@ -158,3 +158,23 @@ def test_a_torch_dataset_of_pil_images_is_fed_as_files_are(fresh_context, folder
                               for i in ev.indices])
     scale = float(expected.abs().max())
     assert float((torch.from_numpy(ev.logits) - expected).abs().max()) <= 1e-4 * scale + 1e-5
+
+
+def test_ntk_on_a_folder_sees_each_file_as_the_library_feeds_it(fresh_context, folder, torch_home, tmp_path,
+                                                                 monkeypatch):
+    """The NTK Gram of a ``checkpoint:`` model on a folder equals the Gram of the same network on the images the
+    library's own file pipeline makes (Resize + CenterCrop + ToTensor + Normalize per file, in this test)."""
+    import copy
+
+    from PIL import Image
+
+    from pytest_transfer.gates.similarity import ntk_gram
+
+    model, net, transform = _checkpoint(torch_home, tmp_path, monkeypatch)
+    ds = load_dataset(f"imagefolder:{folder}")
+    idx = ds.indices("test")[:6]
+    x = torch.stack([transform(Image.open(ds.source.paths[i]).convert("RGB")) for i in idx])
+    reference = load_model(copy.deepcopy(net), preprocess=lambda t: t, name="reference")
+    got = ntk_gram(model, ds, n_samples=6, split="test", layers=1)
+    want = ntk_gram(reference, x, n_samples=6, layers=1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(np.abs(want).max()))
