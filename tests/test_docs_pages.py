@@ -30,7 +30,7 @@ PAGES = sorted(
 )
 MARKER = re.compile(r"<!--\s*(no-run|project|collect):\s*(.*?)\s*-->")
 # blocks that cannot run standalone, by page: change this only with a reason written above the block
-NO_RUN = {"docs/offline-cache.md": 1, "docs/robustness.md": 1}
+NO_RUN = {"docs/datasets.md": 1, "docs/offline-cache.md": 1, "docs/robustness.md": 1}
 
 
 @dataclass(frozen=True)
