@@ -93,7 +93,7 @@ def _wilson_count(value: float, n: int | None, interval: tuple[float, float], le
     if not n or n < 1:
         return None
     k = round(value * n)
-    if abs(k / n - value) > 1e-9:
+    if abs(k / n - value) > 1e-9 or not 0 <= k <= n:  # a drop below 0 (accuracy rose) is no count of successes
         return None
     lo, hi = wilson_interval(k, n, confidence=level)
     return k if abs(lo - interval[0]) < 1e-9 and abs(hi - interval[1]) < 1e-9 else None
@@ -341,7 +341,13 @@ class SuggestionWriter:
             return
         settings = self.collector.ctx.settings
         path, given = self.collector.target("suggest_thresholds"), settings.suggest_thresholds
-        found, skipped = suggest(self.collector.in_collection_order(), level=settings.confidence_level)
+        try:
+            found, skipped = suggest(self.collector.in_collection_order(), level=settings.confidence_level)
+        except Exception as exc:  # a fault here must not hide the session's own results behind a traceback
+            self.lines = [f"pytest-transfer: suggested thresholds NOT written: {type(exc).__name__}: {exc} "
+                          "(a fault of pytest-transfer; please report it with this line)"]
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            return
         self.lines = [f"pytest-transfer: thresholds not suggested for {s}" for s in skipped]
         if not found:
             self.lines.append(f"pytest-transfer: no gate measured a value with a config key; {given} not written")

@@ -149,6 +149,18 @@ def test_which_measurements_become_suggestions():
     assert skipped[2].endswith("the gate gave no interval")
 
 
+def test_a_negative_drop_is_suggested_with_the_normal_approximation():
+    """Accuracy that rose under a corruption (drop −1/15) is no binomial count: the suggestion uses the normal
+    approximation instead of failing (a new user's suggestion run crashed at the session's end on it)."""
+    from pytest_transfer.suggest import suggest
+
+    found, skipped = suggest([_m("corruption_max_drop", -1 / 15, [-0.1902, 0.0613], comparison="<=", n=15)],
+                             level=0.95)
+    assert not skipped and [(s.key, s.threshold, s.how) for s in found] == [
+        ("corruption_max_drop", 0.062, "normal approximation")]
+    assert found[0].detectable is not None and found[0].detectable > 0
+
+
 # --------------------------------------------------------------------------- the numbers in the comments
 
 def test_rounding_is_outwards_exact_and_inside_the_range():
