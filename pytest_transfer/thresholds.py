@@ -199,8 +199,10 @@ class ThresholdTable:
     @staticmethod
     def _validated(key: str, value: Any, where: str) -> float:
         if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(key, list(KNOWN_KEYS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise pytest.UsageError(
-                f"{where}: unknown threshold key {key!r}; valid keys: {', '.join(sorted(KNOWN_KEYS))}"
+                f"{where}: unknown threshold key {key!r}{hint} Valid keys: {', '.join(sorted(KNOWN_KEYS))}"
             )
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise pytest.UsageError(f"{where}: {key} = {value!r} is not a number")
@@ -306,7 +308,10 @@ class ThresholdTable:
             if model_match and dataset_match:
                 continue  # it matches: it only lacks this key
             if (model_match or near(model, mp)) and (dataset_match or near(dataset, dp)):
-                close.append(_table(self.section, mp, dp))
+                # named as its own file writes it ([thresholds."m"."d"] in a --transfer-thresholds file)
+                origin, section = next((self.origins[(mp, dp, k)] for k in self.entries[(mp, dp)]
+                                        if (mp, dp, k) in self.origins), (self.origin, self.section))
+                close.append(f"{_table(section, mp, dp)} in {origin}")
         return f"; a table spelt close to it exists: {', '.join(close)} (check the names)" if close else ""
 
 

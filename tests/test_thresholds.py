@@ -66,8 +66,10 @@ def test_a_hook_value_is_validated():
 
 @pytest.mark.parametrize(("table", "message"), [
     ({"m": {"d": {"acuracy": 0.9}}},
-     r'pyproject.toml \[tool.pytest_transfer.thresholds."m"."d"\]: unknown threshold key \'acuracy\'; valid keys: '
+     r'pyproject.toml \[tool.pytest_transfer.thresholds."m"."d"\]: unknown threshold key \'acuracy\'.* Valid keys: '
      r"attack_min_accuracy, corruption_max_drop"),
+    ({"m": {"d": {"linear_probe_acuracy": 0.9}}},
+     r"unknown threshold key 'linear_probe_acuracy'; did you mean 'linear_probe_accuracy'\? Valid keys: "),
     ({"m": {"d": {"f1": "high"}}},
      r'pyproject.toml \[tool.pytest_transfer.thresholds."m"."d"\]: f1 = \'high\' is not a number'),
     ({"m": {"d": {"f1": True}}}, r"f1 = True is not a number"),
@@ -217,7 +219,7 @@ def test_a_bad_table_stops_the_run_before_any_test(pytester):
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(['*pyproject.toml [[]tool.pytest_transfer.thresholds."[*]"."digits"]: unknown '
-                                 "threshold key 'accuracy'; valid keys: *"])
+                                 "threshold key 'accuracy'* Valid keys: *"])
 
 
 def test_thresholds_from_arguments_get_the_config_range_checks(tiny_model, blobs):
