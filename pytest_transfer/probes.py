@@ -3,8 +3,10 @@
 The linear probe standardises features with the train split's statistics and
 minimises scikit-learn's objective, ``C · Σ cross-entropy + ½‖W‖²`` (the
 intercept is not penalised), with full-batch L-BFGS in float64: deterministic,
-and the same solution as ``sklearn.linear_model.LogisticRegression(C=C)`` on
-the same standardised features, for any number of classes. With two classes
+and scikit-learn's stopping rule, so its solution is that of
+``sklearn.linear_model.LogisticRegression(C=C)`` on the same standardised features to within where the
+two L-BFGS runs stop (both near, not at, the optimum: a few test predictions in a thousand can differ),
+for any number of classes. With two classes
 that is scikit-learn's binary objective, one weight vector ``w``
 (``C · Σ log-loss + ½‖w‖²``), returned as the two columns ``-w/2`` and ``w/2``
 (same probabilities); a two-vector softmax would penalise ``w`` by half as
