@@ -306,16 +306,20 @@ def _ranking_figure(rk: Mapping[str, Any]) -> Any:
     panels = 2 if ref is not None else 1
     fig = _figure(4.2 * panels + 1.6, 0.42 * len(models) + 1.4)
     axes = fig.subplots(1, panels, squeeze=False, sharey=True)[0]
-    names = [models[i][:28] for i in order]
+    names = [models[i] if len(models[i]) <= 40 else models[i][:39] + "…" for i in order]
     bars = axes[0].barh(names, [scores[i] for i in order], color="#54aeff", edgecolor="#0969da")
     axes[0].bar_label(bars, fmt="%.3g", padding=3, fontsize=8)
     axes[0].set_xlabel(metric_label(str(rk.get("metric", "score"))))  # an estimator's declared label
-    axes[0].set_title("estimated transferability", fontsize=10)
+    from ..estimators import ESTIMATORS
+
+    metric = str(rk.get("metric", ""))
+    axes[0].set_title("estimated transferability" if metric in ESTIMATORS and metric != "knn_accuracy"
+                      else "measured transfer", fontsize=10)
     if ref is not None:
         ref_bars = axes[1].barh(names, [ref[i] for i in order], color="#aceebb", edgecolor="#1a7f37")
         axes[1].bar_label(ref_bars, fmt="%.3g", padding=3, fontsize=8)
-        axes[1].set_xlabel(str(rk.get("reference_metric", "reference")))
-        axes[1].set_title("measured (reference)", fontsize=10)
+        axes[1].set_xlabel(metric_label(str(rk.get("reference_metric", "reference"))))
+        axes[1].set_title("beside it, for comparison", fontsize=10)
     for ax in axes:
         ax.grid(axis="x", alpha=0.3)
         ax.margins(x=0.15)  # room for the value labels
