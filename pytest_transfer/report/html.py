@@ -76,7 +76,7 @@ table{border-collapse:collapse;font-size:13px;margin:6px 0 12px}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f6f8fa;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.src{color:#57606a;font-size:12px;max-width:360px;word-break:break-word}
+td.src{color:#57606a;font-size:12px;min-width:220px;max-width:360px;overflow-wrap:anywhere}
 td.test{max-width:320px;overflow-wrap:break-word}
 tr.failed td{background:#ffebe9} .PASS{color:#1a7f37;font-weight:600} .FAIL{color:#cf222e;font-weight:600}
 .WROTE,.SAME{color:#0969da;font-weight:600}
