@@ -196,23 +196,25 @@ def load_model(spec: Any, *, registry: Registry | None = None, name: str | None 
     return as_transfer_model(obj, name=name or default_name, preprocess=preprocess, feature_node=feature_node)
 
 
-_DEFAULT_REGISTRY: Registry | None = None
+_OUTSIDE_PYTEST: dict[str, Any] = {}  # the registries used outside a pytest session, made on first use
 
 
-def default_model_registry() -> Registry:
-    """The registry used outside pytest (inside, the plugin's registry is active)."""
-    global _DEFAULT_REGISTRY
+def _session_or_default(attr: str, make: Callable[[], Any]) -> Any:
+    """The session's ``attr`` (inside pytest), else one made by ``make`` once per process."""
     from ..context import current_context
 
     ctx = current_context(create=False)
     if ctx is not None:
-        return ctx.models
-    if _DEFAULT_REGISTRY is None:
-        _DEFAULT_REGISTRY = Registry("model")
-    return _DEFAULT_REGISTRY
+        return getattr(ctx, attr)
+    if attr not in _OUTSIDE_PYTEST:
+        _OUTSIDE_PYTEST[attr] = make()
+    return _OUTSIDE_PYTEST[attr]
 
 
-_DEFAULT_SOURCES: SourceRegistry | None = None
+def default_model_registry() -> Registry:
+    """The registry used outside pytest (inside, the plugin's registry is active)."""
+    registry: Registry = _session_or_default("models", lambda: Registry("model"))
+    return registry
 
 
 def new_model_sources() -> SourceRegistry:
@@ -224,15 +226,8 @@ def new_model_sources() -> SourceRegistry:
 
 def default_model_sources() -> SourceRegistry:
     """The model sources in force: the session's (built-ins plus what plugins registered), else the built-ins."""
-    global _DEFAULT_SOURCES
-    from ..context import current_context
-
-    ctx = current_context(create=False)
-    if ctx is not None:
-        return ctx.model_sources
-    if _DEFAULT_SOURCES is None:
-        _DEFAULT_SOURCES = new_model_sources()
-    return _DEFAULT_SOURCES
+    sources: SourceRegistry = _session_or_default("model_sources", new_model_sources)
+    return sources
 
 
 def list_models(include: str | Sequence[str] | None = None, exclude: str | Sequence[str] | None = None, *,
