@@ -26,8 +26,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..baselines import count_actions
-from .json import SCHEMA, VERSION
+from .json import SCHEMA, VERSION, summary
 
 #: settings every shard must share: the gates' numbers are only comparable under the same ones
 MATCHED_SETTINGS = ("confidence", "confidence_level", "seed", "test_fraction", "update_baselines")
@@ -95,7 +94,6 @@ def combine_reports(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[st
         raise ReportError("no report given; pass the JSON reports of the shards")
     _check_together(reports)
     rows = [dict(r) for _, doc in reports for r in doc["measurements"]]
-    failed = sum(1 for r in rows if r["outcome"] == "failed")
     envs = [doc.get("environment") or {} for _, doc in reports]
     environment = {**envs[0],
                    "devices": sorted({str(d) for e in envs for d in e.get("devices") or []}),
@@ -108,13 +106,7 @@ def combine_reports(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[st
         "duration_s": max(durations) if durations else None,  # the shards ran side by side: the slowest one
         "environment": environment,
         "settings": dict(reports[0][1].get("settings") or {}),
-        "summary": {
-            "measurements": len(rows),
-            "passed": len(rows) - failed,
-            "failed": failed,
-            "tests": len({r["test"] for r in rows}),
-            "baselines": count_actions(rows),
-        },
+        "summary": summary(rows, rows),
         "shards": [{"report": path, "created": doc.get("created"), "measurements": len(doc["measurements"]),
                     "failed": sum(1 for r in doc["measurements"] if r["outcome"] == "failed")}
                    for path, doc in reports],

@@ -103,12 +103,19 @@ def entry(m: Mapping[str, Any], test_outcome: str | None = None) -> dict[str, An
     })
 
 
+def summary(rows: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The report's ``summary``: counts of the report ``rows`` and the baselines written (``count_actions`` of
+    ``baselines``, measurements or rows)."""
+    failed = sum(1 for r in rows if r["outcome"] == "failed")
+    return {"measurements": len(rows), "passed": len(rows) - failed, "failed": failed,
+            "tests": len({r["test"] for r in rows}), "baselines": count_actions(baselines)}
+
+
 def build_report(measurements: Sequence[Mapping[str, Any]], *, settings: Any = None,
                  outcomes: Mapping[str, str] | None = None, duration: float | None = None) -> dict[str, Any]:
     """The report document from measurement dicts (as collected from the test reports)."""
     outcomes = outcomes or {}
     rows = [entry(m, outcomes.get(str(m.get("test")))) for m in measurements]
-    failed = sum(1 for r in rows if r["outcome"] == "failed")
     shown = {}
     if settings is not None:
         shown = {key: getattr(settings, key) for key in SETTINGS_SHOWN if hasattr(settings, key)}
@@ -119,13 +126,7 @@ def build_report(measurements: Sequence[Mapping[str, Any]], *, settings: Any = N
         "duration_s": duration,
         "environment": environment(measurements),
         "settings": shown,
-        "summary": {
-            "measurements": len(rows),
-            "passed": len(rows) - failed,
-            "failed": failed,
-            "tests": len({r["test"] for r in rows}),
-            "baselines": count_actions(measurements),
-        },
+        "summary": summary(rows, measurements),
         "measurements": rows,
     })
 
