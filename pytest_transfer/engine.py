@@ -80,34 +80,6 @@ class Perturbation:
         return self.fn(images, int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
 
 
-def gaussian_noise(sigma: float, *, seed: int = 0) -> Perturbation:
-    """Additive Gaussian noise of standard deviation ``sigma`` on [0, 1] images, clipped to [0, 1]."""
-    sigma = float(sigma)
-    if not 0.0 <= sigma <= 1.0:
-        raise ValueError(f"sigma: expected a noise level in [0, 1] (pixel units), got {sigma}")
-
-    def add_noise(images: torch.Tensor, chunk_seed: int) -> torch.Tensor:
-        import torch
-
-        g = torch.Generator(device=images.device).manual_seed(chunk_seed)
-        noise = torch.randn(images.shape, generator=g, device=images.device, dtype=images.dtype)
-        return (images + sigma * noise).clamp_(0.0, 1.0)
-
-    return Perturbation(f"gaussian_noise(sigma={sigma!r})", add_noise, seed)
-
-
-def corruption(name: str, severity: int, *, seed: int = 0, table: str = "auto") -> Perturbation:
-    """An ImageNet-C style corruption from :mod:`pytest_transfer.robustness`, with the published ``table``
-    (``auto``, ``imagenet-c``, ``tiny-imagenet-c``, ``cifar10-c``; see ``corrupt``)."""
-
-    def apply(images: torch.Tensor, chunk_seed: int) -> torch.Tensor:
-        from .robustness import corrupt
-
-        return corrupt(images, name, severity, seed=chunk_seed, table=table)
-
-    return Perturbation(f"corruption({name},{int(severity)},{table})", apply, seed)
-
-
 class Evaluation:
     """Outputs of one pass: labels, logits, probabilities, predictions, features and layer taps.
 
@@ -954,7 +926,7 @@ def evaluate_many(model: Any, dataset: Any, perturbations: Sequence[Perturbation
     for p in perturbations:
         if p is not None and not isinstance(p, Perturbation):
             raise ValueError(f"perturbations: expected Perturbation objects or None, got {type(p).__name__}; "
-                             "build them with pytest_transfer.engine.corruption / gaussian_noise")
+                             "build them with pytest_transfer.robustness.perturbations.corruption / gaussian_noise")
         distinct.setdefault((p.key, p.seed) if p is not None else None, p)
     req = _request(model, dataset, split=split, batch_size=batch_size, context=context, cache=cache, make=make)
     evs = dict(zip(distinct, _evaluate_all(req, list(distinct.values()), ()), strict=True))
@@ -963,8 +935,8 @@ def evaluate_many(model: Any, dataset: Any, perturbations: Sequence[Perturbation
 
 __all__ = [
     "AUTOCAST_MODES", "CHUNK", "PENULTIMATE", "BatchPolicy", "Evaluation", "Perturbation", "VariantMaker",
-    "apply_each", "autocast_dtype", "batch_limit", "cache_key", "corruption", "evaluate", "evaluate_many",
-    "gaussian_noise", "geometry_key", "is_out_of_memory", "iter_batches", "iter_chunks", "iter_variants",
+    "apply_each", "autocast_dtype", "batch_limit", "cache_key", "evaluate", "evaluate_many",
+    "geometry_key", "is_out_of_memory", "iter_batches", "iter_chunks", "iter_variants",
     "load_chunks", "memo_base", "model_batch", "pool_features", "precision_label", "prepare_module", "run_pass",
     "split_variants",
 ]

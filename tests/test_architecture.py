@@ -160,9 +160,6 @@ LAYERS = read_layers(ARCHITECTURE.read_text(encoding="utf-8"))
 #: imports inside functions that run upwards today, each with the reason; an entry that is no longer needed
 #: fails the test below, so the list only shrinks (issue 22 items 3 and 4 remove the ones marked so)
 ALLOWED_UPWARD = {
-    # perturbations (Gaussian noise, corruptions) are built in engine.py and call robustness' kernels; issue 22
-    # item 4 moves the perturbation factories to robustness/ and removes this
-    ("pytest_transfer.engine", "pytest_transfer.robustness"),
     # the session's source registries start with the built-in model and dataset sources, imported on first use
     # (context.Context._ensure_registered); issue 22 item 3 (resolve once, at the gate's door) may move this
     ("pytest_transfer.context", "pytest_transfer.datasets.specs"),

@@ -44,7 +44,6 @@ from ..assertions import drop_gate
 from ..cache import cached_result
 from ..context import Context, Measurement, current_context
 from ..declarations import ATTACK, CORRUPTION, MCE
-from ..engine import corruption as corruption_perturbation
 from ..engine import pool_features
 from ..metrics.stats import bayesian_bootstrap_interval, bounded_mean_interval
 from ..models import leaves_models_as_found
@@ -52,6 +51,7 @@ from ..models.call import module_dtype, tap_tensor, to_module_dtype
 from ..predictions import check_method, direct_mapping, predict, probe_for, resolve_pair
 from ..robustness import fgsm, pgd
 from ..robustness.mce import ALEXNET_ERRORS, CLEAN
+from ..robustness.perturbations import corruption as corruption_perturbation
 from ..robustness.sweep import (
     SweepResult,
     corruption_error,
