@@ -1,7 +1,7 @@
 """Several processes: pytest-xdist workers and separate pytest runs share one locked cache and compute each entry
 once; --dist loadgroup keeps a model's tests on one worker; workers divide the CPU threads.
 
-The project below logs every forward pass (by wrapping ``engine.run_pass``) and, per test, the worker and torch's
+The project below logs every forward pass (by wrapping ``engine.passes.run_pass``) and, per test, the worker and torch's
 thread count, so the tests count computations rather than time them.
 """
 
@@ -21,7 +21,7 @@ import json, os
 import pytest
 import torch
 from torch import nn
-from pytest_transfer import engine
+from pytest_transfer.engine import passes
 
 LOG = os.environ["TRANSFER_TEST_LOG"]
 DEFAULT_THREADS = torch.get_num_threads()
@@ -32,7 +32,7 @@ def log(**record):
         fh.write(json.dumps({"pid": os.getpid(), "worker": os.environ.get("PYTEST_XDIST_WORKER"), **record}) + "\\n")
 
 
-_run_pass = engine.run_pass
+_run_pass = passes.run_pass
 
 
 def counting_run_pass(model, dataset, indices, **kwargs):
@@ -40,7 +40,7 @@ def counting_run_pass(model, dataset, indices, **kwargs):
     return _run_pass(model, dataset, indices, **kwargs)
 
 
-engine.run_pass = counting_run_pass
+passes.run_pass = counting_run_pass
 
 
 @pytest.fixture(autouse=True)
