@@ -167,7 +167,12 @@ def test_two_pytest_processes_sharing_a_cache_directory_compute_each_entry_once(
     assert len(list(cache.glob("*.npz"))) == 4
 
 
-def test_loadgroup_is_only_added_under_dist_loadgroup(pytester):
+def test_loadgroup_is_only_added_under_dist_loadgroup(pytester, monkeypatch):
+    from pytest_transfer.engine import passes
+
+    # the conftest, imported in this process, replaces passes.run_pass: put it back afterwards, or every later
+    # test of this process would log its passes to ./log.jsonl
+    monkeypatch.setattr(passes, "run_pass", passes.run_pass)
     pytester.makeconftest(CONFTEST.replace('os.environ["TRANSFER_TEST_LOG"]', '"log.jsonl"'))
     pytester.makepyfile(test_models=TESTS)
     items, _ = pytester.inline_genitems("-p", "no:cacheprovider", "--dist", "loadgroup")

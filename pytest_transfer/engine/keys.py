@@ -4,10 +4,10 @@ the model's code (:func:`code_fingerprint`) and the geometric stage the images w
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from ..fingerprints import code_identity
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..datasets import TargetDataset
@@ -19,23 +19,11 @@ ENGINE_VERSION = 3  # 3: the one call convention (module dtype, dict outputs), h
 
 # --- identity ----------------------------------------------------------------
 
-_CODE: dict[type, str] = {}
-
-
 def code_fingerprint(model: TransferModel) -> str:
-    """A hash of the source of every module class in ``model`` and of its preprocess (an edited
-    ``forward`` changes the outputs without changing a weight)."""
-    h = hashlib.blake2b(digest_size=16)
-    classes = {type(m) for m in model.module.modules()} | {type(model.preprocess)}
-    for cls in sorted(classes, key=lambda c: (c.__module__, c.__qualname__)):
-        if cls not in _CODE:
-            try:
-                source = inspect.getsource(cls)
-            except (OSError, TypeError):
-                source = ""
-            _CODE[cls] = f"{cls.__module__}.{cls.__qualname__}\n{source}"
-        h.update(_CODE[cls].encode())
-    return h.hexdigest()
+    """The identity of the code ``model`` runs (:func:`pytest_transfer.fingerprints.code_identity` of every
+    module class in it and of its preprocess's class): an edited ``forward`` changes the outputs without
+    changing a weight."""
+    return code_identity(*{type(m) for m in model.module.modules()}, type(model.preprocess))
 
 
 def memo_base(model: TransferModel, dataset: TargetDataset, split: str, perturbation: Perturbation | None, *,
