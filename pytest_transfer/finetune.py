@@ -82,7 +82,7 @@ def finetuned_model(model: TransferModel, dataset: TargetDataset, cfg: FinetuneC
     and return the fine-tuned model. The cache holds the trained head and blocks, keyed by the model's and
     the train split's fingerprints, ``cfg``, ``seed``, the device type and the code."""
     from .cache import cached_result
-    from .engine import code_fingerprint
+    from .engine.keys import code_fingerprint
     from .fingerprints import code_identity
 
     key = {"model": model.fingerprint(), "code": code_fingerprint(model), "data": dataset.fingerprint(),
@@ -151,7 +151,7 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
               seed: int) -> TransferModel:
     import torch
 
-    from .engine import evaluate
+    from .engine.memo import evaluate
     from .models.call import call_module, module_dtype
     from .probes import Standardizer
 
@@ -184,7 +184,7 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
             p.requires_grad_(True)
         device = ctx.device
         module.to(device)
-        from .engine import model_batch
+        from .engine.chunks import model_batch
 
         sized = model.at_input_size()  # files come through the model's geometry, as the engine feeds them
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..engine import Perturbation
+from ..engine.chunks import Perturbation
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

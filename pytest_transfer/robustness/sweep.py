@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..context import Context, current_context
-from ..engine import Perturbation, VariantMaker, evaluate_many
+from ..engine.chunks import Perturbation, VariantMaker
+from ..engine.memo import evaluate_many
 from ..predictions import check_method, predict, resolve_pair
 from .corruptions import DETERMINISTIC_CORRUPTIONS, SEVERITIES, corrupt_many, resolve_corruptions
 from .corruptions_tables import check_table
