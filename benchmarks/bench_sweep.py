@@ -52,9 +52,10 @@ def session(device: str):
 
 
 def main() -> None:
-    from pytest_transfer.engine import corruption, evaluate
+    from pytest_transfer.engine import evaluate
     from pytest_transfer.predictions import predict, probe_for
     from pytest_transfer.robustness import resolve_corruptions
+    from pytest_transfer.robustness.perturbations import corruption
     from pytest_transfer.robustness.sweep import corruption_sweep, resolve_severities
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

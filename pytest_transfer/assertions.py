@@ -159,8 +159,8 @@ def assert_robust_under_noise(model: Any, dataset: Any, *, sigma: float, max_dro
     on clean features. The interval is Newcombe's for a paired difference.
     """
     __tracebackhide__ = True
-    from .engine import gaussian_noise
     from .predictions import check_method
+    from .robustness.perturbations import gaussian_noise
 
     check_method(method)
     g = open_gate(model, dataset, threshold=max_drop, argument="max_drop", keys=(NOISE.key,),

@@ -374,29 +374,6 @@ def library_versions(names: Iterable[str]) -> dict[str, str]:
     return {name: _version(name) for name in sorted(set(names))}
 
 
-_SOURCES: dict[tuple[str, int, int], str] = {}
-
-
-def source_fingerprint(*functions: Callable[..., Any]) -> str:
-    """A 16-hex-digit hash of the source files of the modules that define ``functions``: a derived
-    result's key holds the code that computed it, so an edited estimator or probe is a miss (the
-    package version alone does not change during development)."""
-    import inspect
-
-    h = hashlib.blake2b(digest_size=8)
-    for path in sorted({inspect.getsourcefile(inspect.unwrap(f)) or "" for f in functions}):
-        try:
-            st = os.stat(path)
-        except OSError:
-            h.update(path.encode())
-            continue
-        memo = (path, st.st_mtime_ns, st.st_size)
-        if memo not in _SOURCES:
-            _SOURCES[memo] = hashlib.blake2b(Path(path).read_bytes(), digest_size=8).hexdigest()
-        h.update(_SOURCES[memo].encode())
-    return h.hexdigest()
-
-
 def _derived_key(kind: str, key: dict[str, Any], libraries: Iterable[str]) -> dict[str, Any]:
     from . import __version__
 

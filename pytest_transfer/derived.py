@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cache import array_fingerprint, cached_result, source_fingerprint
+from .cache import array_fingerprint, cached_result
+from .fingerprints import code_identity
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
@@ -53,7 +54,7 @@ def linear_probe(features: Any, labels: Any, *, C: float = 1.0, standardize: boo
     from .probes import fit_linear_probe
 
     key = {"features": array_fingerprint(features), "labels": array_fingerprint(labels), "C": float(C),
-           "standardize": bool(standardize), "code": source_fingerprint(fit_linear_probe)}
+           "standardize": bool(standardize), "code": code_identity(fit_linear_probe)}
     return cached_result("linear_probe", key,
                          lambda: fit_linear_probe(features, labels, C=C, standardize=standardize),
                          encode=_encode_probe, decode=_decode_probe, context=context, libraries=("torch",))
@@ -65,7 +66,7 @@ def knn_predictions(train_features: Any, train_labels: Any, test_features: Any, 
     from .probes import knn_predict
 
     key = {"train": array_fingerprint(train_features, train_labels), "test": array_fingerprint(test_features),
-           "k": int(k), "metric": metric, "code": source_fingerprint(knn_predict)}
+           "k": int(k), "metric": metric, "code": code_identity(knn_predict)}
     return cached_result("knn", key, lambda: knn_predict(train_features, train_labels, test_features, k=k,
                                                          metric=metric),
                          encode=lambda pred: {"pred": pred}, decode=lambda a: a["pred"], context=context)
@@ -78,7 +79,7 @@ def estimate(fn: Callable[..., float], values: Any, labels: Any, kw: dict[str, A
     kw = dict(kw or {})
     key = {"metric": f"{fn.__module__}.{getattr(fn, '__qualname__', repr(fn))}", "kw": repr(sorted(kw.items())),
            "values": array_fingerprint(values), "labels": array_fingerprint(labels),
-           "code": source_fingerprint(fn)}
+           "code": code_identity(fn)}
     return cached_result("estimate", key, lambda: float(fn(values, labels, **kw)),
                          encode=lambda v: {"value": np.float64(v)}, decode=lambda a: float(a["value"]),
                          context=context, libraries=("scipy", "sklearn"))

@@ -81,12 +81,13 @@ def finetuned_model(model: TransferModel, dataset: TargetDataset, cfg: FinetuneC
     """Train (once, then from the cache: :func:`~pytest_transfer.cache.cached_result`, kind ``finetune``)
     and return the fine-tuned model. The cache holds the trained head and blocks, keyed by the model's and
     the train split's fingerprints, ``cfg``, ``seed``, the device type and the code."""
-    from .cache import cached_result, source_fingerprint
-    from .engine import code_fingerprint
+    from .cache import cached_result
+    from .engine.keys import code_fingerprint
+    from .fingerprints import code_identity
 
     key = {"model": model.fingerprint(), "code": code_fingerprint(model), "data": dataset.fingerprint(),
            "train": dataset.split_fingerprint("train"), "config": repr(cfg), "seed": int(seed),
-           "device": ctx.device.type, "source": source_fingerprint(finetuned_model)}
+           "device": ctx.device.type, "source": code_identity(finetuned_model)}
     return cached_result("finetune", key, lambda: _finetune(model, dataset, cfg, ctx=ctx, seed=seed),
                          encode=lambda tuned: _trained_state(tuned.module, cfg),
                          decode=lambda arrays: _rebuild(model, dataset, cfg, arrays), context=ctx,
@@ -150,7 +151,7 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
               seed: int) -> TransferModel:
     import torch
 
-    from .engine import evaluate
+    from .engine.memo import evaluate
     from .models.call import call_module, module_dtype
     from .probes import Standardizer
 
@@ -183,7 +184,7 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
             p.requires_grad_(True)
         device = ctx.device
         module.to(device)
-        from .engine import model_batch
+        from .engine.chunks import model_batch
 
         sized = model.at_input_size()  # files come through the model's geometry, as the engine feeds them
 

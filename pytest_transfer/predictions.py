@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .context import Context, current_context
-from .engine import Evaluation, Perturbation, evaluate
+from .engine.chunks import Perturbation
+from .engine.memo import Evaluation, evaluate
 
 if TYPE_CHECKING:  # pragma: no cover
     from .datasets import TargetDataset

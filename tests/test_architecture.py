@@ -7,7 +7,9 @@
 * no import cycle between the package's modules (module-level imports; imports inside functions are
   the way to defer a heavy import and are not counted);
 * no module-level import runs upwards across the layers listed in ARCHITECTURE.md ("## Layers"), and an
-  import inside a function runs upwards only where :data:`ALLOWED_UPWARD` says why.
+  import inside a function runs upwards only where :data:`ALLOWED_UPWARD` says why;
+* below ``gates/``, the session is read through ``current_context()`` only where
+  :data:`ALLOWED_CONTEXT_READS` says why (issue 22: resolve once, at the gate's door).
 """
 
 from __future__ import annotations
@@ -160,13 +162,55 @@ LAYERS = read_layers(ARCHITECTURE.read_text(encoding="utf-8"))
 #: imports inside functions that run upwards today, each with the reason; an entry that is no longer needed
 #: fails the test below, so the list only shrinks (issue 22 items 3 and 4 remove the ones marked so)
 ALLOWED_UPWARD = {
-    # perturbations (Gaussian noise, corruptions) are built in engine.py and call robustness' kernels; issue 22
-    # item 4 moves the perturbation factories to robustness/ and removes this
-    ("pytest_transfer.engine", "pytest_transfer.robustness"),
     # the session's source registries start with the built-in model and dataset sources, imported on first use
     # (context.Context._ensure_registered); issue 22 item 3 (resolve once, at the gate's door) may move this
     ("pytest_transfer.context", "pytest_transfer.datasets.specs"),
     ("pytest_transfer.context", "pytest_transfer.models.sources"),
+}
+
+
+def context_reads(tree: ast.Module) -> list[tuple[str, int]]:
+    """``(enclosing function's qualified name, line)`` of every call of ``current_context`` in ``tree``."""
+    found: list[tuple[str, int]] = []
+
+    def visit(node: ast.AST, where: list[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(child, [*where, child.name])
+                continue
+            if isinstance(child, ast.Call):
+                f = child.func
+                if (f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)) == "current_context":
+                    found.append((".".join(where) or "<module>", child.lineno))
+            visit(child, where)
+
+    visit(tree, [])
+    return found
+
+
+#: the places below the gates that still read the session implicitly through ``current_context()`` (issue 22
+#: item 3: specs and settings are resolved once, at the gate's door, and everything below takes objects and
+#: explicit arguments). Each entry says why it remains; an entry that is no longer needed fails the test below,
+#: so the list only shrinks. ``(module, function)``.
+ALLOWED_CONTEXT_READS = {
+    # public entry points usable outside a gate (a notebook, a script, a user's own test): ``context=None``
+    # means the session's; the gates pass their context explicitly
+    ("pytest_transfer.engine.memo", "_request"),  # evaluate / evaluate_many(context=None)
+    ("pytest_transfer.predictions", "predict"),  # predict(context=None)
+    ("pytest_transfer.robustness.sweep", "corruption_sweep"),  # corruption_sweep(context=None)
+    ("pytest_transfer.cache", "cached_result"),  # cached_result(context=None): derived results, fine-tuning
+    # the loaders' public functions read the session's seed, split, registries and rootdir when called without
+    # them (load_model("torchvision:resnet18"), load_dataset("digits"), list_datasets()); a gate resolves its
+    # pair once in gates/core.open_gate, but the loaders cannot take the context yet without changing
+    # their public signatures (DESIGN.md)
+    ("pytest_transfer.datasets.specs", "resolve_data_path"),  # relative imagefolder: paths from the rootdir
+    ("pytest_transfer.datasets.specs", "load_dataset"),  # --transfer-seed / test_fraction, registered names
+    ("pytest_transfer.datasets.specs", "list_datasets"),  # the session's registered dataset names
+    ("pytest_transfer.models.sources", "rooted"),  # relative checkpoint: paths from the rootdir
+    ("pytest_transfer.models.sources", "_checkpoint_file"),  # the rootdir named in its error message
+    ("pytest_transfer.models.sources", "default_model_registry"),  # the session's registry, else a module one
+    ("pytest_transfer.models.sources", "default_model_sources"),  # plugins' sources, else the built-ins
+    ("pytest_transfer.models.torchvision", "session_seed"),  # the seed of random weights (weights=None)
 }
 
 
@@ -249,6 +293,19 @@ def test_imports_inside_functions_run_upwards_only_where_listed():
     assert not stale, f"no longer needed: remove from ALLOWED_UPWARD: {stale}"
 
 
+def test_current_context_is_read_below_the_gates_only_where_listed():
+    gates = next(i for i, (layer, _) in enumerate(LAYERS) if layer == "gates")
+    below = {name: tree for name, tree in MODULES.items()
+             if layer_of(name, LAYERS) < gates and name != "pytest_transfer.context"}
+    found = {(name, fn): line for name, tree in below.items() for fn, line in context_reads(tree)}
+    unlisted = [f"{name}.{fn} (line {line})" for (name, fn), line in found.items()
+                if (name, fn) not in ALLOWED_CONTEXT_READS]
+    assert not unlisted, ("below gates/, take the context (or the setting) as an argument instead of calling "
+                          "current_context():\n" + "\n".join(unlisted))
+    stale = sorted(ALLOWED_CONTEXT_READS - set(found))
+    assert not stale, f"no longer needed: remove from ALLOWED_CONTEXT_READS: {stale}"
+
+
 # --- the yardsticks themselves can fail ------------------------------------------------
 
 
@@ -292,3 +349,10 @@ def test_imports_inside_functions_and_under_type_checking_are_told_apart():
                      "    from .engine import E\ndef f():\n    from .gates import core\n")
     assert imports_of("pytest_transfer.thresholds", tree) == [
         ("pytest_transfer.settings", 2, True), ("pytest_transfer.gates.core", 6, False)]
+
+
+def test_context_reads_are_found_with_their_function():
+    tree = ast.parse("from .context import current_context\nx = current_context()\nclass A:\n"
+                     "    def f(self, ctx=None):\n        return ctx or context.current_context(create=False)\n"
+                     "def g():\n    return current_context\n")
+    assert context_reads(tree) == [("<module>", 2), ("A.f", 5)]

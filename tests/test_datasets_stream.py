@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pytest_transfer import assert_robust_under_noise, assert_transfer_accuracy_above, evaluate, load_dataset
-from pytest_transfer.engine import gaussian_noise
+from pytest_transfer.robustness.perturbations import gaussian_noise
 
 
 @pytest.fixture(scope="module")

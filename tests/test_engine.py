@@ -12,8 +12,9 @@ from torch import nn
 
 from pytest_transfer import engine, load_dataset, load_model
 from pytest_transfer.context import Context
-from pytest_transfer.engine import cache_key, evaluate, gaussian_noise, run_pass
+from pytest_transfer.engine import cache_key, evaluate, run_pass
 from pytest_transfer.models import Preprocess
+from pytest_transfer.robustness.perturbations import gaussian_noise
 from pytest_transfer.settings import resolve
 from tests import _helpers
 from tests._helpers import make_blobs_images, tiny_net
@@ -333,7 +334,7 @@ class OverflowsInHalf(nn.Module):
 
 def test_auto_autocast_falls_back_to_float32_for_a_model_that_overflows(fresh_context, blobs, monkeypatch):
     original = engine.autocast_dtype
-    monkeypatch.setattr(engine, "autocast_dtype",  # "auto" behaves here as on a GPU
+    monkeypatch.setattr(engine.passes, "autocast_dtype",  # "auto" behaves here as on a GPU
                         lambda mode, device: torch.bfloat16 if mode == "auto" else original(mode, device))
     module = OverflowsInHalf()
     idx = blobs.indices("test")
@@ -358,7 +359,7 @@ def test_cuda_pass_matches_the_cpu_pass(fresh_context, blobs):  # pragma: no cov
 # --- progress ---------------------------------------------------------------------
 
 def test_a_long_pass_reports_progress(fresh_context, blobs, monkeypatch):
-    monkeypatch.setattr(engine, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(engine.passes, "PROGRESS_EVERY", 0.0)
     messages = []
     run_pass(load_model(tiny_net(), name="tiny"), blobs, blobs.indices("all"), nodes=["penultimate"],
              perturbation=gaussian_noise(0.1), batch_size=50, device="cpu", progress=messages.append)
@@ -378,7 +379,7 @@ PROGRESS_PROJECT = "\n\n".join([
     """
 @pytest.fixture(autouse=True)
 def every_batch(monkeypatch):
-    monkeypatch.setattr(engine, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(engine.passes, "PROGRESS_EVERY", 0.0)
 
 def pytest_transfer_register_models(registry):
     registry.register("tiny", tiny_net)

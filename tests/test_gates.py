@@ -115,7 +115,7 @@ def test_f1_gate_equals_sklearn_and_fails_above_it(tiny_model, blobs):
 
 
 def test_noise_gate_drop_is_clean_minus_noisy_on_the_same_samples(tiny_model, blobs):
-    from pytest_transfer.engine import gaussian_noise
+    from pytest_transfer.robustness.perturbations import gaussian_noise
 
     result = assert_robust_under_noise(tiny_model, blobs, sigma=0.3, max_drop=1.0)
     clean = predict(tiny_model, blobs)
@@ -144,7 +144,8 @@ def test_noise_gate_relative_and_zero_noise(tiny_model, blobs):
 
 
 def test_noise_is_seeded_and_independent_of_batch_size(fresh_context, blobs):
-    from pytest_transfer.engine import evaluate, gaussian_noise
+    from pytest_transfer.engine import evaluate
+    from pytest_transfer.robustness.perturbations import gaussian_noise
 
     model = load_model(tiny_net(), name="tiny")
     a = evaluate(model, blobs, perturbation=gaussian_noise(0.2, seed=0), batch_size=7)

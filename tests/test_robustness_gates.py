@@ -18,10 +18,10 @@ from pytest_transfer import (
     load_model,
 )
 from pytest_transfer.context import Context, set_current_context
-from pytest_transfer.engine import corruption as engine_corruption
 from pytest_transfer.engine import evaluate
 from pytest_transfer.predictions import predict
 from pytest_transfer.robustness import ALEXNET_ERRORS, CORRUPTIONS, fgsm, mce, relative_mce
+from pytest_transfer.robustness.perturbations import corruption as engine_corruption
 from pytest_transfer.robustness.sweep import evaluate_many
 from pytest_transfer.settings import resolve
 from tests._helpers import make_blobs_images, tiny_net
@@ -197,7 +197,7 @@ def test_a_read_only_cache_warns_and_the_results_are_used(tmp_path, data, head_m
 
 
 def test_evaluate_many_equals_evaluate(tmp_path, data, head_model, fresh_context):
-    from pytest_transfer.engine import gaussian_noise
+    from pytest_transfer.robustness.perturbations import gaussian_noise
 
     perts = [None, gaussian_noise(0.2, seed=1), corruption("fog", 2), gaussian_noise(0.2, seed=1)]
     evs = evaluate_many(head_model, data, perts)

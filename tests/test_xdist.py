@@ -1,7 +1,7 @@
 """Several processes: pytest-xdist workers and separate pytest runs share one locked cache and compute each entry
 once; --dist loadgroup keeps a model's tests on one worker; workers divide the CPU threads.
 
-The project below logs every forward pass (by wrapping ``engine.run_pass``) and, per test, the worker and torch's
+The project below logs every forward pass (by wrapping ``engine.passes.run_pass``) and, per test, the worker and torch's
 thread count, so the tests count computations rather than time them.
 """
 
@@ -21,7 +21,7 @@ import json, os
 import pytest
 import torch
 from torch import nn
-from pytest_transfer import engine
+from pytest_transfer.engine import passes
 
 LOG = os.environ["TRANSFER_TEST_LOG"]
 DEFAULT_THREADS = torch.get_num_threads()
@@ -32,7 +32,7 @@ def log(**record):
         fh.write(json.dumps({"pid": os.getpid(), "worker": os.environ.get("PYTEST_XDIST_WORKER"), **record}) + "\\n")
 
 
-_run_pass = engine.run_pass
+_run_pass = passes.run_pass
 
 
 def counting_run_pass(model, dataset, indices, **kwargs):
@@ -40,7 +40,7 @@ def counting_run_pass(model, dataset, indices, **kwargs):
     return _run_pass(model, dataset, indices, **kwargs)
 
 
-engine.run_pass = counting_run_pass
+passes.run_pass = counting_run_pass
 
 
 @pytest.fixture(autouse=True)
@@ -167,7 +167,12 @@ def test_two_pytest_processes_sharing_a_cache_directory_compute_each_entry_once(
     assert len(list(cache.glob("*.npz"))) == 4
 
 
-def test_loadgroup_is_only_added_under_dist_loadgroup(pytester):
+def test_loadgroup_is_only_added_under_dist_loadgroup(pytester, monkeypatch):
+    from pytest_transfer.engine import passes
+
+    # the conftest, imported in this process, replaces passes.run_pass: put it back afterwards, or every later
+    # test of this process would log its passes to ./log.jsonl
+    monkeypatch.setattr(passes, "run_pass", passes.run_pass)
     pytester.makeconftest(CONFTEST.replace('os.environ["TRANSFER_TEST_LOG"]', '"log.jsonl"'))
     pytester.makepyfile(test_models=TESTS)
     items, _ = pytester.inline_genitems("-p", "no:cacheprovider", "--dist", "loadgroup")

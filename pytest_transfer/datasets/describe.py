@@ -23,9 +23,10 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
-import inspect
 import types
 from typing import Any
+
+from ..fingerprints import code_identity
 
 MAX_DEPTH = 12
 LONG = 256  # containers longer than this are described by their length and a spread sample of LONG_SAMPLE items
@@ -41,7 +42,8 @@ def _digest(data: bytes) -> str:
 
 
 def describe_class(cls: type) -> str:
-    """``module.qualname`` plus the library's version (torch, torchvision, ...) or a digest of the class's source."""
+    """``module.qualname`` plus the library's version (torch, torchvision, ...) or the identity of its code
+    (:func:`pytest_transfer.fingerprints.code_identity`: its source file)."""
     if cls not in _CLASSES:
         root = (cls.__module__ or "").split(".")[0]
         name = f"{cls.__module__}.{cls.__qualname__}"
@@ -52,8 +54,8 @@ def describe_class(cls: type) -> str:
             _CLASSES[cls] = f"{name}@{version}" if version else name
         else:
             try:
-                _CLASSES[cls] = f"{name}#{_digest(inspect.getsource(cls).encode())}"
-            except (OSError, TypeError):
+                _CLASSES[cls] = f"{name}#{code_identity(cls)[:24]}"
+            except OSError:  # its source file vanished between the check and the read
                 _CLASSES[cls] = name
     return _CLASSES[cls]
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..fingerprints import file_digest, forget_file_digests
 from .decode import Layout, layout_for_modes, model_mode, pil_to_tensor, repeat_grey, resize_crop
 from .source import ImageSource
 
@@ -23,19 +24,17 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-HASH_BLOCK = 1 << 20
 FINGERPRINT_MODES = ("content", "stat")
 
 # (path, size, mtime_ns) → what was learnt; a changed file has another key
 _HEADERS: dict[tuple[str, int, int], tuple[str, tuple[int, int]]] = {}
-_DIGESTS: dict[tuple[str, int, int], str] = {}
 _VERIFIED: set[tuple[str, int, int]] = set()
 
 
 def clear_file_memo() -> None:
     """Forget the headers and content hashes read so far (as a new session would)."""
     _HEADERS.clear()
-    _DIGESTS.clear()
+    forget_file_digests()
     _VERIFIED.clear()
 
 
@@ -156,18 +155,6 @@ def read_header(path: str, *, verify: bool = False) -> tuple[str, tuple[int, int
     if verify:
         _VERIFIED.add(key)
     return header
-
-
-def file_digest(path: str) -> str:
-    """blake2b-128 of a file's bytes, read in 1 MiB blocks, remembered by path, size and mtime."""
-    key = stat_key(path)
-    if key not in _DIGESTS:
-        h = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as fh:
-            while block := fh.read(HASH_BLOCK):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
 
 
 def files_fingerprint(paths: Sequence[str], *, root: str | None = None, mode: str = "content") -> str:

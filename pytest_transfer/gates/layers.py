@@ -10,7 +10,7 @@ import numpy as np
 
 from ..context import Context, Measurement, current_context
 from ..declarations import LAYER_TRANSFER
-from ..engine import evaluate
+from ..engine.memo import evaluate
 from ..predictions import probe_for, resolve_pair
 from .core import open_gate
 from .transferability import (

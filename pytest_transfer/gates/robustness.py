@@ -44,14 +44,15 @@ from ..assertions import drop_gate
 from ..cache import cached_result
 from ..context import Context, Measurement, current_context
 from ..declarations import ATTACK, CORRUPTION, MCE
-from ..engine import corruption as corruption_perturbation
-from ..engine import pool_features
+from ..engine.passes import pool_features
+from ..fingerprints import code_identity
 from ..metrics.stats import bayesian_bootstrap_interval, bounded_mean_interval
 from ..models import leaves_models_as_found
 from ..models.call import module_dtype, tap_tensor, to_module_dtype
 from ..predictions import check_method, direct_mapping, predict, probe_for, resolve_pair
 from ..robustness import fgsm, pgd
 from ..robustness.mce import ALEXNET_ERRORS, CLEAN
+from ..robustness.perturbations import corruption as corruption_perturbation
 from ..robustness.sweep import (
     SweepResult,
     corruption_error,
@@ -409,8 +410,8 @@ def _attack_key(model: TransferModel, dataset: TargetDataset, *, attack: str, ep
                 step_size: Any, method: str, split: str, seed: int, C: float, ctx: Context) -> dict[str, Any]:
     """What an attack's result depends on: the model (weights, preprocess, code), the data and both splits (the
     probe is fitted on train), the attack's parameters, the probe's ``C``, the device type and the code."""
-    from ..cache import source_fingerprint
-    from ..engine import CHUNK, code_fingerprint, geometry_key
+    from ..engine.chunks import CHUNK
+    from ..engine.keys import code_fingerprint, geometry_key
     from ..probes import fit_linear_probe
 
     pgd_only = attack == "pgd"
@@ -421,7 +422,7 @@ def _attack_key(model: TransferModel, dataset: TargetDataset, *, attack: str, ep
             "step_size": repr(step_size) if pgd_only else None, "seed": seed if pgd_only else None,
             "chunk": CHUNK if pgd_only else None, "method": method,
             "C": repr(C) if method == "linear_probe" else None, "device": ctx.device.type,
-            "source": source_fingerprint(fgsm, _attack_correct, fit_linear_probe)}
+            "source": code_identity(fgsm, _attack_correct, fit_linear_probe)}
 
 
 def _attack_correct(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, *, attack: str, eps: float,
@@ -429,10 +430,10 @@ def _attack_correct(model: TransferModel, dataset: TargetDataset, indices: np.nd
                     ctx: Context) -> np.ndarray:
     """Per-sample correctness (bool, len(indices)) under the attack: what :func:`attack_accuracy` caches."""
     if attack == "pgd":
-        from ..engine import CHUNK
+        from ..engine.chunks import CHUNK
 
         size = CHUNK  # the unit the random start is seeded by, whatever the batch size
-    from ..engine import model_batch
+    from ..engine.chunks import model_batch
 
     device = ctx.device
     model.to(device)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..context import Context, current_context
 from ..declarations import SHIFT
-from ..engine import evaluate
+from ..engine.memo import evaluate
 from ..metrics.stats import newcombe_independent_interval
 from ..predictions import probe_for, resolve_pair
 from .core import open_gate

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..context import current_context
-from ..engine import evaluate
+from ..engine.memo import evaluate
 from ..models import leaves_models_as_found
 from ..predictions import resolve_pair
 
@@ -106,7 +106,7 @@ def _as_images(images: Any, *, n_samples: int, split: str, model: Any = None) ->
         idx = ds.indices(split)[:n_samples]
         if model is None or getattr(model, "geometry", None) is None:
             return ds.batch(idx), model
-        from ..engine import model_batch
+        from ..engine.chunks import model_batch
 
         return model_batch(model, ds, idx, "cpu"), model.at_input_size()
     x = torch.as_tensor(np.asarray(images) if not hasattr(images, "detach") else images.detach()).float()

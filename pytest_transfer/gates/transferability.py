@@ -30,7 +30,7 @@ import numpy as np
 
 from ..context import Context, Measurement, current_context
 from ..declarations import RANKS_ABOVE, TRANSFERABILITY
-from ..engine import evaluate
+from ..engine.memo import evaluate
 from ..estimators import label
 from ..predictions import resolve_pair
 from .core import open_gate

@@ -9,20 +9,19 @@ downloaded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ..fingerprints import file_digest
 from .core import Preprocess, TensorTransform, TransferModel, close_names
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: torch.hub's rule: the hex digits after the last '-' of a weights file name start its sha256
 HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")
-_HASHED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256, so a file is read once
 
 
 def hub_checkpoint_dir() -> Path:
@@ -91,18 +90,6 @@ def weights_file(w: Any) -> Path:
     return hub_checkpoint_dir() / os.path.basename(urlparse(w.url).path)
 
 
-def file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHED:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASHED[key] = h.hexdigest()
-    return _HASHED[key]
-
-
 def verify_hash(path: Path, spec: str) -> None:
     """torch.hub's ``check_hash``: the sha256 of the file must start with the hex digits after the last
     ``-`` of its name (``resnet18-f37072fd.pth``). Raises ``ValueError`` naming the file, the prefix
@@ -110,7 +97,7 @@ def verify_hash(path: Path, spec: str) -> None:
     match = HASH_IN_NAME.search(path.name)
     if match is None or not match.group(1):
         return
-    prefix, digest = match.group(1), file_sha256(path)
+    prefix, digest = match.group(1), file_digest(path, "sha256")
     if not digest.startswith(prefix):
         raise ValueError(
             f"{path}: sha256 {digest[:16]}... does not start with {prefix!r}, the hash prefix in its name: these "

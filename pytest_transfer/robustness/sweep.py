@@ -3,7 +3,7 @@
 :func:`corruption_sweep` loads each fixed chunk of the split **once**, makes
 every requested variant of it on the device (the clean images and each
 corruption × severity, with the same per-chunk seeds as
-:func:`pytest_transfer.engine.corruption`), and feeds the stream of variants
+:func:`pytest_transfer.robustness.perturbations.corruption`), and feeds the stream of variants
 through **one** batched forward pass (the engine's
 :func:`~pytest_transfer.engine.evaluate_many`: batches mix variants,
 out-of-memory halving and autocast work as for any pass). The outputs are
@@ -32,11 +32,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..context import Context, current_context
-from ..engine import Perturbation, VariantMaker, corruption, evaluate_many
+from ..engine.chunks import Perturbation, VariantMaker
+from ..engine.memo import evaluate_many
 from ..predictions import check_method, predict, resolve_pair
 from .corruptions import DETERMINISTIC_CORRUPTIONS, SEVERITIES, corrupt_many, resolve_corruptions
 from .corruptions_tables import check_table
 from .mce import ALEXNET_ERRORS, CLEAN, CorruptionErrorResult, mce, relative_mce
+from .perturbations import corruption
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -79,7 +81,7 @@ def resolve_severities(severities: int | str | Iterable[int], argname: str = "se
 
 def corruption_variants(cells: Mapping[Perturbation, tuple[str, int]], table: str = "auto") -> VariantMaker:
     """A :data:`~pytest_transfer.engine.VariantMaker` that makes the seed-free corruptions of ``cells``
-    (``{engine.corruption(name, s): (name, s)}``) with several severities together by :func:`corrupt_many`
+    (``{corruption(name, s): (name, s)}``) with several severities together by :func:`corrupt_many`
     (equal to one call per severity: the seed does not matter), with the corruption ``table`` the cells were
     made with; every other perturbation is applied as usual.
     """
@@ -265,7 +267,7 @@ def corruption_sweep(model: Any, dataset: Any, corruptions: str | Iterable[str] 
     ``"all"`` = the 15 of ImageNet-C, or a list); ``severities`` is
     ``"all"``, one level or a list of levels. ``seed`` defaults to
     ``--transfer-seed``; cell ``(name, s)`` is exactly
-    ``evaluate(..., perturbation=engine.corruption(name, s, seed=seed))``
+    ``evaluate(..., perturbation=corruption(name, s, seed=seed))``
     (same per-chunk draws, so the results do not depend on the batch size).
     ``method`` is ``linear_probe`` (the probe is fitted once on clean train
     features), ``knn`` or ``direct``. ``corruption_table`` is the published

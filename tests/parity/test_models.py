@@ -386,13 +386,13 @@ def _perturbed(c: Cell, perturbation: Any) -> None:
 
 
 def col_noise(c: Cell) -> None:
-    from pytest_transfer.engine import gaussian_noise
+    from pytest_transfer.robustness.perturbations import gaussian_noise
 
     _perturbed(c, gaussian_noise(0.1, seed=3))
 
 
 def col_corruption(c: Cell) -> None:
-    from pytest_transfer.engine import corruption
+    from pytest_transfer.robustness.perturbations import corruption
 
     _perturbed(c, corruption("contrast", 2, seed=3))
 
