@@ -208,8 +208,9 @@ ALLOWED_CONTEXT_READS = {
     ("pytest_transfer.datasets.specs", "list_datasets"),  # the session's registered dataset names
     ("pytest_transfer.models.sources", "rooted"),  # relative checkpoint: paths from the rootdir
     ("pytest_transfer.models.sources", "_checkpoint_file"),  # the rootdir named in its error message
-    ("pytest_transfer.models.sources", "default_model_registry"),  # the session's registry, else a module one
-    ("pytest_transfer.models.sources", "default_model_sources"),  # plugins' sources, else the built-ins
+    # default_model_registry / default_model_sources: the session's registry and sources (plugins' included),
+    # else the process's own
+    ("pytest_transfer.models.sources", "_session_or_default"),
     ("pytest_transfer.models.torchvision", "session_seed"),  # the seed of random weights (weights=None)
 }
 
