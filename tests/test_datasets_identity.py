@@ -389,3 +389,29 @@ def test_a_file_name_that_is_not_utf8_keeps_its_path_and_prints_escaped(fresh_co
     assert printable_ids(ids)[2:] == ["b/\\xff-0.png", "b/\\xff-1.png"]
     assert item_label(ids[3]) == "file 'b/\\\\xff-1.png'"
     json.dumps(printable_ids(ids), ensure_ascii=False).encode("utf-8")  # any writer can encode what is shown
+
+
+def test_a_saturated_dataset_item_passes_the_rule_after_the_models_resize(fresh_context, tmp_path):
+    """An item of exactly 1.0 (``ToTensor`` of white pixels) comes out of an antialiased resize at 1.0000002:
+    the pixel rule holds the item as the dataset returns it, and the model's resize only gets resampling room
+    (a new user's valid dataset was refused as "0..255" after the model's own resize)."""
+    from pathlib import Path
+
+    from PIL import Image
+    from torchvision import transforms as T
+    from torchvision.datasets import ImageFolder
+
+    from pytest_transfer import evaluate, load_dataset, load_model
+
+    root = photo_folder(tmp_path / "photos", n_per_class=3, size=47)
+    bright = np.random.default_rng(0).choice([230, 255], size=(47, 47, 3), p=[0.3, 0.7]).astype(np.uint8)
+    Image.fromarray(bright).save(root / "china" / "zzz.png")  # resized 47 -> 32, it sums to 1.0000001
+    data = ImageFolder(str(root), transform=T.ToTensor())
+    model = load_model("torchvision:resnet18:none", image_size=28)
+    x = data[[Path(f).name for f, _ in data.samples].index("zzz.png")][0]
+    assert float(x.max()) == 1.0 and float(model.geometry.batch(x[None]).max()) > 1.0  # the overshoot is real
+    ev = evaluate(model, load_dataset(data, name="edges"), split="all")
+    assert np.isfinite(ev.logits).all() and len(ev.logits) == len(data)
+    scaled = ImageFolder(str(root), transform=T.Compose([T.ToTensor(), T.Lambda(lambda t: t * 255)]))
+    with pytest.raises(ValueError, match=r"looks like 0\.\.255"):
+        evaluate(model, load_dataset(scaled, name="scaled"), split="all")

@@ -59,9 +59,15 @@ def _describe_bad(image: torch.Tensor) -> str:
     return f"float pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]{_range_hint(lo, hi)}"
 
 
+#: how far a library's resampling (bilinear with antialias, bicubic, Lanczos) may carry float pixels past
+#: [0, 1] when it resizes an image that obeyed the rule: images checked after a model's geometry get this much
+#: room (0..255 data and NaN are still caught; the item itself was checked before it was resized)
+RESAMPLING_SLACK = 0.25
+
+
 def check_pixels(images: torch.Tensor, *, dataset: str,
-                 ids: Sequence[Any] | Callable[[int], Any] | None = None) -> None:
-    """Refuse images that are neither uint8 nor finite floats in [0, 1].
+                 ids: Sequence[Any] | Callable[[int], Any] | None = None, slack: float = 0.0) -> None:
+    """Refuse images that are neither uint8 nor finite floats in [0, 1] (``[-slack, 1 + slack]``).
 
     ``images``: N×C×H×W or one C×H×W tensor. ``ids``: the sample id of each
     image, or a function of the position giving it (called only on failure;
@@ -82,7 +88,7 @@ def check_pixels(images: torch.Tensor, *, dataset: str,
         return
     flat = x.reshape(len(x), -1)
     lo, hi = flat.amin(dim=1), flat.amax(dim=1)
-    bad = ~((lo >= 0.0) & (hi <= 1.0))  # NaN compares false: caught here too
+    bad = ~((lo >= -slack) & (hi <= 1.0 + slack))  # NaN compares false: caught here too
     if not bool(bad.any()):
         return
     where = bad.nonzero().flatten()
@@ -92,4 +98,4 @@ def check_pixels(images: torch.Tensor, *, dataset: str,
     raise ValueError(f"dataset {dataset!r}: {name}: {_describe_bad(x[k])}{more}")
 
 
-__all__ = ["check_pixels", "item_label", "printable_id", "printable_ids"]
+__all__ = ["RESAMPLING_SLACK", "check_pixels", "item_label", "printable_id", "printable_ids"]

@@ -227,9 +227,14 @@ class DatasetSource(ImageSource):
         from PIL import Image
 
         ds, j = locate(self.parts, i)
-        image = _split_item(ds[j], j)[0]
+        image = _split_item(ds[j], j)[0]  # read once: a second read would decode (and transform) it again
         if not isinstance(image, Image.Image):
-            return super().load_at(i, geometry, channels)
+            from .core import to_unit_float
+            from .pixels import check_pixels
+
+            t = image_to_tensor(image, self.layout)
+            check_pixels(t, dataset=self.name, ids=lambda _: self.sample_id(i))  # exactly, before it is resized
+            return geometry.batch(to_unit_float(t)[None])[0].float()
         return repeat_grey(geometry.image(model_mode(image, channels or self.layout.channels)), channels)
 
     def sample_ids(self, indices: Any) -> np.ndarray:
