@@ -33,6 +33,15 @@ def blobs(fresh_context):
 
 
 @pytest.fixture
+def squares(fresh_context):
+    """Three classes of bright squares at distinct places on 10×10 noise (90 images)."""
+    from pytest_transfer import load_dataset
+
+    x, y = make_blobs_images(n_per_class=30, n_classes=3, size=10)
+    return load_dataset((x, y), name="squares")
+
+
+@pytest.fixture
 def tiny_model(fresh_context):
     from pytest_transfer import load_model
 

@@ -18,15 +18,9 @@ from pytest_transfer import (
 from pytest_transfer.context import Context, set_current_context
 from pytest_transfer.metrics import logme
 from pytest_transfer.settings import resolve
-from tests._helpers import make_blobs_images, tiny_net
+from tests._helpers import tiny_net
 
 NODES = ["0", "1", "4", "penultimate"]  # conv output (4-d, pooled), ReLU (4-d, pooled), hidden Linear, penultimate
-
-
-@pytest.fixture
-def squares(fresh_context):
-    x, y = make_blobs_images(n_per_class=30, n_classes=3, size=10)
-    return load_dataset((x, y), name="squares")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from pytest_transfer import assert_ranks_above, assert_transferability_above, load_dataset, load_model, rank_models
+from pytest_transfer import assert_ranks_above, assert_transferability_above, load_model, rank_models
 from pytest_transfer.estimators import BENCHMARK
 from pytest_transfer.gates.transferability import UnreliableEstimatorWarning, standardized
 from pytest_transfer.metrics.transferability import (
@@ -23,7 +23,7 @@ from pytest_transfer.metrics.transferability import (
     ncti_components,
     stratified_folds,
 )
-from tests._helpers import make_blobs_images, tiny_net
+from tests._helpers import tiny_net
 
 # --------------------------------------------------------------------------- GBC in log space
 
@@ -189,12 +189,6 @@ def test_cv_probe_accuracy_equals_sklearn_on_the_same_folds():
 
 
 # --------------------------------------------------------------------------- gates
-
-
-@pytest.fixture
-def squares(fresh_context):
-    x, y = make_blobs_images(n_per_class=30, n_classes=3, size=10)
-    return load_dataset((x, y), name="squares")
 
 
 @pytest.fixture

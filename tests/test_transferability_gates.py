@@ -38,13 +38,6 @@ def blind_net(seed: int = 0) -> nn.Module:
 
 
 @pytest.fixture
-def squares(fresh_context):
-    """Three classes of bright squares at distinct places on 10×10 noise (90 images)."""
-    x, y = make_blobs_images(n_per_class=30, n_classes=3, size=10)
-    return load_dataset((x, y), name="squares")
-
-
-@pytest.fixture
 def good(fresh_context):
     return load_model(tiny_net(), name="good")
 
