@@ -58,12 +58,13 @@ def combine(args: argparse.Namespace, out: Any = None) -> int:
     """The ``combine`` command; returns the exit status."""
     from .report.combine import ReportError, as_measurements, combine_reports, load_report
     from .report.terminal import format_table
+    from .text import printable
 
     out = out or sys.stdout
     try:
         report = combine_reports([(path, load_report(path)) for path in args.reports])
     except ReportError as exc:
-        print(f"pytest-transfer combine: error: {exc}", file=sys.stderr)
+        print(f"pytest-transfer combine: error: {printable(exc)}", file=sys.stderr)
         return EXIT_USAGE
     measurements = as_measurements(report)
     width = shutil.get_terminal_size().columns - 1 if out.isatty() else 10**6
@@ -72,15 +73,15 @@ def combine(args: argparse.Namespace, out: Any = None) -> int:
     try:
         written = _write_outputs(report, args)
     except OSError as exc:
-        print(f"pytest-transfer combine: error: cannot write {exc.filename or ''}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(f"pytest-transfer combine: error: cannot write {printable(exc.filename or '')}: "
+              f"{printable(exc.strerror or exc)}", file=sys.stderr)
         return EXIT_USAGE
     s = report["summary"]
     verdict = "FAILED" if s["failed"] else "PASSED"
     print(f"{verdict}: {s['measurements']} gate(s) of {s['tests']} test(s) from {len(report['shards'])} shard "
           f"report(s), {s['failed']} failed", file=out)
     for what, path in written:
-        print(f"pytest-transfer: {what} written to {os.fspath(path)}", file=out)
+        print(f"pytest-transfer: {what} written to {printable(os.fspath(path))}", file=out)
     return EXIT_FAILED if s["failed"] else EXIT_OK
 
 

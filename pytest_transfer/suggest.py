@@ -367,5 +367,8 @@ class SuggestionWriter:
                           f"{len(done.replaced)} replaced{kept}; {use}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from .text import printable
+
         for line in self.lines:
-            terminalreporter.write_line(line, yellow="NOT written" in line or "not suggested" in line)
+            # paths, model and dataset names are the user's: escaped like every other printed line
+            terminalreporter.write_line(printable(line), yellow="NOT written" in line or "not suggested" in line)

@@ -150,3 +150,14 @@ def test_overlapping_shards_are_refused(project):
     assert done.returncode == 2
     assert ("test tests/unit/test_shard_a.py::test_zeta is also in shard-1/transfer.json; the shards overlap"
             in done.stderr)
+
+
+def test_a_report_name_with_control_characters_is_printed_escaped(tmp_path, capsys):
+    """A path is the user's text: an escape sequence or a workflow command in it is printed as text."""
+    from pytest_transfer.__main__ import main
+
+    bad = tmp_path / "shard\x1b[31m\n::error::x.json"
+    bad.write_text("not json")
+    assert main(["combine", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\n::error" not in err and "\\x1b[31m\\n::error::x.json" in err
