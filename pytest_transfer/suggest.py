@@ -244,11 +244,14 @@ class Written:
     kept: list[tuple[str, str, str]]
 
 
-def _thresholds_container(doc: Any, shown: str) -> Any:
-    """The table of models in a parsed file: ``[tool.pytest_transfer.thresholds]``, ``[thresholds]`` (created
-    for a new file) or the top level (a file whose models are top-level tables)."""
+def _thresholds_container(doc: Any, shown: str, *, pyproject: bool = False) -> Any:
+    """The table of models in a parsed file: ``[tool.pytest_transfer.thresholds]`` (always, in a
+    ``pyproject.toml``: the only place settings read there), ``[thresholds]`` (created for a new file) or the
+    top level (a file whose models are top-level tables)."""
     import tomlkit
 
+    if pyproject and "tool" not in doc:
+        doc["tool"] = tomlkit.table(is_super_table=True)
     if "tool" in doc:
         tool = doc["tool"]
         section = tool.setdefault("pytest_transfer", tomlkit.table(is_super_table=True))
@@ -297,7 +300,7 @@ def write_suggestions(path: str | os.PathLike[str], suggestions: Iterable[Sugges
     path = os.fspath(path)
     shown = display or path
     doc = _load_document(path, shown)
-    models = _thresholds_container(doc, shown)
+    models = _thresholds_container(doc, shown, pyproject=os.path.basename(path) == "pyproject.toml")
     done = Written(shown, [], [], [])
     for s in suggestions:
         per_model = models.setdefault(s.model, tomlkit.table(is_super_table=True))
@@ -354,7 +357,7 @@ class SuggestionWriter:
             return
         try:
             done = write_suggestions(path, found, overwrite=settings.suggest_overwrite, display=given)
-        except (pytest.UsageError, OSError) as exc:
+        except (pytest.UsageError, OSError, UnicodeError) as exc:  # UnicodeError: a name that is not UTF-8
             why = f"cannot write {given} ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
             self.lines.append(f"pytest-transfer: suggested thresholds NOT written: {why}")
             session.exitstatus = pytest.ExitCode.USAGE_ERROR

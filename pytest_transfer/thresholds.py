@@ -143,8 +143,12 @@ class Threshold:
 
 
 def _table(section: str, *names: str) -> str:
-    """``[section."a"."b"]`` as TOML spells it (no leading dot for a file whose models are top-level)."""
-    quoted = ".".join(f'"{n}"' for n in names)
+    """``[section."a"."b"]`` as TOML spells it (no leading dot for a file whose models are top-level); a name's
+    control characters and bytes that are not UTF-8 escaped (:func:`~pytest_transfer.text.printable`): names
+    are the user's and reach the terminal in every message that shows a table."""
+    from .text import printable
+
+    quoted = ".".join(f'"{printable(n)}"' for n in names)
     return f"[{section}.{quoted}]" if section and quoted else f"[{section or quoted}]"
 
 
@@ -200,7 +204,7 @@ class ThresholdTable:
     def _validated(key: str, value: Any, where: str) -> float:
         if key not in KNOWN_KEYS:
             close = difflib.get_close_matches(key, list(KNOWN_KEYS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = f"; did you mean {close[0]!r}?" if close else ";"
             raise pytest.UsageError(
                 f"{where}: unknown threshold key {key!r}{hint} Valid keys: {', '.join(sorted(KNOWN_KEYS))}"
             )

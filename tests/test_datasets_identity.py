@@ -413,5 +413,7 @@ def test_a_saturated_dataset_item_passes_the_rule_after_the_models_resize(fresh_
     ev = evaluate(model, load_dataset(data, name="edges"), split="all")
     assert np.isfinite(ev.logits).all() and len(ev.logits) == len(data)
     scaled = ImageFolder(str(root), transform=T.Compose([T.ToTensor(), T.Lambda(lambda t: t * 255)]))
-    with pytest.raises(ValueError, match=r"looks like 0\.\.255"):
+    with pytest.raises(ValueError, match=r"looks like 0\.\.255") as refused:
         evaluate(model, load_dataset(scaled, name="scaled"), split="all")
+    assert str(refused.value).count("dataset 'scaled'") == 1  # named once, not once per layer it passed
+

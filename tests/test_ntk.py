@@ -115,6 +115,13 @@ def test_ntk_similarity_reads_images_from_a_dataset(pair, images):
     assert ntk_similarity(a, b, ds, n_samples=4) == pytest.approx(ntk_similarity(a, b, x))
 
 
+def test_ntk_similarity_on_a_dataset_takes_n_samples_and_split(pair, images):
+    a, b = pair
+    ds = load_dataset((images.numpy(), np.arange(len(images)) % 3), name="few")
+    x = ds.batch(ds.indices("train")[:5])
+    assert ntk_similarity(a, b, ds, n_samples=5, split="train") == pytest.approx(ntk_similarity(a, b, x))
+
+
 def test_feature_cka_of_two_models_on_the_same_images(pair, fresh_context):
     a, b = pair
     x, y = make_blobs_images(n_per_class=10, n_classes=3, size=10)

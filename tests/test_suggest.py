@@ -230,3 +230,22 @@ def test_the_normal_detectable_change_is_caught_80_percent_of_the_time_in_simula
     new = np.random.default_rng(1).normal(value - change if higher else value + change, se, size=40_000)
     fails = [not decide(v, (v - z * se, v + z * se), threshold, higher_is_better=higher, mode=mode) for v in new]
     assert abs(np.mean(fails) - 0.8) < 0.01
+
+
+@pytest.mark.parametrize("before", ["", '[project]\nname = "mine"\n'])
+def test_suggestions_into_a_pyproject_go_where_settings_read_them(tmp_path, before):
+    """A new pyproject.toml, or one without [tool], gets [tool.pytest_transfer.thresholds] (a top-level
+    [thresholds] there would be read by nothing)."""
+    import tomllib
+
+    from pytest_transfer.settings import resolve
+    from pytest_transfer.suggest import suggest, write_suggestions
+
+    path = tmp_path / "pyproject.toml"
+    path.write_text(before)
+    found, _ = suggest([_m("f1", 0.8, [0.7512, 0.85])], level=0.95)
+    write_suggestions(path, found)
+    doc = tomllib.loads(path.read_text())
+    assert doc["tool"]["pytest_transfer"]["thresholds"]["m"]["d"]["f1"] == 0.751
+    assert "thresholds" not in doc and resolve(rootdir=str(tmp_path), pyproject=path).threshold_table == {
+        "m": {"d": {"f1": 0.751}}}

@@ -110,7 +110,11 @@ def _container(obj: Any, depth: int, seen: set[int]) -> str:
         if len(items) > LONG:
             return f"dict[{len(items)}]"
         return "{" + ", ".join(f"{k}: {_describe(v, depth + 1, seen)}" for k, v in items) + "}"
-    values = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else list(obj)
+    if isinstance(obj, (set, frozenset)):  # by description: a default repr holds a memory address
+        values = [v for _, v in sorted(((_describe(v, depth + 1, seen), i, v) for i, v in enumerate(obj)),
+                                       key=lambda t: t[:2])]
+    else:
+        values = list(obj)
     if len(values) > LONG:
         step = len(values) / LONG_SAMPLE
         picked = [values[int(k * step)] for k in range(LONG_SAMPLE)]

@@ -65,6 +65,10 @@ def _describe_bad(image: torch.Tensor) -> str:
 RESAMPLING_SLACK = 0.25
 
 
+class PixelRangeError(ValueError):
+    """An image outside the pixel rule; its message already names the dataset and the item."""
+
+
 def check_pixels(images: torch.Tensor, *, dataset: str,
                  ids: Sequence[Any] | Callable[[int], Any] | None = None, slack: float = 0.0) -> None:
     """Refuse images that are neither uint8 nor finite floats in [0, 1] (``[-slack, 1 + slack]``).
@@ -83,7 +87,7 @@ def check_pixels(images: torch.Tensor, *, dataset: str,
     if x.dtype == torch.uint8:
         return
     if not x.dtype.is_floating_point:
-        raise ValueError(f"dataset {dataset!r}: images must be float in [0, 1] or uint8, got dtype {x.dtype}")
+        raise PixelRangeError(f"dataset {dataset!r}: images must be float in [0, 1] or uint8, got dtype {x.dtype}")
     if not len(x) or not x[0].numel():
         return
     flat = x.reshape(len(x), -1)
@@ -95,7 +99,7 @@ def check_pixels(images: torch.Tensor, *, dataset: str,
     k = int(where[0])
     name = item_label(k if ids is None else ids(k) if callable(ids) else ids[k])
     more = f" ({len(where)} of {len(x)} images are outside the rule)" if len(x) > 1 else ""
-    raise ValueError(f"dataset {dataset!r}: {name}: {_describe_bad(x[k])}{more}")
+    raise PixelRangeError(f"dataset {dataset!r}: {name}: {_describe_bad(x[k])}{more}")
 
 
-__all__ = ["RESAMPLING_SLACK", "check_pixels", "item_label", "printable_id", "printable_ids"]
+__all__ = ["RESAMPLING_SLACK", "PixelRangeError", "check_pixels", "item_label", "printable_id", "printable_ids"]

@@ -54,12 +54,12 @@ class ImageSource:
         (:func:`~pytest_transfer.datasets.pixels.check_pixels`); a ``ValueError`` from decoding names the dataset
         and the item. Every streamed image goes through here."""
         from .files import UnreadableImage
-        from .pixels import RESAMPLING_SLACK, check_pixels, item_label
+        from .pixels import RESAMPLING_SLACK, PixelRangeError, check_pixels, item_label
 
         try:
             t = self.load(i) if geometry is None else self.load_at(i, geometry, channels)
-        except UnreadableImage:
-            raise  # already names the file and the fix
+        except (UnreadableImage, PixelRangeError):
+            raise  # already names the dataset, the item and the fix
         except ValueError as exc:
             raise ValueError(f"dataset {self.name!r}: {item_label(self.sample_id(i))}: {exc}") from None
         # after a model's geometry the library's resampling may overshoot [0, 1] a little (an item at exactly 1.0

@@ -266,6 +266,7 @@ class DatasetSource(ImageSource):
     def _compute_digest(self, description: str) -> str:
         import numpy as np
 
+        self.unstable = None  # what computes the items changed: whether two reads agree is found again below
         h = hashlib.blake2b(description.encode(), digest_size=16)
         for ds, idx in self.parts:
             h.update(f"{type(ds).__module__}.{type(ds).__qualname__}|{len(ds)}|".encode())

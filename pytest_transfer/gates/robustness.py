@@ -279,9 +279,8 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
             arrays.append(np.column_stack([ref.clean_correct, ref.cell_matrix()]).astype(np.float64))
         # pseudo-samples: the best and the worst row for the model (the reverse for a measured reference)
         best, worst = np.ones(mine.shape[1]), np.zeros(mine.shape[1])
-        if relative:  # the degradation beyond the clean error: clean right and every cell wrong is the worst
-            best, worst = 1.0 - best, best.copy()
-            best[0], worst[0] = 0.0, 1.0
+        if relative:  # the degradation beyond the clean error: clean right and every cell wrong is the worst,
+            best[0], worst[0] = 0.0, 1.0  # clean wrong and every cell right the best
         interval = bayesian_bootstrap_interval(statistic, *arrays, pseudo=((best, worst)[: len(arrays)],
                                                                             (worst, best)[: len(arrays)]),
                                                confidence=ctx.settings.confidence_level, seed=ctx.settings.seed)

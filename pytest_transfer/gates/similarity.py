@@ -225,9 +225,9 @@ def ntk_similarity(model_a: Any, model_b: Any, images: Any, *, layers: int | str
 
     x = load_dataset(images) if isinstance(images, str) else images  # each model sees it through its own geometry
     ka = ntk_gram(model_a, x, layers=layers, max_params=max_params, kernel=kernel, batch_size=batch_size,
-                  centered=not debiased)
+                  centered=not debiased, n_samples=n_samples, split=split)
     kb = ntk_gram(model_b, x, layers=layers, max_params=max_params, kernel=kernel, batch_size=batch_size,
-                  centered=not debiased)
+                  centered=not debiased, n_samples=n_samples, split=split)
     for name, k, m in (("model_a", ka, model_a), ("model_b", kb, model_b)):
         if _centered_norm(k) == 0.0:
             raise ValueError(
