@@ -505,14 +505,22 @@ def f1_interval(y_true: Any, y_pred: Any, *, average: str = "macro", confidence:
     a = (1.0 - c) / 2.0
     off = np.full((k, k), 1.0 / (k * (k - 1)))
     np.fill_diagonal(off, 0.0)
-    low = float(np.quantile(f1_from_confusion(_dirichlet(m + off, n_draws, rng), average), a))
-    high = float(np.quantile(f1_from_confusion(_dirichlet(m + np.eye(k) / k, n_draws, rng), average), 1.0 - a))
+    low = float(np.quantile(_dirichlet_f1(m + off, n_draws, rng, average), a))
+    high = float(np.quantile(_dirichlet_f1(m + np.eye(k) / k, n_draws, rng, average), 1.0 - a))
     return min(low, value), max(high, value)
 
 
-def _dirichlet(alpha: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
-    """``draws`` unnormalised Dirichlet(alpha) matrices (Gamma variates; F1 is scale-free); 0 stays 0."""
-    return rng.standard_gamma(alpha.ravel(), size=(int(draws), alpha.size)).reshape(int(draws), *alpha.shape)
+def _dirichlet_f1(alpha: np.ndarray, draws: int, rng: np.random.Generator, average: str) -> np.ndarray:
+    """F1 of ``draws`` unnormalised Dirichlet(alpha) matrices (Gamma variates; F1 is scale-free; 0 stays 0),
+    drawn in batches of about ``_BATCH_ELEMENTS`` variates: the same stream as one draw of them all, in memory
+    bounded for any class count (1,000 classes are 10⁶ variates a matrix)."""
+    step = max(1, _BATCH_ELEMENTS // alpha.size)
+    out = []
+    for start in range(0, int(draws), step):
+        b = min(step, int(draws) - start)
+        out.append(f1_from_confusion(rng.standard_gamma(alpha.ravel(), size=(b, alpha.size)).reshape(b, *alpha.shape),
+                                     average))
+    return np.concatenate(out)
 
 
 
