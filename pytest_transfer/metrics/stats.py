@@ -615,8 +615,7 @@ def paired_metric_interval(y_true: Any, pred_a: Any, pred_b: Any, *, name: str, 
     ct, ca, cb = codes[:n], codes[n : 2 * n], codes[2 * n :]
     present_a = np.isin(np.arange(k), np.concatenate([ct, ca]))
     present_b = np.isin(np.arange(k), np.concatenate([ct, cb]))
-    one_hot = np.eye(k * k)
-    cells = (one_hot[ct * k + ca], one_hot[ct * k + cb])  # N × C² per model
+    cells = (ct * k + ca, ct * k + cb)  # each sample's confusion cell (of C²), per model
     present = (present_a, present_b)
     value = float(_paired_values(np.ones((1, n)), cells, k, name, present, None)[0])
     right = np.eye(k) / k
@@ -626,7 +625,7 @@ def paired_metric_interval(y_true: Any, pred_a: Any, pred_b: Any, *, name: str, 
     limits = []
     for pseudo, q in (((wrong, right), tail), ((right, wrong), 1.0 - tail)):
         draws = np.empty(int(n_draws))
-        step = max(1, _BATCH_ELEMENTS // (n + 1))
+        step = max(1, _BATCH_ELEMENTS // max(n + 1, k * k))  # weights and confusion matrices of a batch
         for start in range(0, int(n_draws), step):
             w = rng.standard_exponential((min(step, int(n_draws) - start), n + 1))
             draws[start : start + len(w)] = _paired_values(w, cells, k, name, present, pseudo)
@@ -637,11 +636,13 @@ def paired_metric_interval(y_true: Any, pred_a: Any, pred_b: Any, *, name: str, 
 def _paired_values(w: np.ndarray, cells: tuple[np.ndarray, np.ndarray], k: int, name: str,
                    present: tuple[np.ndarray, np.ndarray], pseudo: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     """``metric(a) − metric(b)`` under sample weights ``w`` (B × N; with ``pseudo = (cells of a, cells of b)``,
-    B × (N + 1), the pseudo-sample's weight last)."""
+    B × (N + 1), the pseudo-sample's weight last); ``cells``: each sample's confusion cell index (N) per model."""
     n = cells[0].shape[0]
+    rows = np.arange(len(w))[:, None] * (k * k)
     out = []
-    for i in (0, 1):
-        m = w[:, :n] @ cells[i]
+    for i in (0, 1):  # m[b] = Σ_s w[b, s] · one-hot(cell of s), without the C²-wide one-hot rows
+        m = np.bincount((rows + cells[i][None, :]).ravel(), weights=w[:, :n].ravel(),
+                        minlength=len(w) * k * k).reshape(len(w), k * k)
         if pseudo is not None:
             m = m + w[:, n:] * pseudo[i].ravel()[None]
         out.append(confusion_metric(m.reshape(len(w), k, k), name, present[i]))
