@@ -99,7 +99,9 @@ def check_consistency(stored: Baseline, y_true: Any, path: str | os.PathLike[str
     predictions)`` (within ``METRIC_ATOL``)."""
     import numpy as np
 
-    where = f"baseline file {path}"
+    from .text import printable
+
+    where = f"baseline file {printable(os.fspath(path))}"
     y = np.asarray(y_true)
     if len(y) != stored.n:
         return  # another split: check_identity names it
