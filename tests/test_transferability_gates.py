@@ -366,3 +366,19 @@ def test_drop_after_fine_tuning_the_head_on_the_reference(good, squares, shifted
         for ds, acc in ((squares, d.reference_accuracy), (shifted_squares, d.shifted_accuracy)):
             pred = tuned(ds.batch(ds.indices("test"))).argmax(1).numpy()
             assert acc == pytest.approx(np.mean(pred == ds.labels_of("test")))
+
+
+@pytest.mark.parametrize("metric", ["leep", "nce"])
+def test_source_head_estimators_refuse_a_headless_backbone(squares, metric):
+    """LEEP and NCE read the source head's probabilities / predictions: a headless backbone's output is its
+    features, whose softmax would be a number without meaning."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    backbone = load_model(net, name="backbone")
+    with pytest.raises(ValueError, match=rf"metric='{metric}' reads the source head's .* has no classification head"):
+        assert_transferability_above(backbone, squares, -1e9, metric=metric)
+    idx = squares.indices("train")
+    with torch.no_grad():
+        feats = net(squares.batch(idx)).double().numpy()  # the headless model's output is its features
+    assert assert_transferability_above(backbone, squares, -1e9, metric="logme").value == pytest.approx(
+        logme(sklearn_standardised(feats), squares.labels[idx]), rel=1e-6)

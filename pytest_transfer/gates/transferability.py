@@ -145,10 +145,15 @@ def estimator_input(model: TransferModel, dataset: TargetDataset, metric: str, *
                     standardize: bool = True, context: Context | None = None) -> EstimatorInput:
     """The inputs of ``metric`` for ``model`` on ``split`` of ``dataset``, from the engine's (memoised) pass."""
     fn = _check_metric(metric)
+    kind = getattr(fn, "inputs", "features")
+    if kind != "features" and model.num_classes is None:  # softmax of a headless model's features is no source
+        raise ValueError(f"metric={metric!r} reads the source head's {kind}, but model {model.name!r} has no "
+                         "classification head (a headless backbone: its output is read as features); use a "
+                         "features estimator (logme, nleep, ...) or pass num_classes= to load_model when the output "
+                         "is logits")
     ctx = context or current_context()
     ev = evaluate(model, dataset, split=split, context=ctx)
     feats = standardized(ev.features) if standardize else np.asarray(ev.features, dtype=np.float64)
-    kind = getattr(fn, "inputs", "features")
     raw = kind == "features" and not getattr(fn, "standardize", True)  # declared scale-dependent (ETran)
     values = {"features": np.asarray(ev.features, dtype=np.float64) if raw else feats, "probs": ev.probs,
               "preds": ev.preds}[kind]
