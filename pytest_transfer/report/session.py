@@ -17,7 +17,7 @@ import fnmatch
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -78,7 +78,7 @@ def unused_threshold_tables(table: Any, pairs: Iterable[tuple[str, str]],
     return out
 
 
-def suite_files(config: pytest.Config) -> list[str]:
+def suite_files(config: pytest.Config) -> Iterator[str]:
     """The test modules of the whole suite: the files matching ``python_files`` under ``testpaths`` (else
     the rootdir), without the folders pytest does not enter (``norecursedirs``, virtual environments) and
     what ``--ignore`` / ``--ignore-glob`` leave out."""
@@ -93,22 +93,21 @@ def suite_files(config: pytest.Config) -> list[str]:
     ignored = {os.path.realpath(start_dir / p) for p in config.getoption("ignore", None) or []}
     ignore_globs = [str(start_dir / g) for g in config.getoption("ignore_glob", None) or []]
 
+    norecurse, python_files = config.getini("norecursedirs"), config.getini("python_files")
+
     def skipped(path: Path, is_dir: bool) -> bool:
         if os.path.realpath(path) in ignored or any(fnmatch.fnmatch(str(path), g) for g in ignore_globs):
             return True
-        return is_dir and (any(fnmatch.fnmatch(path.name, p) for p in config.getini("norecursedirs"))
-                           or (path / "pyvenv.cfg").is_file())
+        return is_dir and (any(fnmatch.fnmatch(path.name, p) for p in norecurse) or (path / "pyvenv.cfg").is_file())
 
-    out = []
-    for start in starts:
+    for start in starts:  # a generator: a caller asking whether all were collected stops at the first that was not
         if start.is_file():
-            out.append(str(start))
+            yield str(start)
         for folder, dirs, files in os.walk(start) if start.is_dir() else ():
             here = Path(folder)
             dirs[:] = [d for d in dirs if not skipped(here / d, True)]
-            out += [str(here / f) for f in files if any(fnmatch.fnmatch(f, p) for p in config.getini("python_files"))
-                    and not skipped(here / f, False)]
-    return out
+            yield from (str(here / f) for f in files if any(fnmatch.fnmatch(f, p) for p in python_files)
+                        and not skipped(here / f, False))
 
 
 def _write_json(path: str, report: dict[str, Any], written: list[tuple[str, str]]) -> str:
@@ -327,10 +326,10 @@ class SessionCollector:
         used any. Only a session that collected the whole suite can tell: see :meth:`_collected_the_whole_suite`."""
         pairs = self.pairs | self.ctx.thresholds.asked | {(str(m["model"]), str(m["dataset"]))
                                                           for m in self.measurements}
-        if not pairs or not self.ctx.thresholds.entries or not self._collected_the_whole_suite():
+        if not pairs or not self.ctx.thresholds.entries:
             return
         unused = unused_threshold_tables(self.ctx.thresholds, pairs)
-        if unused:
+        if unused and self._collected_the_whole_suite():  # the walk of the suite's files only when it can matter
             tr.write_line(printable("pytest-transfer: thresholds never used (their model and dataset patterns "
                                     "matched no test of the suite; a typo there disables a gate): "
                                     + "; ".join(unused)), yellow=True)
