@@ -45,7 +45,7 @@ from typing import Any
 import pytest
 
 from .declarations import lower_is_better
-from .thresholds import KNOWN_KEYS, Threshold, ThresholdTable
+from .thresholds import KNOWN_KEYS, PLACEHOLDER_SOURCE, Threshold, ThresholdTable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,7 +55,6 @@ else:  # pragma: no cover
 POWER = 0.8
 #: threshold keys of gates that pass when the value is at most the threshold (the others: at least)
 LOWER_IS_BETTER = lower_is_better()  # from the gates' declarations (pytest_transfer.declarations)
-PLACEHOLDER_SOURCE = "none yet (--transfer-suggest-thresholds run: measured, not gated)"
 HEADER = ("Thresholds suggested by pytest-transfer (--transfer-suggest-thresholds): each at the conservative end "
           "of the measured interval.\nRead them with --transfer-thresholds=PATH (or copy the tables into "
           "[tool.pytest_transfer.thresholds]); edit freely, a later suggestion run keeps what is here.")

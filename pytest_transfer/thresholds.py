@@ -131,6 +131,10 @@ def format_value(value: float, threshold: float | None = None) -> str:
     return repr(v)
 
 
+#: the source of the stand-in threshold a gate without one measures against in a --transfer-suggest-thresholds run
+PLACEHOLDER_SOURCE = "none yet (--transfer-suggest-thresholds run: measured, not gated)"
+
+
 @dataclass(frozen=True)
 class Threshold:
     """A threshold value and a human-readable account of where it came from."""

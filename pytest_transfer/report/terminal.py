@@ -14,9 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..context import Context, Measurement
-from ..suggest import PLACEHOLDER_SOURCE
 from ..text import cut, display_width, ljust, printable
-from ..thresholds import format_threshold, format_value
+from ..thresholds import PLACEHOLDER_SOURCE, format_threshold, format_value
 
 HEADER = ["test", "model", "dataset", "metric", "value [interval]", "threshold", "result"]
 MIN_TEST_WIDTH = 16
