@@ -195,7 +195,7 @@ class _Request:
 def _evaluate_all(req: _Request, perturbations: Sequence[Perturbation | None], taps: Iterable[str]
                   ) -> list[Evaluation]:
     """Evaluations of distinct ``perturbations``: from the memo, else the disk, else one pass per tap set."""
-    wanted = {*taps} | ({req.model.feature_node} if req.model.has_features else set())
+    wanted = {*taps, req.model.feature_node}  # features can always be read (a headless model's are its output)
     for node in wanted:
         req.model.resolve_node(node)  # a bad node name fails here, before any work
     ctx = req.ctx

@@ -298,12 +298,6 @@ class TransferModel:
             return call_module(self.module, self.inputs(images), where=f"model {self.name!r}")
 
     @property
-    def has_features(self) -> bool:
-        """Whether features can be read: always (an explicit node, the input of the head :func:`find_head`
-        finds, or, for a headless backbone, the model's output)."""
-        return True
-
-    @property
     def has_head(self) -> bool:
         """Whether the module ends in a classification head (:func:`find_head`); ``direct`` needs one."""
         return find_head(self.module) is not None
