@@ -66,7 +66,7 @@ def features(cache_dir: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """``{target: {candidate: {"xtr", "ytr", "xte", "yte"}}}`` from the engine (cached on disk)."""
     from pytest_transfer import load_dataset, load_model
     from pytest_transfer.contrib.efficientnet_lite import efficientnet_lite0
-    from pytest_transfer.engine import evaluate
+    from pytest_transfer import evaluate
 
     ctx = _context(cache_dir)
     out: dict[str, dict[str, dict[str, np.ndarray]]] = {t: {} for t in TARGETS}

@@ -52,11 +52,12 @@ def session(device: str):
 
 
 def main() -> None:
-    from pytest_transfer.engine import evaluate
+    from pytest_transfer import evaluate
     from pytest_transfer.predictions import predict, probe_for
     from pytest_transfer.robustness import resolve_corruptions
     from pytest_transfer.robustness.perturbations import corruption
-    from pytest_transfer.robustness.sweep import corruption_sweep, resolve_severities
+    from pytest_transfer import corruption_sweep
+    from pytest_transfer.robustness.sweep import resolve_severities
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="lite0", help="lite0 (EfficientNet-Lite0, 64 px) or a torchvision arch (32 px)")

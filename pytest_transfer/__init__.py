@@ -13,18 +13,19 @@ from .declarations import lazy_exports
 
 __version__ = "0.1.0"
 
-# public names that are not gates; each gate's function is exported by its declaration (declarations.GATES)
+# public names that are not gates; each gate's function is exported by its declaration (declarations.GATES).
+# The entry points that take spec strings are the door's (api.py): they read the session once.
 _API = {
-    "load_model": "models",
-    "list_models": "models",
+    "load_model": "api",
+    "list_models": "api",
     "TransferModel": "models",
     "Preprocess": "models",
-    "load_dataset": "datasets",
-    "list_datasets": "datasets",
+    "load_dataset": "api",
+    "list_datasets": "api",
     "TargetDataset": "datasets",
-    "evaluate": "engine",
+    "evaluate": "api",
     "Evaluation": "engine",
-    "corruption_sweep": "robustness.sweep",
+    "corruption_sweep": "api",
     "rank_models": "gates.transferability",
     "layerwise_transfer": "gates.layers",
     "ntk_similarity": "gates.similarity",
@@ -38,10 +39,11 @@ _LAZY = {**_API, **lazy_exports()}  # name -> module that defines it, relative t
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover  (for type checkers; tests/test_declarations.py checks it matches _LAZY)
+    from .api import corruption_sweep, evaluate, list_datasets, list_models, load_dataset, load_model
     from .assertions import GateResult, assert_f1_above, assert_robust_under_noise, assert_transfer_accuracy_above
     from .context import Measurement
-    from .datasets import TargetDataset, list_datasets, load_dataset
-    from .engine import Evaluation, evaluate
+    from .datasets import TargetDataset
+    from .engine import Evaluation
     from .gates.layers import assert_layer_transfer_above, layerwise_transfer
     from .gates.regression import assert_no_regression
     from .gates.robustness import assert_mce_below, assert_robust_under_attack, assert_robust_under_corruption
@@ -53,8 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover  (for type checkers; tests/test_declaratio
         estimator_agreement,
         rank_models,
     )
-    from .models import Preprocess, TransferModel, list_models, load_model
-    from .robustness.sweep import corruption_sweep
+    from .models import Preprocess, TransferModel
 
 
 def __getattr__(name: str) -> Any:

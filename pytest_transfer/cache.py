@@ -383,8 +383,8 @@ def _derived_key(kind: str, key: dict[str, Any], libraries: Iterable[str]) -> di
 
 def cached_result(kind: str, key: dict[str, Any], compute: Callable[[], T], *,
                   encode: Callable[[T], dict[str, Any]], decode: Callable[[dict[str, Any]], T],
-                  context: Any = None, libraries: Iterable[str] = ()) -> T:
-    """``compute()``, memoised in the session and cached on disk under ``key``.
+                  context: Any, libraries: Iterable[str] = ()) -> T:
+    """``compute()``, memoised in the session ``context`` and cached on disk under ``key``.
 
     ``kind`` names what is computed (``"linear_probe"``, ``"estimate"``,
     ``"attack"``, ...); ``key`` must hold the fingerprints of every input
@@ -402,9 +402,7 @@ def cached_result(kind: str, key: dict[str, Any], compute: Callable[[], T], *,
     The context counts what it computed and what it read per kind
     (``context.derived_computed`` / ``context.derived_read``).
     """
-    from .context import current_context
-
-    ctx = context or current_context()
+    ctx = context
     full = _derived_key(kind, key, libraries)
     memo = (kind, key_digest(full))
     with ctx.lock:

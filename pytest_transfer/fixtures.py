@@ -36,7 +36,7 @@ def _load_once(ctx: Context, store: dict[Any, Any], what: str, spec: Any, kwargs
     with ctx.lock:
         if key not in store:
             try:
-                store[key] = load(spec, **kwargs)
+                store[key] = load(spec, context=ctx, **kwargs)
             except Exception as exc:  # any reason: reported once per test, never retried in this session
                 store[key] = LoadFailure(what, spec, exc)
         found = store[key]
@@ -82,12 +82,12 @@ def kwargs_for(spec: Any, given: Any, listed: Any, key: str) -> dict[str, Any]:
 
 
 def model_for(ctx: Context, spec: Any, kwargs: dict[str, Any]) -> Any:
-    from .models import load_model
+    from .models.sources import load_model
 
     return _load_once(ctx, ctx.loaded_models, "model", spec, kwargs, load_model)
 
 
 def dataset_for(ctx: Context, spec: Any, kwargs: dict[str, Any]) -> Any:
-    from .datasets import load_dataset
+    from .datasets.specs import load_dataset
 
     return _load_once(ctx, ctx.loaded_datasets, "dataset", spec, kwargs, load_dataset)

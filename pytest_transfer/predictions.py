@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .context import Context, current_context
+from .context import Context
 from .engine.chunks import Perturbation
 from .engine.memo import Evaluation, evaluate
 
@@ -40,17 +40,6 @@ class Predictions:
     @property
     def n(self) -> int:
         return len(self.y_true)
-
-
-def resolve_pair(model: Any, dataset: Any) -> tuple[TransferModel, TargetDataset]:
-    from .datasets import TargetDataset, load_dataset
-    from .models import TransferModel, load_model
-
-    if not isinstance(model, TransferModel):
-        model = load_model(model)
-    if not isinstance(dataset, TargetDataset):
-        dataset = load_dataset(dataset)
-    return model, dataset
 
 
 def check_method(method: str) -> str:
@@ -97,7 +86,7 @@ def probe_for(model: TransferModel, dataset: TargetDataset, method: str, *, ctx:
 
 def predict(model: Any, dataset: Any, *, method: str = "linear_probe", split: str = "test",
             perturbation: Perturbation | None = None, k: int = 20, C: float = 1.0,
-            finetune: dict[str, Any] | None = None, context: Context | None = None) -> Predictions:
+            finetune: dict[str, Any] | None = None, context: Context) -> Predictions:
     """Labels and predictions of ``model`` on ``split`` of ``dataset`` by ``method``.
 
     ``finetune`` holds the options of :class:`~pytest_transfer.finetune.FinetuneConfig`
@@ -105,8 +94,7 @@ def predict(model: Any, dataset: Any, *, method: str = "linear_probe", split: st
     """
     from .derived import knn_predictions
 
-    ctx = context or current_context()
-    model, dataset = resolve_pair(model, dataset)
+    ctx = context
     check_method(method)
     if method == "finetune":
         from .finetune import FinetuneConfig, finetuned_model

@@ -74,7 +74,7 @@ def test_the_switch_turns_it_off_in_the_engine(fake_libc, blobs, tiny_model):
 
 
 def test_the_setting_reaches_the_pass(fake_libc, blobs, tiny_model, fresh_context):
-    from pytest_transfer.engine import evaluate
+    from pytest_transfer import evaluate
     from pytest_transfer.settings import resolve
 
     fresh_context.settings = resolve({"no_cache": True, "device": "cpu", "malloc_tuning": "off"}, environ={})

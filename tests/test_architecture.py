@@ -8,8 +8,8 @@
   the way to defer a heavy import and are not counted);
 * no module-level import runs upwards across the layers listed in ARCHITECTURE.md ("## Layers"), and an
   import inside a function runs upwards only where :data:`ALLOWED_UPWARD` says why;
-* below ``gates/``, the session is read through ``current_context()`` only where
-  :data:`ALLOWED_CONTEXT_READS` says why (issue 22: resolve once, at the gate's door).
+* below ``gates/``, the session is never read implicitly: no ``current_context()`` call and no import of
+  the session accessors (issue 22: resolve once, at the gate's door).
 """
 
 from __future__ import annotations
@@ -188,31 +188,18 @@ def context_reads(tree: ast.Module) -> list[tuple[str, int]]:
     return found
 
 
-#: the places below the gates that still read the session implicitly through ``current_context()`` (issue 22
-#: item 3: specs and settings are resolved once, at the gate's door, and everything below takes objects and
-#: explicit arguments). Each entry says why it remains; an entry that is no longer needed fails the test below,
-#: so the list only shrinks. ``(module, function)``.
-ALLOWED_CONTEXT_READS = {
-    # public entry points usable outside a gate (a notebook, a script, a user's own test): ``context=None``
-    # means the session's; the gates pass their context explicitly
-    ("pytest_transfer.engine.memo", "_request"),  # evaluate / evaluate_many(context=None)
-    ("pytest_transfer.predictions", "predict"),  # predict(context=None)
-    ("pytest_transfer.robustness.sweep", "corruption_sweep"),  # corruption_sweep(context=None)
-    ("pytest_transfer.cache", "cached_result"),  # cached_result(context=None): derived results, fine-tuning
-    # the loaders' public functions read the session's seed, split, registries and rootdir when called without
-    # them (load_model("torchvision:resnet18"), load_dataset("digits"), list_datasets()); a gate resolves its
-    # pair once in gates/core.open_gate, but the loaders cannot take the context yet without changing
-    # their public signatures (DESIGN.md)
-    ("pytest_transfer.datasets.specs", "resolve_data_path"),  # relative imagefolder: paths from the rootdir
-    ("pytest_transfer.datasets.specs", "load_dataset"),  # --transfer-seed / test_fraction, registered names
-    ("pytest_transfer.datasets.specs", "list_datasets"),  # the session's registered dataset names
-    ("pytest_transfer.models.sources", "rooted"),  # relative checkpoint: paths from the rootdir
-    ("pytest_transfer.models.sources", "_checkpoint_file"),  # the rootdir named in its error message
-    # default_model_registry / default_model_sources: the session's registry and sources (plugins' included),
-    # else the process's own
-    ("pytest_transfer.models.sources", "_session_or_default"),
-    ("pytest_transfer.models.torchvision", "session_seed"),  # the seed of random weights (weights=None)
-}
+def context_imports(module: str, tree: ast.Module) -> list[tuple[str, int]]:
+    """``(name, line)`` of every import of the session accessors (``current_context``, ``set_current_context``,
+    the module global ``_CURRENT``) from ``pytest_transfer.context`` in ``tree`` (at any level)."""
+    return [(alias.name, node.lineno) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            and _resolve(module, node) == "pytest_transfer.context"
+            for alias in node.names if alias.name in SESSION_ACCESSORS]
+
+
+#: how the session is read implicitly; below the gates none of them may appear (issue 22 item 3: specs and
+#: settings are resolved once, at the gate's door -- ``api.py`` and ``gates/`` -- and everything below takes
+#: objects and explicit arguments)
+SESSION_ACCESSORS = ("current_context", "set_current_context", "_CURRENT")
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -294,17 +281,16 @@ def test_imports_inside_functions_run_upwards_only_where_listed():
     assert not stale, f"no longer needed: remove from ALLOWED_UPWARD: {stale}"
 
 
-def test_current_context_is_read_below_the_gates_only_where_listed():
+def test_no_module_below_the_gates_reads_the_session():
     gates = next(i for i, (layer, _) in enumerate(LAYERS) if layer == "gates")
     below = {name: tree for name, tree in MODULES.items()
              if layer_of(name, LAYERS) < gates and name != "pytest_transfer.context"}
-    found = {(name, fn): line for name, tree in below.items() for fn, line in context_reads(tree)}
-    unlisted = [f"{name}.{fn} (line {line})" for (name, fn), line in found.items()
-                if (name, fn) not in ALLOWED_CONTEXT_READS]
-    assert not unlisted, ("below gates/, take the context (or the setting) as an argument instead of calling "
-                          "current_context():\n" + "\n".join(unlisted))
-    stale = sorted(ALLOWED_CONTEXT_READS - set(found))
-    assert not stale, f"no longer needed: remove from ALLOWED_CONTEXT_READS: {stale}"
+    found = [f"{name}.{fn} (line {line}) calls current_context()" for name, tree in below.items()
+             for fn, line in context_reads(tree)]
+    found += [f"{name} (line {line}) imports {what}" for name, tree in below.items()
+              for what, line in context_imports(name, tree)]
+    assert not found, ("below gates/, take the context (or the setting) as an argument instead of reading the "
+                       "session:\n" + "\n".join(found))
 
 
 # --- the yardsticks themselves can fail ------------------------------------------------
@@ -350,6 +336,12 @@ def test_imports_inside_functions_and_under_type_checking_are_told_apart():
                      "    from .engine import E\ndef f():\n    from .gates import core\n")
     assert imports_of("pytest_transfer.thresholds", tree) == [
         ("pytest_transfer.settings", 2, True), ("pytest_transfer.gates.core", 6, False)]
+
+
+def test_imports_of_the_session_accessors_are_found_at_any_level():
+    tree = ast.parse("from .context import Context\ndef f():\n    from ..context import current_context as c\n")
+    assert context_imports("pytest_transfer.engine.memo", tree) == [("current_context", 3)]
+    assert context_imports("pytest_transfer.engine.memo", ast.parse("from .context import _CURRENT")) == []
 
 
 def test_context_reads_are_found_with_their_function():

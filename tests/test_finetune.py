@@ -35,7 +35,7 @@ def test_head_finetuning_trains_on_cached_features_and_leaves_the_model_untouche
 
 def test_finetuned_head_equals_training_on_standardised_features(tiny_model, blobs, fresh_context):
     """A second formulation: the tuned module's logits equal the head applied to standardised features."""
-    from pytest_transfer.engine import evaluate
+    from pytest_transfer import evaluate
     from pytest_transfer.finetune import FinetuneConfig, finetuned_model
     from pytest_transfer.probes import Standardizer
 

@@ -42,7 +42,7 @@ def test_accuracy_gate_fails_with_value_interval_threshold_and_names(tiny_model,
 
 @pytest.mark.parametrize("method", ["linear_probe", "knn"])
 def test_methods_agree_with_a_direct_computation(tiny_model, blobs, method):
-    from pytest_transfer.engine import evaluate
+    from pytest_transfer import evaluate
     from pytest_transfer.probes import fit_linear_probe, knn_predict
 
     train = evaluate(tiny_model, blobs, split="train")
@@ -144,7 +144,7 @@ def test_noise_gate_relative_and_zero_noise(tiny_model, blobs):
 
 
 def test_noise_is_seeded_and_independent_of_batch_size(fresh_context, blobs):
-    from pytest_transfer.engine import evaluate
+    from pytest_transfer import evaluate
     from pytest_transfer.robustness.perturbations import gaussian_noise
 
     model = load_model(tiny_net(), name="tiny")

@@ -197,7 +197,7 @@ def zoo(fresh_context):
 
 
 def _train_features(model, ds):
-    from pytest_transfer.engine import evaluate
+    from pytest_transfer import evaluate
 
     ev = evaluate(model, ds, split="train")
     return np.asarray(ev.features, dtype=np.float64), ev.labels

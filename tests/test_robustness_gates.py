@@ -17,8 +17,8 @@ from pytest_transfer import (
     load_dataset,
     load_model,
 )
+from pytest_transfer import evaluate
 from pytest_transfer.context import Context, set_current_context
-from pytest_transfer.engine import evaluate
 from pytest_transfer.predictions import predict
 from pytest_transfer.robustness import ALEXNET_ERRORS, CORRUPTIONS, fgsm, mce, relative_mce
 from pytest_transfer.robustness.perturbations import corruption as engine_corruption
@@ -200,14 +200,14 @@ def test_evaluate_many_equals_evaluate(tmp_path, data, head_model, fresh_context
     from pytest_transfer.robustness.perturbations import gaussian_noise
 
     perts = [None, gaussian_noise(0.2, seed=1), corruption("fog", 2), gaussian_noise(0.2, seed=1)]
-    evs = evaluate_many(head_model, data, perts)
+    evs = evaluate_many(head_model, data, perts, context=fresh_context)
     assert evs[1] is evs[3] and fresh_context.forward_passes == 1
     other = _context(tmp_path)
     for p, ev in zip(perts, evs, strict=True):
         np.testing.assert_allclose(ev.logits, evaluate(head_model, data, perturbation=p, context=other).logits,
                                    atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="expected Perturbation objects or None"):
-        evaluate_many(head_model, data, ["fog"])
+        evaluate_many(head_model, data, ["fog"], context=fresh_context)
 
 
 def test_sweep_result_tables_rows_and_errors(data, head_model):

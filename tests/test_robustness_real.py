@@ -23,7 +23,7 @@ def sweep():
     from pytest_transfer import load_dataset
     from pytest_transfer.context import Context
     from pytest_transfer.contrib.efficientnet_lite import efficientnet_lite0
-    from pytest_transfer.robustness.sweep import corruption_sweep
+    from pytest_transfer import corruption_sweep
     from pytest_transfer.settings import resolve
 
     ctx = Context(resolve({"no_cache": True}, rootdir=".", pyproject=None, environ={}))

@@ -172,3 +172,48 @@ def test_a_dataset_loader_naming_seed_gets_the_sessions(tmp_path):
     assert seen == {"seed": 7, "name": "seeded:x"}
     assert a.seed == b.seed == 7
     np.testing.assert_array_equal(a.indices("test"), b.indices("test"))
+
+
+def test_loaders_naming_settings_get_the_given_sessions_not_the_current_one(tmp_path):
+    """Issue 22 item 3: the session is an argument below the door. A loader of either kind that names
+    ``settings`` gets the settings of the context the call was made in (here one that is *not* current),
+    and the built-in ``checkpoint:`` and ``imagefolder:`` take relative paths from that context's rootdir."""
+    import numpy as np
+
+    from pytest_transfer import load_dataset, load_model
+    from pytest_transfer.context import Context, current_context
+    from pytest_transfer.settings import resolve
+    from tests._helpers import tiny_net
+
+    root = tmp_path / "project"
+    root.mkdir()
+    ctx = Context(resolve({"seed": "5"}, rootdir=str(root)))
+    assert current_context().settings.rootdir != ctx.settings.rootdir
+    seen = {}
+
+    def model_loader(rest, *, settings):
+        seen["model"] = (settings.path(rest), settings.seed)
+        return tiny_net(seed=settings.seed)
+
+    def data_loader(rest, *, settings):
+        seen["dataset"] = settings.path(rest)
+        return np.zeros((4, 1, 4, 4), np.float32), np.array([0, 1, 0, 1])
+
+    ctx.model_sources.register("store", model_loader)
+    ctx.dataset_sources.register("zeros", data_loader)
+    load_model("store:runs/tiny.pt", context=ctx)
+    load_dataset("zeros:data", context=ctx)
+    assert seen == {"model": (root / "runs" / "tiny.pt", 5), "dataset": root / "data"}
+    with pytest.raises(FileNotFoundError, match="rootdir " + str(root)):
+        load_model("checkpoint:runs/missing.pt", arch="resnet18", context=ctx)
+    with pytest.raises(FileNotFoundError, match=str(root / "images")):
+        load_dataset("imagefolder:images", context=ctx)
+
+
+def test_below_the_door_the_engine_takes_objects_and_says_how_to_resolve_a_spec(fresh_context):
+    from pytest_transfer.engine import evaluate
+
+    with pytest.raises(TypeError, match="pytest_transfer.evaluate, which takes either"):
+        evaluate("torchvision:resnet18:none", "digits", context=fresh_context)
+    with pytest.raises(TypeError, match="context"):
+        evaluate(object(), object())  # the session is an argument: no default to fall back on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,9 @@ from .torchsets import DatasetSource, probe_layout, read_labels
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
+
+    from ..context import Context
+    from ..settings import Settings
 
 
 #: dataset names every session knows (scikit-learn's digits, and their shifted copy)
@@ -33,14 +37,13 @@ def _caller_stacklevel() -> int:
     return level
 
 
-def resolve_data_path(path: str, spec: str) -> Path:
-    """``path`` as a folder: a relative one is resolved against the rootdir (the folder of the
-    ``pyproject.toml`` holding ``[tool.pytest_transfer]``, else pytest's rootdir), as ``cache_dir`` is.
-    A missing folder raises ``FileNotFoundError`` naming the base used."""
-    from ..context import current_context
-
+def resolve_data_path(path: str, spec: str, rootdir: str | os.PathLike[str] | None = None) -> Path:
+    """``path`` as a folder: a relative one is resolved against ``rootdir`` (a spec passes the session's: the
+    folder of the ``pyproject.toml`` holding ``[tool.pytest_transfer]``, else pytest's rootdir, as for
+    ``cache_dir``; ``None``: the working directory). A missing folder raises ``FileNotFoundError`` naming
+    the base used."""
     p = Path(path).expanduser()
-    base = None if p.is_absolute() else Path(current_context().settings.rootdir)
+    base = None if p.is_absolute() else Path(os.getcwd() if rootdir is None else rootdir)
     full = p if base is None else base / p
     if full.is_file():
         raise NotADirectoryError(f"{spec}: {full} is a file; give the folder that holds one sub-folder per class "
@@ -84,7 +87,8 @@ def load_digits_dataset(*, shifted: bool = False, canvas: int = 20, **kwargs: An
 
 def load_imagefolder(root: str, *, size: int | None = None, channels: int | None = None,
                      allow_empty: bool = False, skip_unreadable: bool = False, fingerprint: str = "content",
-                     max_samples: int | None = None, **kwargs: Any) -> TargetDataset:
+                     max_samples: int | None = None, rootdir: str | os.PathLike[str] | None = None,
+                     **kwargs: Any) -> TargetDataset:
     """``imagefolder:<path>``: one sub-folder per class, as torchvision's ``ImageFolder``; streamed.
 
     Classes and sample order are torchvision's (sorted sub-folder names),
@@ -114,11 +118,12 @@ def load_imagefolder(root: str, *, size: int | None = None, channels: int | None
       (each class in proportion, by largest remainders), chosen from the
       folder names before any file is opened.
 
-    A relative ``root`` is resolved against the rootdir, like ``cache_dir``.
+    A relative ``root`` is resolved against ``rootdir`` (the spec passes the
+    session's rootdir, as for ``cache_dir``; ``None``: the working directory).
     """
     check_image_size(size)
     spec = f"imagefolder:{root}"
-    base = resolve_data_path(root, spec)
+    base = resolve_data_path(root, spec, rootdir)
     classes, samples = find_image_folder(base, allow_empty=allow_empty)
     if not samples:
         raise ValueError(f"{spec}: no images found under {base}")
@@ -168,7 +173,8 @@ def _open_splits(cls: type, dataset_name: str, root: str, spec: str) -> dict[str
 
 
 def load_torchvision_dataset(dataset_name: str, root: str, *, max_samples: int | None = None,
-                             size: int | None = None, channels: int | None = None, **kwargs: Any) -> TargetDataset:
+                             size: int | None = None, channels: int | None = None,
+                             rootdir: str | os.PathLike[str] | None = None, **kwargs: Any) -> TargetDataset:
     """``torchvision:<Name>:<root>``: a torchvision dataset from local files, never downloading.
 
     When the dataset has an official train/test split, it is kept.
@@ -177,7 +183,7 @@ def load_torchvision_dataset(dataset_name: str, root: str, *, max_samples: int |
     decoded. Datasets that hold their images as one uint8 array (MNIST,
     Fashion-MNIST, CIFAR) keep the chosen images in memory; the others are
     streamed item by item. ``size`` / ``channels``: as for ``imagefolder``.
-    A relative ``root`` is resolved against the rootdir.
+    A relative ``root`` is resolved against ``rootdir`` (as for ``imagefolder``).
     """
     import numpy as np
     import torchvision.datasets as tvd
@@ -188,7 +194,7 @@ def load_torchvision_dataset(dataset_name: str, root: str, *, max_samples: int |
     if cls is None or not isinstance(cls, type):
         names = [n for n in dir(tvd) if n[:1].isupper() and n not in ("VisionDataset", "DatasetFolder")]
         raise ValueError(f"torchvision has no dataset {dataset_name!r}; e.g. {', '.join(names[:15])}")
-    base = resolve_data_path(root, spec)
+    base = resolve_data_path(root, spec, rootdir)
     opened = _open_splits(cls, dataset_name, str(base), spec)
     seed = int(kwargs.get("seed", 0))
     parts, labels, offsets = [], [], {}
@@ -275,7 +281,7 @@ def _check_options(loader: Any, options: dict[str, Any], spec: str, *, extra: Se
 
     params = inspect.signature(loader).parameters.values()
     valid = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    valid = (valid - {"shifted"}) | set(extra)  # the spec says shifted
+    valid = (valid - {"shifted", "rootdir"}) | set(extra)  # the spec says shifted; the session gives rootdir
     for key in options:
         if key not in valid:
             close = difflib.get_close_matches(key, sorted(valid), n=1)
@@ -287,20 +293,23 @@ def _check_options(loader: Any, options: dict[str, Any], spec: str, *, extra: Se
 _SPLIT_OPTIONS = ("name", "seed", "test_fraction", "splits")
 
 
-def _imagefolder_source(rest: str, **kwargs: Any) -> TargetDataset:
+# The built-in loaders name ``settings``: :func:`load_dataset` passes the session's (the rootdir of relative
+# paths) to every loader that names it, a plugin's too: an argument, never a global.
+
+def _imagefolder_source(rest: str, *, settings: Settings, **kwargs: Any) -> TargetDataset:
     """``imagefolder:<path>``."""
     _check_options(load_imagefolder, kwargs, f"imagefolder:{rest}", extra=_SPLIT_OPTIONS)
-    return load_imagefolder(rest, **kwargs)
+    return load_imagefolder(rest, rootdir=settings.rootdir, **kwargs)
 
 
-def _torchvision_source(rest: str, **kwargs: Any) -> TargetDataset:
+def _torchvision_source(rest: str, *, settings: Settings, **kwargs: Any) -> TargetDataset:
     """``torchvision:<Name>:<root>``."""
     spec = f"torchvision:{rest}"
     ds_name, _, root = rest.partition(":")
     if not root:
         raise ValueError(f"dataset spec {spec!r}: give the root folder, e.g. torchvision:CIFAR10:data/cifar")
     _check_options(load_torchvision_dataset, kwargs, spec, extra=_SPLIT_OPTIONS)
-    return load_torchvision_dataset(ds_name, root, **kwargs)
+    return load_torchvision_dataset(ds_name, root, rootdir=settings.rootdir, **kwargs)
 
 
 #: the built-in dataset sources: prefix → (loader, spec form); registered in every session like a plugin's
@@ -320,7 +329,7 @@ def new_dataset_sources() -> SourceRegistry:
 
 def _from_source(loader: Any, rest: str, spec: str, common: dict[str, Any], kwargs: dict[str, Any]) -> Any:
     """Call a source's loader with the options it takes: the built-ins and loaders naming ``name`` / ``seed`` /
-    ``test_fraction`` get the session's values too."""
+    ``test_fraction`` / ``settings`` get the session's values too."""
     import inspect
 
     params = inspect.signature(loader).parameters
@@ -339,25 +348,18 @@ def _split_like_session(obj: Any, ds: TargetDataset, seed: int, test_fraction: f
     return ds
 
 
-def load_dataset(spec: Any, *, name: str | None = None, seed: int | None = None,
+def load_dataset(spec: Any, *, context: Context, name: str | None = None, seed: int | None = None,
                  test_fraction: float | None = None, registry: Registry | None = None,
                  **kwargs: Any) -> TargetDataset:
-    """Build a ``TargetDataset`` from a spec string, a torch ``Dataset`` or ``(images, labels)``.
+    """Build a ``TargetDataset`` from a spec string, a torch ``Dataset`` or ``(images, labels)``, in the
+    session ``context``.
 
-    Specs: ``digits``, ``digits-shifted``, ``imagefolder:<path>``, ``torchvision:<Name>:<root>``,
-    a ``<prefix>:<rest>`` added through ``pytest_transfer_register_dataset_sources``,
-    or a name registered through ``pytest_transfer_register_datasets``.
-    ``seed`` and ``test_fraction`` default to the active settings. Folders and
-    torch ``Dataset`` objects are streamed; keyword arguments go to the
-    source (:func:`load_imagefolder`, :func:`load_torchvision_dataset`,
-    :func:`dataset_from_torch`, a registered factory or loader). An unknown
-    option or prefix raises ``ValueError`` naming the valid ones.
-
-    >>> ds = load_dataset("digits")  # doctest: +SKIP
+    This is :func:`pytest_transfer.load_dataset` with the session given: its
+    dataset registry and sources (plugins' included) and its settings
+    (``seed``, ``test_fraction``, the rootdir of relative paths). Specs,
+    keywords and errors: see :func:`pytest_transfer.load_dataset`.
     """
-    from ..context import current_context
-
-    ctx = current_context()
+    ctx = context
     seed = ctx.settings.seed if seed is None else seed
     test_fraction = ctx.settings.test_fraction if test_fraction is None else test_fraction
     common = {"seed": seed, "test_fraction": test_fraction}
@@ -376,17 +378,16 @@ def load_dataset(spec: Any, *, name: str | None = None, seed: int | None = None,
         raise ValueError(f"unknown dataset spec {spec!r}; use digits, {ctx.dataset_sources.describe()}, "
                          f"or a registered name ({known})")
     loader, rest = found
-    obj = _from_source(loader, rest, spec, {"name": name or spec, **common}, kwargs)
+    obj = _from_source(loader, rest, spec, {"name": name or spec, **common, "settings": ctx.settings}, kwargs)
     return _split_like_session(obj, as_target_dataset(obj, name=name or spec, **common), seed, test_fraction)
 
 
-def list_datasets(include: str | Sequence[str] | None = None,
-                  exclude: str | Sequence[str] | None = None) -> list[str]:
-    """Registered dataset names plus the built-in ``digits``."""
-    from ..context import current_context
-
+def list_datasets(include: str | Sequence[str] | None = None, exclude: str | Sequence[str] | None = None, *,
+                  context: Context) -> list[str]:
+    """:func:`pytest_transfer.list_datasets` in the session ``context``: its registered dataset names plus the
+    built-in ``digits`` and ``digits-shifted``."""
     reg = Registry("dataset")
-    for n in current_context().datasets.list():
+    for n in context.datasets.list():
         reg.register(n, lambda: None)
     for builtin in BUILTIN_DATASETS:
         if builtin not in reg:

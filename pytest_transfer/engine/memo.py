@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..context import Context, current_context
+from ..context import Context
 from ..models import TransferModel, restored
 from . import passes
 from .chunks import Perturbation, VariantMaker, iter_variants, split_variants, variants_label
@@ -217,16 +217,15 @@ def _evaluate_all(req: _Request, perturbations: Sequence[Perturbation | None], t
         return [ev for ev in out if ev is not None]
 
 
-def _request(model: Any, dataset: Any, *, split: str, batch_size: int | None, context: Context | None,
-             cache: bool, make: VariantMaker | None) -> _Request:
-    from ..datasets import TargetDataset, load_dataset
-    from ..models import load_model
+def _request(model: TransferModel, dataset: TargetDataset, *, split: str, batch_size: int | None,
+             context: Context, cache: bool, make: VariantMaker | None) -> _Request:
+    from ..datasets import TargetDataset
 
-    ctx = context or current_context()
-    if not isinstance(model, TransferModel):
-        model = load_model(model)
-    if not isinstance(dataset, TargetDataset):
-        dataset = load_dataset(dataset)
+    ctx = context
+    if not isinstance(model, TransferModel) or not isinstance(dataset, TargetDataset):
+        raise TypeError(f"engine.evaluate takes a TransferModel and a TargetDataset (got {type(model).__name__} and "
+                        f"{type(dataset).__name__}): resolve spec strings with pytest_transfer.load_model / "
+                        "load_dataset, or call pytest_transfer.evaluate, which takes either")
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
     size = int(batch_size or ctx.settings.batch_size)
@@ -235,26 +234,24 @@ def _request(model: Any, dataset: Any, *, split: str, batch_size: int | None, co
 
 # --- the public entry points ----------------------------------------------------
 
-def evaluate(model: Any, dataset: Any, *, split: str = "test", perturbation: Perturbation | None = None,
-             taps: Iterable[str] = (), batch_size: int | None = None, context: Context | None = None,
+def evaluate(model: TransferModel, dataset: TargetDataset, *, context: Context, split: str = "test",
+             perturbation: Perturbation | None = None, taps: Iterable[str] = (), batch_size: int | None = None,
              cache: bool = True) -> Evaluation:
-    """Evaluate ``model`` on a split of ``dataset``: one pass, memoised in the session and cached on disk.
+    """:func:`pytest_transfer.evaluate` of loaded objects in the session ``context`` (its memo, its disk cache,
+    its device and batch size): one pass, memoised in the session and cached on disk.
 
-    ``model`` and ``dataset`` may be spec strings or objects (see
-    :func:`load_model` / :func:`load_dataset`). ``taps`` names extra feature
-    nodes read in the same pass. A request whose taps were already read
-    reuses that pass; one with new taps runs one pass for all the taps read
-    so far. ``cache=False`` (or ``--transfer-no-cache``) skips the disk.
-
-    >>> ev = evaluate("torchvision:resnet18:none", "digits", split="test")  # doctest: +SKIP
-    >>> ev.logits.shape, ev.features.shape  # doctest: +SKIP
+    ``taps`` names extra feature nodes read in the same pass. A request
+    whose taps were already read reuses that pass; one with new taps runs one
+    pass for all the taps read so far. ``cache=False`` (or
+    ``--transfer-no-cache``) skips the disk. Spec strings raise ``TypeError``
+    (:func:`pytest_transfer.evaluate` resolves them).
     """
     req = _request(model, dataset, split=split, batch_size=batch_size, context=context, cache=cache, make=None)
     return _evaluate_all(req, [perturbation], taps)[0]
 
 
-def evaluate_many(model: Any, dataset: Any, perturbations: Sequence[Perturbation | None], *, split: str = "test",
-                  batch_size: int | None = None, context: Context | None = None, cache: bool = True,
+def evaluate_many(model: TransferModel, dataset: TargetDataset, perturbations: Sequence[Perturbation | None], *,
+                  context: Context, split: str = "test", batch_size: int | None = None, cache: bool = True,
                   make: VariantMaker | None = None) -> list[Evaluation]:
     """``[evaluate(model, dataset, split=split, perturbation=p) for p in perturbations]`` from one data load.
 
@@ -264,7 +261,7 @@ def evaluate_many(model: Any, dataset: Any, perturbations: Sequence[Perturbation
     session memo and the disk cache under :func:`evaluate`'s keys (entries
     already there are reused). Only the model's feature node is tapped.
 
-    >>> evs = evaluate_many(model, "digits", [None, gaussian_noise(0.1), corruption("fog", 3)])  # doctest: +SKIP
+    >>> evs = evaluate_many(model, data, [None, gaussian_noise(0.1)], context=ctx)  # doctest: +SKIP
     """
     distinct: dict[tuple[str, int] | None, Perturbation | None] = {}
     for p in perturbations:

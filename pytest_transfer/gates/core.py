@@ -238,10 +238,10 @@ def open_gate(model: Any, dataset: Any, *, threshold: float | None, argument: st
               confidence: str | bool | None, ctx: Context | None = None) -> Gate:
     """Resolve the pair (spec strings or objects), find and check the threshold, pick the confidence mode."""
     __tracebackhide__ = True
-    from ..predictions import resolve_pair
+    from ..api import resolve_pair
 
     ctx = ctx or current_context()
-    model, dataset = resolve_pair(model, dataset)
+    model, dataset = resolve_pair(model, dataset, ctx)
     thr = find_threshold(ctx, threshold, argument, model.name, dataset.name, keys)
     return Gate(ctx, model, dataset, thr, confidence_mode(confidence, ctx), tuple(keys))
 

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..api import resolve_pair
 from ..context import Context, Measurement, current_context
 from ..declarations import LAYER_TRANSFER
 from ..engine.memo import evaluate
-from ..predictions import probe_for, resolve_pair
+from ..predictions import probe_for
 from .core import open_gate
 from .transferability import (
     LAYER_ACCURACIES,
@@ -106,7 +107,7 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
     from ..derived import knn_predictions
 
     ctx = current_context()
-    model, dataset = resolve_pair(model, dataset)
+    model, dataset = resolve_pair(model, dataset, ctx)
     if isinstance(nodes, str):
         nodes = [nodes]
     nodes = list(dict.fromkeys(nodes))

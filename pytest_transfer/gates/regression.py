@@ -371,12 +371,13 @@ def assert_no_regression(model: Any, dataset: Any, *, metrics: str | Sequence[st
     >>> assert_no_regression(model, "digits", metrics=["accuracy", "f1"])  # doctest: +SKIP
     """
     __tracebackhide__ = True
-    from ..predictions import check_method, resolve_pair
+    from ..api import resolve_pair
+    from ..predictions import check_method
 
     ctx = current_context()
     check_method(method)
     names = _metric_names(metrics)
-    model, dataset = resolve_pair(model, dataset)
+    model, dataset = resolve_pair(model, dataset, ctx)
     run = _Run(
         ctx=ctx, model=model, dataset=dataset, method=method, split=split, names=names,
         alpha=_check_alpha(alpha if alpha is not None else round(1.0 - ctx.settings.confidence_level, 10)),

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..api import resolve_pair
 from ..assertions import drop_gate
 from ..cache import cached_result
 from ..context import Context, Measurement, current_context
@@ -49,7 +50,7 @@ from ..fingerprints import code_identity
 from ..metrics.stats import bayesian_bootstrap_interval, bounded_mean_interval
 from ..models import leaves_models_as_found
 from ..models.call import module_dtype, tap_tensor, to_module_dtype
-from ..predictions import check_method, direct_mapping, predict, probe_for, resolve_pair
+from ..predictions import check_method, direct_mapping, predict, probe_for
 from ..robustness import fgsm, pgd
 from ..robustness.mce import ALEXNET_ERRORS, CLEAN
 from ..robustness.perturbations import corruption as corruption_perturbation
@@ -210,7 +211,7 @@ def _reference(reference: Any, model: TransferModel, dataset: TargetDataset, *, 
         return reference, f"measured: {reference.model}"
     if isinstance(reference, Mapping):
         return reference, "supplied errors"
-    ref_model, _ = resolve_pair(reference, dataset)
+    ref_model, _ = resolve_pair(reference, dataset, ctx)
     if ref_model.fingerprint() == model.fingerprint():
         raise ValueError(f"reference: is the model under test ({model.name!r}) itself; pass another model, "
                          "a mapping of errors, or None for AlexNet's published errors")
@@ -388,7 +389,7 @@ def attack_accuracy(model: Any, dataset: Any, *, attack: str = "pgd", eps: float
     """
     ctx = context or current_context()
     _check_attack(attack, method)
-    model, dataset = resolve_pair(model, dataset)
+    model, dataset = resolve_pair(model, dataset, ctx)
     seed = int(ctx.settings.seed if seed is None else seed)
     size = int(batch_size or ctx.settings.batch_size)
     if size < 1:

@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from ..api import resolve_pair
 from ..context import Context, current_context
 from ..declarations import SHIFT
 from ..engine.memo import evaluate
 from ..metrics.stats import newcombe_independent_interval
-from ..predictions import probe_for, resolve_pair
+from ..predictions import probe_for
 from .core import open_gate
 
 
@@ -84,8 +85,8 @@ def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any
 
     check_method(method)
     ctx = current_context()
-    model, ref = resolve_pair(model, reference_dataset)
-    _, shifted = resolve_pair(model, shifted_dataset)
+    model, ref = resolve_pair(model, reference_dataset, ctx)
+    _, shifted = resolve_pair(model, shifted_dataset, ctx)
     if list(ref.classes) != list(shifted.classes):
         raise ValueError(
             f"shifted_dataset: {shifted.name!r} has classes {shifted.classes[:10]} but the reference {ref.name!r} "

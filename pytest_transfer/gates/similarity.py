@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..api import resolve_pair
 from ..context import current_context
 from ..engine.memo import evaluate
 from ..models import leaves_models_as_found
-from ..predictions import resolve_pair
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -31,8 +31,8 @@ def feature_cka(model_a: Any, model_b: Any, dataset: Any, *, split: str = "test"
     from ..metrics.similarity import linear_cka
 
     ctx = current_context()
-    a, ds = resolve_pair(model_a, dataset)
-    b, _ = resolve_pair(model_b, ds)
+    a, ds = resolve_pair(model_a, dataset, ctx)
+    b, _ = resolve_pair(model_b, ds, ctx)
     ea = evaluate(a, ds, split=split, taps=[node_a] if node_a else [], context=ctx)
     eb = evaluate(b, ds, split=split, taps=[node_b] if node_b else [], context=ctx)
     return linear_cka(ea.taps[node_a] if node_a else ea.features, eb.taps[node_b] if node_b else eb.features,
@@ -99,7 +99,8 @@ def _as_images(images: Any, *, n_samples: int, split: str, model: Any = None) ->
     with ``model`` itself."""
     import torch
 
-    from ..datasets import TargetDataset, load_dataset
+    from ..api import load_dataset
+    from ..datasets import TargetDataset
 
     if isinstance(images, (str, TargetDataset)):
         ds = images if isinstance(images, TargetDataset) else load_dataset(images)
@@ -140,7 +141,7 @@ def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | Non
     import torch
     from torch.func import functional_call, grad, jacrev, vmap
 
-    from ..models import load_model
+    from ..api import load_model
     from ..models.call import as_logits, module_dtype, to_module_dtype
 
     if kernel not in NTK_KERNELS:
@@ -220,7 +221,7 @@ def ntk_similarity(model_a: Any, model_b: Any, images: Any, *, layers: int | str
 
     >>> ntk_similarity("efficientnet-lite0", "efficientnet-lite0-random", "digits", layers=2)  # doctest: +SKIP
     """
-    from ..datasets import load_dataset
+    from ..api import load_dataset
     from ..metrics.similarity import cka_from_grams
 
     x = load_dataset(images) if isinstance(images, str) else images  # each model sees it through its own geometry

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..api import resolve_pair
 from ..context import Context, Measurement, current_context
 from ..declarations import RANKS_ABOVE, TRANSFERABILITY
 from ..engine.memo import evaluate
 from ..estimators import label
-from ..predictions import resolve_pair
 from .core import open_gate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -298,12 +298,13 @@ def _sort_rows(names: Sequence[str], scores: Sequence[float], knn: Sequence[floa
     return [RankedModel(names[i], float(scores[i]), float(knn[i]), r + 1, metric) for r, i in enumerate(order)]
 
 
-def _resolve_candidates(models: Iterable[Any], dataset: Any) -> tuple[list[TransferModel], TargetDataset]:
+def _resolve_candidates(models: Iterable[Any], dataset: Any,
+                        ctx: Context) -> tuple[list[TransferModel], TargetDataset]:
     candidates = list(models)
     if not candidates:
         raise ValueError("models: got an empty list; pass at least one model (spec string or TransferModel)")
-    first, dataset = resolve_pair(candidates[0], dataset)  # the dataset is loaded once
-    resolved = [first, *(resolve_pair(m, dataset)[0] for m in candidates[1:])]
+    first, dataset = resolve_pair(candidates[0], dataset, ctx)  # the dataset is loaded once
+    resolved = [first, *(resolve_pair(m, dataset, ctx)[0] for m in candidates[1:])]
     names = [m.name for m in resolved]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -348,7 +349,7 @@ def rank_models(models: Iterable[Any], dataset: Any, *, metric: str = CV_PROBE_A
     if confirm is not None and (not isinstance(confirm, int) or isinstance(confirm, bool) or confirm < 1):
         raise ValueError(f"confirm: expected a positive number of candidates to measure, got {confirm!r}")
     ctx = current_context()
-    resolved, dataset = _resolve_candidates(models, dataset)
+    resolved, dataset = _resolve_candidates(models, dataset, ctx)
     names = [m.name for m in resolved]
     kw = dict(metric_kwargs or {})
     knn = [_knn(m, dataset, split=split, standardize=standardize, k=k, ctx=ctx) for m in resolved]
@@ -424,7 +425,7 @@ def assert_ranks_above(model_a: Any, model_b: Any, dataset: Any, *, metric: str 
     warn_if_unreliable(metric)
     g = open_gate(model_a, dataset, threshold=margin, argument="margin", keys=(), confidence=confidence)
     ctx, a, ds = g.ctx, g.model, g.dataset
-    b, _ = resolve_pair(model_b, ds)
+    b, _ = resolve_pair(model_b, ds, ctx)
     if a.name == b.name:
         raise ValueError(f"model_b: has the same name as model_a ({a.name!r}); give them distinct names")
     kw = dict(metric_kwargs or {})

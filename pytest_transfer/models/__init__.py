@@ -13,12 +13,12 @@ from .checkpoint import load_checkpoint
 from .core import PENULTIMATE, Preprocess, TensorTransform, TransferModel, find_head, head_classes, last_linear
 from .hf import load_hf
 from .restore import leaves_models_as_found, restored
-from .sources import as_transfer_model, default_model_registry, list_models, load_model
+from .sources import as_transfer_model, list_models, load_model
 from .timm import load_timm
 from .torchvision import hub_checkpoint_dir, load_torchvision
 
 __all__ = [
-    "PENULTIMATE", "Preprocess", "TensorTransform", "TransferModel", "as_transfer_model", "default_model_registry",
+    "PENULTIMATE", "Preprocess", "TensorTransform", "TransferModel", "as_transfer_model",
     "find_head", "head_classes", "hub_checkpoint_dir", "last_linear", "leaves_models_as_found", "list_models",
     "load_checkpoint", "load_hf", "load_model", "load_timm", "load_torchvision", "restored",
 ]

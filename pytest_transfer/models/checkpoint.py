@@ -8,7 +8,7 @@ from typing import Any
 
 from .core import Preprocess, TransferModel, find_head
 from .state import SUFFIXES, load_into, read_weights, strip_shared_prefixes, unwrap_state_dict, weights_suffix
-from .torchvision import IMAGENET_MEAN, IMAGENET_STD, check_arch, seeded_build, session_seed
+from .torchvision import IMAGENET_MEAN, IMAGENET_STD, check_arch, seeded_build
 
 
 def _classes_from_state(state: dict[str, Any], arch: str, builder_kwargs: dict[str, Any]) -> int | None:
@@ -32,7 +32,7 @@ def _classes_from_state(state: dict[str, Any], arch: str, builder_kwargs: dict[s
 def load_checkpoint(path: str, *, arch: str | None = None, image_size: int | None = None,
                     feature_node: str | None = None, num_classes: int | None = None,
                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                    name: str | None = None, **builder_kwargs: Any) -> TransferModel:
+                    name: str | None = None, seed: int = 0, **builder_kwargs: Any) -> TransferModel:
     """``checkpoint:<path>``: the weights a training script saved, for the torchvision architecture ``arch``.
 
     Reads ``.pt`` / ``.pth`` / ``.ckpt`` / ``.bin`` / ``.pth.tar``
@@ -46,7 +46,8 @@ def load_checkpoint(path: str, *, arch: str | None = None, image_size: int | Non
     ``image_size`` (default 224) and normalises with ``mean`` / ``std``
     (default ImageNet's); pass ``preprocess=`` to ``load_model`` for your own.
     Raises ``ValueError`` with a few missing and unexpected keys when the
-    file does not fit ``arch``.
+    file does not fit ``arch``. ``seed`` seeds the module's construction
+    (the spec passes the session's ``--transfer-seed``).
     """
     from torchvision import models as tvm
 
@@ -62,7 +63,7 @@ def load_checkpoint(path: str, *, arch: str | None = None, image_size: int | Non
     if num_classes is None:
         num_classes = _classes_from_state(state, arch, builder_kwargs)
     kwargs = {**builder_kwargs, **({"num_classes": num_classes} if num_classes else {})}
-    module = seeded_build(session_seed(), lambda: tvm.get_model(arch, weights=None, **kwargs))
+    module = seeded_build(int(seed), lambda: tvm.get_model(arch, weights=None, **kwargs))
     load_into(module, state, str(p), hint="Check arch= and num_classes=, and that the file holds this model's "
                                          "state dict (torch.save(model.state_dict(), path))")
     return TransferModel(

@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..registry import Registry, SourceRegistry
 from .core import TransferModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..context import Context
+    from ..settings import Settings
 
 
 def as_transfer_model(obj: Any, *, name: str | None = None, preprocess: Callable[..., Any] | None = None,
@@ -38,29 +42,19 @@ def as_transfer_model(obj: Any, *, name: str | None = None, preprocess: Callable
 MODULE_KEYWORDS = ("num_classes", "categories", "in_channels")
 
 
-def rooted(path: str | os.PathLike[str]) -> Path:
-    """``path`` with a relative one taken from the rootdir (:meth:`pytest_transfer.settings.Settings.path`,
-    the one rule for every path of pytest-transfer), so ``cd tests && pytest`` loads the same files."""
-    from ..context import current_context
-
-    return current_context().settings.path(path)
-
-
-def _checkpoint_file(rest: str) -> str:
-    full = rooted(rest)
+def _checkpoint_file(rest: str, settings: Settings) -> str:
+    full = settings.path(rest)
     if not full.exists():
-        from ..context import current_context
-
         where = "" if Path(rest).expanduser().is_absolute() else (
-            f" (a relative path is taken from the rootdir {current_context().settings.rootdir}, as every path of "
+            f" (a relative path is taken from the rootdir {settings.rootdir}, as every path of "
             "pytest-transfer is; give an absolute path or one relative to it)")
         raise FileNotFoundError(f"checkpoint:{rest}: weights file {full} does not exist{where}")
     return str(full)
 
 
-def _hf_ref(rest: str) -> str:
+def _hf_ref(rest: str, settings: Settings) -> str:
     """A folder written by ``save_pretrained`` (from the rootdir when relative), else the repo id as given."""
-    full = rooted(rest)
+    full = settings.path(rest)
     return str(full) if full.is_dir() else rest
 
 
@@ -90,12 +84,18 @@ def _unexpected_keyword(exc: TypeError, spec: str) -> ValueError | None:
                       "model_kwargs=[{...}, {...}] or model_kwargs={'<spec>': {...}}")
 
 
-def _rooted_kwargs(kwargs: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """``kwargs`` with the path-valued ``keys`` taken from the rootdir (the one rule for every path)."""
-    return {k: str(rooted(v)) if k in keys and isinstance(v, (str, os.PathLike)) else v for k, v in kwargs.items()}
+def _rooted_kwargs(kwargs: dict[str, Any], keys: Sequence[str], settings: Settings) -> dict[str, Any]:
+    """``kwargs`` with the path-valued ``keys`` taken from the rootdir (:meth:`Settings.path
+    <pytest_transfer.settings.Settings.path>`, the one rule for every path of pytest-transfer)."""
+    return {k: str(settings.path(v)) if k in keys and isinstance(v, (str, os.PathLike)) else v
+            for k, v in kwargs.items()}
 
 
-def _torchvision_source(rest: str, **kwargs: Any) -> TransferModel:
+# The built-in loaders name ``settings``: :func:`load_model` passes the session's (the rootdir of relative
+# paths, the seed of random weights) to every loader that names it, a plugin's too; what a loader reads of the
+# session is an argument, never a global.
+
+def _torchvision_source(rest: str, *, settings: Settings, **kwargs: Any) -> TransferModel:
     """``torchvision:<arch>[:<weights>]``."""
     from .torchvision import load_torchvision
 
@@ -106,29 +106,32 @@ def _torchvision_source(rest: str, **kwargs: Any) -> TransferModel:
             raise ValueError(f"weights: given twice, in the spec (torchvision:{rest}) and as weights={given!r}; "
                              "keep one")
         weights = "none" if given is None else given
+    kwargs.setdefault("seed", settings.seed)
     return load_torchvision(arch, weights or "DEFAULT", **kwargs)
 
 
-def _checkpoint_source(rest: str, **kwargs: Any) -> TransferModel:
+def _checkpoint_source(rest: str, *, settings: Settings, **kwargs: Any) -> TransferModel:
     """``checkpoint:<path>`` (with ``arch=``)."""
     from .checkpoint import load_checkpoint
 
     kwargs.setdefault("name", f"checkpoint:{rest}")  # named by the spec as written, not its absolute path
-    return load_checkpoint(_checkpoint_file(rest), **kwargs)
+    kwargs.setdefault("seed", settings.seed)
+    return load_checkpoint(_checkpoint_file(rest, settings), **kwargs)
 
 
-def _timm_source(rest: str, **kwargs: Any) -> TransferModel:
+def _timm_source(rest: str, *, settings: Settings, **kwargs: Any) -> TransferModel:
     """``timm:<name>``."""
     from .timm import load_timm
 
-    return load_timm(rest, **_rooted_kwargs(kwargs, ("weights", "cache_dir")))
+    kwargs.setdefault("seed", settings.seed)
+    return load_timm(rest, **_rooted_kwargs(kwargs, ("weights", "cache_dir"), settings))
 
 
-def _hf_source(rest: str, **kwargs: Any) -> TransferModel:
+def _hf_source(rest: str, *, settings: Settings, **kwargs: Any) -> TransferModel:
     """``hf:<local folder or cached repo id>``."""
     from .hf import load_hf
 
-    model = load_hf(_hf_ref(rest), **_rooted_kwargs(kwargs, ("cache_dir",)))
+    model = load_hf(_hf_ref(rest, settings), **_rooted_kwargs(kwargs, ("cache_dir",), settings))
     model.name = f"hf:{rest}"  # named by the spec as written
     return model
 
@@ -149,40 +152,28 @@ def register_builtin_model_sources(registry: SourceRegistry) -> None:
         registry.register(prefix, loader, form=form, origin="pytest_transfer")
 
 
-def load_model(spec: Any, *, registry: Registry | None = None, name: str | None = None,
+def load_model(spec: Any, *, context: Context, registry: Registry | None = None, name: str | None = None,
                preprocess: Callable[..., Any] | None = None, feature_node: str | None = None,
                **kwargs: Any) -> TransferModel:
-    """Build a ``TransferModel`` from a spec string or an ``nn.Module``.
+    """Build a ``TransferModel`` from a spec string or an ``nn.Module``, in the session ``context``.
 
-    Specs: ``torchvision:<arch>[:<weights>]``, ``timm:<name>``,
-    ``hf:<local folder or cached repo id>``, ``checkpoint:<path>`` (with
-    ``arch=``), a ``<prefix>:<rest>`` added through the
-    ``pytest_transfer_register_model_sources`` hook, or a name registered
-    through the ``pytest_transfer_register_models`` hook. Other keyword
-    arguments go to the source (``check_hash=``, ``image_size=``,
-    ``weights=``, builder arguments). A model from a library is fed as that
-    library feeds it. An unknown prefix raises ``ValueError`` listing the
-    registered ones; a keyword the source does not take is refused by name
-    (``ValueError``); a module object takes only ``num_classes``,
-    ``categories``, ``in_channels``. A relative path (``checkpoint:<path>``,
-    an ``hf:`` folder, timm's ``weights=`` and ``cache_dir=``, hf's
-    ``cache_dir=``) is taken from the rootdir, as every path of
-    pytest-transfer is; the model keeps the spec as written as its name.
-
-    >>> m = load_model("torchvision:resnet18:none", image_size=32)  # doctest: +SKIP
+    This is :func:`pytest_transfer.load_model` with the session given: its
+    model registry and sources (plugins' included), and its settings (the
+    rootdir relative paths are taken from, the seed of random weights).
+    Specs, keywords and errors: see :func:`pytest_transfer.load_model`.
     """
     if not isinstance(spec, str):
         return as_transfer_model(spec, name=name, preprocess=preprocess, feature_node=feature_node, **kwargs)
-    reg = registry if registry is not None else default_model_registry()
+    reg = registry if registry is not None else context.models
     found = None
     try:
         if spec in reg:
             obj = reg.get(spec)(**kwargs)
             return as_transfer_model(obj, name=name or spec, preprocess=preprocess, feature_node=feature_node)
-        found = default_model_sources().split(spec)
+        found = context.model_sources.split(spec)
         if found is not None:
             loader, rest = found
-            obj = loader(rest, **kwargs)
+            obj = loader(rest, **_with_settings(loader, kwargs, context))
     except TypeError as exc:
         said = _unexpected_keyword(exc, spec)
         if said is None:
@@ -190,31 +181,21 @@ def load_model(spec: Any, *, registry: Registry | None = None, name: str | None 
         raise said from None
     if found is None:
         known = ", ".join(reg.list()) or "none registered"
-        raise ValueError(f"unknown model spec {spec!r}; use {default_model_sources().describe()}, or a registered "
+        raise ValueError(f"unknown model spec {spec!r}; use {context.model_sources.describe()}, or a registered "
                          f"name ({known})")
     default_name = obj.name if isinstance(obj, TransferModel) else spec
     return as_transfer_model(obj, name=name or default_name, preprocess=preprocess, feature_node=feature_node)
 
 
-_OUTSIDE_PYTEST: dict[str, Any] = {}  # the registries used outside a pytest session, made on first use
+def _with_settings(loader: Callable[..., Any], kwargs: dict[str, Any], context: Context) -> dict[str, Any]:
+    """``kwargs``, plus the session's ``settings`` for a loader whose signature names it."""
+    import inspect
 
-
-def _session_or_default(attr: str, make: Callable[[], Any]) -> Any:
-    """The session's ``attr`` (inside pytest), else one made by ``make`` once per process."""
-    from ..context import current_context
-
-    ctx = current_context(create=False)
-    if ctx is not None:
-        return getattr(ctx, attr)
-    if attr not in _OUTSIDE_PYTEST:
-        _OUTSIDE_PYTEST[attr] = make()
-    return _OUTSIDE_PYTEST[attr]
-
-
-def default_model_registry() -> Registry:
-    """The registry used outside pytest (inside, the plugin's registry is active)."""
-    registry: Registry = _session_or_default("models", lambda: Registry("model"))
-    return registry
+    try:
+        takes = "settings" in inspect.signature(loader).parameters
+    except (TypeError, ValueError):  # a builtin or an object without a signature
+        takes = False
+    return {**kwargs, "settings": context.settings} if takes else kwargs
 
 
 def new_model_sources() -> SourceRegistry:
@@ -224,17 +205,10 @@ def new_model_sources() -> SourceRegistry:
     return sources
 
 
-def default_model_sources() -> SourceRegistry:
-    """The model sources in force: the session's (built-ins plus what plugins registered), else the built-ins."""
-    sources: SourceRegistry = _session_or_default("model_sources", new_model_sources)
-    return sources
-
-
 def list_models(include: str | Sequence[str] | None = None, exclude: str | Sequence[str] | None = None, *,
-                torchvision: bool = False) -> list[str]:
-    """Registered model names (and, with ``torchvision=True``, ``torchvision:<arch>`` specs of every
-    classification model in torchvision's registry)."""
-    names = default_model_registry().list(include=include, exclude=exclude)
+                context: Context, torchvision: bool = False) -> list[str]:
+    """:func:`pytest_transfer.list_models` in the session ``context`` (its registered model names)."""
+    names = context.models.list(include=include, exclude=exclude)
     if torchvision:
         from .torchvision import classification_models
 

@@ -64,7 +64,7 @@ def _pretrained(timm: Any, name: str, cache: Path, kwargs: dict[str, Any]) -> An
 
 def load_timm(name: str, *, weights: str | os.PathLike[str] | None = None, pretrained: bool = True,
               cache_dir: str | os.PathLike[str] | None = None, feature_node: str | None = None,
-              seed: int | None = None, **create_kwargs: Any) -> TransferModel:
+              seed: int = 0, **create_kwargs: Any) -> TransferModel:
     """``timm:<name>`` (``name`` may carry a pretrained tag: ``resnet18.a1_in1k``).
 
     Weights: timm's own loader from the Hugging Face cache (``cache_dir``, by
@@ -81,13 +81,13 @@ def load_timm(name: str, *, weights: str | os.PathLike[str] | None = None, pretr
     """
     timm = _import_timm()
     from .state import load_into, read_weights, unwrap_state_dict
-    from .torchvision import seeded_build, session_seed
+    from .torchvision import seeded_build
 
     _check_name(timm, name)
     if weights is None and pretrained:
         model = _pretrained(timm, name, hf_cache_dir(cache_dir), create_kwargs)
     else:
-        model = seeded_build(session_seed() if seed is None else int(seed),
+        model = seeded_build(int(seed),
                              lambda: timm.create_model(name, pretrained=False, **create_kwargs))
         if weights is not None:
             state = unwrap_state_dict(read_weights(weights), str(weights))

@@ -152,22 +152,14 @@ def seeded_build(seed: int, build: Any) -> Any:
         return build()
 
 
-def session_seed() -> int:
-    """``--transfer-seed`` of the current session (0 outside pytest)."""
-    from ..context import current_context
-
-    ctx = current_context(create=False)
-    return int(getattr(ctx.settings, "seed", 0)) if ctx is not None else 0
-
-
 def load_torchvision(arch: str, weights: Any = "DEFAULT", *, image_size: int | None = None,
-                     feature_node: str | None = None, check_hash: bool = True, seed: int | None = None,
+                     feature_node: str | None = None, check_hash: bool = True, seed: int = 0,
                      **builder_kwargs: Any) -> TransferModel:
     """``torchvision:<arch>[:<weights>]``: a model of torchvision's classification registry.
 
     ``weights``: ``DEFAULT``, an enum member name (``IMAGENET1K_V1``) or the
     member itself (``ResNet18_Weights.IMAGENET1K_V1``), or ``none`` / ``None``
-    for random initialisation, seeded with ``seed`` (default: the
+    for random initialisation, seeded with ``seed`` (0; a spec passes the
     session's ``--transfer-seed``), so random-weight controls are
     reproducible. Pretrained weights are read from :func:`hub_checkpoint_dir`,
     never downloaded (a missing file is a ``FileNotFoundError`` naming it);
@@ -185,7 +177,7 @@ def load_torchvision(arch: str, weights: Any = "DEFAULT", *, image_size: int | N
     w = resolve_weights(arch, weights)
     spec = f"torchvision:{arch}" + ("" if str(weights).lower() == "default" else f":{w.name if w else 'none'}")
     if w is None:
-        module = seeded_build(session_seed() if seed is None else int(seed),
+        module = seeded_build(int(seed),
                               lambda: tvm.get_model(arch, weights=None, **builder_kwargs))
         default = default_weights(arch)
         preprocess = weights_preprocess(default, image_size) if default is not None else \

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..context import Context, current_context
+from ..context import Context
 from ..engine.chunks import Perturbation, VariantMaker
 from ..engine.memo import evaluate_many
-from ..predictions import check_method, predict, resolve_pair
+from ..predictions import check_method, predict
 from .corruptions import DETERMINISTIC_CORRUPTIONS, SEVERITIES, corrupt_many, resolve_corruptions
 from .corruptions_tables import check_table
 from .mce import ALEXNET_ERRORS, CLEAN, CorruptionErrorResult, mce, relative_mce
@@ -42,6 +42,9 @@ from .perturbations import corruption
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+    from ..datasets import TargetDataset
+    from ..models import TransferModel
 
 #: the row of :meth:`SweepResult.to_rows` that holds the clean accuracy (severity 0)
 CLEAN_ROW = CLEAN
@@ -255,12 +258,13 @@ def corruption_error(errors: Mapping[str, Any], reference: Mapping[str, Any], *,
     return relative_mce(errors, reference) if relative else mce(errors, reference)
 
 
-def corruption_sweep(model: Any, dataset: Any, corruptions: str | Iterable[str] = "all",
-                     severities: int | str | Iterable[int] = "all", *, method: str = "linear_probe",
+def corruption_sweep(model: TransferModel, dataset: TargetDataset, corruptions: str | Iterable[str] = "all",
+                     severities: int | str | Iterable[int] = "all", *, context: Context, method: str = "linear_probe",
                      split: str = "test", seed: int | None = None, k: int = 20, C: float = 1.0,
-                     batch_size: int | None = None, context: Context | None = None,
-                     cache: bool = True, corruption_table: str | None = None) -> SweepResult:
-    """Accuracy of ``model`` on ``split`` of ``dataset`` under every corruption × severity, from one data pass.
+                     batch_size: int | None = None, cache: bool = True,
+                     corruption_table: str | None = None) -> SweepResult:
+    """Accuracy of ``model`` on ``split`` of ``dataset`` under every corruption × severity, from one data pass,
+    in the session ``context`` (:func:`pytest_transfer.corruption_sweep` takes spec strings too).
 
     ``corruptions`` is anything :func:`resolve_corruptions` reads (a name, a
     group ``noise`` / ``blur`` / ``weather`` / ``digital``, ``extra``,
@@ -274,12 +278,11 @@ def corruption_sweep(model: Any, dataset: Any, corruptions: str | Iterable[str] 
     parameter table (``auto``: by image size; ``imagenet-c``,
     ``tiny-imagenet-c``, ``cifar10-c``), by default ``--transfer-corruption-table``.
 
-    >>> res = corruption_sweep(model, "digits", ["fog", "contrast"], [1, 3, 5])  # doctest: +SKIP
+    >>> res = corruption_sweep(model, data, ["fog", "contrast"], [1, 3, 5], context=ctx)  # doctest: +SKIP
     >>> res.to_rows()[:2]  # doctest: +SKIP
     """
-    ctx = context or current_context()
+    ctx = context
     check_method(method)
-    model, dataset = resolve_pair(model, dataset)
     names = resolve_corruptions(corruptions)
     levels = resolve_severities(severities)
     seed = int(ctx.settings.seed if seed is None else seed)
