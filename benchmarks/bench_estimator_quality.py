@@ -64,9 +64,8 @@ def _context(cache_dir: str):
 
 def features(cache_dir: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """``{target: {candidate: {"xtr", "ytr", "xte", "yte"}}}`` from the engine (cached on disk)."""
-    from pytest_transfer import load_dataset, load_model
+    from pytest_transfer import evaluate, load_dataset, load_model
     from pytest_transfer.contrib.efficientnet_lite import efficientnet_lite0
-    from pytest_transfer import evaluate
 
     ctx = _context(cache_dir)
     out: dict[str, dict[str, dict[str, np.ndarray]]] = {t: {} for t in TARGETS}

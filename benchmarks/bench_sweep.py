@@ -52,11 +52,10 @@ def session(device: str):
 
 
 def main() -> None:
-    from pytest_transfer import evaluate
+    from pytest_transfer import corruption_sweep, evaluate
     from pytest_transfer.predictions import predict, probe_for
     from pytest_transfer.robustness import resolve_corruptions
     from pytest_transfer.robustness.perturbations import corruption
-    from pytest_transfer import corruption_sweep
     from pytest_transfer.robustness.sweep import resolve_severities
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -91,8 +91,7 @@ def test_the_setting_lists_the_same_tables_and_refuses_others(tmp_path):
 def test_the_sweep_and_the_gate_use_the_setting_or_the_argument(fresh_context):
     import dataclasses
 
-    from pytest_transfer import assert_robust_under_corruption, load_dataset, load_model
-    from pytest_transfer import corruption_sweep
+    from pytest_transfer import assert_robust_under_corruption, corruption_sweep, load_dataset, load_model
     from tests._helpers import make_blobs_images, tiny_net
 
     x, y = make_blobs_images(n_per_class=30, seed=2, size=12)  # k = 20 needs more than 20 train images per class

@@ -10,9 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_transfer import engine, load_dataset, load_model
+from pytest_transfer import engine, evaluate, load_dataset, load_model
 from pytest_transfer.context import Context
-from pytest_transfer import evaluate
 from pytest_transfer.engine import cache_key, run_pass
 from pytest_transfer.models import Preprocess
 from pytest_transfer.robustness.perturbations import gaussian_noise

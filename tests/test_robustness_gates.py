@@ -14,10 +14,10 @@ from pytest_transfer import (
     assert_robust_under_attack,
     assert_robust_under_corruption,
     corruption_sweep,
+    evaluate,
     load_dataset,
     load_model,
 )
-from pytest_transfer import evaluate
 from pytest_transfer.context import Context, set_current_context
 from pytest_transfer.predictions import predict
 from pytest_transfer.robustness import ALEXNET_ERRORS, CORRUPTIONS, fgsm, mce, relative_mce

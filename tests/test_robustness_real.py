@@ -20,10 +20,9 @@ LEVELS = (1, 3, 5)
 
 @pytest.fixture(scope="module")
 def sweep():
-    from pytest_transfer import load_dataset
+    from pytest_transfer import corruption_sweep, load_dataset
     from pytest_transfer.context import Context
     from pytest_transfer.contrib.efficientnet_lite import efficientnet_lite0
-    from pytest_transfer import corruption_sweep
     from pytest_transfer.settings import resolve
 
     ctx = Context(resolve({"no_cache": True}, rootdir=".", pyproject=None, environ={}))
