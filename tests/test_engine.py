@@ -346,6 +346,24 @@ def test_auto_autocast_falls_back_to_float32_for_a_model_that_overflows(fresh_co
                  batch_size=8, device="cpu", autocast="on")
 
 
+def test_keys_name_the_precision_the_pass_runs_in(fresh_context, blobs):
+    """A module kept in float16 runs in float16 whatever --transfer-autocast says (autocast is for float32
+    modules): its keys say float16 and one pass serves every mode. (They said ``autocast:bfloat16`` under
+    ``on`` and ``float32`` under ``off``: two passes of the same computation, both mislabelled.)"""
+    import dataclasses
+
+    half = load_model(tiny_net().to(torch.float16), name="half")
+    full = load_model(tiny_net(), name="full")
+    for mode in ("on", "off"):
+        fresh_context.settings = dataclasses.replace(fresh_context.settings, autocast=mode)
+        ev = evaluate(half, blobs, context=fresh_context)
+        assert engine.pass_autocast(half.module, mode, "cpu") == (None, torch.float16)
+    assert fresh_context.forward_passes == 1 and ev.logits.dtype == np.float32
+    assert engine.precision_label(*engine.pass_autocast(half.module, "on", "cpu")) == "float16"
+    assert engine.precision_label(*engine.pass_autocast(full.module, "on", "cpu")) == "autocast:bfloat16"
+    assert engine.precision_label(*engine.pass_autocast(full.module, "off", "cpu")) == "float32"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_pass_matches_the_cpu_pass(fresh_context, blobs):  # pragma: no cover - no GPU here
     idx = blobs.indices("test")

@@ -69,6 +69,7 @@ from .passes import (
     batch_limit,
     check_logits,
     is_out_of_memory,
+    pass_autocast,
     pool_features,
     precision_label,
     prefers_channels_last,
@@ -80,6 +81,7 @@ __all__ = [
     "AUTOCAST_MODES", "CHUNK", "ENGINE_VERSION", "PENULTIMATE", "BatchPolicy", "Evaluation", "Perturbation",
     "Regroup", "VariantMaker", "apply_each", "autocast_dtype", "batch_limit", "cache_key", "check_logits",
     "code_fingerprint", "evaluate", "evaluate_many", "geometry_key", "is_out_of_memory", "iter_batches",
-    "iter_chunks", "iter_variants", "load_chunks", "memo_base", "model_batch", "pool_features", "precision_label",
+    "iter_chunks", "iter_variants", "load_chunks", "memo_base", "model_batch", "pass_autocast", "pool_features",
+    "precision_label",
     "prefers_channels_last", "prepare_module", "run_pass", "split_variants",
 ]

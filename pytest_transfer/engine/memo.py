@@ -15,7 +15,7 @@ from ..models import TransferModel, restored
 from . import passes
 from .chunks import Perturbation, VariantMaker, iter_variants, split_variants, variants_label
 from .keys import cache_key, memo_base
-from .passes import autocast_dtype, precision_label
+from .passes import pass_autocast, precision_label
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -121,7 +121,7 @@ class _Request:
         self.device = self.ctx.device
         self.workers = resolve_num_workers(getattr(self.ctx.settings, "num_workers", "auto"))
         self.mode = getattr(self.ctx.settings, "autocast", "auto")
-        self.precision = precision_label(autocast_dtype(self.mode, self.device))
+        self.precision = precision_label(*pass_autocast(self.model.module, self.mode, self.device))
 
     def split_indices(self) -> np.ndarray:
         if self.indices is None:

@@ -50,9 +50,22 @@ def autocast_dtype(mode: str, device: Any) -> torch.dtype | None:
     return torch.bfloat16 if kind == "cpu" else torch.float16
 
 
-def precision_label(dtype: Any) -> str:
-    """How a pass's precision is named in memo and cache keys: ``float32`` or ``autocast:<dtype>``."""
-    return "float32" if dtype is None else f"autocast:{str(dtype).removeprefix('torch.')}"
+def pass_autocast(module: Any, mode: str, device: Any) -> tuple[torch.dtype | None, torch.dtype]:
+    """``(autocast dtype or None, the module's dtype)`` of a pass: a module kept in float16 / bfloat16 /
+    float64 runs in its own precision whatever ``mode`` says; autocast (:func:`autocast_dtype`) is for
+    float32 modules. The pass (:func:`run_pass`) and its keys (:func:`precision_label`) both ask here."""
+    import torch
+
+    dtype = module_dtype(module)
+    return (autocast_dtype(mode, device) if dtype == torch.float32 else None), dtype
+
+
+def precision_label(amp: Any, dtype: Any = None) -> str:
+    """How a pass's precision is named in memo and cache keys: ``autocast:<amp>`` under autocast, else the
+    module's own dtype (``float32``, ``float16``, ``bfloat16``, ``float64``)."""
+    if amp is not None:
+        return f"autocast:{str(amp).removeprefix('torch.')}"
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def _forward(module: Any, inp: torch.Tensor, amp: torch.dtype | None, dtype: torch.dtype,
@@ -366,9 +379,7 @@ def run_pass(model: TransferModel, dataset: TargetDataset, indices: np.ndarray, 
     device = torch.device(device)
     if batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
-    dtype = module_dtype(model.module)
-    # a module kept in float16 / bfloat16 / float64 runs in its own precision; autocast is for float32 modules
-    amp = autocast_dtype(autocast, device) if dtype == torch.float32 else None
+    amp, dtype = pass_autocast(model.module, autocast, device)
     module, channels_last = prepare_module(model, device, channels_last)
     policy = BatchPolicy(module, device, batch_size)
     meter = PassProgress(progress, model=model.name, dataset=dataset.name, split=split,
