@@ -88,6 +88,11 @@ def test_passes_describe_the_dataset_and_name_its_files_once(folder_set):
         ds.samples[0] = (ds.samples[1][0], 0)  # the first item now reads the second file
         assert data.sample_ids([0, 1]).tolist() == ["a/001.png", "a/001.png"] and calls["relative_ids"] == 2
 
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(data.source))  # as a DataLoader worker started by spawn receives it
+    assert copy.revision() == data.source.revision() and copy.load_checked(1).shape == (3, 8, 8)
+
 
 def test_a_random_transform_is_still_found_with_the_description_kept(folder_set):
     """The nondeterminism check and the fingerprint's semantics are as before: a random flip set in place is

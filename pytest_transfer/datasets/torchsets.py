@@ -207,6 +207,11 @@ class DatasetSource(ImageSource):
         self._description: tuple[tuple[Any, ...], list[Any], str] | None = None  # (identities, their objects, text)
         self._ids: tuple[Any, np.ndarray] | None = None  # (what the ids were computed from, every item's id)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a ``DataLoader`` worker started by ``spawn`` receives: without the kept description and ids (the
+        guard's references include code objects, which do not pickle; a worker never fingerprints)."""
+        return {**self.__dict__, "_description": None, "_ids": None}
+
     @property
     def deterministic(self) -> bool:
         """False once two reads of one item differed (found while fingerprinting)."""
