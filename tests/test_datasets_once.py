@@ -123,6 +123,8 @@ def test_the_guard_sees_what_the_description_reads():
         kept.append(refs)
         assert now != ids
         ids = now
+    images = [np.zeros((8, 8, 3), np.uint8) for _ in range(300)]  # data held in a long list: by identity
+    assert not any(isinstance(x, bytes) for x in graph_guard(images)[0])  # no copy of the images' bytes
     w = torch.ones(3)
     ids, _refs = graph_guard({"w": w})  # the references keep every id in use while compared
     w.mul_(2)  # a tensor changed in place: its version counter
