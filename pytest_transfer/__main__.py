@@ -36,27 +36,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_outputs(report: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, str]]:
-    from .report.github import append_summary, render_summary, summary_path
-    from .report.html import write_html
-    from .report.json import write_json
-    from .report.openmetrics import write_openmetrics
+def _targets(args: argparse.Namespace) -> dict[str, str | None]:
+    from .report.github import summary_path
 
-    written: list[tuple[str, str]] = []
-    for what, path, write in (("JSON report", args.report, write_json), ("HTML report", args.html, write_html),
-                              ("OpenMetrics report", args.openmetrics, write_openmetrics)):
-        if path:
-            write(path, report)
-            written.append((what, path))
-    summary = summary_path(args.github_summary)
-    if summary:
-        written.append(("GitHub job summary", append_summary(summary, render_summary(report, written=written))))
-    return written
+    return {"report": args.report, "html": args.html, "openmetrics": args.openmetrics,
+            "github_summary": summary_path(args.github_summary)}
 
 
 def combine(args: argparse.Namespace, out: Any = None) -> int:
     """The ``combine`` command; returns the exit status."""
     from .report.combine import ReportError, as_measurements, combine_reports, load_report
+    from .report.session import write_reports
     from .report.terminal import format_table
     from .text import printable
 
@@ -70,19 +60,16 @@ def combine(args: argparse.Namespace, out: Any = None) -> int:
     width = shutil.get_terminal_size().columns - 1 if out.isatty() else 10**6
     for line in format_table(measurements, max_width=max(80, width)) if measurements else []:
         print(line, file=out)
-    try:
-        written = _write_outputs(report, args)
-    except OSError as exc:
-        print(f"pytest-transfer combine: error: cannot write {printable(exc.filename or '')}: "
-              f"{printable(exc.strerror or exc)}", file=sys.stderr)
-        return EXIT_USAGE
+    written, failed = write_reports(report, _targets(args))  # each writer's failure is one line
+    for line in failed:
+        print(f"pytest-transfer combine: error: {line}", file=sys.stderr)
     s = report["summary"]
     verdict = "FAILED" if s["failed"] else "PASSED"
     print(f"{verdict}: {s['measurements']} gate(s) of {s['tests']} test(s) from {len(report['shards'])} shard "
           f"report(s), {s['failed']} failed", file=out)
     for what, path in written:
         print(f"pytest-transfer: {what} written to {printable(os.fspath(path))}", file=out)
-    return EXIT_FAILED if s["failed"] else EXIT_OK
+    return EXIT_USAGE if failed else EXIT_FAILED if s["failed"] else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -161,3 +161,50 @@ def test_a_report_name_with_control_characters_is_printed_escaped(tmp_path, caps
     assert main(["combine", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\n::error" not in err and "\\x1b[31m\\n::error::x.json" in err
+
+
+def test_a_writer_that_fails_is_one_line_and_the_others_are_still_written(project):
+    (project.path / "taken").mkdir()  # a directory given as the JSON report's file: the first writer fails
+    done = _combine(project, "shard-1/transfer.json", "shard-2/transfer.json", "--report=taken",
+                    "--html=out/report.html", "--openmetrics=metrics.txt", "--github-summary=summary.md")
+    assert done.returncode == 2  # still a failure, though every other report was written
+    errors = done.stderr.splitlines()
+    assert errors == ["pytest-transfer combine: error: could not write the JSON report to taken: it is a directory; "
+                      "give a file name in it (IsADirectoryError); any previous file there is left unchanged"]
+    assert "FAILED: 4 gate(s) of 4 test(s) from 2 shard report(s), 1 failed" in done.stdout
+    for name in ("out/report.html", "metrics.txt", "summary.md"):
+        assert (project.path / name).stat().st_size > 0, name
+    assert "pytest-transfer: OpenMetrics report written to metrics.txt" in done.stdout
+    assert "[JSON report]" not in (project.path / "summary.md").read_text()  # links only what was written
+
+
+@pytest.mark.parametrize(("damage", "field", "shown"), [
+    (lambda doc: doc["measurements"][1].update(value=float("nan")), "measurements[1].value", "NaN"),
+    (lambda doc: doc["measurements"][0].update(interval=[0.5, float("inf")]), "measurements[0].interval[1]",
+     "Infinity"),
+    (lambda doc: doc["measurements"][0]["details"].update(drop=-float("inf")), "measurements[0].details.drop",
+     "-Infinity"),
+    (lambda doc: doc.update(duration_s=float("nan")), "duration_s", "NaN"),
+])
+def test_a_number_the_writer_never_writes_is_refused_naming_the_file_and_the_field(project, damage, field, shown):
+    path = project.path / "shard-2" / "transfer.json"
+    doc = _load(path)
+    damage(doc)
+    path.write_text(json.dumps(doc))  # Python's json writes NaN / Infinity unless told not to, and reads them
+    assert shown in path.read_text()
+    done = _combine(project, "shard-1/transfer.json", "shard-2/transfer.json", "--report=all.json")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"pytest-transfer combine: error: shard-2/transfer.json: {field} is {shown}, "
+                                  "which the writer never writes"), done.stderr
+    assert not (project.path / "all.json").exists()
+
+
+def test_a_null_number_as_the_writer_writes_a_non_finite_one_is_combined(project):
+    """The writer turns a value that is not finite (a relative drop at clean accuracy 0) into null: kept."""
+    path = project.path / "shard-2" / "transfer.json"
+    doc = _load(path)
+    doc["measurements"][0]["details"]["relative_drop"] = None
+    path.write_text(json.dumps(doc, allow_nan=False))
+    done = _combine(project, "shard-1/transfer.json", "shard-2/transfer.json", "--report=all.json")
+    assert done.returncode == 1, done.stderr  # shard 1's failed gate, nothing refused
+    assert _load(project.path / "all.json")["measurements"][2]["details"]["relative_drop"] is None

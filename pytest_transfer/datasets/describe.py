@@ -9,9 +9,13 @@ digest of its bytecode, constants, defaults and closure (a lambda's body
 counts), a class outside torch / torchvision / Pillow / numpy the digest of
 its source (an edited ``__getitem__`` counts), a library class its name and
 the library's version. Small tensors and arrays are hashed by value; large
-ones (over ``LARGE_BYTES``) and long containers (over ``LONG``) are described
-by their shape and a spread sample: they hold data, which the fingerprint
-reads from the files or from decoded items instead.
+ones (over ``LARGE_BYTES``) by their shape: they hold data, which the
+fingerprint reads from the files or from decoded items instead. A long
+container (over ``LONG`` entries: a 1,000-class ``class_to_idx``) is its
+length and a digest of its whole description, so a change anywhere in it counts.
+
+:func:`graph_guard` is the cheap companion of :func:`describe`: the identities of the objects the
+description reads, to tell, without describing again, whether the description may have changed.
 
 What it cannot see: state outside the object graph (a global variable, a file
 a function opens) and random draws. Those show in the decoded items, which
@@ -29,8 +33,7 @@ from typing import Any
 from ..fingerprints import code_identity
 
 MAX_DEPTH = 12
-LONG = 256  # containers longer than this are described by their length and a spread sample of LONG_SAMPLE items
-LONG_SAMPLE = 16
+LONG = 256  # containers longer than this are described by their length and a digest of their description
 LARGE_BYTES = 1 << 20
 LIBRARIES = frozenset({"torch", "torchvision", "PIL", "numpy", "builtins", "collections", "functools", "typing"})
 _PLAIN = (bool, int, float, complex, str, bytes, type(None))
@@ -107,19 +110,16 @@ def _array(obj: Any) -> str:
 def _container(obj: Any, depth: int, seen: set[int]) -> str:
     if isinstance(obj, dict):
         items = sorted(((_describe(k, depth + 1, seen), v) for k, v in obj.items()), key=lambda kv: kv[0])
-        if len(items) > LONG:
-            return f"dict[{len(items)}]"
-        return "{" + ", ".join(f"{k}: {_describe(v, depth + 1, seen)}" for k, v in items) + "}"
+        text = ", ".join(f"{k}: {_describe(v, depth + 1, seen)}" for k, v in items)
+        return f"dict[{len(items)}] {_digest(text.encode())}" if len(items) > LONG else "{" + text + "}"
     if isinstance(obj, (set, frozenset)):  # by description: a default repr holds a memory address
-        values = [v for _, v in sorted(((_describe(v, depth + 1, seen), i, v) for i, v in enumerate(obj)),
-                                       key=lambda t: t[:2])]
+        described = sorted(_describe(v, depth + 1, seen) for v in obj)
     else:
-        values = list(obj)
-    if len(values) > LONG:
-        step = len(values) / LONG_SAMPLE
-        picked = [values[int(k * step)] for k in range(LONG_SAMPLE)]
-        return f"{type(obj).__name__}[{len(values)}] " + "; ".join(_describe(v, depth + 1, seen) for v in picked)
-    return f"{type(obj).__name__}(" + ", ".join(_describe(v, depth + 1, seen) for v in values) + ")"
+        described = [_describe(v, depth + 1, seen) for v in obj]
+    text = ", ".join(described)
+    if len(described) > LONG:  # the whole content, digested (a change anywhere counts), in a short text
+        return f"{type(obj).__name__}[{len(described)}] {_digest(text.encode())}"
+    return f"{type(obj).__name__}(" + text + ")"
 
 
 def _attributes(obj: Any) -> dict[str, Any] | None:
@@ -193,4 +193,79 @@ def describe(obj: Any, *, skip: tuple[str, ...] = ()) -> str:
     return f"{describe_class(type(obj))}(" + ", ".join(f"{k}={_describe(v, 1, seen)}" for k, v in kept) + ")"
 
 
-__all__ = ["describe", "describe_class"]
+def graph_guard(obj: Any, *, skip: tuple[str, ...] = ()) -> tuple[tuple[Any, ...], list[Any]]:
+    """``(identities, references)`` of what :func:`describe` reads of ``obj`` (``skip``: as there): the ``id``
+    of every object it reaches (attributes, container entries, a function's code, defaults and closure), a
+    tensor's version counter and a small array's bytes, in a fixed order. While ``references`` (the objects
+    themselves, kept alive so that no ``id`` is reused) are held, equal identities mean an equal description:
+    an attribute replaced or set anywhere, an entry added, removed or replaced, a tensor changed in place all
+    change them; so does a small array changed in place, except one held in a long container (data, such as
+    images in a list, which the decoded items' digest reads). The walk is cheaper than describing: no
+    ``repr``, no digests of code or text (0.36 ms against 0.70 ms for an ``ImageFolder`` of 1,000 classes)."""
+    ids: list[Any] = []
+    refs: list[Any] = []
+    attrs = _attributes(obj)
+    if attrs is None or isinstance(obj, (list, tuple, dict, types.FunctionType)):
+        _guard(obj, 0, set(), ids, refs)
+    else:
+        ids.extend((id(obj), id(type(obj))))
+        refs.append(obj)
+        for k, v in sorted(((k, v) for k, v in attrs.items() if k not in skip), key=lambda kv: kv[0]):
+            ids.append(k)
+            _guard(v, 1, {id(obj)}, ids, refs)
+    return tuple(ids), refs
+
+
+def _guard(obj: Any, depth: int, seen: set[int], ids: list[Any], refs: list[Any], data: bool = False) -> None:
+    ids.append(id(obj))
+    refs.append(obj)
+    if isinstance(obj, _PLAIN) or isinstance(obj, (type, enum.Enum)) or depth > MAX_DEPTH or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    ids.append(id(type(obj)))
+    try:
+        ids.extend(_guard_children(obj, depth, seen, ids, refs, data))
+    except Exception:  # as describe: what cannot be read stands for its type
+        ids.append("?")
+    finally:
+        seen.discard(id(obj))
+
+
+def _guard_children(obj: Any, depth: int, seen: set[int], ids: list[Any], refs: list[Any], data: bool) -> list[Any]:
+    """Walk what describing ``obj`` reads; returns the markers closing its entry (a length, a version). ``data``:
+    ``obj`` is an entry of a long container (images held in a list): an array there counts by identity and
+    shape, not by its bytes (the items digest reads the data; holding every array's bytes would copy it)."""
+    root = type(obj).__module__.split(".")[0]
+    if root in ("torch", "numpy") and (hasattr(obj, "detach") or hasattr(obj, "nbytes")) and hasattr(obj, "shape"):
+        version = getattr(obj, "_version", None)  # a tensor: counts in-place changes; an array: its bytes
+        small = version is None and not data and getattr(obj, "nbytes", LARGE_BYTES + 1) <= LARGE_BYTES \
+            and obj.dtype != object
+        return [version, tuple(obj.shape), obj.tobytes() if small else None]
+    if root == "PIL" and hasattr(obj, "tobytes"):
+        return [obj.mode, obj.size, obj.tobytes()]
+    if isinstance(obj, (list, tuple, set, frozenset, dict)):
+        entries = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else list(obj)
+        ids.extend(map(id, entries))  # plain entries (strings, numbers) need no walk: their identity is enough
+        refs.extend(entries)
+        for e in entries:
+            if not isinstance(e, _PLAIN):
+                _guard(e, depth + 1, seen, ids, refs, len(entries) > LONG)
+        return [len(entries)]
+    if isinstance(obj, types.MethodType):
+        _guard(obj.__func__, depth + 1, seen, ids, refs)
+        _guard(obj.__self__, depth + 1, seen, ids, refs)
+    elif isinstance(obj, types.FunctionType):  # each part as stored: a tuple built here would be new each time
+        cells = [c.cell_contents for c in (obj.__closure__ or ()) if _has_contents(c)]
+        for part in (obj.__code__, obj.__defaults__, obj.__kwdefaults__, *cells):
+            _guard(part, depth + 1, seen, ids, refs)
+    elif isinstance(obj, functools.partial):
+        for part in (obj.func, obj.args, obj.keywords):
+            _guard(part, depth + 1, seen, ids, refs)
+    elif not isinstance(obj, (types.ModuleType, types.BuiltinFunctionType, types.CodeType)):
+        for k, v in sorted((_attributes(obj) or {}).items(), key=lambda kv: kv[0]):
+            ids.append(k)
+            _guard(v, depth + 1, seen, ids, refs)
+    return []
+
+
+__all__ = ["describe", "describe_class", "graph_guard"]

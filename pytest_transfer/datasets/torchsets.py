@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .decode import GREY_MODES, HIGH_DEPTH_MODES, Layout, image_to_tensor, model_mode, repeat_grey
-from .describe import describe, describe_class
+from .describe import describe, describe_class, graph_guard
 from .files import DEFAULT_SIZE, files_fingerprint, relative_ids
 from .pixels import item_label
 from .source import ImageSource
@@ -204,6 +204,13 @@ class DatasetSource(ImageSource):
         self.name = name
         self._digest: tuple[str, str] | None = None  # (description, fingerprint)
         self.unstable: Any = None  # the sample id of an item that read differently twice
+        self._description: tuple[tuple[Any, ...], list[Any], str] | None = None  # (identities, their objects, text)
+        self._ids: tuple[Any, np.ndarray] | None = None  # (what the ids were computed from, every item's id)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a ``DataLoader`` worker started by ``spawn`` receives: without the kept description and ids (the
+        guard's references include code objects, which do not pickle; a worker never fingerprints)."""
+        return {**self.__dict__, "_description": None, "_ids": None}
 
     @property
     def deterministic(self) -> bool:
@@ -239,23 +246,35 @@ class DatasetSource(ImageSource):
 
     def sample_ids(self, indices: Any) -> np.ndarray:
         """The listed file of each item relative to the dataset's root (``ImageFolder``'s ``cat/1.jpg``); else
-        the item's index in the ``Dataset`` given (one part) or in this dataset (several parts)."""
+        the item's index in the ``Dataset`` given (one part) or in this dataset (several parts). Every item's id
+        is computed once and kept while the listed files and the roots stay equal (a pass asks for them)."""
         import numpy as np
 
         listed = [file_paths(ds) for ds, _ in self.parts]
+        roots = [self.root or dataset_root(ds) for ds, _ in self.parts]
+        key = (listed, roots)
+        if self._ids is None or self._ids[0] != key:
+            self._ids = (key, self._all_ids(listed, roots))
+        return self._ids[1][np.asarray(indices, dtype=np.int64)]
+
+    def _all_ids(self, listed: list[list[str] | None], roots: list[str | None]) -> np.ndarray:
+        import numpy as np
+
         if all(p is not None for p in listed):
-            out = []
-            for i in indices:
-                part, j = part_of(self.parts, int(i))
-                root = self.root or dataset_root(self.parts[part][0])
-                out.append(relative_ids([listed[part][j]], root)[0])
-            return np.asarray(out, dtype=object)
+            return np.concatenate([relative_ids([paths[int(j)] for j in idx], root)  # type: ignore[index]
+                                   for (_, idx), paths, root in zip(self.parts, listed, roots, strict=True)])
         if len(self.parts) == 1:
-            return np.asarray(self.parts[0][1], dtype=np.int64)[np.asarray(indices, dtype=np.int64)]
-        return super().sample_ids(indices)
+            return np.asarray(self.parts[0][1], dtype=np.int64).copy()
+        return np.arange(len(self), dtype=np.int64)
 
     def revision(self) -> str:
-        return "\n".join(describe_dataset(ds) for ds, _ in self.parts)
+        """What computes the items (:func:`describe_dataset` of each part), described again only when an object
+        it reads was replaced or changed (:func:`~pytest_transfer.datasets.describe.graph_guard`)."""
+        guards = [dataset_guard(ds) for ds, _ in self.parts]
+        ids, refs = tuple(g[0] for g in guards), [g[1] for g in guards]
+        if self._description is None or self._description[0] != ids:
+            self._description = (ids, refs, "\n".join(describe_dataset(ds) for ds, _ in self.parts))
+        return self._description[2]
 
     def content_fingerprint(self) -> str:
         description = self.revision()
@@ -341,6 +360,17 @@ def describe_dataset(ds: Any) -> str:
     return describe(ds, skip=DATA_ATTRIBUTES)
 
 
+def dataset_guard(ds: Any) -> tuple[tuple[Any, ...], list[Any]]:
+    """:func:`~pytest_transfer.datasets.describe.graph_guard` of what :func:`describe_dataset` reads of ``ds``."""
+    import numpy as np
+
+    inner, idx = getattr(ds, "dataset", None), getattr(ds, "indices", None)
+    if inner is not None and idx is not None:
+        ids, refs = dataset_guard(inner)
+        return (id(type(ds)), np.asarray(idx, dtype=np.int64).tobytes(), ids), [ds, type(ds), refs]
+    return graph_guard(ds, skip=DATA_ATTRIBUTES)
+
+
 def _files_under(root: str) -> list[str]:
     import os
 
@@ -351,5 +381,6 @@ def _files_under(root: str) -> list[str]:
     return out
 
 
-__all__ = ["DIGEST_ITEMS", "DatasetSource", "NondeterministicDatasetWarning", "describe_dataset", "file_paths",
+__all__ = ["DIGEST_ITEMS", "DatasetSource", "NondeterministicDatasetWarning", "dataset_guard", "describe_dataset",
+           "file_paths",
            "labels_without_images", "locate", "part_of", "probe_layout", "read_labels"]

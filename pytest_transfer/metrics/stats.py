@@ -46,6 +46,7 @@ __all__ = [
     "normal_quantile",
     "paired_difference_interval",
     "paired_metric_interval",
+    "pseudo_sample_limits",
     "wilson_interval",
 ]
 
@@ -501,27 +502,11 @@ def f1_interval(y_true: Any, y_pred: Any, *, average: str = "macro", confidence:
     value = float(f1_from_confusion(m, average))
     if k == 1:  # one class, always predicted: every sample right, F1 = 1 with the interval of a proportion
         return float(((1.0 - c) / 2.0) ** (1.0 / len(t))), 1.0  # Clopper–Pearson's lower limit at n of n
-    rng = np.random.default_rng(seed)
-    a = (1.0 - c) / 2.0
     off = np.full((k, k), 1.0 / (k * (k - 1)))
     np.fill_diagonal(off, 0.0)
-    low = float(np.quantile(_dirichlet_f1(m + off, n_draws, rng, average), a))
-    high = float(np.quantile(_dirichlet_f1(m + np.eye(k) / k, n_draws, rng, average), 1.0 - a))
-    return min(low, value), max(high, value)
-
-
-def _dirichlet_f1(alpha: np.ndarray, draws: int, rng: np.random.Generator, average: str) -> np.ndarray:
-    """F1 of ``draws`` unnormalised Dirichlet(alpha) matrices (Gamma variates; F1 is scale-free; 0 stays 0),
-    drawn in batches of about ``_BATCH_ELEMENTS`` variates: the same stream as one draw of them all, in memory
-    bounded for any class count (1,000 classes are 10⁶ variates a matrix)."""
-    step = max(1, _BATCH_ELEMENTS // alpha.size)
-    out = []
-    for start in range(0, int(draws), step):
-        b = min(step, int(draws) - start)
-        out.append(f1_from_confusion(rng.standard_gamma(alpha.ravel(), size=(b, alpha.size)).reshape(b, *alpha.shape),
-                                     average))
-    return np.concatenate(out)
-
+    return pseudo_sample_limits(lambda side, g: f1_from_confusion(g.reshape(len(g), k, k), average),
+                                ((m + off).ravel(), (m + np.eye(k) / k).ravel()), value=value, confidence=c,
+                                n_draws=n_draws, seed=seed)
 
 
 def bounded_mean_interval(values: Any, *, bounds: tuple[float, float], confidence: float = 0.95,
@@ -552,23 +537,9 @@ def bounded_mean_interval(values: Any, *, bounds: tuple[float, float], confidenc
     if not a < b or not np.all(np.isfinite(x)) or x.min() < a or x.max() > b:
         raise ValueError(f"values: need finite values within bounds {bounds!r}, got range "
                          f"[{x.min()!r}, {x.max()!r}]")
-    rng = np.random.default_rng(seed)
-    tail = (1.0 - c) / 2.0
-    low = float(np.quantile(_weighted_means(np.append(x, a), int(n_draws), rng), tail))
-    high = float(np.quantile(_weighted_means(np.append(x, b), int(n_draws), rng), 1.0 - tail))
-    mean = float(x.mean())
-    return min(low, mean), max(high, mean)
-
-
-def _weighted_means(x: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
-    """``draws`` means of ``x`` under Dirichlet(1, …, 1) weights, in batches of about ``_BATCH_ELEMENTS``."""
-    out = np.empty(draws)
-    step = max(1, _BATCH_ELEMENTS // len(x))
-    for start in range(0, draws, step):
-        w = rng.standard_exponential((min(step, draws - start), len(x)))
-        out[start : start + len(w)] = (w @ x) / w.sum(axis=1)
-    return out
-
+    with_pseudo = (np.append(x, a), np.append(x, b))
+    return pseudo_sample_limits(lambda side, w: (w @ with_pseudo[side]) / w.sum(axis=1), len(x) + 1,
+                                value=float(x.mean()), confidence=c, n_draws=n_draws, seed=seed)
 
 
 def confusion_metric(m: np.ndarray, name: str, present: np.ndarray) -> np.ndarray:
@@ -620,17 +591,9 @@ def paired_metric_interval(y_true: Any, pred_a: Any, pred_b: Any, *, name: str, 
     value = float(_paired_values(np.ones((1, n)), cells, k, name, present, None)[0])
     right = np.eye(k) / k
     wrong = (1.0 - np.eye(k)) / (k * (k - 1)) if k > 1 else np.zeros((1, 1))
-    rng = np.random.default_rng(seed)
-    tail = (1.0 - c) / 2.0
-    limits = []
-    for pseudo, q in (((wrong, right), tail), ((right, wrong), 1.0 - tail)):
-        draws = np.empty(int(n_draws))
-        step = max(1, _BATCH_ELEMENTS // max(n + 1, k * k))  # weights and confusion matrices of a batch
-        for start in range(0, int(n_draws), step):
-            w = rng.standard_exponential((min(step, int(n_draws) - start), n + 1))
-            draws[start : start + len(w)] = _paired_values(w, cells, k, name, present, pseudo)
-        limits.append(float(np.quantile(draws, q)))
-    return min(limits[0], value), max(limits[1], value)
+    pseudo = ((wrong, right), (right, wrong))  # the lower limit's pseudo-sample, the upper limit's
+    return pseudo_sample_limits(lambda side, w: _paired_values(w, cells, k, name, present, pseudo[side]), n + 1,
+                                value=value, confidence=c, n_draws=n_draws, seed=seed, cost=k * k)
 
 
 def _paired_values(w: np.ndarray, cells: tuple[np.ndarray, np.ndarray], k: int, name: str,
@@ -665,13 +628,53 @@ def bayesian_bootstrap_interval(statistic: Callable[..., float], *arrays: np.nda
     """
     c = _check_confidence(confidence)
     n = len(arrays[0])
-    value = float(statistic(np.ones(n), *arrays))
+    data = [[np.concatenate([a, np.asarray(r, dtype=a.dtype)[None]]) for a, r in zip(arrays, rows, strict=True)]
+            for rows in pseudo]  # the arrays with the lower limit's pseudo-rows, with the upper limit's
+
+    def values(side: int, w: np.ndarray) -> np.ndarray:
+        w = w * ((n + 1) / w.sum(axis=1, keepdims=True))
+        return np.array([statistic(wi, *data[side]) for wi in w], dtype=np.float64)
+
+    return pseudo_sample_limits(values, n + 1, value=float(statistic(np.ones(n), *arrays)), confidence=c,
+                                n_draws=n_draws, seed=seed)
+
+
+def pseudo_sample_limits(values: Callable[[int, np.ndarray], np.ndarray], weights: int | tuple[np.ndarray, np.ndarray],
+                         *, value: float, confidence: float = 0.95, n_draws: int = 4000, seed: int = 0,
+                         cost: int = 0) -> tuple[float, float]:
+    """The limits of a Bayesian bootstrap with one pseudo-sample (Rubin 1981; Clopper–Pearson's construction
+    carried over): the one helper behind :func:`bounded_mean_interval`, :func:`f1_interval`,
+    :func:`paired_metric_interval` and :func:`bayesian_bootstrap_interval`.
+
+    ``weights``: the Dirichlet parameters of the lower and the upper limit's draws, two vectors of W
+    concentrations (Gamma variates), or one whole number W for Dirichlet(1, …, 1) over W rows (standard
+    exponential variates: N samples plus the pseudo-sample). ``values(side, g)`` gets ``side`` (0: the
+    lower limit, whose pseudo-sample favours the low side; 1: the upper) and a batch ``g`` (B × W) of
+    unnormalised Dirichlet draws, and returns the statistic of each (B). The lower limit is the
+    ``(1 − confidence)/2`` quantile of side 0's ``n_draws`` values, the upper the ``(1 + confidence)/2``
+    quantile of side 1's; the interval always contains ``value`` (the statistic without pseudo-sample).
+
+    Draws come from one ``numpy.random.default_rng(seed)`` stream, side 0 first, in batches of about
+    2²¹ variates (or of ``cost`` elements a draw, when ``values`` builds something wider per draw, e.g.
+    a C × C confusion matrix): memory is bounded for any N or class count, and the batch size does not
+    change the numbers.
+    """
+    c = _check_confidence(confidence)
+    draws = int(n_draws)
+    if draws < 1:
+        raise ValueError(f"n_draws: got {n_draws!r}; pass a positive number of draws such as 4000")
     rng = np.random.default_rng(seed)
     tail = (1.0 - c) / 2.0
     limits = []
-    for rows, q in ((pseudo[0], tail), (pseudo[1], 1.0 - tail)):
-        data = [np.concatenate([a, np.asarray(r, dtype=a.dtype)[None]]) for a, r in zip(arrays, rows, strict=True)]
-        w = rng.standard_exponential((int(n_draws), n + 1))
-        w *= (n + 1) / w.sum(axis=1, keepdims=True)
-        limits.append(float(np.quantile([statistic(wi, *data) for wi in w], q)))
+    for side, q in ((0, tail), (1, 1.0 - tail)):
+        alpha = weights if isinstance(weights, int) else np.asarray(weights[side], dtype=np.float64)
+        width = alpha if isinstance(alpha, int) else alpha.size
+        step = max(1, _BATCH_ELEMENTS // max(width, cost))
+        out = np.empty(draws)
+        for start in range(0, draws, step):
+            b = min(step, draws - start)
+            g = (rng.standard_exponential((b, width)) if isinstance(alpha, int)
+                 else rng.standard_gamma(alpha, (b, width)))
+            out[start : start + b] = values(side, g)
+        limits.append(float(np.quantile(out, q)))
     return min(limits[0], value), max(limits[1], value)

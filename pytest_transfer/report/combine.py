@@ -9,8 +9,11 @@ given, the summary counted again over all rows, the shards listed under
 the HTML page and the OpenMetrics text.
 
 A report that is not JSON, not a pytest-transfer report, of another schema
-version, or whose rows lack a field is a :class:`ReportError` naming the file
-(and the row). Reports that do not belong together are refused too: other
+version, whose rows lack a field, or that holds ``NaN`` or ``Infinity`` (which
+Python's ``json`` reads, but the writer never writes: it writes a number that
+is not finite as ``null``, e.g. the relative drop of a model whose clean
+accuracy is 0) is a :class:`ReportError` naming the file (and the row or the
+field). Reports that do not belong together are refused too: other
 confidence settings, seed or test fraction (their numbers would not be
 comparable), or a test that appears in two shards (the shards overlap, and
 one verdict would count it twice).
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -67,7 +71,26 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ReportError(f"{shown}: measurement {i} has outcome {row['outcome']!r}; expected passed or failed")
     if not isinstance(doc.get("settings", {}), dict):
         raise ReportError(f"{shown}: \"settings\" is not an object")
+    field = _non_finite(doc, "")
+    if field is not None:
+        where, value = field
+        raise ReportError(f"{shown}: {where} is {value}, which the writer never writes (a number that is not finite "
+                          f"is written as null); the file is damaged or was edited: write it again with "
+                          f"--transfer-report")
     return doc
+
+
+def _non_finite(value: Any, where: str) -> tuple[str, str] | None:
+    """``(the field's path, "NaN" | "Infinity" | "-Infinity")`` of the first number in ``value`` that is not finite
+    (``measurements[1].details.drop``), or ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else key)
+        if found is not None:
+            return found
+    return None
 
 
 def _check_together(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> None:

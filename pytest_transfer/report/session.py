@@ -137,6 +137,29 @@ def _append_github_summary(path: str, report: dict[str, Any], written: list[tupl
 #: the report writers, by option: ``writer(path, report, reports written before) -> the path written``
 _WRITERS: dict[str, Callable[..., str]] = {"report": _write_json, "html": _write_html,
                                            "openmetrics": _write_openmetrics, "github_summary": _append_github_summary}
+#: the reports by option, in the order they are written (the job summary last: it links the others)
+REPORTS = (("report", "JSON report"), ("html", "HTML report"), ("openmetrics", "OpenMetrics report"),
+           ("github_summary", "GitHub job summary"))
+
+
+def write_reports(report: dict[str, Any], targets: dict[str, str | None]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Write ``report`` to each target (``targets``: option of :data:`REPORTS` -> path or ``None``); returns
+    ``(what, path)`` of those written and one line per writer that failed (a directory given as the file, a
+    read-only or full disk, a name no writer expected: :func:`~pytest_transfer.text.write_error`), never a
+    traceback: one failure does not stop the other writers. The session and ``python -m pytest_transfer
+    combine`` write through this."""
+    from ..text import write_error
+
+    written: list[tuple[str, str]] = []
+    failed: list[str] = []
+    for key, what in REPORTS:
+        path = targets.get(key)
+        if path:
+            try:
+                written.append((what, _WRITERS[key](path, report, list(written))))
+            except Exception as exc:
+                failed.append(write_error(f"the {what}", path, exc))
+    return written, failed
 
 
 def _location(report: pytest.TestReport) -> tuple[str, int]:
@@ -264,20 +287,9 @@ class SessionCollector:
             self.not_written.append(f"pytest-transfer: no report was written: {printable(exc)} "
                                     f"({type(exc).__name__})")
             return
-        for key, what in (("report", "JSON report"), ("html", "HTML report"),
-                          ("openmetrics", "OpenMetrics report"), ("github_summary", "GitHub job summary")):
-            if targets[key]:
-                self._write(what, targets[key], _WRITERS[key])
-
-    def _write(self, what: str, path: str, writer: Callable[..., str]) -> None:
-        """Run one report writer; a failure (a directory given as the file, a read-only or full disk, a name
-        no writer expected) becomes one line of the terminal summary, never a traceback or a failed session."""
-        try:
-            self.written.append((what, writer(path, self.report, list(self.written))))
-        except Exception as exc:
-            from ..text import write_error
-
-            self.not_written.append("pytest-transfer: " + write_error(f"the {what}", path, exc))
+        written, failed = write_reports(self.report, targets)  # a failure is a line of the summary
+        self.written.extend(written)
+        self.not_written.extend("pytest-transfer: " + line for line in failed)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
