@@ -27,10 +27,9 @@ import time
 import numpy as np
 import torch
 
-from pytest_transfer import allocator
+from pytest_transfer import allocator, load_dataset
 from pytest_transfer.context import Context, set_current_context
 from pytest_transfer.contrib.efficientnet_lite import efficientnet_lite0
-from pytest_transfer.datasets import load_dataset
 from pytest_transfer.engine import run_pass
 from pytest_transfer.settings import resolve
 

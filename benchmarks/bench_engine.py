@@ -39,10 +39,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from pytest_transfer import load_dataset, load_model
 from pytest_transfer.context import Context, set_current_context
-from pytest_transfer.datasets import load_dataset
 from pytest_transfer.engine import prefers_channels_last, run_pass
-from pytest_transfer.models import TransferModel, load_model
+from pytest_transfer.models import TransferModel
 from pytest_transfer.settings import resolve
 
 

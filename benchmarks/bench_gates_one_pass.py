@@ -25,9 +25,8 @@ import time
 
 import torch
 
-from pytest_transfer import assert_f1_above, assert_transfer_accuracy_above, assert_transferability_above
+from pytest_transfer import assert_f1_above, assert_transfer_accuracy_above, assert_transferability_above, load_dataset
 from pytest_transfer.context import Context, set_current_context
-from pytest_transfer.datasets import load_dataset
 from pytest_transfer.engine import run_pass
 from pytest_transfer.settings import resolve
 

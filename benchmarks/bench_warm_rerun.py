@@ -34,9 +34,8 @@ from pathlib import Path
 
 import torch
 
-from pytest_transfer import engine
+from pytest_transfer import engine, load_dataset
 from pytest_transfer.context import Context, set_current_context
-from pytest_transfer.datasets import load_dataset
 from pytest_transfer.settings import resolve
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -52,17 +52,21 @@ def pytest_transfer_register_model_sources(registry: Any) -> None:
     same way. ``loader(rest, **kwargs)`` receives the text after the first
     ``:`` of the spec and the marker's ``model_kwargs`` (or ``load_model``'s
     keyword arguments) and returns a ``TransferModel`` or an ``nn.Module``.
-    ``form`` is the spec's shape shown in error messages. A prefix already
-    registered is refused.
+    A loader that names ``settings`` receives the session's
+    :class:`~pytest_transfer.settings.Settings` (``settings.path(p)`` takes a
+    relative path from the rootdir; ``settings.seed``), one that names
+    ``context`` the session itself (to load another spec in it); neither can
+    be given as an option. ``form`` is the spec's shape shown in error
+    messages. A prefix already registered is refused.
 
     Example ``conftest.py`` (a team's local model store)::
 
         def pytest_transfer_register_model_sources(registry):
-            def from_store(rest, **kwargs):
+            def from_store(rest, *, context, **kwargs):
                 from pytest_transfer import load_model
                 name, _, version = rest.partition("/")
                 path = f"/models/{name}/{version}/model.pt"
-                return load_model(f"checkpoint:{path}", arch=name, **kwargs)
+                return load_model(f"checkpoint:{path}", arch=name, context=context, **kwargs)
             registry.register("mystore", from_store, form="mystore:<name>/<version>")
     """
 
@@ -77,13 +81,14 @@ def pytest_transfer_register_dataset_sources(registry: Any) -> None:
     arrays or a torch ``Dataset``. When its signature names ``name``,
     ``seed`` or ``test_fraction``, the session's values are passed too (for a
     seeded subset); otherwise the result is split with the session's seed.
+    ``settings`` and ``context`` as for model sources.
 
     Example ``conftest.py``::
 
         def pytest_transfer_register_dataset_sources(registry):
-            def from_npz(rest):
+            def from_npz(rest, *, settings):
                 import numpy as np
-                data = np.load(rest)
+                data = np.load(settings.path(rest))
                 return data["images"], data["labels"]
             registry.register("npz", from_npz, form="npz:<file.npz>")
     """

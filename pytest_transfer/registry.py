@@ -6,6 +6,30 @@ import fnmatch
 from collections.abc import Callable, Iterable
 from typing import Any
 
+#: the parameters a source loader may name to receive the session: its ``Settings`` (``settings.path(p)``
+#: takes a relative path from the rootdir, ``settings.seed`` is ``--transfer-seed``) and its ``Context`` (to
+#: resolve another spec in the same session: ``load_model("checkpoint:...", context=context)``)
+SESSION_PARAMETERS = ("settings", "context")
+
+
+def session_arguments(loader: Callable[..., Any], kwargs: dict[str, Any], spec: str,
+                      session: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus those of ``session`` (``{"settings": ..., "context": ...}``) that ``loader``'s signature
+    names (through ``functools.wraps``: a wrapper without it shows ``*args, **kwargs`` and gets none). A key of
+    :data:`SESSION_PARAMETERS` in ``kwargs`` is refused by name: the session gives it."""
+    import inspect
+
+    given = sorted(set(kwargs) & set(SESSION_PARAMETERS))
+    if given:
+        raise ValueError(f"{spec!r}: {', '.join(map(repr, given))} cannot be given as an option: the session passes "
+                         "it to a loader that names it; remove it from the marker's model_kwargs / dataset_kwargs")
+    try:
+        params = inspect.signature(loader).parameters
+    except (TypeError, ValueError):  # a builtin or an object without a signature names nothing
+        return dict(kwargs)
+    named = {k: v for k, v in session.items() if k in params and params[k].kind is not params[k].VAR_KEYWORD}
+    return {**kwargs, **named}
+
 
 class Registry:
     """Names mapped to factories.
@@ -82,7 +106,8 @@ class SourceRegistry(Registry):
 
     ``loader(rest, **kwargs)`` receives the text after the first ``:`` and the
     keyword arguments of ``load_model`` / ``load_dataset`` (a marker's
-    ``model_kwargs`` / ``dataset_kwargs``). The built-in prefixes
+    ``model_kwargs`` / ``dataset_kwargs``); a loader that names ``settings``
+    or ``context`` receives the session's (:data:`SESSION_PARAMETERS`). The built-in prefixes
     (``torchvision:``, ``timm:``, ``hf:``, ``checkpoint:``, ``imagefolder:``)
     are entries of the same kind. ``form`` is the spec's shape as error
     messages show it (``"mystore:<name>/<version>"``).

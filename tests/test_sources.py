@@ -15,19 +15,19 @@ STORE_CONFTEST = '''
 import os
 
 def pytest_transfer_register_model_sources(registry):
-    def from_store(rest, **kwargs):
+    def from_store(rest, *, context, **kwargs):
         from pytest_transfer import load_model
         name, _, version = rest.partition("/")
         path = os.path.join(os.environ["MODEL_STORE"], name, version, "model.pt")
-        return load_model(f"checkpoint:{path}", name=f"mystore:{rest}", **kwargs)
+        return load_model(f"checkpoint:{path}", name=f"mystore:{rest}", context=context, **kwargs)
 
     registry.register("mystore", from_store, form="mystore:<name>/<version>")
 
 
 def pytest_transfer_register_dataset_sources(registry):
-    def from_npz(rest, *, scale=1.0):
+    def from_npz(rest, *, settings, scale=1.0):
         import numpy as np
-        data = np.load(rest)
+        data = np.load(settings.path(rest))
         return (data["images"] * scale).astype("float32"), data["labels"]
 
     registry.register("npz", from_npz, form="npz:<file.npz>")
@@ -206,6 +206,16 @@ def test_loaders_naming_settings_get_the_given_sessions_not_the_current_one(tmp_
     load_model("store:runs/tiny.pt", context=ctx)
     load_dataset("zeros:data", context=ctx)
     assert seen == {"model": (root / "runs" / "tiny.pt", 5), "dataset": root / "data"}
+    ctx.model_sources.register("via", lambda rest, *, context: seen.setdefault("via", context) and
+                               load_model(f"store:{rest}", context=context))
+    load_model("via:m.pt", context=ctx)  # a loader that delegates resolves the inner spec in the same session
+    assert seen["via"] is ctx and seen["model"] == (root / "m.pt", 5)
+    for load, spec in ((load_model, "store:x"), (load_dataset, "zeros:x")):
+        with pytest.raises(ValueError, match="'settings' cannot be given as an option: the session passes it"):
+            load(spec, context=ctx, settings=ctx.settings)
+    ctx.dataset_sources.register("builtin", str)  # no signature to read: no session argument, no crash
+    with pytest.raises(ValueError, match=r"expected \(image, label\), got str"):
+        load_dataset("builtin:x", context=ctx)
     with pytest.raises(FileNotFoundError, match="rootdir " + re.escape(str(root))):
         load_model("checkpoint:runs/missing.pt", arch="resnet18", context=ctx)
     with pytest.raises(FileNotFoundError, match=re.escape(str(root / "images"))):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..registry import Registry, SourceRegistry
+from ..registry import SESSION_PARAMETERS, Registry, SourceRegistry, session_arguments
 from .core import TargetDataset, subset_indices
 from .decode import check_image_size
 from .files import FileSource, describe_skipped, find_image_folder, scan_files
@@ -49,8 +49,10 @@ def resolve_data_path(path: str, spec: str, rootdir: str | os.PathLike[str] | No
         raise NotADirectoryError(f"{spec}: {full} is a file; give the folder that holds one sub-folder per class "
                                  f"(for a file in a class folder: imagefolder:{full.parent.parent})")
     if not full.is_dir():
-        where = "" if base is None else (f" (a relative path is resolved against the rootdir {base}, as cache_dir "
-                                         "is; give an absolute path or one relative to it)")
+        where = "" if base is None else (
+            f" (a relative path is resolved against the rootdir {base}, as cache_dir is; give an absolute path or "
+            "one relative to it)" if rootdir is not None else f" (without rootdir= a relative path is resolved "
+            f"against the working directory {base}; give an absolute path, or rootdir=)")
         raise FileNotFoundError(f"{spec}: no such directory {full}{where}")
     return full
 
@@ -281,7 +283,8 @@ def _check_options(loader: Any, options: dict[str, Any], spec: str, *, extra: Se
 
     params = inspect.signature(loader).parameters.values()
     valid = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    valid = (valid - {"shifted", "rootdir"}) | set(extra)  # the spec says shifted; the session gives rootdir
+    valid = (valid - {"shifted", "rootdir", *SESSION_PARAMETERS}) | set(extra)  # the spec says shifted; the
+    # session gives the rest
     for key in options:
         if key not in valid:
             close = difflib.get_close_matches(key, sorted(valid), n=1)
@@ -327,18 +330,23 @@ def new_dataset_sources() -> SourceRegistry:
     return sources
 
 
-def _from_source(loader: Any, rest: str, spec: str, common: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+def _from_source(loader: Any, rest: str, spec: str, common: dict[str, Any], ctx: Context,
+                 kwargs: dict[str, Any]) -> Any:
     """Call a source's loader with the options it takes: the built-ins and loaders naming ``name`` / ``seed`` /
-    ``test_fraction`` / ``settings`` get the session's values too."""
+    ``test_fraction`` get the session's values too, and those naming ``settings`` / ``context`` the session
+    (:func:`~pytest_transfer.registry.session_arguments`)."""
     import inspect
 
-    params = inspect.signature(loader).parameters
-    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    if not takes_all:
+    try:
+        params = inspect.signature(loader).parameters
+    except (TypeError, ValueError):  # a builtin or an object without a signature: trusted with any option
+        params = {}
+    options = session_arguments(loader, kwargs, spec, {"settings": ctx.settings, "context": ctx})  # refuses first
+    if params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         _check_options(loader, kwargs, spec)
     own = BUILTIN_DATASET_SOURCES.get(spec.partition(":")[0], (None,))[0] is loader
     passed = {k: v for k, v in common.items() if own or k in params}
-    return loader(rest, **passed, **kwargs)
+    return loader(rest, **passed, **options)
 
 
 def _split_like_session(obj: Any, ds: TargetDataset, seed: int, test_fraction: float) -> TargetDataset:
@@ -378,7 +386,7 @@ def load_dataset(spec: Any, *, context: Context, name: str | None = None, seed: 
         raise ValueError(f"unknown dataset spec {spec!r}; use digits, {ctx.dataset_sources.describe()}, "
                          f"or a registered name ({known})")
     loader, rest = found
-    obj = _from_source(loader, rest, spec, {"name": name or spec, **common, "settings": ctx.settings}, kwargs)
+    obj = _from_source(loader, rest, spec, {"name": name or spec, **common}, ctx, kwargs)
     return _split_like_session(obj, as_target_dataset(obj, name=name or spec, **common), seed, test_fraction)
 
 

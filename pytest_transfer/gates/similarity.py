@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..api import resolve_pair
-from ..context import current_context
+from ..api import resolve_pair, session
+from ..context import Context
 from ..engine.memo import evaluate
 from ..models import leaves_models_as_found
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: measured transfer accuracy on the test split (not an estimator): usable as ``metric=`` in rankings
 
 def feature_cka(model_a: Any, model_b: Any, dataset: Any, *, split: str = "test", node_a: str | None = None,
-                node_b: str | None = None, debiased: bool = False) -> float:
+                node_b: str | None = None, debiased: bool = False, context: Context | None = None) -> float:
     """Linear CKA (Kornblith et al. 2019) between two models' features on the same images.
 
     Features at each model's feature node (or ``node_a`` / ``node_b``) on
@@ -30,7 +30,7 @@ def feature_cka(model_a: Any, model_b: Any, dataset: Any, *, split: str = "test"
     """
     from ..metrics.similarity import linear_cka
 
-    ctx = current_context()
+    ctx = session(context)
     a, ds = resolve_pair(model_a, dataset, ctx)
     b, _ = resolve_pair(model_b, ds, ctx)
     ea = evaluate(a, ds, split=split, taps=[node_a] if node_a else [], context=ctx)
@@ -92,7 +92,8 @@ def select_ntk_parameters(module: Any, *, layers: int | str | Sequence[str] | No
     return [n for n, _ in named]
 
 
-def _as_images(images: Any, *, n_samples: int, split: str, model: Any = None) -> tuple[torch.Tensor, Any]:
+def _as_images(images: Any, *, n_samples: int, split: str, ctx: Context,
+               model: Any = None) -> tuple[torch.Tensor, Any]:
     """``(images, the model that takes them)``: a dataset's first ``n_samples`` of ``split`` at ``model``'s input
     size (each file through its library's geometry, as the engine feeds it) with the view of ``model`` that
     takes images of that size (:meth:`~pytest_transfer.models.TransferModel.at_input_size`); a tensor as given,
@@ -103,7 +104,7 @@ def _as_images(images: Any, *, n_samples: int, split: str, model: Any = None) ->
     from ..datasets import TargetDataset
 
     if isinstance(images, (str, TargetDataset)):
-        ds = images if isinstance(images, TargetDataset) else load_dataset(images)
+        ds = images if isinstance(images, TargetDataset) else load_dataset(images, context=ctx)
         idx = ds.indices(split)[:n_samples]
         if model is None or getattr(model, "geometry", None) is None:
             return ds.batch(idx), model
@@ -121,7 +122,7 @@ def _as_images(images: Any, *, n_samples: int, split: str, model: Any = None) ->
 @leaves_models_as_found
 def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | None = None,
              max_params: int | None = None, kernel: str = "pntk", n_samples: int = 64, split: str = "test",
-             batch_size: int = 16, centered: bool = False) -> np.ndarray:
+             batch_size: int = 16, centered: bool = False, context: Context | None = None) -> np.ndarray:
     """The empirical neural-tangent-kernel Gram matrix of ``model`` on ``images`` (N×N, float64).
 
     ``Θ(x, x') = J(x) J(x')ᵀ`` with ``J`` the gradient of the outputs with
@@ -146,10 +147,10 @@ def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | Non
 
     if kernel not in NTK_KERNELS:
         raise ValueError(f"kernel: expected one of {', '.join(NTK_KERNELS)}, got {kernel!r}")
+    ctx = session(context)
     if not hasattr(model, "module"):
-        model = load_model(model)
-    ctx = current_context()
-    x_all, model = _as_images(images, n_samples=n_samples, split=split, model=model)
+        model = load_model(model, context=ctx)
+    x_all, model = _as_images(images, n_samples=n_samples, split=split, ctx=ctx, model=model)
     module = model.module.eval()
     device = ctx.device
     model.to(device)
@@ -197,7 +198,7 @@ def ntk_gram(model: Any, images: Any, *, layers: int | str | Sequence[str] | Non
 
 def ntk_similarity(model_a: Any, model_b: Any, images: Any, *, layers: int | str | Sequence[str] | None = None,
                    max_params: int | None = None, kernel: str = "pntk", n_samples: int = 64, split: str = "test",
-                   debiased: bool = False, batch_size: int = 16) -> float:
+                   debiased: bool = False, batch_size: int = 16, context: Context | None = None) -> float:
     """CKA between two models' empirical NTK Gram matrices on the same images.
 
     What it means: the empirical NTK ``Θ(x, x') = ⟨∂f(x)/∂θ, ∂f(x')/∂θ⟩`` says
@@ -224,11 +225,11 @@ def ntk_similarity(model_a: Any, model_b: Any, images: Any, *, layers: int | str
     from ..api import load_dataset
     from ..metrics.similarity import cka_from_grams
 
-    x = load_dataset(images) if isinstance(images, str) else images  # each model sees it through its own geometry
-    ka = ntk_gram(model_a, x, layers=layers, max_params=max_params, kernel=kernel, batch_size=batch_size,
-                  centered=not debiased, n_samples=n_samples, split=split)
-    kb = ntk_gram(model_b, x, layers=layers, max_params=max_params, kernel=kernel, batch_size=batch_size,
-                  centered=not debiased, n_samples=n_samples, split=split)
+    ctx = session(context)
+    x = load_dataset(images, context=ctx) if isinstance(images, str) else images  # each model: its own geometry
+    ka, kb = (ntk_gram(m, x, layers=layers, max_params=max_params, kernel=kernel, batch_size=batch_size,
+                       centered=not debiased, n_samples=n_samples, split=split, context=ctx)
+              for m in (model_a, model_b))
     for name, k, m in (("model_a", ka, model_a), ("model_b", kb, model_b)):
         if _centered_norm(k) == 0.0:
             raise ValueError(

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..registry import Registry, SourceRegistry
+from ..registry import Registry, SourceRegistry, session_arguments
 from .core import TransferModel
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,8 +92,9 @@ def _rooted_kwargs(kwargs: dict[str, Any], keys: Sequence[str], settings: Settin
 
 
 # The built-in loaders name ``settings``: :func:`load_model` passes the session's (the rootdir of relative
-# paths, the seed of random weights) to every loader that names it, a plugin's too; what a loader reads of the
-# session is an argument, never a global.
+# paths, the seed of random weights) to every loader that names it, a plugin's too (and ``context`` to one
+# that names that: registry.session_arguments); what a loader reads of the session is an argument, never a
+# global.
 
 def _torchvision_source(rest: str, *, settings: Settings, **kwargs: Any) -> TransferModel:
     """``torchvision:<arch>[:<weights>]``."""
@@ -173,7 +174,8 @@ def load_model(spec: Any, *, context: Context, registry: Registry | None = None,
         found = context.model_sources.split(spec)
         if found is not None:
             loader, rest = found
-            obj = loader(rest, **_with_settings(loader, kwargs, context))
+            obj = loader(rest, **session_arguments(loader, kwargs, spec, {"settings": context.settings,
+                                                                          "context": context}))
     except TypeError as exc:
         said = _unexpected_keyword(exc, spec)
         if said is None:
@@ -185,17 +187,6 @@ def load_model(spec: Any, *, context: Context, registry: Registry | None = None,
                          f"name ({known})")
     default_name = obj.name if isinstance(obj, TransferModel) else spec
     return as_transfer_model(obj, name=name or default_name, preprocess=preprocess, feature_node=feature_node)
-
-
-def _with_settings(loader: Callable[..., Any], kwargs: dict[str, Any], context: Context) -> dict[str, Any]:
-    """``kwargs``, plus the session's ``settings`` for a loader whose signature names it."""
-    import inspect
-
-    try:
-        takes = "settings" in inspect.signature(loader).parameters
-    except (TypeError, ValueError):  # a builtin or an object without a signature
-        takes = False
-    return {**kwargs, "settings": context.settings} if takes else kwargs
 
 
 def new_model_sources() -> SourceRegistry:
