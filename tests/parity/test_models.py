@@ -16,9 +16,11 @@ clean pass is reused across columns).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -507,29 +509,36 @@ def _row(row: Row, tmp: Any) -> tuple[Built, Any, Any, dict[str, Any]]:
     return _BUILT[row.name]
 
 
-@pytest.mark.parametrize("column", list(COLUMNS))
-@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
-def test_model_kind_through_gate_path(row: Row, column: str, _tmp) -> None:
+@contextlib.contextmanager
+def row_cell(row: Row, tmp: Path) -> Iterator[Cell]:
+    """The row's cell (built once per module) with its session made current; on leaving, the session is
+    restored and the caller's model must come back as built (modes, ``requires_grad``, weights)."""
     from pytest_transfer.context import set_current_context
 
     if "transformers" in row.name or row.name == "module-ModelOutput":
         pytest.importorskip("transformers")
     if row.name.endswith("timm"):
         pytest.importorskip("timm")
-    built, ds, ctx, before = _row(row, _tmp)
+    built, ds, ctx, before = _row(row, tmp)
     previous = set_current_context(ctx)
     try:
         x = {s: ds.batch(ds.indices(s)) for s in ("train", "test")}
         y = {s: ds.labels[ds.indices(s)] for s in ("train", "test")}
-        cell = Cell(built, Reference(built), ds, x, y, row, _tmp)
+        yield Cell(built, Reference(built), ds, x, y, row, tmp)
+        _assert_unchanged(before, built.module)
+    finally:
+        set_current_context(previous)
+
+
+@pytest.mark.parametrize("column", list(COLUMNS))
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_model_kind_through_gate_path(row: Row, column: str, _tmp) -> None:
+    with row_cell(row, _tmp) as cell:
         if column in row.refuses:
             with pytest.raises(ValueError, match=row.refuses[column]):
                 COLUMNS[column](cell)
         else:
             COLUMNS[column](cell)
-        _assert_unchanged(before, built.module)
-    finally:
-        set_current_context(previous)
 
 
 def test_every_refusal_names_a_real_column():

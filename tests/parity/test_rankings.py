@@ -30,8 +30,7 @@ from tests.parity.test_models import (
     Reference,
     Row,
     TinyNet,
-    _assert_unchanged,
-    _row,
+    row_cell,
 )
 
 HALF = (torch.float16, torch.bfloat16)
@@ -254,21 +253,8 @@ def _tmp(tmp_path_factory):
 @pytest.mark.parametrize("column", list(COLUMNS))
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
 def test_model_kind_through_ranking_path(row: Row, column: str, _tmp) -> None:
-    from pytest_transfer.context import set_current_context
-
-    if "transformers" in row.name or row.name == "module-ModelOutput":
-        pytest.importorskip("transformers")
-    if row.name.endswith("timm"):
-        pytest.importorskip("timm")
-    built, ds, ctx, before = _row(row, _tmp)
     partners_before = [p.module.state_dict() for p in PARTNERS]
-    previous = set_current_context(ctx)
-    try:
-        x = {s: ds.batch(ds.indices(s)) for s in ("train", "test")}
-        y = {s: ds.labels[ds.indices(s)] for s in ("train", "test")}
-        COLUMNS[column](Cell(built, Reference(built), ds, x, y, row, _tmp))
-        _assert_unchanged(before, built.module)
-    finally:
-        set_current_context(previous)
+    with row_cell(row, _tmp) as cell:
+        COLUMNS[column](cell)
     for p, state in zip(PARTNERS, partners_before, strict=True):
         assert all(torch.equal(v, p.module.state_dict()[k]) for k, v in state.items())
