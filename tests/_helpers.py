@@ -31,6 +31,17 @@ def tiny_net(n_classes: int = 3, channels: int = 1, seed: int = 0):
     )
 
 
+def predict(model, dataset, **options):
+    """The gates' predictions (:func:`pytest_transfer.methods.predict`) of a model and dataset given as a gate takes
+    them (objects or specs), in the test's current session."""
+    from pytest_transfer.context import current_context
+    from pytest_transfer.methods import predict as method_predict
+    from pytest_transfer.resolve import resolve_pair
+
+    model, dataset = resolve_pair(model, dataset)
+    return method_predict(model, dataset, context=current_context(), **options)
+
+
 def fill_hf_cache(cache, repo_id: str, files: dict, *, commit: str = "0123456789abcdef0123456789abcdef01234567"):
     """Lay files out as huggingface_hub caches a model repository: ``models--<org>--<name>/blobs/<sha256>``,
     ``snapshots/<commit>/<file>`` linking to the blob, and ``refs/main`` holding the commit."""

@@ -196,7 +196,6 @@ ALLOWED_CONTEXT_READS = {
     # public entry points usable outside a gate (a notebook, a script, a user's own test): ``context=None``
     # means the session's; the gates pass their context explicitly
     ("pytest_transfer.engine.memo", "_request"),  # evaluate / evaluate_many(context=None)
-    ("pytest_transfer.predictions", "predict"),  # predict(context=None)
     ("pytest_transfer.robustness.sweep", "corruption_sweep"),  # corruption_sweep(context=None)
     ("pytest_transfer.cache", "cached_result"),  # cached_result(context=None): derived results, fine-tuning
     # the loaders' public functions read the session's seed, split, registries and rootdir when called without

@@ -88,10 +88,9 @@ def test_the_type_checking_block_agrees_with_the_lazy_table():
 
 
 def test_every_transfer_method_has_its_accuracy_key():
-    from pytest_transfer.predictions import METHODS
-
     keys = {k.name for k in TRANSFER_ACCURACY.keys}
-    assert {f"{m}_accuracy" for m in METHODS} | {TRANSFER_ACCURACY.key} == keys
+    assert {f"{m}_accuracy" for m in declarations.TRANSFER_METHODS} | {TRANSFER_ACCURACY.key} == keys
+    assert list(declarations.TRANSFER_METHODS) == ["linear_probe", "knn", "direct", "finetune"]
 
 
 def test_gate_names_are_measurement_names_and_labels_come_from_the_declaration():

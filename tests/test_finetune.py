@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from pytest_transfer import assert_robust_under_noise, assert_transfer_accuracy_above, load_model
-from pytest_transfer.predictions import predict
-from tests._helpers import tiny_net
+from tests._helpers import predict, tiny_net
 
 
 def test_head_finetuning_learns_the_target_and_passes_the_gate(tiny_model, blobs, fresh_context):
@@ -36,10 +35,10 @@ def test_head_finetuning_trains_on_cached_features_and_leaves_the_model_untouche
 def test_finetuned_head_equals_training_on_standardised_features(tiny_model, blobs, fresh_context):
     """A second formulation: the tuned module's logits equal the head applied to standardised features."""
     from pytest_transfer.engine import evaluate
-    from pytest_transfer.finetune import FinetuneConfig, finetuned_model
-    from pytest_transfer.probes import Standardizer
+    from pytest_transfer.methods.finetune import FinetuneConfig, finetuned_model
+    from pytest_transfer.metrics.probes import Standardizer
 
-    tuned = finetuned_model(tiny_model, blobs, FinetuneConfig(epochs=3), ctx=fresh_context, seed=0)
+    tuned = finetuned_model(tiny_model, blobs, FinetuneConfig(epochs=3), context=fresh_context, seed=0)
     train = evaluate(tiny_model, blobs, split="train").features.astype(np.float64)
     test = evaluate(tiny_model, blobs, split="test")
     std = Standardizer.fit(train)

@@ -238,7 +238,7 @@ def open_gate(model: Any, dataset: Any, *, threshold: float | None, argument: st
               confidence: str | bool | None, ctx: Context | None = None) -> Gate:
     """Resolve the pair (spec strings or objects), find and check the threshold, pick the confidence mode."""
     __tracebackhide__ = True
-    from ..predictions import resolve_pair
+    from ..resolve import resolve_pair
 
     ctx = ctx or current_context()
     model, dataset = resolve_pair(model, dataset)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..context import Context, Measurement, current_context
+from ..context import Measurement, current_context
 from ..declarations import LAYER_TRANSFER
 from ..engine.memo import evaluate
-from ..predictions import probe_for, resolve_pair
+from ..methods import get_method
+from ..resolve import resolve_pair
 from .core import open_gate
 from .transferability import (
     LAYER_ACCURACIES,
@@ -20,12 +21,6 @@ from .transferability import (
     metric_label,
     standardized,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-
-    from ..datasets import TargetDataset
-    from ..models import TransferModel
-
 
 @dataclass
 class LayerwiseResult:
@@ -76,16 +71,6 @@ def _check_layer_metrics(metrics: Sequence[str]) -> list[str]:
     return out
 
 
-def _layer_probe(model: TransferModel, dataset: TargetDataset, node: str, train_x: np.ndarray,
-                 train_y: np.ndarray, *, C: float, ctx: Context) -> Any:
-    """The linear probe at ``node`` (shared with the accuracy gates at the model's own feature node)."""
-    from ..derived import linear_probe
-
-    if node == model.feature_node:
-        return probe_for(model, dataset, "linear_probe", ctx=ctx, C=C)
-    return linear_probe(train_x, train_y, C=C, context=ctx)
-
-
 def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
                        metrics: Sequence[str] = ("linear_probe", "logme"), standardize: bool = True,
                        C: float = 1.0, k: int = 20) -> LayerwiseResult:
@@ -103,8 +88,6 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
     >>> r = layerwise_transfer("efficientnet-lite0", "digits", nodes)  # doctest: +SKIP
     >>> r.best("linear_probe")  # doctest: +SKIP
     """
-    from ..derived import knn_predictions
-
     ctx = current_context()
     model, dataset = resolve_pair(model, dataset)
     if isinstance(nodes, str):
@@ -120,16 +103,17 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
     test = (evaluate(model, dataset, split="test", taps=nodes, context=ctx)
             if any(m in LAYER_ACCURACIES for m in wanted) else None)
     scores: dict[str, list[float]] = {m: [] for m in wanted}
-    correct: dict[str, list[int]] = {m: [] for m in wanted if m in LAYER_ACCURACIES}
+    # the feature methods (linear probe, k-NN) at the array level: one head fitted per node on its train features
+    heads = {m: get_method(m, k=k, C=C) for m in wanted if m in LAYER_ACCURACIES}
+    correct: dict[str, list[int]] = {m: [] for m in heads}
     for n in nodes:
         xtr = train.taps[n]
         std = None
         for m in wanted:
-            if m == "linear_probe":
-                hits = int(np.sum(_layer_probe(model, dataset, n, xtr, train.labels, C=C, ctx=ctx)
-                                  .predict(test.taps[n]) == test.labels))
-            elif m == "knn":
-                hits = int(np.sum(knn_predictions(xtr, train.labels, test.taps[n], k=k, context=ctx) == test.labels))
+            if m in heads:
+                pred, _ = heads[m].fit_features(xtr, train.labels, context=ctx).predict_features(test.taps[n],
+                                                                                                 context=ctx)
+                hits = int(np.sum(pred == test.labels))
             else:
                 if std is None:
                     std = standardized(xtr) if standardize else np.asarray(xtr, dtype=np.float64)

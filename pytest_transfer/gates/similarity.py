@@ -10,7 +10,7 @@ import numpy as np
 from ..context import current_context
 from ..engine.memo import evaluate
 from ..models import leaves_models_as_found
-from ..predictions import resolve_pair
+from ..resolve import resolve_pair
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

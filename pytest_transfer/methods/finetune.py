@@ -1,8 +1,9 @@
 """Fine-tuning for ``method="finetune"``: a new head for the target classes, optionally the last blocks too.
 
-The result is a new :class:`TransferModel` whose head predicts the target's
-classes, so it is evaluated (and perturbed, cached, attacked) like any model
-with ``method="direct"``.
+The fit (:class:`FinetuneMethod`) is a new :class:`TransferModel` whose head
+predicts the target's classes, so its predictions are that model's own head's
+(:class:`~pytest_transfer.methods.direct.FittedHead`): it is evaluated (and
+perturbed, cached, attacked) like any model with ``method="direct"``.
 
 - ``last_blocks=0`` (default): the backbone stays frozen; the head is trained
   on the cached, standardised train-split features (no extra forward pass
@@ -24,10 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .core import TransferMethod
+from .direct import FittedHead, direct_mapping
+
 if TYPE_CHECKING:  # pragma: no cover
-    from .context import Context
-    from .datasets import TargetDataset
-    from .models import TransferModel
+    from ..context import Context
+    from ..datasets import TargetDataset
+    from ..models import TransferModel
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class FinetuneConfig:
 
 def _head_path(module: Any) -> tuple[Any, str]:
     """The parent module and attribute name of the final ``nn.Linear``."""
-    from .models import find_head
+    from ..models import find_head
 
     found = find_head(module)
     if found is None:
@@ -76,21 +80,21 @@ def _trainable_blocks(module: Any, head: Any, k: int) -> list[Any]:
     return blocks[len(blocks) - k:] if k else []
 
 
-def finetuned_model(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig, *, ctx: Context,
+def finetuned_model(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig, *, context: Context,
                     seed: int) -> TransferModel:
     """Train (once, then from the cache: :func:`~pytest_transfer.cache.cached_result`, kind ``finetune``)
     and return the fine-tuned model. The cache holds the trained head and blocks, keyed by the model's and
     the train split's fingerprints, ``cfg``, ``seed``, the device type and the code."""
-    from .cache import cached_result
-    from .engine.keys import code_fingerprint
-    from .fingerprints import code_identity
+    from ..cache import cached_result
+    from ..engine.keys import code_fingerprint
+    from ..fingerprints import code_identity
 
     key = {"model": model.fingerprint(), "code": code_fingerprint(model), "data": dataset.fingerprint(),
            "train": dataset.split_fingerprint("train"), "config": repr(cfg), "seed": int(seed),
-           "device": ctx.device.type, "source": code_identity(finetuned_model)}
-    return cached_result("finetune", key, lambda: _finetune(model, dataset, cfg, ctx=ctx, seed=seed),
+           "device": context.device.type, "source": code_identity(finetuned_model)}
+    return cached_result("finetune", key, lambda: _finetune(model, dataset, cfg, context=context, seed=seed),
                          encode=lambda tuned: _trained_state(tuned.module, cfg),
-                         decode=lambda arrays: _rebuild(model, dataset, cfg, arrays), context=ctx,
+                         decode=lambda arrays: _rebuild(model, dataset, cfg, arrays), context=context,
                          libraries=("torch",))
 
 
@@ -122,7 +126,7 @@ def _fresh_module(model: TransferModel, n_classes: int, gen: Any) -> Any:
 
 
 def _wrap(model: TransferModel, dataset: TargetDataset, module: Any) -> TransferModel:
-    from .models import TransferModel
+    from ..models import TransferModel
 
     for p in module.parameters():
         p.requires_grad_(False)
@@ -147,13 +151,13 @@ def _rebuild(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
     return _wrap(model, dataset, module)
 
 
-def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig, *, ctx: Context,
+def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig, *, context: Context,
               seed: int) -> TransferModel:
     import torch
 
-    from .engine.memo import evaluate
-    from .models.call import call_module, module_dtype
-    from .probes import Standardizer
+    from ..engine.memo import evaluate
+    from ..metrics.probes import Standardizer
+    from ..models.call import call_module, module_dtype
 
     gen = torch.Generator().manual_seed(seed)
     module = _fresh_module(model, dataset.num_classes, gen)
@@ -164,7 +168,7 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
     train_idx = dataset.indices("train")
     labels = torch.from_numpy(dataset.labels[train_idx])
     if cfg.last_blocks == 0:
-        feats = evaluate(model, dataset, split="train", context=ctx).features.astype(np.float64)
+        feats = evaluate(model, dataset, split="train", context=context).features.astype(np.float64)
         std = Standardizer.fit(feats)
         x = torch.from_numpy(std(feats)).float()
         head = torch.nn.Linear(x.shape[1], dataset.num_classes)
@@ -182,9 +186,9 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
             params += list(block.parameters())
         for p in new_head.parameters():
             p.requires_grad_(True)
-        device = ctx.device
+        device = context.device
         module.to(device)
-        from .engine.chunks import model_batch
+        from ..engine.chunks import model_batch
 
         sized = model.at_input_size()  # files come through the model's geometry, as the engine feeds them
 
@@ -212,3 +216,23 @@ def _train(forward: Any, params: Any, labels: Any, cfg: FinetuneConfig, gen: Any
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+
+
+class FinetuneMethod(TransferMethod):
+    """Fine-tuning: a new head (and optionally the last blocks) trained on the train split; ``finetune`` holds the
+    options of :class:`FinetuneConfig`, checked here (before any pass)."""
+
+    hint = ("train longer or more of the network (finetune={'epochs': ..., 'last_blocks': ...}); compare "
+            "method='linear_probe' to see what the frozen features give")
+
+    def __init__(self, name: str, *, finetune: dict[str, Any] | None = None) -> None:
+        super().__init__(name)
+        self.config = FinetuneConfig.from_dict(finetune)
+
+    def fit(self, model: TransferModel, dataset: TargetDataset, *, context: Context) -> FittedHead:
+        """The fine-tuned model (seeded with ``--transfer-seed``; cached), predicted through its own head."""
+        tuned = finetuned_model(model, dataset, self.config, context=context, seed=context.settings.seed)
+        return FittedHead(self.name, tuned, direct_mapping(tuned, dataset))
+
+
+__all__ = ["FinetuneConfig", "FinetuneMethod", "finetuned_model"]
