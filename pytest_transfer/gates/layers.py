@@ -22,6 +22,7 @@ from .transferability import (
     standardized,
 )
 
+
 @dataclass
 class LayerwiseResult:
     """Per-node scores of one model on one dataset, all read from one forward pass per split.
