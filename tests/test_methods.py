@@ -3,7 +3,8 @@
 Checked here: names and options are validated together, before any pass; the feature methods' array level
 equals scikit-learn on the same arrays and is cached; a method fitted once predicts another dataset (a shifted
 one) as scikit-learn does on that dataset's features computed here; and a new method is one class plus one
-declaration, which a gate, its config key, the shift gate and a corruption sweep then take by name.
+declaration, which a gate, its config key, the shift gate, a corruption sweep and the layer-wise gate then take
+by name.
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ PROBE = textwrap.dedent("""
     import numpy as np, pytest, torch
     from sklearn.neighbors import NearestCentroid
     import pytest_transfer
-    from pytest_transfer import assert_transfer_accuracy_above, drop_in_performance, evaluate, load_dataset, load_model
+    from pytest_transfer import assert_transfer_accuracy_above, drop_in_performance, evaluate, layerwise_transfer
+    from pytest_transfer import load_dataset, load_model
     from pytest_transfer import thresholds
     from pytest_transfer.context import Context, set_current_context
     from pytest_transfer.robustness.sweep import corruption_sweep
@@ -198,6 +200,7 @@ PROBE = textwrap.dedent("""
             out["failed"] = "a toy" in str(exc)
         out["shift"] = drop_in_performance(model, data, data, method="toy").absolute
         out["sweep"] = corruption_sweep(model, data, "contrast", 5, method="toy").method
+        out["layer"] = layerwise_transfer(model, data, ["1", "penultimate"], metrics=("toy",)).scores["toy"]
     except ValueError as exc:
         out["refused"] = str(exc)
     print(json.dumps(out))
@@ -228,3 +231,4 @@ def test_a_new_method_is_one_class_and_one_declaration(tmp_path):
     assert after["method"] == "toy" and after["value"] == after["sklearn"] and 0 < after["value"] < 1
     assert after["failed"]  # the gate fails too, with the method's own hint
     assert after["shift"] == 0.0 and after["sweep"] == "toy"
+    assert after["layer"][1] == after["value"]  # at any node too: the layer-wise gate fits it on the tap's features

@@ -12,10 +12,10 @@ from ..context import Measurement, current_context
 from ..declarations import LAYER_TRANSFER
 from ..engine.memo import evaluate
 from ..methods import get_method
+from ..methods.features import feature_methods
 from ..resolve import resolve_pair
 from .core import open_gate
 from .transferability import (
-    LAYER_ACCURACIES,
     estimate,
     estimators,
     metric_label,
@@ -61,9 +61,9 @@ def _check_layer_metrics(metrics: Sequence[str]) -> list[str]:
     table = estimators()
     out: list[str] = []
     for m in metrics:
-        if m not in LAYER_ACCURACIES and (m not in table or getattr(table[m], "inputs", "") != "features"):
+        if m not in feature_methods() and (m not in table or getattr(table[m], "inputs", "") != "features"):
             feats = sorted(n for n, f in table.items() if getattr(f, "inputs", "") == "features")
-            raise ValueError(f"metrics: {m!r} cannot be measured at a layer; use linear_probe, knn or a "
+            raise ValueError(f"metrics: {m!r} cannot be measured at a layer; use {', '.join(feature_methods())} or a "
                              f"feature-based estimator ({', '.join(feats)})")
         if m not in out:
             out.append(m)
@@ -102,10 +102,10 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
     table = estimators()
     train = evaluate(model, dataset, split="train", taps=nodes, context=ctx)
     test = (evaluate(model, dataset, split="test", taps=nodes, context=ctx)
-            if any(m in LAYER_ACCURACIES for m in wanted) else None)
+            if any(m in feature_methods() for m in wanted) else None)
     scores: dict[str, list[float]] = {m: [] for m in wanted}
     # the feature methods (linear probe, k-NN) at the array level: one head fitted per node on its train features
-    heads = {m: get_method(m, k=k, C=C) for m in wanted if m in LAYER_ACCURACIES}
+    heads = {m: get_method(m, k=k, C=C) for m in wanted if m in feature_methods()}
     correct: dict[str, list[int]] = {m: [] for m in heads}
     for n in nodes:
         xtr = train.taps[n]
@@ -142,8 +142,9 @@ def assert_layer_transfer_above(model: Any, dataset: Any, threshold: float | Non
     >>> assert_layer_transfer_above(model, "digits-shifted", 0.9, nodes=["_blocks.5", "penultimate"])  # doctest: +SKIP
     """
     __tracebackhide__ = True
-    if method not in LAYER_ACCURACIES:
-        raise ValueError(f"method: expected one of {', '.join(LAYER_ACCURACIES)}, got {method!r}")
+    if method not in feature_methods():
+        raise ValueError(f"method: expected one of {', '.join(feature_methods())} (the methods on features), "
+                         f"got {method!r}")
     if nodes is None or isinstance(nodes, str):
         nodes = [] if nodes is None else [nodes]
     nodes = list(nodes)

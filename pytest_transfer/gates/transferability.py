@@ -50,7 +50,6 @@ MEASURED = (PROBE_ACCURACY, CV_PROBE_ACCURACY)
 ACROSS_CANDIDATES = ("ncti",)
 #: folds of :data:`CV_PROBE_ACCURACY`
 CV_FOLDS = 5
-LAYER_ACCURACIES = ("linear_probe", "knn")
 _ACCURACY_LABELS = {"linear_probe": "linear probe accuracy", "knn": "k-NN accuracy",
                     PROBE_ACCURACY: "linear probe accuracy",
                     CV_PROBE_ACCURACY: f"{CV_FOLDS}-fold cross-validated linear probe accuracy", "ncti": "NCTI"}

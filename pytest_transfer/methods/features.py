@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..cache import array_fingerprint, cached_result
+from ..declarations import TRANSFER_METHODS
 from ..engine.memo import evaluate
 from ..fingerprints import code_identity
-from .core import Fitted, Predictions, TransferMethod
+from .core import Fitted, Predictions, TransferMethod, method_class
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..context import Context
@@ -72,6 +73,11 @@ class FeatureMethod(TransferMethod):
     @abstractmethod
     def fit_features(self, features: Any, labels: Any, *, context: Context) -> FeatureHead:
         """The head fitted on N×D ``features`` and N ``labels``."""
+
+
+def feature_methods() -> tuple[str, ...]:
+    """The declared methods on frozen features (a :class:`FeatureMethod`): what can be fitted at any node."""
+    return tuple(name for name in TRANSFER_METHODS if issubclass(method_class(name), FeatureMethod))
 
 
 # --------------------------------------------------------------------------- linear probe
@@ -177,5 +183,15 @@ def knn_predictions(train_features: Any, train_labels: Any, test_features: Any, 
                          encode=lambda pred: {"pred": pred}, decode=lambda a: a["pred"], context=context)
 
 
-__all__ = ["FeatureHead", "FeatureMethod", "FittedOnFeatures", "KNNMethod", "LinearProbeMethod", "NeighboursHead",
-           "ProbeHead", "knn_predictions", "linear_probe"]
+__all__ = [
+    "FeatureHead",
+    "FeatureMethod",
+    "FittedOnFeatures",
+    "KNNMethod",
+    "LinearProbeMethod",
+    "NeighboursHead",
+    "ProbeHead",
+    "feature_methods",
+    "knn_predictions",
+    "linear_probe",
+]
