@@ -75,3 +75,32 @@ def test_finetune_option_errors(tiny_model, blobs):
         predict(tiny_model, blobs, method="finetune", finetune={"last_blocks": 9})
     with pytest.raises(ValueError, match="method='finetune' only"):
         predict(tiny_model, blobs, method="knn", finetune={"epochs": 3})
+
+
+
+def _tuned_last_block(model, data, limit, monkeypatch):
+    """``(tuned model, images decoded)`` of a fresh session fine-tuning the last block for 3 epochs."""
+    from pytest_transfer.context import Context
+    from pytest_transfer.engine import chunks
+    from pytest_transfer.methods import finetune
+    from pytest_transfer.settings import resolve
+
+    decoded = []
+    real = chunks.model_batch
+    monkeypatch.setattr(chunks, "model_batch", lambda *a, **kw: decoded.append(len(a[2])) or real(*a, **kw))
+    monkeypatch.setattr(finetune, "TRAIN_IMAGES_BYTES", limit)
+    ctx = Context(resolve({"no_cache": True, "device": "cpu"}, pyproject=None, environ={}))
+    cfg = finetune.FinetuneConfig(epochs=3, last_blocks=1)
+    return finetune.finetuned_model(model, data, cfg, context=ctx, seed=0), sum(decoded)
+
+
+def test_last_blocks_decode_the_train_split_once_per_fit_within_the_bound(blobs, monkeypatch):
+    model = load_model(tiny_net(), name="tiny")
+    n = len(blobs.indices("train"))
+    once, decoded_once = _tuned_last_block(model, blobs, 1 << 30, monkeypatch)
+    streamed, decoded_streamed = _tuned_last_block(model, blobs, 0, monkeypatch)  # over the bound: every epoch
+    # one image tells the size; then the whole split once, or each epoch's batches (3 epochs of n images)
+    assert (decoded_once, decoded_streamed) == (1 + n, 1 + 3 * n)
+    for (name, a), b in zip(once.module.state_dict().items(), streamed.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # the same weights, bit for bit
+    assert not torch.equal(once.module[4].weight, model.module[4].weight)

@@ -155,9 +155,7 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
               seed: int) -> TransferModel:
     import torch
 
-    from ..engine.memo import evaluate
-    from ..metrics.probes import Standardizer
-    from ..models.call import call_module, module_dtype
+    from ..models.call import module_dtype
 
     gen = torch.Generator().manual_seed(seed)
     module = _fresh_module(model, dataset.num_classes, gen)
@@ -165,39 +163,80 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
     module.float()
     parent, attr = _head_path(module)
     new_head = getattr(parent, attr)
-    train_idx = dataset.indices("train")
-    labels = torch.from_numpy(dataset.labels[train_idx])
+    labels = torch.from_numpy(dataset.labels[dataset.indices("train")])
     if cfg.last_blocks == 0:
-        feats = evaluate(model, dataset, split="train", context=context).features.astype(np.float64)
-        std = Standardizer.fit(feats)
-        x = torch.from_numpy(std(feats)).float()
-        head = torch.nn.Linear(x.shape[1], dataset.num_classes)
-        head.load_state_dict(new_head.state_dict())
-        _train(lambda idx: head(x[idx]), head.parameters(), labels, cfg, gen)
-        with torch.no_grad():  # fold the standardisation into the head, as LinearProbe.torch_head does
-            weight = head.weight / torch.from_numpy(std.scale).float()  # in float32, then the module's dtype
-            new_head.weight.copy_(weight.to(new_head.weight.device))
-            new_head.bias.copy_((head.bias - weight @ torch.from_numpy(std.mean).float()).to(new_head.weight.device))
+        _train_head(model, dataset, new_head, labels, cfg, gen, context=context)
     else:
-        params = list(new_head.parameters())
-        for block in _trainable_blocks(module, new_head, cfg.last_blocks):
-            for p in block.parameters():
-                p.requires_grad_(True)
-            params += list(block.parameters())
-        for p in new_head.parameters():
-            p.requires_grad_(True)
-        device = context.device
-        module.to(device)
-        from ..engine.chunks import model_batch
-
-        sized = model.at_input_size()  # files come through the model's geometry, as the engine feeds them
-
-        def forward(idx: torch.Tensor) -> torch.Tensor:
-            images = model_batch(model, dataset, train_idx[idx.numpy()], device)
-            return call_module(module, sized.inputs(images), where=f"model {model.name!r}").float().cpu()
-
-        _train(forward, params, labels, cfg, gen)
+        _train_last_blocks(model, dataset, module, new_head, labels, cfg, gen, context=context)
     return _wrap(model, dataset, module.to(dtype))
+
+
+def _train_head(model: TransferModel, dataset: TargetDataset, new_head: Any, labels: Any, cfg: FinetuneConfig,
+                gen: Any, *, context: Context) -> None:
+    """``last_blocks=0``: the head alone, trained on the standardised train features of the engine's pass."""
+    import torch
+
+    from ..engine.memo import evaluate
+    from ..metrics.probes import Standardizer
+
+    feats = evaluate(model, dataset, split="train", context=context).features.astype(np.float64)
+    std = Standardizer.fit(feats)
+    x = torch.from_numpy(std(feats)).float()
+    head = torch.nn.Linear(x.shape[1], dataset.num_classes)
+    head.load_state_dict(new_head.state_dict())
+    _train(lambda idx: head(x[idx]), head.parameters(), labels, cfg, gen)
+    with torch.no_grad():  # fold the standardisation into the head, as LinearProbe.torch_head does
+        weight = head.weight / torch.from_numpy(std.scale).float()  # in float32, then the module's dtype
+        new_head.weight.copy_(weight.to(new_head.weight.device))
+        new_head.bias.copy_((head.bias - weight @ torch.from_numpy(std.mean).float()).to(new_head.weight.device))
+
+
+def _train_last_blocks(model: TransferModel, dataset: TargetDataset, module: Any, new_head: Any, labels: Any,
+                       cfg: FinetuneConfig, gen: Any, *, context: Context) -> None:
+    """``last_blocks=k``: the head and the last ``k`` blocks, trained end to end on the train images."""
+    import torch
+
+    from ..models.call import call_module
+
+    params = list(new_head.parameters())
+    for block in _trainable_blocks(module, new_head, cfg.last_blocks):
+        for p in block.parameters():
+            p.requires_grad_(True)
+        params += list(block.parameters())
+    for p in new_head.parameters():
+        p.requires_grad_(True)
+    module.to(context.device)
+    images = train_images(model, dataset, context.device)
+    sized = model.at_input_size()  # the images are at the input size: what is left is the model's normalisation
+
+    def forward(idx: torch.Tensor) -> torch.Tensor:
+        return call_module(module, sized.inputs(images(idx)), where=f"model {model.name!r}").float().cpu()
+
+    _train(forward, params, labels, cfg, gen)
+
+
+#: the most bytes the train split's images at the model's input size (float32, on the training device) may take
+#: to be decoded once per fit; a larger train split is decoded again at every step, as it streams
+TRAIN_IMAGES_BYTES = 1 << 30
+
+
+def train_images(model: TransferModel, dataset: TargetDataset, device: Any) -> Any:
+    """``images(positions)``: the train split's images at positions ``positions`` (a CPU index tensor into
+    ``dataset.indices("train")``), float [0, 1] at ``model``'s input size on ``device``, as the engine feeds
+    them (:func:`~pytest_transfer.engine.chunks.model_batch`: files through the model's geometry).
+
+    The whole split is decoded once when it takes at most :data:`TRAIN_IMAGES_BYTES` (measured on its first
+    image; images at the input size all have its shape); otherwise each call decodes its images (memory
+    bounded by a batch, every epoch decoding the split again). Either way an image's values are the same.
+    """
+    from ..engine.chunks import model_batch
+
+    train_idx = dataset.indices("train")
+    first = model_batch(model, dataset, train_idx[:1], device)
+    if first[0].numel() * first.element_size() * len(train_idx) > TRAIN_IMAGES_BYTES:
+        return lambda idx: model_batch(model, dataset, train_idx[idx.numpy()], device)
+    decoded = model_batch(model, dataset, train_idx, device)
+    return lambda idx: decoded[idx.to(decoded.device)]
 
 
 def _train(forward: Any, params: Any, labels: Any, cfg: FinetuneConfig, gen: Any) -> None:
