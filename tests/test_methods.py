@@ -131,6 +131,25 @@ def test_direct_fits_its_mapping_and_refuses_a_head_of_other_classes(fresh_conte
     assert pr.y_pred.tolist() == expected.tolist()
 
 
+def test_a_finetune_sweep_is_one_pass_over_the_tuned_model(pair, fresh_context):
+    from pytest_transfer.robustness.perturbations import corruption
+    from pytest_transfer.robustness.sweep import corruption_sweep
+
+    model, data, x = pair
+    res = corruption_sweep(model, data, ["fog", "contrast"], [1, 5], method="finetune", context=fresh_context)
+    # the train features the head is fitted on, then one pass of the tuned model over the clean and 4 cells
+    # (the sweep used to pass the model it was given, and predict the tuned one cell by cell: 7 passes)
+    assert fresh_context.forward_passes == 2
+    tuned = get_method("finetune").fit(model, data, context=fresh_context).model  # from the memo
+    test = data.indices("test")
+    assert len(test) <= 64  # one chunk: chunk 0's seed
+    for name, level in res.cells:
+        images = corruption(name, level, seed=res.seed).apply(torch.from_numpy(x[test]), 0)
+        with torch.no_grad():
+            expected = tuned.module(images).argmax(1).numpy() == data.labels[test]
+        assert res.correct[(name, level)].tolist() == expected.tolist()
+
+
 def test_every_declared_method_is_a_transfer_method():
     from pytest_transfer.declarations import TRANSFER_METHODS
     from pytest_transfer.methods import method_class
