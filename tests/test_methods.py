@@ -9,10 +9,7 @@ by name.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import pytest_transfer
 from pytest_transfer import assert_transfer_accuracy_above, load_dataset, load_model
 from pytest_transfer.methods import Fitted, TransferMethod, get_method, predict
 from pytest_transfer.methods.features import FeatureMethod
-from tests._helpers import make_blobs_images, tiny_net
+from tests._helpers import make_blobs_images, probe_package_copy, tiny_net
 
 PACKAGE = Path(pytest_transfer.__file__).resolve().parent
 
@@ -227,10 +224,7 @@ PROBE = textwrap.dedent("""
 
 
 def _probe(root: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", PROBE], cwd=root, env={"PYTHONPATH": str(root), "PATH": ""},
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return probe_package_copy(root, PROBE)
 
 
 def test_a_new_method_is_one_class_and_one_declaration(tmp_path):
