@@ -53,7 +53,7 @@ def session(device: str):
 
 def main() -> None:
     from pytest_transfer import corruption_sweep, evaluate
-    from pytest_transfer.predictions import predict, probe_for
+    from pytest_transfer.methods import get_method, predict
     from pytest_transfer.robustness import resolve_corruptions
     from pytest_transfer.robustness.perturbations import corruption
     from pytest_transfer.robustness.sweep import resolve_severities
@@ -83,7 +83,7 @@ def main() -> None:
 
     def run(label: str) -> tuple[float, float, int, dict, dict]:
         ctx = session(args.device)
-        probe_for(model, data, "linear_probe", ctx=ctx)  # the clean train pass, not timed
+        get_method("linear_probe").fit(model, data, context=ctx)  # the clean train pass and the probe, not timed
         loads.clear()
         passes = ctx.forward_passes
         start, cpu = time.perf_counter(), time.process_time()

@@ -64,10 +64,10 @@ def one_run(cache_dir: str) -> dict[str, float]:
 
 
 def _modules_using_evaluate() -> list:
-    from pytest_transfer import predictions
     from pytest_transfer.gates import transferability
+    from pytest_transfer.methods import direct, features
 
-    return [predictions, transferability]
+    return [direct, features, transferability]
 
 
 def pytest_runs() -> list[float]:

@@ -20,6 +20,7 @@ from .context import Context, current_context
 if TYPE_CHECKING:  # pragma: no cover
     from .datasets import TargetDataset
     from .engine import Evaluation, Perturbation
+    from .methods import TransferMethod
     from .models import TransferModel
     from .robustness.sweep import SweepResult
 
@@ -140,7 +141,7 @@ def evaluate(model: Any, dataset: Any, *, split: str = "test", perturbation: Per
 
 
 def corruption_sweep(model: Any, dataset: Any, corruptions: str | Iterable[str] = "all",
-                     severities: int | str | Iterable[int] = "all", *, method: str = "linear_probe",
+                     severities: int | str | Iterable[int] = "all", *, method: str | TransferMethod = "linear_probe",
                      split: str = "test", seed: int | None = None, k: int = 20, C: float = 1.0,
                      batch_size: int | None = None, context: Context | None = None,
                      cache: bool = True, corruption_table: str | None = None) -> SweepResult:

@@ -10,12 +10,15 @@ measurement is :mod:`pytest_transfer.gates.core`'s.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .context import Measurement
 from .declarations import F1, GATES, NOISE, TRANSFER_ACCURACY
 from .gates.core import Gate, open_gate
 from .jsonable import plain
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .methods import TransferMethod
 
 GateResult = Measurement
 MAX_PLOT_CLASSES = 50  # confusion matrices of more classes are not kept (they travel through JSON and JUnit)
@@ -47,17 +50,6 @@ def classification_details(y_true: Any, y_pred: Any, scores: Any, classes: list[
     return out
 
 
-ACCURACY_HINTS = {  # what to try next when a transfer-accuracy gate fails, per method
-    "linear_probe": "check the preprocess (image size, normalisation) and the feature node; compare method='knn'",
-    "knn": "check the preprocess and the feature node; try another k (k=...) or compare method='linear_probe', "
-           "which learns a weighting of the features that k-NN cannot",
-    "direct": "the model's own head must predict the target's classes in the same order; if it was trained on "
-              "other classes use method='linear_probe' or 'finetune'",
-    "finetune": "train longer or more of the network (finetune={'epochs': ..., 'last_blocks': ...}); compare "
-                "method='linear_probe' to see what the frozen features give",
-}
-
-
 def assert_transfer_accuracy_above(model: Any, dataset: Any, threshold: float | None = None, *,
                                    method: str = "linear_probe", split: str = "test",
                                    confidence: str | None = None, k: int = 20, C: float = 1.0,
@@ -72,12 +64,12 @@ def assert_transfer_accuracy_above(model: Any, dataset: Any, threshold: float | 
     >>> assert_transfer_accuracy_above(model, "digits", 0.9)  # doctest: +SKIP
     """
     __tracebackhide__ = True
-    from .predictions import check_method, predict
+    from .methods import get_method
 
-    check_method(method)
+    transfer = get_method(method, k=k, C=C, finetune=finetune)
     g = open_gate(model, dataset, threshold=threshold, argument="threshold",
                   keys=(f"{method}_accuracy", TRANSFER_ACCURACY.key), confidence=confidence)
-    pr = predict(g.model, g.dataset, method=method, split=split, k=k, C=C, finetune=finetune, context=g.ctx)
+    pr = transfer.fit(g.model, g.dataset, context=g.ctx).predict(g.dataset, split=split, context=g.ctx)
     hits = int(pr.correct.sum())
     return g.finish(
         gate=TRANSFER_ACCURACY.name, metric=f"{method}_accuracy", label=f"{TRANSFER_ACCURACY.label} ({method})",
@@ -85,7 +77,7 @@ def assert_transfer_accuracy_above(model: Any, dataset: Any, threshold: float | 
         higher_is_better=TRANSFER_ACCURACY.higher_is_better, best=g.accuracy_interval(pr.n, pr.n),
         details={"method": method, "split": split, "n": pr.n, "correct": hits,
                  **classification_details(pr.y_true, pr.y_pred, pr.scores, g.dataset.classes)},
-        hint=ACCURACY_HINTS.get(method, ACCURACY_HINTS["linear_probe"]) + "; a larger test split narrows the interval",
+        hint=transfer.hint + "; a larger test split narrows the interval",
     )
 
 
@@ -102,14 +94,14 @@ def assert_f1_above(model: Any, dataset: Any, threshold: float | None = None, *,
     the test split is too small for the asked confidence.
     """
     __tracebackhide__ = True
+    from .methods import get_method
     from .metrics import f1_score
-    from .predictions import check_method, predict
 
-    check_method(method)
+    transfer = get_method(method, k=k)
     if average not in ("macro", "micro", "weighted"):
         raise ValueError(f"average: expected macro, micro or weighted, got {average!r}")
     g = open_gate(model, dataset, threshold=threshold, argument="threshold", keys=(F1.key,), confidence=confidence)
-    pr = predict(g.model, g.dataset, method=method, split=split, k=k, context=g.ctx)
+    pr = transfer.fit(g.model, g.dataset, context=g.ctx).predict(g.dataset, split=split, context=g.ctx)
     value = f1_score(pr.y_true, pr.y_pred, average=average)
     return g.finish(
         gate=F1.name, metric=f"f1_{average}", label=f"{F1.label} ({average}, {method})", value=value,
@@ -121,16 +113,17 @@ def assert_f1_above(model: Any, dataset: Any, threshold: float | None = None, *,
     )
 
 
-def drop_gate(g: Gate, *, perturbation: Any, method: str, split: str, relative: bool, gate: str, label: str,
-              k: int, details: dict[str, Any], hint: str) -> Measurement:
-    """Shared by the noise and corruption gates: clean vs perturbed accuracy on the same samples."""
+def drop_gate(g: Gate, *, perturbation: Any, method: TransferMethod, split: str, relative: bool, gate: str,
+              label: str, details: dict[str, Any], hint: str) -> Measurement:
+    """Shared by the noise and corruption gates: clean vs perturbed accuracy on the same samples, by ``method``
+    fitted once on the clean train split."""
     __tracebackhide__ = True
     from .metrics.stats import paired_difference_interval
-    from .predictions import predict
 
     ctx, model, dataset = g.ctx, g.model, g.dataset
-    clean = predict(model, dataset, method=method, split=split, k=k, context=ctx)
-    noisy = predict(model, dataset, method=method, split=split, perturbation=perturbation, k=k, context=ctx)
+    fitted = method.fit(model, dataset, context=ctx)
+    clean = fitted.predict(dataset, split=split, context=ctx)
+    noisy = fitted.predict(dataset, split=split, perturbation=perturbation, context=ctx)
     acc_clean = float(clean.correct.mean())
     acc_noisy = float(noisy.correct.mean())
     drop = acc_clean - acc_noisy
@@ -139,7 +132,7 @@ def drop_gate(g: Gate, *, perturbation: Any, method: str, split: str, relative: 
         if acc_clean == 0:
             raise ValueError(f"relative drop is undefined: clean accuracy of {model.name!r} on {dataset.name!r} is 0")
         drop, interval = drop / acc_clean, (interval[0] / acc_clean, interval[1] / acc_clean)
-    info = {"method": method, "split": split, "n": clean.n, "clean_accuracy": acc_clean,
+    info = {"method": method.name, "split": split, "n": clean.n, "clean_accuracy": acc_clean,
             "perturbed_accuracy": acc_noisy, "relative": relative, **details}
     return g.finish(
         gate=gate, metric=gate, label=label, value=drop, interval=interval,
@@ -159,15 +152,15 @@ def assert_robust_under_noise(model: Any, dataset: Any, *, sigma: float, max_dro
     on clean features. The interval is Newcombe's for a paired difference.
     """
     __tracebackhide__ = True
-    from .predictions import check_method
+    from .methods import get_method
     from .robustness.perturbations import gaussian_noise
 
-    check_method(method)
+    transfer = get_method(method, k=k)
     g = open_gate(model, dataset, threshold=max_drop, argument="max_drop", keys=(NOISE.key,),
                   confidence=confidence)
     pert = gaussian_noise(sigma, seed=g.ctx.settings.seed if seed is None else seed)
     return drop_gate(
-        g, perturbation=pert, method=method, split=split, relative=relative, gate=NOISE.name,
-        label=f"{NOISE.label} (sigma={sigma})", k=k,
+        g, perturbation=pert, method=transfer, split=split, relative=relative, gate=NOISE.name,
+        label=f"{NOISE.label} (sigma={sigma})",
         details={"sigma": sigma}, hint="train with noise augmentation, or check that sigma is in [0, 1] pixel units",
     )

@@ -8,7 +8,9 @@ the package's lazy exports (``pytest_transfer.__init__``) and the labels reports
 use (:func:`label`). The gate functions read their key, name, label and
 direction from their declaration (``NOISE.key``, ``NOISE.name``, ...).
 Transferability estimators are declared in :mod:`pytest_transfer.estimators`;
-the transferability gate's keys are theirs.
+the transferability gate's keys are theirs. Transfer methods are declared here too
+(:data:`TRANSFER_METHODS`: a name and the class that implements it): the
+transfer-accuracy gate's ``<method>_accuracy`` keys are theirs.
 
 It imports only the standard library (and :mod:`pytest_transfer.estimators`,
 which does too): validating a config and ``import pytest_transfer`` never
@@ -83,12 +85,31 @@ def estimator_keys(estimators: Iterable[Estimator]) -> tuple[ThresholdKey, ...]:
     return tuple(ThresholdKey(e.name, e.bounds, e.higher_is_better) for e in estimators)
 
 
+@dataclass(frozen=True)
+class MethodDeclaration:
+    """One transfer method as declared: ``name`` is what gates take as ``method=`` (and record in
+    ``details["method"]``, and read the ``<name>_accuracy`` threshold key for); ``cls`` its class, a
+    :class:`~pytest_transfer.methods.TransferMethod` found in ``pytest_transfer.<module>`` (imported when
+    :func:`~pytest_transfer.methods.get_method` first asks for it)."""
+
+    name: str
+    cls: str
+    module: str
+
+
+#: every transfer method, in the order error messages list them: the one place a method's name is written
+TRANSFER_METHODS: dict[str, MethodDeclaration] = {m.name: m for m in (
+    MethodDeclaration("linear_probe", "LinearProbeMethod", "methods.features"),
+    MethodDeclaration("knn", "KNNMethod", "methods.features"),
+    MethodDeclaration("direct", "DirectMethod", "methods.direct"),
+    MethodDeclaration("finetune", "FinetuneMethod", "methods.finetune"),
+)}
+
 TRANSFER_ACCURACY = declare_gate(
     "transfer_accuracy", "Transfer accuracy", higher_is_better=True,
     export="assert_transfer_accuracy_above", module="assertions",
-    # the general key, then one per transfer method (predictions.METHODS): "<method>_accuracy" is looked up first
-    keys={"transfer_accuracy": UNIT, "linear_probe_accuracy": UNIT, "knn_accuracy": UNIT,
-          "finetune_accuracy": UNIT, "direct_accuracy": UNIT})
+    # the general key, then one per transfer method (TRANSFER_METHODS): "<method>_accuracy" is looked up first
+    keys={"transfer_accuracy": UNIT, **{f"{name}_accuracy": UNIT for name in TRANSFER_METHODS}})
 F1 = declare_gate("f1", "F1", higher_is_better=True, export="assert_f1_above", module="assertions",
                   keys={"f1": UNIT})
 NOISE = declare_gate("noise_max_drop", "Accuracy drop under Gaussian noise", higher_is_better=False,
@@ -175,6 +196,7 @@ def label(name: str, gates: Mapping[str, GateDeclaration] | None = None) -> str:
 
 __all__ = [
     "ATTACK", "CORRUPTION", "F1", "GATES", "LAYER_TRANSFER", "MCE", "NOISE", "RANKS_ABOVE", "REGRESSION", "SHIFT",
-    "TRANSFERABILITY", "TRANSFER_ACCURACY", "GateDeclaration", "ThresholdKey", "declare_gate", "estimator_keys",
+    "TRANSFERABILITY", "TRANSFER_ACCURACY", "TRANSFER_METHODS", "GateDeclaration", "MethodDeclaration", "ThresholdKey",
+    "declare_gate", "estimator_keys",
     "known_keys", "label", "lazy_exports", "lower_is_better", "threshold_keys",
 ]

@@ -31,6 +31,30 @@ def tiny_net(n_classes: int = 3, channels: int = 1, seed: int = 0):
     )
 
 
+def predict(model, dataset, **options):
+    """The gates' predictions (:func:`pytest_transfer.methods.predict`) of a model and dataset given as a gate takes
+    them (objects or specs), in the test's current session."""
+    from pytest_transfer.api import resolve_pair, session
+    from pytest_transfer.methods import predict as method_predict
+
+    ctx = session()
+    model, dataset = resolve_pair(model, dataset, ctx)
+    return method_predict(model, dataset, context=ctx, **options)
+
+
+def probe_package_copy(root, code: str) -> dict:
+    """Run ``code`` in a fresh interpreter that imports the copy of the package under ``root`` (to which a test
+    added a declaration); the last line it prints, read as JSON."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env={"PYTHONPATH": str(root), "PATH": ""},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def fill_hf_cache(cache, repo_id: str, files: dict, *, commit: str = "0123456789abcdef0123456789abcdef01234567"):
     """Lay files out as huggingface_hub caches a model repository: ``models--<org>--<name>/blobs/<sha256>``,
     ``snapshots/<commit>/<file>`` linking to the blob, and ``refs/main`` holding the commit."""

@@ -111,7 +111,7 @@ def test_f1_gate_uses_a_seeded_bootstrap_interval(tiny_model, blobs, fresh_conte
     from scipy.stats import bootstrap
 
     from pytest_transfer.metrics import f1_score
-    from pytest_transfer.predictions import predict
+    from tests._helpers import predict
 
     assert assert_f1_above(tiny_model, blobs, 0.0).interval is None  # no mode: no resampling cost
     m = assert_f1_above(tiny_model, blobs, 0.0, confidence="lenient")

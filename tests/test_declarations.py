@@ -10,10 +10,8 @@ maximum by a suggestion run, exported lazily and labelled.
 from __future__ import annotations
 
 import ast
-import json
 import math
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -34,6 +32,7 @@ from pytest_transfer.declarations import (
     threshold_keys,
 )
 from pytest_transfer.estimators import ESTIMATORS
+from tests._helpers import probe_package_copy
 
 PACKAGE = Path(pytest_transfer.__file__).resolve().parent
 INF = math.inf
@@ -88,10 +87,9 @@ def test_the_type_checking_block_agrees_with_the_lazy_table():
 
 
 def test_every_transfer_method_has_its_accuracy_key():
-    from pytest_transfer.predictions import METHODS
-
     keys = {k.name for k in TRANSFER_ACCURACY.keys}
-    assert {f"{m}_accuracy" for m in METHODS} | {TRANSFER_ACCURACY.key} == keys
+    assert {f"{m}_accuracy" for m in declarations.TRANSFER_METHODS} | {TRANSFER_ACCURACY.key} == keys
+    assert list(declarations.TRANSFER_METHODS) == ["linear_probe", "knn", "direct", "finetune"]
 
 
 def test_gate_names_are_measurement_names_and_labels_come_from_the_declaration():
@@ -184,10 +182,7 @@ PROBE = textwrap.dedent("""
 
 
 def _probe(root: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", PROBE], cwd=root, env={"PYTHONPATH": str(root), "PATH": ""},
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return probe_package_copy(root, PROBE)
 
 
 def test_adding_a_gate_is_one_declaration_plus_its_function(tmp_path):

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from pytest_transfer import assert_robust_under_noise, assert_transfer_accuracy_above, load_model
-from pytest_transfer.predictions import predict
-from tests._helpers import tiny_net
+from tests._helpers import predict, tiny_net
 
 
 def test_head_finetuning_learns_the_target_and_passes_the_gate(tiny_model, blobs, fresh_context):
@@ -36,10 +35,10 @@ def test_head_finetuning_trains_on_cached_features_and_leaves_the_model_untouche
 def test_finetuned_head_equals_training_on_standardised_features(tiny_model, blobs, fresh_context):
     """A second formulation: the tuned module's logits equal the head applied to standardised features."""
     from pytest_transfer import evaluate
-    from pytest_transfer.finetune import FinetuneConfig, finetuned_model
-    from pytest_transfer.probes import Standardizer
+    from pytest_transfer.methods.finetune import FinetuneConfig, finetuned_model
+    from pytest_transfer.metrics.probes import Standardizer
 
-    tuned = finetuned_model(tiny_model, blobs, FinetuneConfig(epochs=3), ctx=fresh_context, seed=0)
+    tuned = finetuned_model(tiny_model, blobs, FinetuneConfig(epochs=3), context=fresh_context, seed=0)
     train = evaluate(tiny_model, blobs, split="train").features.astype(np.float64)
     test = evaluate(tiny_model, blobs, split="test")
     std = Standardizer.fit(train)
@@ -76,3 +75,32 @@ def test_finetune_option_errors(tiny_model, blobs):
         predict(tiny_model, blobs, method="finetune", finetune={"last_blocks": 9})
     with pytest.raises(ValueError, match="method='finetune' only"):
         predict(tiny_model, blobs, method="knn", finetune={"epochs": 3})
+
+
+
+def _tuned_last_block(model, data, limit, monkeypatch):
+    """``(tuned model, images decoded)`` of a fresh session fine-tuning the last block for 3 epochs."""
+    from pytest_transfer.context import Context
+    from pytest_transfer.engine import chunks
+    from pytest_transfer.methods import finetune
+    from pytest_transfer.settings import resolve
+
+    decoded = []
+    real = chunks.model_batch
+    monkeypatch.setattr(chunks, "model_batch", lambda *a, **kw: decoded.append(len(a[2])) or real(*a, **kw))
+    monkeypatch.setattr(finetune, "TRAIN_IMAGES_BYTES", limit)
+    ctx = Context(resolve({"no_cache": True, "device": "cpu"}, pyproject=None, environ={}))
+    cfg = finetune.FinetuneConfig(epochs=3, last_blocks=1)
+    return finetune.finetuned_model(model, data, cfg, context=ctx, seed=0), sum(decoded)
+
+
+def test_last_blocks_decode_the_train_split_once_per_fit_within_the_bound(blobs, monkeypatch):
+    model = load_model(tiny_net(), name="tiny")
+    n = len(blobs.indices("train"))
+    once, decoded_once = _tuned_last_block(model, blobs, 1 << 30, monkeypatch)
+    streamed, decoded_streamed = _tuned_last_block(model, blobs, 0, monkeypatch)  # over the bound: every epoch
+    # one image tells the size; then the whole split once, or each epoch's batches (3 epochs of n images)
+    assert (decoded_once, decoded_streamed) == (1 + n, 1 + 3 * n)
+    for (name, a), b in zip(once.module.state_dict().items(), streamed.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # the same weights, bit for bit
+    assert not torch.equal(once.module[4].weight, model.module[4].weight)

@@ -16,9 +16,8 @@ from pytest_transfer import (
 )
 from pytest_transfer.context import Context, set_current_context
 from pytest_transfer.metrics import f1_score
-from pytest_transfer.predictions import predict
 from pytest_transfer.settings import resolve
-from tests._helpers import make_blobs_images, tiny_net
+from tests._helpers import make_blobs_images, predict, tiny_net
 
 
 def test_accuracy_gate_passes_and_returns_the_measurement(tiny_model, blobs, fresh_context):
@@ -43,7 +42,7 @@ def test_accuracy_gate_fails_with_value_interval_threshold_and_names(tiny_model,
 @pytest.mark.parametrize("method", ["linear_probe", "knn"])
 def test_methods_agree_with_a_direct_computation(tiny_model, blobs, method):
     from pytest_transfer import evaluate
-    from pytest_transfer.probes import fit_linear_probe, knn_predict
+    from pytest_transfer.metrics.probes import fit_linear_probe, knn_predict
 
     train = evaluate(tiny_model, blobs, split="train")
     test = evaluate(tiny_model, blobs, split="test")

@@ -8,7 +8,7 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
 from pytest_transfer.metrics import knn_accuracy
-from pytest_transfer.probes import knn_predict
+from pytest_transfer.metrics.probes import knn_predict
 
 
 def sklearn_knn(k, metric):

@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from pytest_transfer.probes import fit_linear_probe, knn_predict
+from pytest_transfer.metrics.probes import fit_linear_probe, knn_predict
 
 
 def digits_split():

@@ -19,12 +19,11 @@ from pytest_transfer import (
     load_model,
 )
 from pytest_transfer.context import Context, set_current_context
-from pytest_transfer.predictions import predict
 from pytest_transfer.robustness import ALEXNET_ERRORS, CORRUPTIONS, fgsm, mce, relative_mce
 from pytest_transfer.robustness.perturbations import corruption as engine_corruption
 from pytest_transfer.robustness.sweep import evaluate_many
 from pytest_transfer.settings import resolve
-from tests._helpers import make_blobs_images, tiny_net
+from tests._helpers import make_blobs_images, predict, tiny_net
 
 
 def _context(tmp_path, **options):
@@ -474,10 +473,10 @@ def test_attack_through_the_linear_probe_head(data, head_model, blobs12):
 @pytest.mark.parametrize("node", ["penultimate", "0"])  # the input of the last Linear; a conv layer's pooled output
 def test_probe_head_model_equals_the_probe_on_engine_features(data, fresh_context, node):
     from pytest_transfer.gates.robustness import ProbeHeadModel
-    from pytest_transfer.predictions import probe_for
+    from pytest_transfer.methods import get_method
 
     model = load_model(tiny_net(), name="conv", feature_node=node)
-    probe = probe_for(model, data, "linear_probe", ctx=fresh_context)
+    probe = get_method("linear_probe").fit(model, data, context=fresh_context).head.probe
     head = ProbeHeadModel(model, probe.torch_head())
     test = evaluate(model, data)
     with torch.no_grad():

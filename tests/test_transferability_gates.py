@@ -239,7 +239,7 @@ def test_ranks_above_fails_when_the_candidate_is_worse(good, blind, squares):
 
 def test_ranks_above_by_probe_accuracy_with_a_paired_interval(good, blind, squares):
     from pytest_transfer.metrics.stats import paired_difference_interval
-    from pytest_transfer.predictions import predict
+    from tests._helpers import predict
 
     result = assert_ranks_above(good, blind, squares, metric="linear_probe_accuracy", confidence="lenient")
     a, b = predict(good, squares), predict(blind, squares)  # the same test samples, in the same order
@@ -357,11 +357,12 @@ def test_drop_needs_the_same_label_space(good, squares):
 
 
 def test_drop_after_fine_tuning_the_head_on_the_reference(good, squares, shifted_squares):
-    from pytest_transfer.finetune import FinetuneConfig, finetuned_model
+    from pytest_transfer.methods.finetune import FinetuneConfig, finetuned_model
 
     options = {"epochs": 2}
     d = drop_in_performance(good, squares, shifted_squares, method="finetune", finetune=options)
-    tuned = finetuned_model(good, squares, FinetuneConfig.from_dict(options), ctx=current_context(), seed=0)
+    tuned = finetuned_model(good, squares, FinetuneConfig.from_dict(options), context=current_context(),
+                            seed=0)
     with torch.no_grad():
         for ds, acc in ((squares, d.reference_accuracy), (shifted_squares, d.shifted_accuracy)):
             pred = tuned(ds.batch(ds.indices("test"))).argmax(1).numpy()

@@ -4,28 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..api import resolve_pair
-from ..context import Context, Measurement, current_context
+from ..context import Measurement, current_context
 from ..declarations import LAYER_TRANSFER
 from ..engine.memo import evaluate
-from ..predictions import probe_for
+from ..methods import get_method
+from ..methods.features import feature_methods
 from .core import open_gate
 from .transferability import (
-    LAYER_ACCURACIES,
     estimate,
     estimators,
     metric_label,
     standardized,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-
-    from ..datasets import TargetDataset
-    from ..models import TransferModel
 
 
 @dataclass
@@ -66,25 +61,15 @@ def _check_layer_metrics(metrics: Sequence[str]) -> list[str]:
     table = estimators()
     out: list[str] = []
     for m in metrics:
-        if m not in LAYER_ACCURACIES and (m not in table or getattr(table[m], "inputs", "") != "features"):
+        if m not in feature_methods() and (m not in table or getattr(table[m], "inputs", "") != "features"):
             feats = sorted(n for n, f in table.items() if getattr(f, "inputs", "") == "features")
-            raise ValueError(f"metrics: {m!r} cannot be measured at a layer; use linear_probe, knn or a "
+            raise ValueError(f"metrics: {m!r} cannot be measured at a layer; use {', '.join(feature_methods())} or a "
                              f"feature-based estimator ({', '.join(feats)})")
         if m not in out:
             out.append(m)
     if not out:
         raise ValueError("metrics: empty; pass e.g. ('linear_probe', 'logme')")
     return out
-
-
-def _layer_probe(model: TransferModel, dataset: TargetDataset, node: str, train_x: np.ndarray,
-                 train_y: np.ndarray, *, C: float, ctx: Context) -> Any:
-    """The linear probe at ``node`` (shared with the accuracy gates at the model's own feature node)."""
-    from ..derived import linear_probe
-
-    if node == model.feature_node:
-        return probe_for(model, dataset, "linear_probe", ctx=ctx, C=C)
-    return linear_probe(train_x, train_y, C=C, context=ctx)
 
 
 def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
@@ -104,8 +89,6 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
     >>> r = layerwise_transfer("efficientnet-lite0", "digits", nodes)  # doctest: +SKIP
     >>> r.best("linear_probe")  # doctest: +SKIP
     """
-    from ..derived import knn_predictions
-
     ctx = current_context()
     model, dataset = resolve_pair(model, dataset, ctx)
     if isinstance(nodes, str):
@@ -119,18 +102,19 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
     table = estimators()
     train = evaluate(model, dataset, split="train", taps=nodes, context=ctx)
     test = (evaluate(model, dataset, split="test", taps=nodes, context=ctx)
-            if any(m in LAYER_ACCURACIES for m in wanted) else None)
+            if any(m in feature_methods() for m in wanted) else None)
     scores: dict[str, list[float]] = {m: [] for m in wanted}
-    correct: dict[str, list[int]] = {m: [] for m in wanted if m in LAYER_ACCURACIES}
+    # the feature methods (linear probe, k-NN) at the array level: one head fitted per node on its train features
+    heads = {m: get_method(m, k=k, C=C) for m in wanted if m in feature_methods()}
+    correct: dict[str, list[int]] = {m: [] for m in heads}
     for n in nodes:
         xtr = train.taps[n]
         std = None
         for m in wanted:
-            if m == "linear_probe":
-                hits = int(np.sum(_layer_probe(model, dataset, n, xtr, train.labels, C=C, ctx=ctx)
-                                  .predict(test.taps[n]) == test.labels))
-            elif m == "knn":
-                hits = int(np.sum(knn_predictions(xtr, train.labels, test.taps[n], k=k, context=ctx) == test.labels))
+            if m in heads:
+                pred, _ = heads[m].fit_features(xtr, train.labels, context=ctx).predict_features(test.taps[n],
+                                                                                                 context=ctx)
+                hits = int(np.sum(pred == test.labels))
             else:
                 if std is None:
                     std = standardized(xtr) if standardize else np.asarray(xtr, dtype=np.float64)
@@ -158,8 +142,9 @@ def assert_layer_transfer_above(model: Any, dataset: Any, threshold: float | Non
     >>> assert_layer_transfer_above(model, "digits-shifted", 0.9, nodes=["_blocks.5", "penultimate"])  # doctest: +SKIP
     """
     __tracebackhide__ = True
-    if method not in LAYER_ACCURACIES:
-        raise ValueError(f"method: expected one of {', '.join(LAYER_ACCURACIES)}, got {method!r}")
+    if method not in feature_methods():
+        raise ValueError(f"method: expected one of {', '.join(feature_methods())} (the methods on features), "
+                         f"got {method!r}")
     if nodes is None or isinstance(nodes, str):
         nodes = [] if nodes is None else [nodes]
     nodes = list(nodes)

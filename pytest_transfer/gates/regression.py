@@ -35,7 +35,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,6 +62,9 @@ from ..metrics.stats import (
 )
 from ..thresholds import Threshold
 from .core import check_threshold, confidence_mode, decide
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..methods import TransferMethod
 
 DEFAULT_MIN_EFFECT = 0.01
 DETECTION_POWER = 0.8
@@ -372,10 +375,10 @@ def assert_no_regression(model: Any, dataset: Any, *, metrics: str | Sequence[st
     """
     __tracebackhide__ = True
     from ..api import resolve_pair
-    from ..predictions import check_method
+    from ..methods import get_method
 
     ctx = current_context()
-    check_method(method)
+    transfer = get_method(method, k=k, C=C)
     names = _metric_names(metrics)
     model, dataset = resolve_pair(model, dataset, ctx)
     run = _Run(
@@ -386,7 +389,7 @@ def assert_no_regression(model: Any, dataset: Any, *, metrics: str | Sequence[st
         rel_tol=_per_metric(relative_tolerance, names, "relative_tolerance"),
         mode=confidence_mode(confidence, ctx),
     )
-    run.measure(k=k, C=C, path=path)
+    run.measure(transfer, path=path)
     stored = run.stored(check_test=path is None)
     if stored is None or run.update:
         return run.write(stored)
@@ -418,12 +421,10 @@ class _Run:
     def update(self) -> bool:
         return bool(self.ctx.settings.update_baselines)
 
-    def measure(self, *, k: int, C: float, path: str | os.PathLike[str] | None) -> None:
-        """The current predictions as a :class:`Baseline`, and the baseline file's path."""
-        from ..predictions import predict
-
+    def measure(self, transfer: TransferMethod, *, path: str | os.PathLike[str] | None) -> None:
+        """The current predictions by ``transfer`` as a :class:`Baseline`, and the baseline file's path."""
         ctx, model, dataset, split = self.ctx, self.model, self.dataset, self.split
-        self.pr = pr = predict(model, dataset, method=self.method, split=split, k=k, C=C, context=ctx)
+        self.pr = pr = transfer.fit(model, dataset, context=ctx).predict(dataset, split=split, context=ctx)
         test_path = ctx.current_test_path
         self.current = Baseline(
             model=model.name, dataset=dataset.name, method=self.method, split=split,

@@ -47,10 +47,10 @@ from ..context import Context, Measurement, current_context
 from ..declarations import ATTACK, CORRUPTION, MCE
 from ..engine.passes import pool_features
 from ..fingerprints import code_identity
+from ..methods import get_method
 from ..metrics.stats import bayesian_bootstrap_interval, bounded_mean_interval
 from ..models import leaves_models_as_found
 from ..models.call import module_dtype, tap_tensor, to_module_dtype
-from ..predictions import check_method, direct_mapping, predict, probe_for
 from ..robustness import fgsm, pgd
 from ..robustness.mce import ALEXNET_ERRORS, CLEAN
 from ..robustness.perturbations import corruption as corruption_perturbation
@@ -65,6 +65,7 @@ from .core import open_gate
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..datasets import TargetDataset
+    from ..methods import TransferMethod
     from ..models import TransferModel
 
 ATTACKS = ("pgd", "fgsm")
@@ -139,14 +140,14 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     __tracebackhide__ = True
     from ..robustness import resolve_corruptions
 
-    check_method(method)
+    transfer = get_method(method, k=k)
     names = resolve_corruptions(corruption)
     levels = resolve_severities(severity, "severity")
     g = open_gate(model, dataset, threshold=max_drop, argument="max_drop", keys=(CORRUPTION.key,),
                   confidence=confidence)
     ctx, model, dataset = g.ctx, g.model, g.dataset
     seed = int(ctx.settings.seed if seed is None else seed)
-    res = corruption_sweep(model, dataset, names, levels, method=method, split=split, seed=seed, k=k, context=ctx,
+    res = corruption_sweep(model, dataset, names, levels, method=transfer, split=split, seed=seed, context=ctx,
                            corruption_table=corruption_table)
     what = _describe(corruption, levels, names)
     details = _sweep_details(res)
@@ -158,9 +159,9 @@ def assert_robust_under_corruption(model: Any, dataset: Any, corruption: str | I
     if len(res.cells) == 1:
         name, level = res.cells[0]
         return drop_gate(
-            g, perturbation=corruption_perturbation(name, level, seed=seed, table=res.table), method=method,
+            g, perturbation=corruption_perturbation(name, level, seed=seed, table=res.table), method=transfer,
             split=split, relative=relative, gate=CORRUPTION.name,
-            label=f"{CORRUPTION.label} {name} (severity {level})", k=k,
+            label=f"{CORRUPTION.label} {name} (severity {level})",
             details={"corruption": name, "severity": level, **details}, hint=hint,
         )
 
@@ -203,8 +204,8 @@ def _errors_of(matrix: np.ndarray, names: tuple[str, ...], levels: tuple[int, ..
 
 
 def _reference(reference: Any, model: TransferModel, dataset: TargetDataset, *, names: tuple[str, ...],
-               levels: tuple[int, ...], method: str, split: str, seed: int, k: int, C: float,
-               ctx: Context, table: str | None = None) -> tuple[SweepResult | Mapping[str, Any], str]:
+               levels: tuple[int, ...], method: TransferMethod, split: str, seed: int, ctx: Context,
+               table: str | None = None) -> tuple[SweepResult | Mapping[str, Any], str]:
     if reference is None or (isinstance(reference, str) and reference.lower() == "alexnet"):
         return ALEXNET_ERRORS, ALEXNET_SOURCE
     if isinstance(reference, SweepResult):
@@ -215,8 +216,8 @@ def _reference(reference: Any, model: TransferModel, dataset: TargetDataset, *, 
     if ref_model.fingerprint() == model.fingerprint():
         raise ValueError(f"reference: is the model under test ({model.name!r}) itself; pass another model, "
                          "a mapping of errors, or None for AlexNet's published errors")
-    res = corruption_sweep(ref_model, dataset, names, levels, method=method, split=split, seed=seed, k=k, C=C,
-                           context=ctx, corruption_table=table)
+    res = corruption_sweep(ref_model, dataset, names, levels, method=method, split=split, seed=seed, context=ctx,
+                           corruption_table=table)
     return res, f"measured: {ref_model.name}"
 
 
@@ -252,17 +253,17 @@ def assert_mce_below(model: Any, dataset: Any, max_mce: float | None = None, *, 
     __tracebackhide__ = True
     from ..robustness import resolve_corruptions
 
-    check_method(method)
+    transfer = get_method(method, k=k, C=C)
     names = resolve_corruptions(corruptions)
     levels = resolve_severities(severities)
     g = open_gate(model, dataset, threshold=max_mce, argument="max_mce",
                   keys=(MCE.keys[1].name if relative else MCE.key,), confidence=confidence)  # max_relative_mce, max_mce
     ctx, model, dataset = g.ctx, g.model, g.dataset
     seed = int(ctx.settings.seed if seed is None else seed)
-    res = corruption_sweep(model, dataset, names, levels, method=method, split=split, seed=seed, k=k, C=C,
-                           context=ctx, corruption_table=corruption_table)
-    ref, source = _reference(reference, model, dataset, names=names, levels=levels, method=method, split=split,
-                             seed=seed, k=k, C=C, ctx=ctx, table=res.table)
+    res = corruption_sweep(model, dataset, names, levels, method=transfer, split=split, seed=seed, context=ctx,
+                           corruption_table=corruption_table)
+    ref, source = _reference(reference, model, dataset, names=names, levels=levels, method=transfer, split=split,
+                             seed=seed, ctx=ctx, table=res.table)
     result = res.mce(ref, relative=relative)
     interval = None
     if g.wants_interval:
@@ -310,7 +311,7 @@ class ProbeHeadModel(nn.Module):
 
     The features are read by a hook on the model's feature node and pooled
     as the engine pools them (spatial mean of a 4-d activation), so a linear
-    probe's :meth:`~pytest_transfer.probes.LinearProbe.torch_head` sees what
+    probe's :meth:`~pytest_transfer.metrics.probes.LinearProbe.torch_head` sees what
     it was fitted on; the layers after the node are skipped. Gradients flow
     to the images.
     """
@@ -376,7 +377,7 @@ def attack_accuracy(model: Any, dataset: Any, *, attack: str = "pgd", eps: float
     ``direct`` attacks the model's own head; ``linear_probe`` attacks
     :class:`ProbeHeadModel` with the probe fitted on clean train features,
     and classifies the adversarial features with that probe exactly as
-    :func:`~pytest_transfer.predictions.predict` does. PGD runs over fixed
+    :func:`~pytest_transfer.methods.predict` does. PGD runs over fixed
     chunks of 64 images (``engine.CHUNK``), each with a random start seeded
     from ``seed`` (``--transfer-seed``) and the chunk's position, so the
     result does not depend on ``batch_size``; FGSM (deterministic) uses
@@ -412,7 +413,7 @@ def _attack_key(model: TransferModel, dataset: TargetDataset, *, attack: str, ep
     probe is fitted on train), the attack's parameters, the probe's ``C``, the device type and the code."""
     from ..engine.chunks import CHUNK
     from ..engine.keys import code_fingerprint, geometry_key
-    from ..probes import fit_linear_probe
+    from ..metrics.probes import fit_linear_probe
 
     pgd_only = attack == "pgd"
     return {"model": model.fingerprint(), "code": code_fingerprint(model), "geometry": geometry_key(model),
@@ -439,8 +440,9 @@ def _attack_correct(model: TransferModel, dataset: TargetDataset, indices: np.nd
     model.to(device)
     y_true = dataset.labels[indices]
     at_size = model.at_input_size()  # attacked at the model's input size, before normalisation
+    fitted: Any = get_method(method, C=C).fit(model, dataset, context=ctx)
     if method == "direct":
-        mapping = direct_mapping(model, dataset)
+        mapping = fitted.mapping
         target: Any = at_size
         columns = y_true.copy() if mapping is None else np.argsort(mapping)[y_true]
         valid = np.ones(len(y_true), dtype=bool)
@@ -449,7 +451,7 @@ def _attack_correct(model: TransferModel, dataset: TargetDataset, indices: np.nd
             pred = at_size(adv).argmax(dim=1).cpu().numpy()
             return pred if mapping is None else mapping[pred]
     else:
-        probe = probe_for(model, dataset, "linear_probe", ctx=ctx, C=C)
+        probe = fitted.head.probe  # the linear probe's weights: the head the gradients flow through
         target = ProbeHeadModel(at_size, probe.torch_head().to(device))
         where = np.searchsorted(probe.classes, y_true).clip(0, len(probe.classes) - 1)
         valid = probe.classes[where] == y_true  # a class the probe never saw cannot be predicted
@@ -499,7 +501,7 @@ def assert_robust_under_attack(model: Any, dataset: Any, *, attack: str = "pgd",
                   confidence=confidence)
     ctx, model, dataset = g.ctx, g.model, g.dataset
     seed = int(ctx.settings.seed if seed is None else seed)
-    clean = predict(model, dataset, method=method, split=split, C=C, context=ctx)
+    clean = get_method(method, C=C).fit(model, dataset, context=ctx).predict(dataset, split=split, context=ctx)
     _, correct = attack_accuracy(model, dataset, attack=attack, eps=eps, steps=steps, step_size=step_size,
                                  method=method, split=split, seed=seed, batch_size=batch_size, C=C, context=ctx)
     hits, n = int(correct.sum()), len(correct)

@@ -5,14 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..api import resolve_pair
-from ..context import Context, current_context
+from ..context import current_context
 from ..declarations import SHIFT
-from ..engine.memo import evaluate
+from ..methods import get_method
 from ..metrics.stats import newcombe_independent_interval
-from ..predictions import probe_for
 from .core import open_gate
 
 
@@ -33,27 +30,6 @@ class DropResult:
     n_reference: int
     n_shifted: int
     confidence: float
-
-
-def _shifted_predictions(model: Any, ref: Any, shifted: Any, *, method: str, split: str, k: int, C: float,
-                         finetune: dict[str, Any] | None, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
-    """``(predictions, labels)`` on ``split`` of the shifted dataset, by the head fitted (or tuned) on ``ref``."""
-    from ..derived import knn_predictions
-    from ..predictions import predict
-
-    if method in ("direct", "finetune"):
-        head = model
-        if method == "finetune":
-            from ..finetune import FinetuneConfig, finetuned_model
-
-            head = finetuned_model(model, ref, FinetuneConfig.from_dict(finetune), ctx=ctx, seed=ctx.settings.seed)
-        other = predict(head, shifted, method="direct", split=split, context=ctx)
-        return other.y_pred, other.y_true
-    ev = evaluate(model, shifted, split=split, context=ctx)
-    probe = probe_for(model, ref, method, ctx=ctx, k=k, C=C)
-    if method == "linear_probe":
-        return probe.predict(ev.features), ev.labels
-    return knn_predictions(probe[0], probe[1], ev.features, k=k, context=ctx), ev.labels
 
 
 def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any, *, method: str = "linear_probe",
@@ -81,9 +57,7 @@ def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any
     >>> d.absolute, d.interval  # doctest: +SKIP
     """
     __tracebackhide__ = True
-    from ..predictions import check_method, predict
-
-    check_method(method)
+    transfer = get_method(method, k=k, C=C, finetune=finetune)
     ctx = current_context()
     model, ref = resolve_pair(model, reference_dataset, ctx)
     _, shifted = resolve_pair(model, shifted_dataset, ctx)
@@ -93,12 +67,11 @@ def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any
             f"has {ref.classes[:10]}; a drop in performance needs the same label space (relabel one of them)"
         )
     shifted_split = split if shifted_split is None else shifted_split
-    base = predict(model, ref, method=method, split=split, k=k, C=C, context=ctx,
-                   **({"finetune": finetune} if method == "finetune" else {}))
-    pred, y_shift = _shifted_predictions(model, ref, shifted, method=method, split=shifted_split, k=k, C=C,
-                                         finetune=finetune, ctx=ctx)
+    fitted = transfer.fit(model, ref, context=ctx)  # on the reference's clean train split, for both
+    base = fitted.predict(ref, split=split, context=ctx)
+    other = fitted.predict(shifted, split=shifted_split, context=ctx)
     hits_ref, n_ref = int(base.correct.sum()), base.n
-    hits_shift, n_shift = int(np.sum(pred == y_shift)), len(y_shift)
+    hits_shift, n_shift = int(other.correct.sum()), other.n
     level = ctx.settings.confidence_level
     acc_ref, acc_shift = hits_ref / n_ref, hits_shift / n_shift
     absolute = acc_ref - acc_shift

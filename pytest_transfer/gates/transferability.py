@@ -50,7 +50,6 @@ MEASURED = (PROBE_ACCURACY, CV_PROBE_ACCURACY)
 ACROSS_CANDIDATES = ("ncti",)
 #: folds of :data:`CV_PROBE_ACCURACY`
 CV_FOLDS = 5
-LAYER_ACCURACIES = ("linear_probe", "knn")
 _ACCURACY_LABELS = {"linear_probe": "linear probe accuracy", "knn": "k-NN accuracy",
                     PROBE_ACCURACY: "linear probe accuracy",
                     CV_PROBE_ACCURACY: f"{CV_FOLDS}-fold cross-validated linear probe accuracy", "ncti": "NCTI"}
@@ -118,7 +117,7 @@ def standardized(x: np.ndarray) -> np.ndarray:
     once (:func:`~pytest_transfer.cache.array_fingerprint` remembers read-only arrays).
     """
     from ..cache import array_fingerprint
-    from ..probes import Standardizer
+    from ..metrics.probes import Standardizer
 
     key = array_fingerprint(x)
     if key not in _STANDARDIZED:
@@ -160,13 +159,22 @@ def estimator_input(model: TransferModel, dataset: TargetDataset, metric: str, *
     return EstimatorInput(values, ev.labels, kind, feats)
 
 
-def estimate(fn: Callable[..., float], values: np.ndarray, labels: np.ndarray, kw: dict[str, Any], *,
-              ctx: Context) -> float:
-    """``fn(values, labels, **kw)``, cached (:func:`~pytest_transfer.derived.estimate`): rankings and gates
-    ask for the same scores, and a rerun reads them from the disk cache."""
-    from ..derived import estimate
+def estimate(fn: Callable[..., float], values: np.ndarray, labels: np.ndarray, kw: dict[str, Any] | None, *,
+             ctx: Context) -> float:
+    """``float(fn(values, labels, **kw))`` for a transferability estimator ``fn`` (LogME, leave-one-out k-NN
+    accuracy, ...), cached (:func:`~pytest_transfer.cache.cached_result`, kind ``estimate``) under its name,
+    arguments, code and the fingerprints of ``values``/``labels``: rankings and gates ask for the same scores,
+    and a rerun reads them from the disk cache."""
+    from ..cache import array_fingerprint, cached_result
+    from ..fingerprints import code_identity
 
-    return estimate(fn, values, labels, kw, context=ctx)
+    kw = dict(kw or {})
+    key = {"metric": f"{fn.__module__}.{getattr(fn, '__qualname__', repr(fn))}", "kw": repr(sorted(kw.items())),
+           "values": array_fingerprint(values), "labels": array_fingerprint(labels),
+           "code": code_identity(fn)}
+    return cached_result("estimate", key, lambda: float(fn(values, labels, **kw)),
+                         encode=lambda v: {"value": np.float64(v)}, decode=lambda a: float(a["value"]),
+                         context=ctx, libraries=("scipy", "sklearn"))
 
 
 def _interval(statistic: Callable[..., float], value: float, *arrays: np.ndarray, labels: np.ndarray,
@@ -257,7 +265,7 @@ def _measured(model: TransferModel, dataset: TargetDataset, metric: str, *, spli
               ) -> tuple[float, Any]:
     """``(accuracy, per-sample correctness or None)`` of a measured protocol (:data:`MEASURED`)."""
     if metric == PROBE_ACCURACY:  # probe fitted on train, scored on test
-        from ..predictions import predict
+        from ..methods import predict
 
         pr = predict(model, dataset, method="linear_probe", split="test", context=ctx)
         return float(pr.correct.mean()), pr.correct

@@ -1,4 +1,4 @@
-"""The one k-nearest-neighbour vote behind the k-NN probe (:func:`pytest_transfer.probes.knn_predict`) and the
+"""The one k-nearest-neighbour vote behind the k-NN probe (:func:`pytest_transfer.metrics.probes.knn_predict`) and the
 leave-one-out estimator (:func:`pytest_transfer.metrics.knn_accuracy`).
 
 Conventions (those of scikit-learn's ``KNeighborsClassifier(n_neighbors=k, weights="uniform",

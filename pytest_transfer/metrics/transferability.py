@@ -964,7 +964,7 @@ def stratified_folds(labels: Any, folds: int, *, seed: int = 0) -> np.ndarray:
 def cv_linear_probe_accuracy(features: Any, labels: Any, *, folds: int = 5, C: float = 1.0, seed: int = 0) -> float:
     """``folds``-fold cross-validated accuracy of the linear probe on one split (a measured protocol).
 
-    Folds from :func:`stratified_folds`; on each, :func:`~pytest_transfer.probes.fit_linear_probe`
+    Folds from :func:`stratified_folds`; on each, :func:`~pytest_transfer.metrics.probes.fit_linear_probe`
     (multinomial logistic regression, scikit-learn's ``LogisticRegression(C=C)``, standardised with the
     training folds' statistics) is fitted on the other folds and scored on it; the result is the
     fraction of all N samples classified correctly, in [0, 1]. ``folds * 2`` samples at least.
@@ -974,7 +974,7 @@ def cv_linear_probe_accuracy(features: Any, labels: Any, *, folds: int = 5, C: f
     >>> cv_linear_probe_accuracy(rng.normal(size=(40, 3)) + 4 * y[:, None], y)
     1.0
     """
-    from ..probes import fit_linear_probe
+    from .probes import fit_linear_probe
 
     x, y, _ = features_and_labels(features, labels)
     if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or folds < 2:

@@ -14,9 +14,10 @@ split back per variant and stored exactly where
 So a later gate on one cell, or a second run, costs no pass. Cells already in
 the memo or on disk are not recomputed.
 
-Predictions then go through :func:`pytest_transfer.predictions.predict`, so a
-sweep's numbers are the gates' numbers: probes are fitted on clean train
-features and scored on corrupted test features.
+Predictions then go through the transfer method (:mod:`pytest_transfer.methods`),
+fitted once, so a sweep's numbers are the gates' numbers: probes are fitted on
+clean train features and scored on corrupted test features; a fine-tuned model
+is tuned first and swept itself.
 
 >>> res = corruption_sweep("efficientnet-lite0", "digits", "noise", [1, 5])  # doctest: +SKIP
 >>> res.accuracy["gaussian_noise"][5], res.clean_accuracy  # doctest: +SKIP
@@ -34,7 +35,7 @@ import numpy as np
 from ..context import Context
 from ..engine.chunks import Perturbation, VariantMaker
 from ..engine.memo import evaluate_many
-from ..predictions import check_method, predict
+from ..methods import TransferMethod, get_method
 from .corruptions import DETERMINISTIC_CORRUPTIONS, SEVERITIES, corrupt_many, resolve_corruptions
 from .corruptions_tables import check_table
 from .mce import ALEXNET_ERRORS, CLEAN, CorruptionErrorResult, mce, relative_mce
@@ -259,7 +260,8 @@ def corruption_error(errors: Mapping[str, Any], reference: Mapping[str, Any], *,
 
 
 def corruption_sweep(model: TransferModel, dataset: TargetDataset, corruptions: str | Iterable[str] = "all",
-                     severities: int | str | Iterable[int] = "all", *, context: Context, method: str = "linear_probe",
+                     severities: int | str | Iterable[int] = "all", *, context: Context,
+                     method: str | TransferMethod = "linear_probe",
                      split: str = "test", seed: int | None = None, k: int = 20, C: float = 1.0,
                      batch_size: int | None = None, cache: bool = True,
                      corruption_table: str | None = None) -> SweepResult:
@@ -274,7 +276,10 @@ def corruption_sweep(model: TransferModel, dataset: TargetDataset, corruptions: 
     ``evaluate(..., perturbation=corruption(name, s, seed=seed))``
     (same per-chunk draws, so the results do not depend on the batch size).
     ``method`` is ``linear_probe`` (the probe is fitted once on clean train
-    features), ``knn`` or ``direct``. ``corruption_table`` is the published
+    features), ``knn``, ``direct`` or ``finetune`` (the tuned model is swept), or a
+    :class:`~pytest_transfer.methods.TransferMethod` from
+    :func:`~pytest_transfer.methods.get_method`, used as it is (``k`` and ``C`` are then its
+    own). ``corruption_table`` is the published
     parameter table (``auto``: by image size; ``imagenet-c``,
     ``tiny-imagenet-c``, ``cifar10-c``), by default ``--transfer-corruption-table``.
 
@@ -282,26 +287,25 @@ def corruption_sweep(model: TransferModel, dataset: TargetDataset, corruptions: 
     >>> res.to_rows()[:2]  # doctest: +SKIP
     """
     ctx = context
-    check_method(method)
+    transfer = method if isinstance(method, TransferMethod) else get_method(method, k=k, C=C)
     names = resolve_corruptions(corruptions)
     levels = resolve_severities(severities)
     seed = int(ctx.settings.seed if seed is None else seed)
     table = check_table(ctx.settings.corruption_table if corruption_table is None else corruption_table,
                         "corruption_table")
     cells = {corruption(c, s, seed=seed, table=table): (c, s) for c in names for s in levels}
-    if method == "direct":
-        from ..predictions import direct_mapping
-
-        direct_mapping(model, dataset)  # a head that cannot predict these classes fails before any work
-    evaluate_many(model, dataset, [None, *cells], split=split, batch_size=batch_size, context=ctx, cache=cache,
-                  make=corruption_variants(cells, table))
+    # fitted on the clean train split first: a head that cannot predict these classes fails before any work,
+    # and the sweep's one pass is over the model the predictions read (for finetune, the tuned one)
+    fitted = transfer.fit(model, dataset, context=ctx)
+    evaluate_many(fitted.model, dataset, [None, *cells], split=split, batch_size=batch_size, context=ctx,
+                  cache=cache, make=corruption_variants(cells, table))
 
     def correct(p: Perturbation | None) -> tuple[np.ndarray, np.ndarray]:
-        pr = predict(model, dataset, method=method, split=split, perturbation=p, k=k, C=C, context=ctx)
+        pr = fitted.predict(dataset, split=split, perturbation=p, context=ctx)
         return pr.y_true, np.asarray(pr.correct, dtype=bool)
 
     y_true, clean = correct(None)
-    return SweepResult(model=model.name, dataset=dataset.name, method=method, split=split, seed=seed,
+    return SweepResult(model=model.name, dataset=dataset.name, method=transfer.name, split=split, seed=seed,
                        corruptions=names, severities=levels, y_true=y_true, clean_correct=clean,
                        correct={cell: correct(p)[1] for p, cell in cells.items()}, table=table)
 

@@ -325,7 +325,7 @@ def _agree(pred: np.ndarray, expected: np.ndarray, c: Cell) -> None:
 
 
 def col_direct(c: Cell) -> None:
-    from pytest_transfer.predictions import predict
+    from tests._helpers import predict
 
     pred = predict(c.built.obj, c.ds, method="direct")
     _agree(pred.y_pred, c.ref.logits(c.x["test"]).argmax(1), c)
@@ -341,7 +341,7 @@ def _standardised(c: Cell) -> tuple[np.ndarray, np.ndarray]:
 def col_linear_probe(c: Cell) -> None:
     from sklearn.linear_model import LogisticRegression
 
-    from pytest_transfer.predictions import predict
+    from tests._helpers import predict
 
     pred = predict(c.built.obj, c.ds, method="linear_probe")
     train, test = _standardised(c)
@@ -354,7 +354,7 @@ def col_linear_probe(c: Cell) -> None:
 def col_knn(c: Cell) -> None:
     from sklearn.neighbors import KNeighborsClassifier
 
-    from pytest_transfer.predictions import predict
+    from tests._helpers import predict
 
     pred = predict(c.built.obj, c.ds, method="knn", k=1)
     train, test = c.ref.features(c.x["train"]), c.ref.features(c.x["test"])
@@ -367,13 +367,13 @@ def col_knn(c: Cell) -> None:
 
 def col_finetune(c: Cell) -> None:
     from pytest_transfer.context import current_context
-    from pytest_transfer.finetune import FinetuneConfig, finetuned_model
+    from pytest_transfer.methods.finetune import FinetuneConfig, finetuned_model
 
     cfg = FinetuneConfig(epochs=1, last_blocks=c.row.finetune_blocks)
-    tuned = finetuned_model(c.built.model, c.ds, cfg, ctx=current_context(), seed=0)
+    tuned = finetuned_model(c.built.model, c.ds, cfg, context=current_context(), seed=0)
     assert tuned.module is not c.built.module
     tuned_ref = Reference(Built(tuned.module, tuned.module, c.built.preprocess, None, ""))
-    from pytest_transfer.predictions import predict
+    from tests._helpers import predict
 
     pred = predict(c.built.obj, c.ds, method="finetune", finetune={"epochs": 1, "last_blocks": c.row.finetune_blocks})
     _agree(pred.y_pred, tuned_ref.logits(c.x["test"]).argmax(1), c)

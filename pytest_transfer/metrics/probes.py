@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics._checks import as_float, check_same_length, remap_labels
+from ._checks import as_float, check_same_length, remap_labels
 
 
 @dataclass
@@ -142,7 +142,7 @@ def knn_predict(train_features: Any, train_labels: Any, test_features: Any, *, k
     >>> knn_predict([[0.0, 1], [0, 2], [1, 0], [2, 0]], [0, 0, 1, 1], [[0.1, 1], [1, 0.1]], k=1).tolist()
     [0, 1]
     """
-    from .metrics._knn import METRICS, check_k, distance_blocks, nearest, unit_rows, vote
+    from ._knn import METRICS, check_k, distance_blocks, nearest, unit_rows, vote
 
     xtr = as_float(train_features, "train_features", ndim=2)
     xte = as_float(test_features, "test_features", ndim=2)

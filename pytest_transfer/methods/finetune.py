@@ -1,8 +1,9 @@
 """Fine-tuning for ``method="finetune"``: a new head for the target classes, optionally the last blocks too.
 
-The result is a new :class:`TransferModel` whose head predicts the target's
-classes, so it is evaluated (and perturbed, cached, attacked) like any model
-with ``method="direct"``.
+The fit (:class:`FinetuneMethod`) is a new :class:`TransferModel` whose head
+predicts the target's classes, so its predictions are that model's own head's
+(:class:`~pytest_transfer.methods.direct.FittedHead`): it is evaluated (and
+perturbed, cached, attacked) like any model with ``method="direct"``.
 
 - ``last_blocks=0`` (default): the backbone stays frozen; the head is trained
   on the cached, standardised train-split features (no extra forward pass
@@ -24,10 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .core import TransferMethod
+from .direct import FittedHead, direct_mapping
+
 if TYPE_CHECKING:  # pragma: no cover
-    from .context import Context
-    from .datasets import TargetDataset
-    from .models import TransferModel
+    from ..context import Context
+    from ..datasets import TargetDataset
+    from ..models import TransferModel
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class FinetuneConfig:
 
 def _head_path(module: Any) -> tuple[Any, str]:
     """The parent module and attribute name of the final ``nn.Linear``."""
-    from .models import find_head
+    from ..models import find_head
 
     found = find_head(module)
     if found is None:
@@ -76,21 +80,21 @@ def _trainable_blocks(module: Any, head: Any, k: int) -> list[Any]:
     return blocks[len(blocks) - k:] if k else []
 
 
-def finetuned_model(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig, *, ctx: Context,
+def finetuned_model(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig, *, context: Context,
                     seed: int) -> TransferModel:
     """Train (once, then from the cache: :func:`~pytest_transfer.cache.cached_result`, kind ``finetune``)
     and return the fine-tuned model. The cache holds the trained head and blocks, keyed by the model's and
     the train split's fingerprints, ``cfg``, ``seed``, the device type and the code."""
-    from .cache import cached_result
-    from .engine.keys import code_fingerprint
-    from .fingerprints import code_identity
+    from ..cache import cached_result
+    from ..engine.keys import code_fingerprint
+    from ..fingerprints import code_identity
 
     key = {"model": model.fingerprint(), "code": code_fingerprint(model), "data": dataset.fingerprint(),
            "train": dataset.split_fingerprint("train"), "config": repr(cfg), "seed": int(seed),
-           "device": ctx.device.type, "source": code_identity(finetuned_model)}
-    return cached_result("finetune", key, lambda: _finetune(model, dataset, cfg, ctx=ctx, seed=seed),
+           "device": context.device.type, "source": code_identity(finetuned_model)}
+    return cached_result("finetune", key, lambda: _finetune(model, dataset, cfg, context=context, seed=seed),
                          encode=lambda tuned: _trained_state(tuned.module, cfg),
-                         decode=lambda arrays: _rebuild(model, dataset, cfg, arrays), context=ctx,
+                         decode=lambda arrays: _rebuild(model, dataset, cfg, arrays), context=context,
                          libraries=("torch",))
 
 
@@ -122,7 +126,7 @@ def _fresh_module(model: TransferModel, n_classes: int, gen: Any) -> Any:
 
 
 def _wrap(model: TransferModel, dataset: TargetDataset, module: Any) -> TransferModel:
-    from .models import TransferModel
+    from ..models import TransferModel
 
     for p in module.parameters():
         p.requires_grad_(False)
@@ -147,13 +151,11 @@ def _rebuild(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
     return _wrap(model, dataset, module)
 
 
-def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig, *, ctx: Context,
+def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig, *, context: Context,
               seed: int) -> TransferModel:
     import torch
 
-    from .engine.memo import evaluate
-    from .models.call import call_module, module_dtype
-    from .probes import Standardizer
+    from ..models.call import module_dtype
 
     gen = torch.Generator().manual_seed(seed)
     module = _fresh_module(model, dataset.num_classes, gen)
@@ -161,39 +163,80 @@ def _finetune(model: TransferModel, dataset: TargetDataset, cfg: FinetuneConfig,
     module.float()
     parent, attr = _head_path(module)
     new_head = getattr(parent, attr)
-    train_idx = dataset.indices("train")
-    labels = torch.from_numpy(dataset.labels[train_idx])
+    labels = torch.from_numpy(dataset.labels[dataset.indices("train")])
     if cfg.last_blocks == 0:
-        feats = evaluate(model, dataset, split="train", context=ctx).features.astype(np.float64)
-        std = Standardizer.fit(feats)
-        x = torch.from_numpy(std(feats)).float()
-        head = torch.nn.Linear(x.shape[1], dataset.num_classes)
-        head.load_state_dict(new_head.state_dict())
-        _train(lambda idx: head(x[idx]), head.parameters(), labels, cfg, gen)
-        with torch.no_grad():  # fold the standardisation into the head, as LinearProbe.torch_head does
-            weight = head.weight / torch.from_numpy(std.scale).float()  # in float32, then the module's dtype
-            new_head.weight.copy_(weight.to(new_head.weight.device))
-            new_head.bias.copy_((head.bias - weight @ torch.from_numpy(std.mean).float()).to(new_head.weight.device))
+        _train_head(model, dataset, new_head, labels, cfg, gen, context=context)
     else:
-        params = list(new_head.parameters())
-        for block in _trainable_blocks(module, new_head, cfg.last_blocks):
-            for p in block.parameters():
-                p.requires_grad_(True)
-            params += list(block.parameters())
-        for p in new_head.parameters():
-            p.requires_grad_(True)
-        device = ctx.device
-        module.to(device)
-        from .engine.chunks import model_batch
-
-        sized = model.at_input_size()  # files come through the model's geometry, as the engine feeds them
-
-        def forward(idx: torch.Tensor) -> torch.Tensor:
-            images = model_batch(model, dataset, train_idx[idx.numpy()], device)
-            return call_module(module, sized.inputs(images), where=f"model {model.name!r}").float().cpu()
-
-        _train(forward, params, labels, cfg, gen)
+        _train_last_blocks(model, dataset, module, new_head, labels, cfg, gen, context=context)
     return _wrap(model, dataset, module.to(dtype))
+
+
+def _train_head(model: TransferModel, dataset: TargetDataset, new_head: Any, labels: Any, cfg: FinetuneConfig,
+                gen: Any, *, context: Context) -> None:
+    """``last_blocks=0``: the head alone, trained on the standardised train features of the engine's pass."""
+    import torch
+
+    from ..engine.memo import evaluate
+    from ..metrics.probes import Standardizer
+
+    feats = evaluate(model, dataset, split="train", context=context).features.astype(np.float64)
+    std = Standardizer.fit(feats)
+    x = torch.from_numpy(std(feats)).float()
+    head = torch.nn.Linear(x.shape[1], dataset.num_classes)
+    head.load_state_dict(new_head.state_dict())
+    _train(lambda idx: head(x[idx]), head.parameters(), labels, cfg, gen)
+    with torch.no_grad():  # fold the standardisation into the head, as LinearProbe.torch_head does
+        weight = head.weight / torch.from_numpy(std.scale).float()  # in float32, then the module's dtype
+        new_head.weight.copy_(weight.to(new_head.weight.device))
+        new_head.bias.copy_((head.bias - weight @ torch.from_numpy(std.mean).float()).to(new_head.weight.device))
+
+
+def _train_last_blocks(model: TransferModel, dataset: TargetDataset, module: Any, new_head: Any, labels: Any,
+                       cfg: FinetuneConfig, gen: Any, *, context: Context) -> None:
+    """``last_blocks=k``: the head and the last ``k`` blocks, trained end to end on the train images."""
+    import torch
+
+    from ..models.call import call_module
+
+    params = list(new_head.parameters())
+    for block in _trainable_blocks(module, new_head, cfg.last_blocks):
+        for p in block.parameters():
+            p.requires_grad_(True)
+        params += list(block.parameters())
+    for p in new_head.parameters():
+        p.requires_grad_(True)
+    module.to(context.device)
+    images = train_images(model, dataset, context.device)
+    sized = model.at_input_size()  # the images are at the input size: what is left is the model's normalisation
+
+    def forward(idx: torch.Tensor) -> torch.Tensor:
+        return call_module(module, sized.inputs(images(idx)), where=f"model {model.name!r}").float().cpu()
+
+    _train(forward, params, labels, cfg, gen)
+
+
+#: the most bytes the train split's images at the model's input size (float32, on the training device) may take
+#: to be decoded once per fit; a larger train split is decoded again at every step, as it streams
+TRAIN_IMAGES_BYTES = 1 << 30
+
+
+def train_images(model: TransferModel, dataset: TargetDataset, device: Any) -> Any:
+    """``images(positions)``: the train split's images at positions ``positions`` (a CPU index tensor into
+    ``dataset.indices("train")``), float [0, 1] at ``model``'s input size on ``device``, as the engine feeds
+    them (:func:`~pytest_transfer.engine.chunks.model_batch`: files through the model's geometry).
+
+    The whole split is decoded once when it takes at most :data:`TRAIN_IMAGES_BYTES` (measured on its first
+    image; images at the input size all have its shape); otherwise each call decodes its images (memory
+    bounded by a batch, every epoch decoding the split again). Either way an image's values are the same.
+    """
+    from ..engine.chunks import model_batch
+
+    train_idx = dataset.indices("train")
+    first = model_batch(model, dataset, train_idx[:1], device)
+    if first[0].numel() * first.element_size() * len(train_idx) > TRAIN_IMAGES_BYTES:
+        return lambda idx: model_batch(model, dataset, train_idx[idx.numpy()], device)
+    decoded = model_batch(model, dataset, train_idx, device)
+    return lambda idx: decoded[idx.to(decoded.device)]
 
 
 def _train(forward: Any, params: Any, labels: Any, cfg: FinetuneConfig, gen: Any) -> None:
@@ -212,3 +255,23 @@ def _train(forward: Any, params: Any, labels: Any, cfg: FinetuneConfig, gen: Any
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+
+
+class FinetuneMethod(TransferMethod):
+    """Fine-tuning: a new head (and optionally the last blocks) trained on the train split; ``finetune`` holds the
+    options of :class:`FinetuneConfig`, checked here (before any pass)."""
+
+    hint = ("train longer or more of the network (finetune={'epochs': ..., 'last_blocks': ...}); compare "
+            "method='linear_probe' to see what the frozen features give")
+
+    def __init__(self, name: str, *, finetune: dict[str, Any] | None = None) -> None:
+        super().__init__(name)
+        self.config = FinetuneConfig.from_dict(finetune)
+
+    def fit(self, model: TransferModel, dataset: TargetDataset, *, context: Context) -> FittedHead:
+        """The fine-tuned model (seeded with ``--transfer-seed``; cached), predicted through its own head."""
+        tuned = finetuned_model(model, dataset, self.config, context=context, seed=context.settings.seed)
+        return FittedHead(self.name, tuned, direct_mapping(tuned, dataset))
+
+
+__all__ = ["FinetuneConfig", "FinetuneMethod", "finetuned_model"]
