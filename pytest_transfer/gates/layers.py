@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..api import resolve_pair
-from ..context import Measurement, current_context
+from ..api import resolve_pair, session
+from ..context import Context, Measurement
 from ..declarations import LAYER_TRANSFER
 from ..engine.memo import evaluate
 from ..methods import get_method
@@ -74,7 +74,7 @@ def _check_layer_metrics(metrics: Sequence[str]) -> list[str]:
 
 def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
                        metrics: Sequence[str] = ("linear_probe", "logme"), standardize: bool = True,
-                       C: float = 1.0, k: int = 20) -> LayerwiseResult:
+                       C: float = 1.0, k: int = 20, context: Context | None = None) -> LayerwiseResult:
     """Transfer at several nodes of one model: linear-probe accuracy, k-NN accuracy or an estimator per node.
 
     ``nodes`` are feature-node names (``"penultimate"``, a submodule name such
@@ -89,7 +89,7 @@ def layerwise_transfer(model: Any, dataset: Any, nodes: Sequence[str], *,
     >>> r = layerwise_transfer("efficientnet-lite0", "digits", nodes)  # doctest: +SKIP
     >>> r.best("linear_probe")  # doctest: +SKIP
     """
-    ctx = current_context()
+    ctx = session(context)
     model, dataset = resolve_pair(model, dataset, ctx)
     if isinstance(nodes, str):
         nodes = [nodes]
@@ -155,7 +155,7 @@ def assert_layer_transfer_above(model: Any, dataset: Any, threshold: float | Non
                          "or a layer=")
     g = open_gate(model, dataset, threshold=threshold, argument="threshold", keys=(LAYER_TRANSFER.key,),
                   confidence=confidence)
-    res = layerwise_transfer(g.model, g.dataset, nodes, metrics=(method,), C=C, k=k)
+    res = layerwise_transfer(g.model, g.dataset, nodes, metrics=(method,), C=C, k=k, context=g.ctx)
     chosen = res.best(method)[0] if layer == "best" else layer
     i = res.nodes.index(chosen)
     hits, n = res.correct[method][i], res.n_test

@@ -50,7 +50,7 @@ from ..baselines import (
     load_baseline,
     write_baseline,
 )
-from ..context import Context, Measurement, current_context
+from ..context import Context, Measurement
 from ..declarations import REGRESSION
 from ..jsonable import plain
 from ..metrics.stats import (
@@ -374,10 +374,10 @@ def assert_no_regression(model: Any, dataset: Any, *, metrics: str | Sequence[st
     >>> assert_no_regression(model, "digits", metrics=["accuracy", "f1"])  # doctest: +SKIP
     """
     __tracebackhide__ = True
-    from ..api import resolve_pair
+    from ..api import resolve_pair, session
     from ..methods import get_method
 
-    ctx = current_context()
+    ctx = session()
     transfer = get_method(method, k=k, C=C)
     names = _metric_names(metrics)
     model, dataset = resolve_pair(model, dataset, ctx)

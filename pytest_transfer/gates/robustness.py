@@ -40,10 +40,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..api import resolve_pair
+from ..api import resolve_pair, session
 from ..assertions import drop_gate
 from ..cache import cached_result
-from ..context import Context, Measurement, current_context
+from ..context import Context, Measurement
 from ..declarations import ATTACK, CORRUPTION, MCE
 from ..engine.passes import pool_features
 from ..fingerprints import code_identity
@@ -388,7 +388,7 @@ def attack_accuracy(model: Any, dataset: Any, *, attack: str = "pgd", eps: float
 
     >>> y, ok = attack_accuracy(model, "digits", attack="fgsm", eps=2 / 255)  # doctest: +SKIP
     """
-    ctx = context or current_context()
+    ctx = session(context)
     _check_attack(attack, method)
     model, dataset = resolve_pair(model, dataset, ctx)
     seed = int(ctx.settings.seed if seed is None else seed)

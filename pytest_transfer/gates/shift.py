@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import resolve_pair
-from ..context import current_context
+from ..api import resolve_pair, session
+from ..context import Context
 from ..declarations import SHIFT
 from ..methods import get_method
 from ..metrics.stats import newcombe_independent_interval
@@ -35,7 +35,8 @@ class DropResult:
 def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any, *, method: str = "linear_probe",
                         split: str = "test", shifted_split: str | None = None, max_drop: float | None = None,
                         relative: bool = False, confidence: str | None = None, k: int = 20,
-                        C: float = 1.0, finetune: dict[str, Any] | None = None) -> DropResult:
+                        C: float = 1.0, finetune: dict[str, Any] | None = None,
+                        context: Context | None = None) -> DropResult:
     """Accuracy on ``reference_dataset`` minus accuracy on ``shifted_dataset`` (same classes), with an interval.
 
     The probe (``linear_probe`` or ``knn``) is fitted on the reference
@@ -58,7 +59,7 @@ def drop_in_performance(model: Any, reference_dataset: Any, shifted_dataset: Any
     """
     __tracebackhide__ = True
     transfer = get_method(method, k=k, C=C, finetune=finetune)
-    ctx = current_context()
+    ctx = session(context)
     model, ref = resolve_pair(model, reference_dataset, ctx)
     _, shifted = resolve_pair(model, shifted_dataset, ctx)
     if list(ref.classes) != list(shifted.classes):

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..api import resolve_pair
-from ..context import Context, Measurement, current_context
+from ..api import resolve_pair, session
+from ..context import Context, Measurement
 from ..declarations import RANKS_ABOVE, TRANSFERABILITY
 from ..engine.memo import evaluate
 from ..estimators import label
@@ -141,7 +141,7 @@ class EstimatorInput:
 
 
 def estimator_input(model: TransferModel, dataset: TargetDataset, metric: str, *, split: str = "train",
-                    standardize: bool = True, context: Context | None = None) -> EstimatorInput:
+                    standardize: bool = True, context: Context) -> EstimatorInput:
     """The inputs of ``metric`` for ``model`` on ``split`` of ``dataset``, from the engine's (memoised) pass."""
     fn = _check_metric(metric)
     kind = getattr(fn, "inputs", "features")
@@ -150,7 +150,7 @@ def estimator_input(model: TransferModel, dataset: TargetDataset, metric: str, *
                          "classification head (a headless backbone: its output is read as features); use a "
                          "features estimator (logme, nleep, ...) or pass num_classes= to load_model when the output "
                          "is logits")
-    ctx = context or current_context()
+    ctx = context
     ev = evaluate(model, dataset, split=split, context=ctx)
     feats = standardized(ev.features) if standardize else np.asarray(ev.features, dtype=np.float64)
     raw = kind == "features" and not getattr(fn, "standardize", True)  # declared scale-dependent (ETran)
@@ -333,7 +333,7 @@ def _confirmed(rows: list[RankedModel], by_name: dict[str, TransferModel], datas
 
 def rank_models(models: Iterable[Any], dataset: Any, *, metric: str = CV_PROBE_ACCURACY, split: str = "train",
                 standardize: bool = True, k: int = 20, confirm: int | None = None,
-                metric_kwargs: dict[str, Any] | None = None) -> list[RankedModel]:
+                metric_kwargs: dict[str, Any] | None = None, context: Context | None = None) -> list[RankedModel]:
     """Rank candidate models on ``dataset``, best first, by measured transfer (default) or an estimator.
 
     ``metric``: ``"linear_probe_cv_accuracy"`` (default: 5-fold cross-validated linear-probe accuracy on
@@ -356,7 +356,7 @@ def rank_models(models: Iterable[Any], dataset: Any, *, metric: str = CV_PROBE_A
     fn = _check_metric(metric, accuracy_ok=True)
     if confirm is not None and (not isinstance(confirm, int) or isinstance(confirm, bool) or confirm < 1):
         raise ValueError(f"confirm: expected a positive number of candidates to measure, got {confirm!r}")
-    ctx = current_context()
+    ctx = session(context)
     resolved, dataset = _resolve_candidates(models, dataset, ctx)
     names = [m.name for m in resolved]
     kw = dict(metric_kwargs or {})
@@ -467,7 +467,8 @@ class Agreement:
 
 
 def estimator_agreement(models: Iterable[Any], dataset: Any, *, metric: str = "logme", split: str = "train",
-                        standardize: bool = True, metric_kwargs: dict[str, Any] | None = None) -> Agreement:
+                        standardize: bool = True, metric_kwargs: dict[str, Any] | None = None,
+                        context: Context | None = None) -> Agreement:
     """Weighted Kendall τ (Vigna 2015) between ``metric``'s scores and the measured linear-probe accuracies.
 
     The standard way papers judge an estimator over a model zoo (You et al.
@@ -480,10 +481,11 @@ def estimator_agreement(models: Iterable[Any], dataset: Any, *, metric: str = "l
     """
     from ..metrics.rank_agreement import kendall_tau, weighted_kendall_tau
 
+    ctx = session(context)
     models = list(models)
     est = rank_models(models, dataset, metric=metric, split=split, standardize=standardize,
-                      metric_kwargs=metric_kwargs)
-    acc = rank_models(models, dataset, metric=PROBE_ACCURACY, split=split, standardize=standardize)
+                      metric_kwargs=metric_kwargs, context=ctx)
+    acc = rank_models(models, dataset, metric=PROBE_ACCURACY, split=split, standardize=standardize, context=ctx)
     scores = {r.model: r.score for r in est}
     accuracies = {r.model: r.score for r in acc}
     names = list(scores)
