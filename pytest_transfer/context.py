@@ -2,8 +2,12 @@
 
 Inside pytest the plugin creates the context in ``pytest_configure`` and keeps
 it in ``config.stash``; it is also made *current* so that the pure assertion
-functions find it. Outside pytest a default context is built on first use
-from ``pyproject.toml`` in the working directory.
+functions find it. Outside pytest (a script, a notebook) a default context is
+built on first use from the ``pyproject.toml`` found from the working
+directory upwards, and its registries are filled by the registration hooks of
+the *installed* plugins that depend on pytest-transfer (their ``pytest11``
+entry points: :func:`installed_plugins_registrar`); ``conftest.py`` files are
+pytest's and are not read there.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +67,7 @@ class Context:
         self._dataset_sources: SourceRegistry | None = None
         self.registrars: list[Callable[[Context], None]] = []
         self._registered = False
+        self._registration_error: RegistrationError | None = None
         self.loaded_models: dict[Any, Any] = {}
         self.loaded_datasets: dict[Any, Any] = {}
         self.evaluations: dict[tuple[Any, ...], Any] = {}
@@ -88,8 +94,13 @@ class Context:
             from .models.sources import new_model_sources
 
             self._model_sources, self._dataset_sources = new_model_sources(), new_dataset_sources()
-            for registrar in self.registrars:
-                registrar(self)
+            try:
+                for registrar in self.registrars:
+                    registrar(self)
+            except RegistrationError as exc:
+                self._registration_error = exc
+        if self._registration_error is not None:  # every lookup fails, naming the hook and the plugin
+            raise self._registration_error
 
     @property
     def model_sources(self) -> SourceRegistry:
@@ -164,6 +175,62 @@ def build_thresholds(settings: Settings) -> ThresholdTable:
     return table
 
 
+#: the registration hooks, in the order a session runs them, with the registry each one fills
+REGISTRATION_HOOKS = {
+    "pytest_transfer_register_models": "_models",
+    "pytest_transfer_register_datasets": "_datasets",
+    "pytest_transfer_register_model_sources": "_model_sources",
+    "pytest_transfer_register_dataset_sources": "_dataset_sources",
+}
+
+
+class RegistrationError(RuntimeError):
+    """A registration hook raised: which hook, in which plugin (the original error is its ``__cause__``)."""
+
+
+def run_registration(ctx: Context, hook: str, impl: Callable[..., Any], where: str) -> None:
+    """Call one implementation of a registration ``hook`` with the registry it fills; an error it raises
+    becomes a :class:`RegistrationError` naming ``hook`` and ``where`` (its plugin or ``conftest.py``)."""
+    try:
+        impl(registry=getattr(ctx, REGISTRATION_HOOKS[hook]))
+    except Exception as exc:
+        raise RegistrationError(f"{hook} in {where} raised {type(exc).__name__}: {exc} (every model and dataset "
+                                "lookup of this session fails until it is fixed)") from exc
+
+
+def _depends_on_us(dist: Any) -> bool:
+    import re
+
+    for req in (getattr(dist, "requires", None) or []):
+        name = re.split(r"[\s;<>=!~\[(]", req.strip(), maxsplit=1)[0]
+        if re.sub(r"[-_.]+", "-", name).lower() == "pytest-transfer":
+            return True
+    return False
+
+
+def installed_plugins_registrar(ctx: Context) -> None:
+    """Outside pytest: run the registration hooks (:data:`REGISTRATION_HOOKS`) that the installed plugins
+    define in the module of their ``pytest11`` entry point, for the distributions that require
+    pytest-transfer (others are not imported), in the entry points' name order. A plugin that cannot be
+    imported warns and is skipped; a hook that raises is a :class:`RegistrationError`."""
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group="pytest11"), key=lambda e: e.name):
+        if ep.value.startswith("pytest_transfer") or not _depends_on_us(getattr(ep, "dist", None)):
+            continue
+        try:
+            module = ep.load()
+        except Exception as exc:  # any reason: the script goes on without that plugin's sources
+            warnings.warn(f"pytest-transfer: the plugin {ep.name} ({ep.value}) could not be imported outside "
+                          f"pytest ({type(exc).__name__}: {exc}); its models and sources are not registered",
+                          stacklevel=2)
+            continue
+        for hook in REGISTRATION_HOOKS:
+            impl = getattr(module, hook, None)
+            if callable(impl):
+                run_registration(ctx, hook, impl, f"the plugin {ep.name} ({ep.value})")
+
+
 _CURRENT: Context | None = None
 
 
@@ -172,6 +239,7 @@ def current_context(*, create: bool = True) -> Context:
     global _CURRENT
     if _CURRENT is None and create:
         _CURRENT = Context(resolve(rootdir=os.getcwd()))
+        _CURRENT.registrars.append(installed_plugins_registrar)
     return _CURRENT  # type: ignore[return-value]
 
 

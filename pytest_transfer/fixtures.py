@@ -9,17 +9,37 @@ traceback.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
 from .context import Context
+from .text import printable
 
 
 class LoadFailure:
-    """Why a spec could not be loaded this session (kept in place of the object)."""
+    """Why a spec could not be loaded this session (kept in place of the object): the error's type and text,
+    and where it was raised outside pytest-transfer (a plugin's loader, a ``conftest.py``, a library)."""
 
     def __init__(self, what: str, spec: Any, exc: Exception) -> None:
-        self.message = f"pytest-transfer: cannot load {what} {spec!r}: {type(exc).__name__}: {exc}"
+        head = f"pytest-transfer: cannot load {what} {spec!r}: {type(exc).__name__}: {exc}"
+        self.message = "\n".join(printable(line) for line in [head, *raised_at(exc)])
+
+
+def raised_at(exc: BaseException, *, limit: int = 4) -> list[str]:
+    """The last ``limit`` frames outside pytest-transfer's package where ``exc`` (or, for an error that wraps
+    another, the innermost of its causes) was raised, innermost last: a loader's own line is shown although
+    the failure is reported without a fixture traceback."""
+    import traceback
+
+    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not os.path.abspath(f.filename).startswith(package)]
+    if not frames:
+        return []
+    shown = [f"  {f.filename}:{f.lineno} in {f.name}" + (f": {f.line}" if f.line else "") for f in frames[-limit:]]
+    return ["raised at (innermost last):", *shown]
 
 
 def _key(spec: Any, kwargs: dict[str, Any]) -> Any:

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from .context import Context, set_current_context
+from .context import REGISTRATION_HOOKS, Context, run_registration, set_current_context
 from .report.session import PASSES_PROPERTY, PROPERTY, without_group
 from .settings import OPTIONS, resolve
+from .text import printable
 
 CONTEXT_KEY = pytest.StashKey[Context]()
 PREVIOUS_KEY = pytest.StashKey[Any]()
@@ -50,11 +51,13 @@ def get_context(config: pytest.Config) -> Context:
 
 
 def _register(config: pytest.Config) -> Any:
+    """The session's registrar: each registration hook's implementations, called in pluggy's order (the last
+    registered first) one by one, so that an error names its hook and its plugin or ``conftest.py``."""
     def registrar(ctx: Context) -> None:
-        config.hook.pytest_transfer_register_models(registry=ctx._models)
-        config.hook.pytest_transfer_register_datasets(registry=ctx._datasets)
-        config.hook.pytest_transfer_register_model_sources(registry=ctx.model_sources)
-        config.hook.pytest_transfer_register_dataset_sources(registry=ctx.dataset_sources)
+        for hook in REGISTRATION_HOOKS:
+            for impl in reversed(getattr(config.hook, hook).get_hookimpls()):
+                where = getattr(impl.plugin, "__file__", None) or impl.plugin_name
+                run_registration(ctx, hook, impl.function, printable(str(where)))
 
     return registrar
 

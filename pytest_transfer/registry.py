@@ -158,5 +158,6 @@ class SourceRegistry(Registry):
             close = difflib.get_close_matches(prefix, list(self._factories), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0] + ':'!r}?" if close else ";"
             raise ValueError(f"unknown {self.kind} prefix {prefix!r} in {spec!r}{hint} Registered prefixes: "
-                             f"{self.describe()}. Add one with the {self.hook}(registry) hook")
+                             f"{self.describe()}. Add one with the {self.hook}(registry) hook (in a conftest.py or an "
+                             "installed plugin; outside pytest only installed plugins' hooks run)")
         return self._factories[prefix], rest

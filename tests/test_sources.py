@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -229,3 +231,86 @@ def test_below_the_door_the_engine_takes_objects_and_says_how_to_resolve_a_spec(
         evaluate("torchvision:resnet18:none", "digits", context=fresh_context)
     with pytest.raises(TypeError, match="context"):
         evaluate(object(), object())  # the session is an argument: no default to fall back on
+
+
+def _installed_plugin(site, name: str, module_source: str, *, requires: str) -> None:
+    """A distribution laid out as pip installs it (``<name>-0.1.dist-info`` with METADATA and a ``pytest11``
+    entry point) under ``site``, whose plugin module is ``<name>_plugin``."""
+    info = site / f"{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    info.joinpath("METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n"
+                                         + (f"Requires-Dist: {requires}\n" if requires else ""))
+    info.joinpath("entry_points.txt").write_text(f"[pytest11]\n{name} = {name}_plugin\n")
+    (site / f"{name}_plugin.py").write_text(module_source)
+
+
+def test_outside_pytest_installed_plugins_register_their_sources(tmp_path):
+    """In a script (no pytest session) the registration hooks of installed plugins that require
+    pytest-transfer run on the first lookup; plugins that do not require it are not imported; a hook that
+    raises names itself and its plugin, and the loader's own line is kept in the traceback."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    _installed_plugin(site, "teamstore", '''
+def pytest_transfer_register_model_sources(registry):
+    from tests._helpers import tiny_net
+    registry.register("teamstore", lambda rest, *, settings: tiny_net(seed=settings.seed), form="teamstore:<n>")
+
+def pytest_transfer_register_datasets(registry):
+    import numpy as np
+    registry.register("zeros", lambda: (np.zeros((8, 1, 4, 4), np.float32), np.arange(8) % 2))
+''', requires="pytest-transfer>=0.1")
+    _installed_plugin(site, "unrelated", "raise RuntimeError('imported although it does not require us')\n",
+                      requires="numpy")
+    script = '''
+import pytest_transfer as pt
+m = pt.load_model("teamstore:x")
+print(m.name, pt.list_datasets(), len(pt.load_dataset("zeros")))
+'''
+    root = Path(__file__).resolve().parents[1]  # tests._helpers is imported by the plugin
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{root}"}
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "teamstore:x" and "'zeros'" in done.stdout and done.stdout.split()[-1] == "8"
+
+    broken = tmp_path / "site2"
+    _installed_plugin(broken, "brokenstore", '''
+def pytest_transfer_register_model_sources(registry):
+    import teamstore_missing_dependency  # noqa: F401
+''', requires="pytest-transfer")
+    env["PYTHONPATH"] = f"{broken}{os.pathsep}{root}"
+    done = subprocess.run([sys.executable, "-c", "import pytest_transfer as pt; pt.load_model('torchvision:x')"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert "RegistrationError: pytest_transfer_register_model_sources in the plugin brokenstore (brokenstore_plugin) " \
+           "raised ModuleNotFoundError" in done.stderr
+    assert "brokenstore_plugin.py" in done.stderr  # the original error is chained: its traceback is shown
+
+
+def test_a_failing_hook_or_loader_is_named_with_its_own_line(pytester):
+    pytester.makeconftest('''
+def pytest_transfer_register_datasets(registry):
+    registry.register("bad", lambda: {}["missing key"])
+''')
+    pytester.makefile(".toml", pyproject=pytester_pyproject())
+    pytester.makepyfile(test_bad='''
+        import pytest
+
+        @pytest.mark.transfer(model="torchvision:resnet18:none", dataset="bad")
+        def test_x(target_dataset):
+            pass
+    ''')
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*cannot load dataset 'bad': KeyError: 'missing key'",
+                                 "raised at (innermost last):", "*conftest.py:2 in <lambda>*"])
+    pytester.makeconftest('''
+def pytest_transfer_register_models(registry):
+    import teamstore_missing_dependency  # noqa: F401
+''')
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*cannot load dataset 'bad': RegistrationError: pytest_transfer_register_models in "
+                                 "*conftest.py raised ModuleNotFoundError*", "raised at (innermost last):",
+                                 "*conftest.py:2 in pytest_transfer_register_models*"])
