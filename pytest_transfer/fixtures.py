@@ -72,9 +72,9 @@ def _spec_name(spec: Any) -> str:
 def kwargs_for(spec: Any, given: Any, listed: Any, key: str) -> dict[str, Any]:
     """The keywords for ``spec`` out of a marker's ``<key>_kwargs`` (``given``), ``listed`` being its ``<key>=``.
 
-    ``given`` is one dict for every spec, or, per spec when several are listed, a list of dicts in the order
-    of the list, or a dict whose keys are listed specs (strings) and values their dicts (a spec not named
-    gets none). A malformed one fails the test's setup in one line naming the mistake.
+    ``given`` is one dict for every spec, or, per spec, a list of dicts in the order of the list (several
+    listed), or a dict whose keys are listed specs (strings) and values their dicts (a spec not named gets
+    none; with one spec listed, ``{spec: {...}}`` is its dict too). A malformed one fails the test's setup in one line naming the mistake.
     """
     import pytest
 
@@ -90,9 +90,10 @@ def kwargs_for(spec: Any, given: Any, listed: Any, key: str) -> dict[str, Any]:
     if not isinstance(given, dict):
         pytest.fail(f"{key}_kwargs: expected a dict (or, with several {key}s, a list of dicts or a dict of dicts "
                     f"keyed by spec), got {given!r}", pytrace=False)
-    names = {_spec_name(s) for s in listed} if several else set()
+    names = {_spec_name(s) for s in listed} if several else {_spec_name(listed)}
     per_spec = [k for k in given if k in names]
-    if several and per_spec and all(isinstance(v, dict) for v in given.values()):
+    # keyed by spec: with several specs, or with one whose only key is that spec (the form the errors suggest)
+    if per_spec and all(isinstance(v, dict) for v in given.values()) and (several or len(given) == 1):
         stray = sorted(set(given) - names)
         if stray:
             pytest.fail(f"{key}_kwargs: keys {stray} are not among the listed {key}s {sorted(names)}; key each "

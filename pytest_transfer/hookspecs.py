@@ -51,7 +51,10 @@ def pytest_transfer_register_model_sources(registry: Any) -> None:
     (``torchvision``, ``timm``, ``hf``, ``checkpoint``) were registered the
     same way. ``loader(rest, **kwargs)`` receives the text after the first
     ``:`` of the spec and the marker's ``model_kwargs`` (or ``load_model``'s
-    keyword arguments) and returns a ``TransferModel`` or an ``nn.Module``.
+    keyword arguments) and returns a ``TransferModel`` or an ``nn.Module``
+    (a bare module is fed the images as they are, in [0, 1], without resize
+    or normalisation: return a ``TransferModel`` with a ``Preprocess`` for
+    those); the model is named by the spec as written.
     A loader that names ``settings`` receives the session's
     :class:`~pytest_transfer.settings.Settings` (``settings.path(p)`` takes a
     relative path from the rootdir; ``settings.seed``), one that names

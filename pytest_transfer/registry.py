@@ -31,6 +31,13 @@ def session_arguments(loader: Callable[..., Any], kwargs: dict[str, Any], spec: 
     return {**kwargs, **named}
 
 
+def _origin(factory: Callable[..., Any]) -> str:
+    """Where ``factory`` was defined: its module and file (``conftest (/repo/tests/conftest.py)``)."""
+    module = getattr(factory, "__module__", "") or ""
+    file = getattr(getattr(factory, "__code__", None), "co_filename", None)
+    return f"{module} ({file})" if module and file else module or (file or "")
+
+
 class Registry:
     """Names mapped to factories.
 
@@ -63,10 +70,12 @@ class Registry:
         if not callable(factory):
             raise TypeError(f"{self.kind} {name!r}: factory must be callable, got {type(factory).__name__}")
         if name in self._factories:
-            where = f" (registered by {self._origins[name]})" if self._origins.get(name) else ""
-            raise ValueError(f"{self.kind} {name!r} is already registered{where}; pick another name")
+            first = f" by {self._origins[name]}" if self._origins.get(name) else ""
+            now = origin or _origin(factory)
+            raise ValueError(f"{self.kind} {name!r} is already registered{first}" + (f"; registered again by {now}"
+                             if now else "") + "; pick another name (the first registration is kept)")
         self._factories[name] = factory
-        self._origins[name] = origin or getattr(factory, "__module__", "")
+        self._origins[name] = origin or _origin(factory)
         return None
 
     def __contains__(self, name: object) -> bool:

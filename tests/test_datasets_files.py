@@ -273,7 +273,7 @@ def test_folder_options_are_checked_before_any_file_is_read(fresh_context, tmp_p
         with pytest.raises(ValueError, match=r"size: expected a positive whole number of pixels .* got"):
             load_dataset(f"imagefolder:{tmp_path}", size=size)
     assert load_dataset(f"imagefolder:{tmp_path}", size=4).image_size == (4, 4)
-    with pytest.raises(ValueError, match=r"unknown option 'sizee'; did you mean 'size'\?. Valid options: allow_empty"):
+    with pytest.raises(ValueError, match=r"unknown option 'sizee'; did you mean 'size'\? Valid options: allow_empty"):
         load_dataset(f"imagefolder:{tmp_path}", sizee=4)
     with pytest.raises(ValueError, match=r"dataset 'digits': unknown option 'size'. Valid options: canvas, name"):
         load_dataset("digits", size=4)

@@ -53,9 +53,14 @@ def test_kwargs_given_per_model_reach_only_their_model(pytester):
         def test_widths_seen():
             import conftest
             assert conftest.SEEN["width"] in (5, 6)
+
+        @pytest.mark.transfer(model="sized", dataset="rgb", model_kwargs={"sized": {"width": 7}})
+        def test_one_model_keyed_by_its_spec(pretrained_model):  # the form the errors suggest, with one model
+            import conftest
+            assert conftest.SEEN["width"] == 7
     ''')
     result = pytester.runpytest("-p", "no:cacheprovider", "-q")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
 
 
 def test_a_keyword_one_listed_model_does_not_take_is_refused_by_name(pytester):

@@ -203,7 +203,8 @@ def test_duplicate_registration_is_refused(project):
             pass
     ''')
     result = project.runpytest("-p", "otherplugin")
-    result.stdout.fnmatch_lines(["*model 'tiny' is already registered (registered by *)*"])
+    result.stdout.fnmatch_lines(["*model 'tiny' is already registered by conftest (*conftest.py); registered again by "
+                                 "otherplugin (*otherplugin.py)*"])
 
 
 def test_settings_from_pyproject_and_cli(project):

@@ -282,14 +282,16 @@ def _check_options(loader: Any, options: dict[str, Any], spec: str, *, extra: Se
     import inspect
 
     params = inspect.signature(loader).parameters.values()
-    valid = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    # options are keywords; a positional parameter without a default is the spec's own text (``rest``, a root)
+    valid = {p.name for p in params if p.kind is p.KEYWORD_ONLY
+             or (p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)}
     valid = (valid - {"shifted", "rootdir", *SESSION_PARAMETERS}) | set(extra)  # the spec says shifted; the
     # session gives the rest
     for key in options:
         if key not in valid:
             close = difflib.get_close_matches(key, sorted(valid), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"dataset {spec!r}: unknown option {key!r}{hint}. "
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise ValueError(f"dataset {spec!r}: unknown option {key!r}{hint} "
                              f"Valid options: {', '.join(sorted(valid)) or 'none'}")
 
 

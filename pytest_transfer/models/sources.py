@@ -185,7 +185,11 @@ def load_model(spec: Any, *, context: Context, registry: Registry | None = None,
         known = ", ".join(reg.list()) or "none registered"
         raise ValueError(f"unknown model spec {spec!r}; use {context.model_sources.describe()}, or a registered "
                          f"name ({known})")
-    default_name = obj.name if isinstance(obj, TransferModel) else spec
+    # a plugin's model is named by the spec as written, even when its loader delegates to another spec (a
+    # store resolving to a checkpoint: thresholds tables and baselines key on what the user wrote); a built-in
+    # source names its model itself (torchvision's canonical weights name)
+    builtin = BUILTIN_MODEL_SOURCES.get(spec.partition(":")[0], (None,))[0] is loader
+    default_name = obj.name if builtin and isinstance(obj, TransferModel) else spec
     return as_transfer_model(obj, name=name or default_name, preprocess=preprocess, feature_node=feature_node)
 
 
