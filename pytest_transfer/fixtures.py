@@ -74,7 +74,8 @@ def kwargs_for(spec: Any, given: Any, listed: Any, key: str) -> dict[str, Any]:
 
     ``given`` is one dict for every spec, or, per spec, a list of dicts in the order of the list (several
     listed), or a dict whose keys are listed specs (strings) and values their dicts (a spec not named gets
-    none; with one spec listed, ``{spec: {...}}`` is its dict too). A malformed one fails the test's setup in one line naming the mistake.
+    none; with one spec listed, ``{spec: {...}}`` is its dict too). A malformed one fails the test's
+    setup in one line naming the mistake.
     """
     import pytest
 
