@@ -94,7 +94,7 @@ def test_gate_fails_then_body(pretrained_model, target_dataset):  # the failing 
 FAULTS = {
     "loader": ("test_loader", {"errors": 1}, "setup", "error",
                "pytest-transfer: cannot load model 'brokenstore:resnet': RuntimeError: store 'resnet' is offline"
-               "\\x1b[31m retry later"),
+               "\\x1b[31m"),
     "missing_file": ("test_missing_file", {"errors": 1}, "setup", "error", "data/missing"),
     "body": ("test_body", {"failed": 1}, "call", "failed", "ValueError: the preprocessing changed"),
     "gate": ("test_gate_raises", {"failed": 1}, "call", "failed", "RuntimeError: store 'x' is offline"),
@@ -199,8 +199,8 @@ def test_a_mixed_session_lists_its_error_in_every_report(project, monkeypatch):
     cases = {c.get("name"): c for c in ET.parse(project.path / "reports" / "junit.xml").getroot().iter("testcase")}
     props = {p.get("name"): p.get("value") for p in cases["test_missing_file"].iter("property")}
     assert json.loads(props["pytest_transfer.error"])["phase"] == "setup"
-    assert not any(p.get("name") == "pytest_transfer.error" for c in cases.values() if c.get("name") != "test_missing_file"
-                   for p in c.iter("property"))
+    others = [c for name, c in cases.items() if name != "test_missing_file"]
+    assert not any(p.get("name") == "pytest_transfer.error" for c in others for p in c.iter("property"))
 
 
 def test_under_xdist_each_error_reaches_the_controller_once(project):

@@ -40,7 +40,7 @@ _SPACE = re.compile(r"\s+")
 
 def reason(report: Any) -> str:
     """One printable line saying why ``report`` (a failed pytest test or collect report) failed: the
-    exception's type and message (``pytest.fail``'s message alone), whitespace collapsed, at most
+    exception's type and the first line of its message (``pytest.fail``'s message alone), at most
     :data:`MAX_REASON` characters, control characters and bytes that are not UTF-8 escaped
     (:func:`~pytest_transfer.text.printable`)."""
     from ..text import printable
@@ -52,7 +52,8 @@ def reason(report: Any) -> str:
     else:  # a string (an import error of a module, a strict xpass): its last line says what happened
         lines = [line for line in str(longrepr or "").splitlines() if line.strip()]
         text = lines[-1].strip().removeprefix("E").strip() if lines else "unknown reason"
-    text = _SPACE.sub(" ", text.removeprefix("Failed: ")).strip()
+    text = next((line for line in text.removeprefix("Failed: ").splitlines() if line.strip()), "unknown reason")
+    text = _SPACE.sub(" ", text).strip()
     if len(text) > MAX_REASON:
         text = text[:MAX_REASON - 1] + "…"
     return printable(text)

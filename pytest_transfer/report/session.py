@@ -31,6 +31,7 @@ PASSES_PROPERTY = "pytest_transfer.passes"
 WORK_OUTPUT = "pytest_transfer_work"
 PAIRS_OUTPUT = "pytest_transfer_pairs"
 FILES_OUTPUT = "pytest_transfer_files"
+MARKED_OUTPUT = "pytest_transfer_marked"
 
 
 def without_group(nodeid: str) -> str:
@@ -195,6 +196,7 @@ class SessionCollector:
         self.not_written: list[str] = []  # why a report could not be written, one line each
         # test errors (report/errors.py): tests of pytest-transfer that did not pass with no failing gate, by test
         self.errors: dict[str, dict[str, Any]] = {}
+        self.marked: set[str] = set()  # tests whose transfer marker names their (model, dataset) pairs
 
     @property
     def is_worker(self) -> bool:
@@ -220,7 +222,10 @@ class SessionCollector:
         models, datasets = (mark.kwargs.get(key) for key in ("model", "dataset"))
         models = models if isinstance(models, (list, tuple)) else [models]
         datasets = datasets if isinstance(datasets, (list, tuple)) else [datasets]
-        self.pairs.update((m, d) for m in models for d in datasets if isinstance(m, str) and isinstance(d, str))
+        pairs = {(m, d) for m in models for d in datasets if isinstance(m, str) and isinstance(d, str)}
+        self.pairs.update(pairs)
+        if pairs:
+            self.marked.add(without_group(item.nodeid))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -298,6 +303,7 @@ class SessionCollector:
             # as JSON (ASCII): execnet refuses strings that are not UTF-8, such as a surrogate-escaped name
             self.config.workeroutput[PAIRS_OUTPUT] = json.dumps(sorted(self.pairs | self.ctx.thresholds.asked))
             self.config.workeroutput[FILES_OUTPUT] = json.dumps(sorted(self.collected_files))
+            self.config.workeroutput[MARKED_OUTPUT] = json.dumps(sorted(self.marked))
             return
         targets = {key: self.target(key) for key in ("report", "html", "openmetrics", "github_summary")}
         if not any(targets.values()):
@@ -320,6 +326,7 @@ class SessionCollector:
             self.work.append(output[WORK_OUTPUT])
         self.pairs.update((m, d) for m, d in json.loads(output.get(PAIRS_OUTPUT, "[]")))
         self.collected_files.update(json.loads(output.get(FILES_OUTPUT, "[]")))
+        self.marked.update(json.loads(output.get(MARKED_OUTPUT, "[]")))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_pycollect_makeitem(self, collector: Any, name: str, obj: Any) -> None:
@@ -362,9 +369,9 @@ class SessionCollector:
         """Name the thresholds tables that match no model × dataset of the suite's tests (the markers of
         every collected test, deselected ones included, threshold lookups and measurements), once the session
         used any. Only a session that collected the whole suite can tell: see :meth:`_collected_the_whole_suite`;
-        and only one without test errors: a test that stopped before its gate looked its thresholds up may use
-        any table."""
-        if self.errors:
+        and only one whose test errors all belong to tests whose marker names their pairs: another test that
+        stopped before its gate looked its thresholds up may use any table."""
+        if any(test not in self.marked for test in self.errors):
             return
         pairs = self.pairs | self.ctx.thresholds.asked | {(str(m["model"]), str(m["dataset"]))
                                                           for m in self.measurements}
