@@ -262,6 +262,9 @@ def test_suggestions_and_unused_tables_do_not_misread_a_run_with_test_errors(pro
     clean = project.runpytest()  # the whole suite, no error: the misspelt table is named
     clean.stdout.fnmatch_lines(["*thresholds never used*tinny*"])
     errors_file.write_text(ERRTESTS)
+    marked_only = project.runpytest("-k", "not gate_raises")  # errors of tests whose marker names their pair
+    marked_only.assert_outcomes(passed=3, errors=2, failed=1)
+    marked_only.stdout.fnmatch_lines(["*thresholds never used*tinny*"])
     result = project.runpytest("--transfer-suggest-thresholds=suggested.toml")
     result.assert_outcomes(passed=3, errors=2, failed=2)
     assert "thresholds never used" not in result.stdout.str()  # a test stopped before looking thresholds up
