@@ -203,6 +203,37 @@ def test_a_mixed_session_lists_its_error_in_every_report(project, monkeypatch):
     assert not any(p.get("name") == "pytest_transfer.error" for c in others for p in c.iter("property"))
 
 
+def test_a_teardown_error_and_a_strict_xpass_are_test_errors_an_xfail_is_not(project):
+    project.makepyfile(test_phases='''
+        import pytest
+
+        @pytest.fixture
+        def broken_teardown():
+            yield
+            raise OSError("cleanup failed")
+
+        @pytest.mark.transfer(model="tiny", dataset="blobs")
+        def test_teardown(broken_teardown):
+            pass
+
+        @pytest.mark.xfail(strict=True)
+        @pytest.mark.transfer(model="tiny", dataset="blobs")
+        def test_strict_xpass():
+            pass
+
+        @pytest.mark.xfail
+        @pytest.mark.transfer(model="tiny", dataset="blobs")
+        def test_xfail():
+            raise RuntimeError("known")
+    ''')
+    result = project.runpytest("test_phases.py", "--transfer-report=phases.json")
+    result.assert_outcomes(passed=1, errors=1, failed=1, xfailed=1)
+    errors = _load(project.path / "phases.json")["errors"]
+    assert [(e["test"], e["phase"], e["outcome"], e["reason"]) for e in errors] == [
+        ("test_phases.py::test_teardown", "teardown", "error", "OSError: cleanup failed"),
+        ("test_phases.py::test_strict_xpass", "call", "failed", "[XPASS(strict)]")]
+
+
 def test_under_xdist_each_error_reaches_the_controller_once(project):
     pytest.importorskip("xdist")
     result = project.runpytest_subprocess("errtests/test_errors.py", "-n", "2", "--transfer-report=x.json")
