@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: the user property that carries a test error from the test's process to the controller (and to JUnit XML)
 ERROR_PROPERTY = "pytest_transfer.error"
 #: the plugin's fixtures: a test that requests any of them uses pytest-transfer
 FIXTURES = ("pretrained_model", "target_dataset", "transfer_device", "transfer_baseline")
-PHASES = ("collect", "setup", "call", "teardown")
 MAX_REASON = 300  # display characters of a reason; the full text is in pytest's own report
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _SPACE = re.compile(r"\s+")
@@ -95,10 +94,6 @@ def error_entry(item: Any, call: Any, report: Any, measured: Sequence[Any], test
 def collect_error(report: Any) -> dict[str, str]:
     """The entry for a collect report that failed (a module that could not be imported, a malformed marker)."""
     return {"test": report.nodeid, "phase": "collect", "outcome": "error", "reason": reason(report)}
-
-
-def error_tests(errors: Iterable[Mapping[str, Any]]) -> set[str]:
-    return {str(e.get("test")) for e in errors}
 
 
 def error_lines(errors: Sequence[Mapping[str, Any]], *, indent: str = "  ") -> list[str]:
