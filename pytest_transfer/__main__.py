@@ -2,8 +2,10 @@
 
 ``python -m pytest_transfer combine REPORT.json... [--report PATH] [--github-summary PATH] [--html PATH]
 [--openmetrics PATH]`` merges the JSON reports of CI shards (:mod:`pytest_transfer.report.combine`), prints
-the one gate table and its verdict, and writes the reports asked for. Exit status: 0 when every gate
-passed, 1 when a gate failed, 2 for a report that cannot be combined or a file that cannot be written.
+the one gate table, the test errors (tests of pytest-transfer that did not pass with no failing gate) and the
+verdict, and writes the reports asked for. Exit status: 0 when every gate passed and no shard had a test error,
+1 when a gate failed or a shard had a test error, 2 for a report that cannot be combined or a file that cannot
+be written.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         "combine", help="merge the JSON reports of CI shards into one gate table and one verdict",
         description="Merge the --transfer-report files of CI shards into one gate table (each shard's rows in "
                     "its collection order, the shards in the order given) and one verdict: exit status 1 when "
-                    "any gate failed.")
+                    "any gate failed or any shard had a test error (a test of pytest-transfer that did not pass "
+                    "with no failing gate: a setup error, a test body or gate that raised before measuring).")
     combine.add_argument("reports", nargs="+", metavar="REPORT.json", help="the shards' --transfer-report files")
     combine.add_argument("--report", metavar="PATH", help="write the combined JSON report to PATH")
     combine.add_argument("--github-summary", metavar="PATH",
@@ -46,6 +49,7 @@ def _targets(args: argparse.Namespace) -> dict[str, str | None]:
 def combine(args: argparse.Namespace, out: Any = None) -> int:
     """The ``combine`` command; returns the exit status."""
     from .report.combine import ReportError, as_measurements, combine_reports, load_report
+    from .report.errors import error_lines, headline
     from .report.session import write_reports
     from .report.terminal import format_table
     from .text import printable
@@ -60,16 +64,20 @@ def combine(args: argparse.Namespace, out: Any = None) -> int:
     width = shutil.get_terminal_size().columns - 1 if out.isatty() else 10**6
     for line in format_table(measurements, max_width=max(80, width)) if measurements else []:
         print(line, file=out)
+    if report["errors"]:
+        print(f"{headline(report['errors'])}:", file=out)
+        for line in error_lines(report["errors"]):
+            print(line, file=out)
     written, failed = write_reports(report, _targets(args))  # each writer's failure is one line
     for line in failed:
         print(f"pytest-transfer combine: error: {line}", file=sys.stderr)
     s = report["summary"]
-    verdict = "FAILED" if s["failed"] else "PASSED"
+    verdict = "FAILED" if s["failed"] or s["errors"] else "PASSED"
     print(f"{verdict}: {s['measurements']} gate(s) of {s['tests']} test(s) from {len(report['shards'])} shard "
-          f"report(s), {s['failed']} failed", file=out)
+          f"report(s), {s['failed']} failed" + (f", {s['errors']} test error(s)" if s["errors"] else ""), file=out)
     for what, path in written:
         print(f"pytest-transfer: {what} written to {printable(os.fspath(path))}", file=out)
-    return EXIT_USAGE if failed else EXIT_FAILED if s["failed"] else EXIT_OK
+    return EXIT_USAGE if failed else EXIT_FAILED if s["failed"] or s["errors"] else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -230,8 +230,8 @@ def pytest_runtest_call(item: pytest.Item) -> None:
         ctx.clock = time.perf_counter()  # a gate's duration counts from here (fixture setup excluded)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, None, None]:
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: the report as pytest-xfail made it
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, Any, None]:
     ctx = item.config.stash.get(CONTEXT_KEY, None)
     live = item.config.stash.get(LIVE_KEY, None)
     if live is not None:
@@ -247,7 +247,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, N
                 item.stash[ITEM_KEY].append(m)
                 item.user_properties.append((PROPERTY, json.dumps(m.to_dict(), default=str)))
                 item.user_properties.append((f"transfer.{m.metric}", m.value))
-    yield
+    outcome = yield
+    report = outcome.get_result()
+    if ctx is not None and report.failed:
+        _record_test_error(item, call, report)
+
+
+def _record_test_error(item: pytest.Item, call: Any, report: pytest.TestReport) -> None:
+    """A failed phase of a test that uses pytest-transfer and recorded no failing gate: a test error
+    (:mod:`pytest_transfer.report.errors`), carried by this report and the test's later ones (so through
+    pytest-xdist and into JUnit XML, which reads the teardown report's properties)."""
+    from .report.errors import ERROR_PROPERTY, error_entry
+
+    entry = error_entry(item, call, report, item.stash.get(ITEM_KEY, []), nodeid_without_group(item))
+    if entry is not None:
+        prop = (ERROR_PROPERTY, json.dumps(entry))  # ASCII: execnet refuses strings that are not UTF-8
+        item.user_properties.append(prop)
+        report.user_properties.append(prop)
 
 
 # --- fixtures ----------------------------------------------------------------

@@ -28,7 +28,8 @@ writes (or updates) a TOML file in the layout
 Gates whose threshold is an argument (``threshold=0.9`` in the test) or comes
 from the ``pytest_transfer_threshold`` hook are not written: both beat the file.
 Gates with no config key (dataset shift, ranking margins) and baseline comparisons (their own update flow,
-``--transfer-update-baselines``) are not either.
+``--transfer-update-baselines``) are not either. Tests that errored before their gates measured (test errors,
+:mod:`pytest_transfer.report.errors`) suggest nothing, and the run says so in one line.
 """
 
 from __future__ import annotations
@@ -351,6 +352,11 @@ class SuggestionWriter:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
             return
         self.lines = [f"pytest-transfer: thresholds not suggested for {s}" for s in skipped]
+        errors = self.collector.errors
+        if errors:  # their gates measured nothing: a suggestion file from this run lacks their keys
+            self.lines.append(f"pytest-transfer: thresholds not suggested for the gates of {len(errors)} test(s) "
+                              "that did not pass with no failing gate (test errors: they measured nothing); fix "
+                              "them and run again")
         if not found:
             self.lines.append(f"pytest-transfer: no gate measured a value with a config key; {given} not written")
             return

@@ -86,7 +86,7 @@ def test_two_shards_make_one_table_one_verdict_and_every_report(project):
     assert combined["measurements"] == one["measurements"] + two["measurements"]  # each shard in collection order
     assert [r["test"].split("::")[-1] for r in combined["measurements"]] == [
         "test_zeta", "test_alpha_fails", "test_both[tiny]", "test_both[tiny-b]"]
-    assert combined["summary"] == {"measurements": 4, "passed": 3, "failed": 1, "tests": 4,
+    assert combined["summary"] == {"measurements": 4, "passed": 3, "failed": 1, "tests": 4, "errors": 0,
                                    "baselines": {"created": 0, "updated": 0, "unchanged": 0}}
     assert [s["report"] for s in combined["shards"]] == ["shard-1/transfer.json", "shard-2/transfer.json"]
     lines = done.stdout.splitlines()

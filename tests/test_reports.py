@@ -102,13 +102,13 @@ def _strict_json(path):
 def _check_report(doc, *, xdist: bool, probe: str = "linear_probe") -> None:
     import torch
 
-    assert doc["schema"] == "pytest-transfer-report" and doc["version"] == 1
+    assert doc["schema"] == "pytest-transfer-report" and doc["version"] == 2
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", doc["created"]) and doc["duration_s"] > 0
     env = doc["environment"]
     assert env["torch"] == torch.__version__.split("+")[0] or env["torch"] == torch.__version__
     assert env["devices"] == ["cpu"] and env["python"] == ".".join(map(str, sys.version_info[:3]))
     assert doc["settings"]["confidence"] == "none" and doc["settings"]["confidence_level"] == 0.95
-    assert doc["summary"] == {"measurements": 5, "passed": 3, "failed": 2, "tests": 4,
+    assert doc["summary"] == {"measurements": 5, "passed": 3, "failed": 2, "tests": 4, "errors": 0,
                               "baselines": {"created": 0, "updated": 0, "unchanged": 0}}
     rows = doc["measurements"]
     got = {(r["test"].split("::")[-1], r["metric"]): (r["outcome"], r["test_outcome"]) for r in rows}

@@ -5,8 +5,11 @@ writes its own ``--transfer-report``. :func:`combine_reports` merges them into
 one report document of the same schema (:mod:`pytest_transfer.report.json`):
 the rows of each shard in its collection order, the shards in the order
 given, the summary counted again over all rows, the shards listed under
-``"shards"``. The existing writers then render it: the GitHub job summary,
-the HTML page and the OpenMetrics text.
+``"shards"``; likewise the test errors (``"errors"``: tests of pytest-transfer
+that did not pass with no failing gate, :mod:`pytest_transfer.report.errors`).
+The existing writers then render it: the GitHub job summary, the HTML page and
+the OpenMetrics text. Reports of version 1 (written before the ``errors``
+section) are read as having no test error; the combined report is version 2.
 
 A report that is not JSON, not a pytest-transfer report, of another schema
 version, whose rows lack a field, or that holds ``NaN`` or ``Infinity`` (which
@@ -30,7 +33,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .json import SCHEMA, VERSION, summary
+from .json import ERROR_KEYS, READABLE_VERSIONS, SCHEMA, VERSION, summary
 
 #: settings every shard must share: the gates' numbers are only comparable under the same ones
 MATCHED_SETTINGS = ("confidence", "confidence_level", "seed", "test_fraction", "update_baselines")
@@ -56,9 +59,10 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise ReportError(f"{shown}: not a pytest-transfer report (no \"schema\": \"{SCHEMA}\"); pass the file a "
                           f"shard's --transfer-report wrote")
-    if doc.get("version") != VERSION:
-        raise ReportError(f"{shown}: report version {doc.get('version')!r}, this pytest-transfer reads version "
-                          f"{VERSION}; combine reports written by the same pytest-transfer")
+    if doc.get("version") not in READABLE_VERSIONS:
+        raise ReportError(f"{shown}: report version {doc.get('version')!r}, this pytest-transfer reads version(s) "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}; combine reports written by the same "
+                          f"pytest-transfer")
     rows = doc.get("measurements")
     if not isinstance(rows, list):
         raise ReportError(f"{shown}: \"measurements\" is missing or not a list")
@@ -69,6 +73,7 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
                               f"edited: write it again with --transfer-report")
         if row["outcome"] not in ("passed", "failed"):
             raise ReportError(f"{shown}: measurement {i} has outcome {row['outcome']!r}; expected passed or failed")
+    _check_errors(doc, shown)
     if not isinstance(doc.get("settings", {}), dict):
         raise ReportError(f"{shown}: \"settings\" is not an object")
     field = _non_finite(doc, "")
@@ -78,6 +83,19 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
                           f"is written as null); the file is damaged or was edited: write it again with "
                           f"--transfer-report")
     return doc
+
+
+def _check_errors(doc: dict[str, Any], shown: str) -> None:
+    """``doc["errors"]`` as the writer writes it (a version 1 report has none: set to ``[]``)."""
+    errors = doc.setdefault("errors", []) if doc.get("version") == 1 else doc.get("errors")
+    if not isinstance(errors, list):
+        raise ReportError(f"{shown}: \"errors\" is missing or not a list; the file is damaged or was edited: "
+                          f"write it again with --transfer-report")
+    for i, entry in enumerate(errors):
+        missing = [k for k in ERROR_KEYS if not isinstance(entry, dict) or not isinstance(entry.get(k), str)]
+        if missing:
+            raise ReportError(f"{shown}: errors[{i}] lacks {', '.join(missing)} (or it is not a string); the file "
+                              f"is damaged or was edited: write it again with --transfer-report")
 
 
 def _non_finite(value: Any, where: str) -> tuple[str, str] | None:
@@ -104,7 +122,11 @@ def _check_together(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
                                   f"share their settings (run every shard with the same {option})")
     seen: dict[str, str] = {}
     for path, doc in reports:
-        for test in dict.fromkeys(str(r["test"]) for r in doc["measurements"]):
+        # a module that failed to collect fails in every shard that collects it (pytest-split shards all collect
+        # every file): that is no overlap, and it is listed once
+        tests = [*(str(r["test"]) for r in doc["measurements"]),
+                 *(e["test"] for e in doc["errors"] if e["phase"] != "collect")]
+        for test in dict.fromkeys(tests):
             if test in seen:
                 raise ReportError(f"{path}: test {test} is also in {seen[test]}; the shards overlap (or one report "
                                   f"was passed twice): give each test to one shard")
@@ -117,6 +139,7 @@ def combine_reports(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[st
         raise ReportError("no report given; pass the JSON reports of the shards")
     _check_together(reports)
     rows = [dict(r) for _, doc in reports for r in doc["measurements"]]
+    errors = list({(e["test"], e["phase"]): dict(e) for _, doc in reports for e in doc["errors"]}.values())
     envs = [doc.get("environment") or {} for _, doc in reports]
     environment = {**envs[0],
                    "devices": sorted({str(d) for e in envs for d in e.get("devices") or []}),
@@ -129,11 +152,13 @@ def combine_reports(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[st
         "duration_s": max(durations) if durations else None,  # the shards ran side by side: the slowest one
         "environment": environment,
         "settings": dict(reports[0][1].get("settings") or {}),
-        "summary": summary(rows, rows),
+        "summary": summary(rows, rows, errors),
         "shards": [{"report": path, "created": doc.get("created"), "measurements": len(doc["measurements"]),
-                    "failed": sum(1 for r in doc["measurements"] if r["outcome"] == "failed")}
+                    "failed": sum(1 for r in doc["measurements"] if r["outcome"] == "failed"),
+                    "errors": len(doc["errors"])}
                    for path, doc in reports],
         "measurements": rows,
+        "errors": errors,
     }
 
 

@@ -6,6 +6,8 @@ that file (GitHub's documented contract for job summaries: append Markdown,
 https://docs.github.com/actions/using-workflows/workflow-commands-for-github-actions#adding-a-job-summary):
 
 * a headline with the counts;
+* the test errors (tests of pytest-transfer that did not pass with no failing
+  gate: :mod:`pytest_transfer.report.errors`), one row each: phase, test, reason;
 * the gate table: result, test, model (``vs`` its counterpart), dataset,
   metric, value with its interval, threshold, and where the threshold came from;
 * "Change against the stored baselines": for every ``assert_no_regression``
@@ -16,7 +18,7 @@ https://docs.github.com/actions/using-workflows/workflow-commands-for-github-act
   artifacts when ``$GITHUB_SERVER_URL``, ``$GITHUB_REPOSITORY`` and
   ``$GITHUB_RUN_ID`` are set, else their paths).
 
-Every failing gate also gives one workflow command on standard output,
+Every failing gate, and every test error, also gives one workflow command on standard output,
 ``::error file=<path>,line=<line>,title=<title>::<message>``, pointing at the
 test (at the failing line when the test failed there). A gate that failed
 inside a test that passed (``pytest.raises`` around a gate shown biting) gives
@@ -85,6 +87,19 @@ def gate_table(rows: Sequence[Mapping[str, Any]], *, level: int) -> list[str]:
                    f"| {_cell(model)} | {_cell(dataset)} | {_cell(r.get('metric'))} | {_value(r)} "
                    f"| {_cell(threshold)} | {_cell(r.get('threshold_source') or '–')} |")
     return out
+
+
+def errors_section(errors: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The test errors as a Markdown table (nothing when there are none)."""
+    if not errors:
+        return []
+    out = ["### Tests that did not pass with no failing gate", "", "| result | phase | test | reason |",
+           "|---|---|---|---|"]
+    tests = short_tests([str(e.get("test")) for e in errors])
+    for e, test in zip(errors, tests, strict=True):
+        result = "❌ FAILED" if e.get("outcome") == "failed" else "❌ ERROR"
+        out.append(f"| {result} | {_cell(e.get('phase'))} | {_code(test)} | {_cell(e.get('reason'))} |")
+    return [*out, ""]
 
 
 def baseline_section(rows: Sequence[Mapping[str, Any]], *, level: int) -> list[str]:
@@ -166,7 +181,8 @@ def shards_line(report: Mapping[str, Any]) -> list[str]:
     for s in shards:
         name = str(s.get("report"))
         name = os.path.basename(name) if os.path.isabs(name) else name  # no runner path
-        parts.append(f"{_code(name)} {s.get('measurements', 0)} gate(s), {s.get('failed', 0)} failed")
+        errors = f", {s['errors']} test error(s)" if s.get("errors") else ""
+        parts.append(f"{_code(name)} {s.get('measurements', 0)} gate(s), {s.get('failed', 0)} failed{errors}")
     return [f"Combined from {len(shards)} shard report(s): " + "; ".join(parts), ""]
 
 
@@ -177,12 +193,14 @@ def render_summary(report: Mapping[str, Any], *, written: Sequence[tuple[str, st
     rows = list(report.get("measurements", []))
     settings = report.get("settings", {})
     level = round(float(settings.get("confidence_level", 0.95)) * 100)
+    errors = list(report.get("errors") or [])
     failed = sum(1 for r in rows if r.get("outcome") != "passed")
     gates = [r for r in rows if not _is_regression(r)]
-    head = f"## pytest-transfer: {len(rows)} gate(s), " + (f"{failed} failed ❌" if failed else "all passed ✅")
+    head = f"## pytest-transfer: {len(rows)} gate(s), " + (f"{failed} failed" if failed or errors else "all passed")
+    head += (f", {len(errors)} test error(s) ❌" if errors else " ❌" if failed else " ✅")
     env = report.get("environment", {})
     devices = ", ".join(env.get("devices") or []) or "none"
-    out = [head, "", *shards_line(report)]
+    out = [head, "", *shards_line(report), *errors_section(errors)]
     if gates:
         out += [*gate_table(gates, level=level), ""]
     out += baseline_section(rows, level=level)
@@ -214,10 +232,21 @@ def annotation(r: Mapping[str, Any], location: tuple[str, int] | None) -> str:
     return f"::{level} {','.join(props)}::{workflow_data(message)}"
 
 
+def error_annotation(e: Mapping[str, Any], location: tuple[str, int] | None) -> str:
+    """The ``::error`` workflow command for one test error (at the test's location, else none)."""
+    how = "failed in" if e.get("outcome") == "failed" else "error at"
+    message = f"test {e.get('test')} {how} {e.get('phase')}, with no failing gate: {e.get('reason')}"
+    props = [] if location is None else [f"file={workflow_property(location[0])}", f"line={int(location[1])}"]
+    props.append(f"title={workflow_property('pytest-transfer: test ' + how + ' ' + str(e.get('phase')))}")
+    return f"::error {','.join(props)}::{workflow_data(message)}"
+
+
 def annotations(report: Mapping[str, Any], locations: Mapping[str, tuple[str, int]]) -> list[str]:
-    """One workflow command per failing gate; ``locations`` maps test ids to ``(path, 1-based line)``."""
-    return [annotation(r, locations.get(str(r.get("test"))))
-            for r in report.get("measurements", []) if r.get("outcome") != "passed"]
+    """One workflow command per failing gate, then per test error; ``locations`` maps test ids to ``(path,
+    1-based line)``."""
+    return [*(annotation(r, locations.get(str(r.get("test"))))
+              for r in report.get("measurements", []) if r.get("outcome") != "passed"),
+            *(error_annotation(e, locations.get(str(e.get("test")))) for e in report.get("errors") or [])]
 
 
 def annotation_path(path: str, rootdir: str, environ: Mapping[str, str] | None = None, *,

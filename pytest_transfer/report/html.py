@@ -1,7 +1,8 @@
 """``--transfer-html=PATH``: one self-contained HTML page (inline CSS, plots as inline base64 PNG).
 
-The page has the summary (environment, settings, counts), the table of every
-measurement, the model rankings as tables, and plots drawn with matplotlib's
+The page has the summary (environment, settings, counts), the test errors
+(tests of pytest-transfer that did not pass with no failing gate, in red, before
+the measurements), the table of every measurement, the model rankings as tables, and plots drawn with matplotlib's
 Agg canvas (imported lazily; without matplotlib the page has the tables and
 a note saying ``pip install "pytest-transfer[plots]"``). It is built from
 the same document as the JSON report (:func:`pytest_transfer.report.json.build_report`).
@@ -78,6 +79,7 @@ th{background:#f6f8fa;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.src{color:#57606a;font-size:12px;min-width:220px;max-width:360px;overflow-wrap:anywhere}
 td.test{max-width:320px;overflow-wrap:break-word}
+td.reason{max-width:720px;overflow-wrap:anywhere;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
 tr.failed td{background:#ffebe9} .PASS{color:#1a7f37;font-weight:600} .FAIL{color:#cf222e;font-weight:600}
 .WROTE,.SAME{color:#0969da;font-weight:600}
 .note{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px;font-size:14px}
@@ -445,6 +447,27 @@ def measurement_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "".join(out)
 
 
+def errors_table(errors: Sequence[Mapping[str, Any]]) -> str:
+    """The test errors (:mod:`pytest_transfer.report.errors` entries) as an HTML ``<table>`` of red rows."""
+    out = ["<table><thead><tr><th>test</th><th>phase</th><th>result</th><th>reason</th></tr></thead><tbody>"]
+    for e, test in zip(errors, short_tests([str(e.get("test")) for e in errors]), strict=True):
+        result = "FAILED" if e.get("outcome") == "failed" else "ERROR"
+        out.append(f'<tr class="failed error"><td class="test" title="{_e(e.get("test"))}">{wrapped_test_id(test)}'
+                   f'</td><td>{_e(e.get("phase"))}</td><td class="FAIL">{result}</td>'
+                   f'<td class="reason">{_e(e.get("reason"))}</td></tr>')
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _errors_section(errors: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not errors:
+        return []
+    return [f"<h2>Tests that did not pass with no failing gate ({len(errors)})</h2>",
+            '<p class="meta">Errors before any gate measured (a model or dataset that could not be loaded, a test '
+            "body or a gate that raised before recording): they fail the verdict like a failing gate.</p>",
+            errors_table(errors)]
+
+
 def _ranking_tables(rankings: Mapping[Any, Mapping[str, Any]]) -> str:
     parts = []
     for (dataset, metric), rk in rankings.items():
@@ -477,10 +500,13 @@ def render_html(report: Mapping[str, Any], *, plots: bool | None = None) -> str:
     draw = _have_matplotlib() if plots is None else plots
 
     failed = int(summary.get("failed", 0))
+    errors = list(report.get("errors") or [])
+    bad = failed + len(errors)
     baselines = summary.get("baselines", {})
     written = int(baselines.get("created", 0)) + int(baselines.get("updated", 0))
     cards = [("measurements", summary.get("measurements", len(rows)), ""), ("passed", summary.get("passed", 0), "good"),
-             ("failed", failed, "bad" if failed else "good"), ("tests", summary.get("tests", 0), ""),
+             ("failed", failed, "bad" if failed else "" if errors else "good"),
+             ("test errors", len(errors), "bad" if errors else "good"), ("tests", summary.get("tests", 0), ""),
              ("baselines written", written, "")]
     env_line = ", ".join(f"{k} {_e(v)}" for k, v in (
         ("torch", env.get("torch")), ("torchvision", env.get("torchvision")), ("python", env.get("python")),
@@ -495,7 +521,7 @@ def render_html(report: Mapping[str, Any], *, plots: bool | None = None) -> str:
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        f"<title>pytest-transfer report{' – ' + str(failed) + ' failed' if failed else ''}</title>",
+        f"<title>pytest-transfer report{' – ' + _title_counts(failed, len(errors)) if bad else ''}</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>pytest-transfer report</h1>",
         f'<p class="meta">{_e(report.get("created"))}'
@@ -504,6 +530,7 @@ def render_html(report: Mapping[str, Any], *, plots: bool | None = None) -> str:
         f'<p class="meta">{env_line}</p><p class="meta">{set_line}</p>',
         '<div class="cards">' + "".join(f'<div class="card {cls}"><b>{_e(v)}</b><span>{_e(k)}</span></div>'
                                         for k, v, cls in cards) + "</div>",
+        *_errors_section(errors),
         "<h2>Measurements</h2>",
         measurement_table(rows) if rows else "<p>No measurements were recorded.</p>",
     ]
@@ -511,6 +538,11 @@ def render_html(report: Mapping[str, Any], *, plots: bool | None = None) -> str:
         parts += ["<h2>Model rankings</h2>", _ranking_tables(data["ranking"])]
     parts += ["<h2>Plots</h2>", *_plots_section(figures, draw), "</body></html>\n"]
     return "\n".join(parts)
+
+
+def _title_counts(failed: int, errors: int) -> str:
+    return ", ".join(part for part in (f"{failed} failed" if failed else "",
+                                       f"{errors} test error(s)" if errors else "") if part)
 
 
 def _plots_section(figures: Sequence[tuple[str, str, Callable[[], Any]]], draw: bool) -> list[str]:

@@ -2,16 +2,16 @@
 
 Written by the pytest controller at the end of the session (with
 pytest-xdist, from the measurements every worker sent back, each exactly
-once). Layout (``"schema": "pytest-transfer-report"``, ``"version": 1``)::
+once). Layout (``"schema": "pytest-transfer-report"``, ``"version": 2``)::
 
     {
-      "schema": "pytest-transfer-report", "version": 1,
+      "schema": "pytest-transfer-report", "version": 2,
       "created": "2025-01-01T12:00:00+00:00", "duration_s": 12.3,
       "environment": {"python": ..., "platform": ..., "pytest": ..., "pytest_transfer": ...,
                       "torch": ..., "torchvision": ..., "numpy": ..., "cuda_available": ..., "cuda": ...,
                       "devices": ["cpu"], "workers": ["gw0", "gw1"]},
       "settings": {"confidence": "none", "confidence_level": 0.95, "seed": 0, "update_baselines": false, ...},
-      "summary": {"measurements": 5, "passed": 4, "failed": 1, "tests": 3,
+      "summary": {"measurements": 5, "passed": 4, "failed": 1, "tests": 4, "errors": 1,
                   "baselines": {"created": 0, "updated": 0, "unchanged": 0}},
       "measurements": [
         {"test": "tests/test_a.py::test_b", "test_outcome": "passed", "model": "resnet18", "dataset": "digits",
@@ -20,10 +20,18 @@ once). Layout (``"schema": "pytest-transfer-report"``, ``"version": 1``)::
          "threshold_source": "pyproject.toml [...] linear_probe_accuracy", "comparison": ">=",
          "confidence": "none", "outcome": "passed" | "failed", "duration_s": 1.2 | null,
          "device": "cpu" | null, "worker": "gw0" | null, "details": {...}}
+      ],
+      "errors": [
+        {"test": "tests/test_a.py::test_c", "phase": "setup", "outcome": "error",
+         "reason": "pytest-transfer: cannot load model 'mystore:x': FileNotFoundError: ..."}
       ]
     }
 
-Numbers that are not finite are written as ``null`` (the file is strict JSON).
+``errors`` (new in version 2) lists the *test errors* (:mod:`pytest_transfer.report.errors`): tests of
+pytest-transfer that did not pass with no failing gate, in collection order, each with its phase
+(``collect``, ``setup``, ``call`` or ``teardown``) and a one-line reason; ``summary.errors`` counts them and
+``summary.tests`` counts the tests with a measurement or an error. Version 1 reports (before the section)
+are read as having none. Numbers that are not finite are written as ``null`` (the file is strict JSON).
 """
 
 from __future__ import annotations
@@ -43,7 +51,10 @@ from ..jsonable import plain
 from ..text import json_surrogates
 
 SCHEMA = "pytest-transfer-report"
-VERSION = 1
+VERSION = 2
+#: the versions :mod:`pytest_transfer.report.combine` reads (1: before the ``errors`` section)
+READABLE_VERSIONS = (1, 2)
+ERROR_KEYS = ("test", "phase", "outcome", "reason")
 SETTINGS_SHOWN = ("confidence", "confidence_level", "seed", "update_baselines", "device", "batch_size",
                   "test_fraction", "thresholds")
 
@@ -103,17 +114,22 @@ def entry(m: Mapping[str, Any], test_outcome: str | None = None) -> dict[str, An
     })
 
 
-def summary(rows: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The report's ``summary``: counts of the report ``rows`` and the baselines written (``count_actions`` of
-    ``baselines``, measurements or rows)."""
+def summary(rows: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[str, Any]],
+            errors: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The report's ``summary``: counts of the report ``rows``, the test ``errors`` and the baselines written
+    (``count_actions`` of ``baselines``, measurements or rows); ``tests``: those with a row or an error."""
     failed = sum(1 for r in rows if r["outcome"] == "failed")
     return {"measurements": len(rows), "passed": len(rows) - failed, "failed": failed,
-            "tests": len({r["test"] for r in rows}), "baselines": count_actions(baselines)}
+            "tests": len({r["test"] for r in rows} | {e["test"] for e in errors}), "errors": len(errors),
+            "baselines": count_actions(baselines)}
 
 
 def build_report(measurements: Sequence[Mapping[str, Any]], *, settings: Any = None,
-                 outcomes: Mapping[str, str] | None = None, duration: float | None = None) -> dict[str, Any]:
-    """The report document from measurement dicts (as collected from the test reports)."""
+                 outcomes: Mapping[str, str] | None = None, duration: float | None = None,
+                 errors: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The report document from measurement dicts (as collected from the test reports) and the test errors
+    (:mod:`pytest_transfer.report.errors` entries)."""
+    errors = [{key: str(e.get(key)) for key in ERROR_KEYS} for e in errors]
     outcomes = outcomes or {}
     rows = [entry(m, outcomes.get(str(m.get("test")))) for m in measurements]
     shown = {}
@@ -126,8 +142,9 @@ def build_report(measurements: Sequence[Mapping[str, Any]], *, settings: Any = N
         "duration_s": duration,
         "environment": environment(measurements),
         "settings": shown,
-        "summary": summary(rows, measurements),
+        "summary": summary(rows, measurements, errors),
         "measurements": rows,
+        "errors": errors,
     })
 
 

@@ -11,7 +11,8 @@ outside ``[a-zA-Z0-9_]`` become ``_``), one sample per measurement, labelled
 ``test``, ``model``, ``dataset`` and, for comparisons, ``vs`` (the reference
 model or dataset, or ``baseline``). Then ``transfer_gate_passed`` (1 or 0)
 per measurement with the same labels plus ``metric``, and ``transfer_gates``
-/ ``transfer_gates_failed`` for the session. The file ends with ``# EOF``.
+/ ``transfer_gates_failed`` / ``transfer_test_errors`` (tests of pytest-transfer
+that did not pass with no failing gate) for the session. The file ends with ``# EOF``.
 A repeated label set (the same gate twice in one test) gets an
 ``occurrence`` label from 2 on, so every sample is unique. Values that are
 not finite are written ``NaN``, ``+Inf`` or ``-Inf``.
@@ -101,7 +102,9 @@ def render_openmetrics(report: Mapping[str, Any]) -> str:
     lines += ["# TYPE transfer_gates gauge", "# HELP transfer_gates gates measured in the session",
               f"transfer_gates {len(rows)}", "# TYPE transfer_gates_failed gauge",
               "# HELP transfer_gates_failed gates that failed in the session", f"transfer_gates_failed {failed}",
-              "# EOF"]
+              "# TYPE transfer_test_errors gauge",
+              "# HELP transfer_test_errors tests of pytest-transfer that did not pass with no failing gate",
+              f"transfer_test_errors {len(report.get('errors') or [])}", "# EOF"]
     return "\n".join(lines) + "\n"
 
 

@@ -24,12 +24,14 @@ import pytest
 
 from ..context import Context, Measurement
 from ..text import printable
+from .errors import ERROR_PROPERTY
 
 PROPERTY = "pytest_transfer"
 PASSES_PROPERTY = "pytest_transfer.passes"
 WORK_OUTPUT = "pytest_transfer_work"
 PAIRS_OUTPUT = "pytest_transfer_pairs"
 FILES_OUTPUT = "pytest_transfer_files"
+MARKED_OUTPUT = "pytest_transfer_marked"
 
 
 def without_group(nodeid: str) -> str:
@@ -192,6 +194,9 @@ class SessionCollector:
         self.progress = progress  # called on the controller with the passes an xdist worker ran for a test
         self.collected_files: set[str] = set()  # test modules really collected (not skipped by --lf)
         self.not_written: list[str] = []  # why a report could not be written, one line each
+        # test errors (report/errors.py): tests of pytest-transfer that did not pass with no failing gate, by test
+        self.errors: dict[str, dict[str, Any]] = {}
+        self.marked: set[str] = set()  # tests whose transfer marker names their (model, dataset) pairs
 
     @property
     def is_worker(self) -> bool:
@@ -217,13 +222,30 @@ class SessionCollector:
         models, datasets = (mark.kwargs.get(key) for key in ("model", "dataset"))
         models = models if isinstance(models, (list, tuple)) else [models]
         datasets = datasets if isinstance(datasets, (list, tuple)) else [datasets]
-        self.pairs.update((m, d) for m in models for d in datasets if isinstance(m, str) and isinstance(d, str))
+        pairs = {(m, d) for m in models for d in datasets if isinstance(m, str) and isinstance(d, str)}
+        self.pairs.update(pairs)
+        if pairs:
+            self.marked.add(without_group(item.nodeid))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         """pytest-xdist: the controller learns the collection order (every worker collects the same ids)."""
         if not self.order:
             self.order = {without_group(nodeid): i for i, nodeid in enumerate(ids)}
+
+    def errors_in_order(self) -> list[dict[str, Any]]:
+        """The test errors in collection order (under pytest-xdist; else as they happened), collection errors
+        first."""
+        last = len(self.order)
+        return sorted(self.errors.values(), key=lambda e: (e.get("phase") != "collect",
+                                                           self.order.get(str(e.get("test")), last)))
+
+    def test_errors(self) -> list[dict[str, Any]]:
+        """The test errors the terminal and the job summary show: none when the session has no measurement and
+        no error of a test that uses pytest-transfer (a collection error alone may be anyone's: the reports
+        asked for still list it)."""
+        errors = self.errors_in_order()
+        return errors if self.measurements or any(e.get("phase") != "collect" for e in errors) else []
 
     def in_collection_order(self) -> list[dict[str, Any]]:
         """The measurements in the order the tests were collected, each test's in the order it made them.
@@ -238,6 +260,10 @@ class SessionCollector:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._outcome(report)
+        for name, value in report.user_properties:  # a failed phase carries it, and the test's later reports
+            if name == ERROR_PROPERTY:
+                entry = json.loads(value)
+                self.errors.setdefault(str(entry["test"]), entry)
         if report.when != "teardown":
             return
         passes = []
@@ -258,7 +284,7 @@ class SessionCollector:
 
             # GitHub sets $GITHUB_STEP_SUMMARY for every step: a session without gates adds nothing to it
             value = summary_path(None)
-            return value if value and self.measurements else None
+            return value if value and (self.measurements or self.test_errors()) else None
         if not value:
             return None
         return str(self.ctx.settings.path(value))
@@ -267,7 +293,7 @@ class SessionCollector:
         from .json import build_report
 
         return build_report(self.in_collection_order(), settings=self.ctx.settings, outcomes=self.outcomes,
-                            duration=time.time() - self.started)
+                            duration=time.time() - self.started, errors=self.errors_in_order())
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.is_worker:  # the controller adds each worker's work to the summary (pytest_testnodedown)
@@ -277,6 +303,7 @@ class SessionCollector:
             # as JSON (ASCII): execnet refuses strings that are not UTF-8, such as a surrogate-escaped name
             self.config.workeroutput[PAIRS_OUTPUT] = json.dumps(sorted(self.pairs | self.ctx.thresholds.asked))
             self.config.workeroutput[FILES_OUTPUT] = json.dumps(sorted(self.collected_files))
+            self.config.workeroutput[MARKED_OUTPUT] = json.dumps(sorted(self.marked))
             return
         targets = {key: self.target(key) for key in ("report", "html", "openmetrics", "github_summary")}
         if not any(targets.values()):
@@ -299,6 +326,7 @@ class SessionCollector:
             self.work.append(output[WORK_OUTPUT])
         self.pairs.update((m, d) for m, d in json.loads(output.get(PAIRS_OUTPUT, "[]")))
         self.collected_files.update(json.loads(output.get(FILES_OUTPUT, "[]")))
+        self.marked.update(json.loads(output.get(MARKED_OUTPUT, "[]")))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_pycollect_makeitem(self, collector: Any, name: str, obj: Any) -> None:
@@ -308,7 +336,12 @@ class SessionCollector:
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """A module collected without error counts too (one that defines no name at all is never asked
-        about), except under ``--lf``, which reports the files it skips as collected and empty."""
+        about), except under ``--lf``, which reports the files it skips as collected and empty. One that
+        failed is a test error (phase ``collect``)."""
+        if report.failed:
+            from .errors import collect_error
+
+            self.errors.setdefault(report.nodeid, collect_error(report))
         path = report.nodeid.split("::")[0]
         if report.passed and path == report.nodeid and path.endswith(".py") and not self.config.getoption("lf", False):
             self.collected_files.add(str(self.config.rootpath / path))
@@ -335,7 +368,11 @@ class SessionCollector:
     def _report_unused_thresholds(self, tr: Any) -> None:
         """Name the thresholds tables that match no model × dataset of the suite's tests (the markers of
         every collected test, deselected ones included, threshold lookups and measurements), once the session
-        used any. Only a session that collected the whole suite can tell: see :meth:`_collected_the_whole_suite`."""
+        used any. Only a session that collected the whole suite can tell: see :meth:`_collected_the_whole_suite`;
+        and only one whose test errors all belong to tests whose marker names their pairs: another test that
+        stopped before its gate looked its thresholds up may use any table."""
+        if any(test not in self.marked for test in self.errors):
+            return
         pairs = self.pairs | self.ctx.thresholds.asked | {(str(m["model"]), str(m["dataset"]))
                                                           for m in self.measurements}
         if not pairs or not self.ctx.thresholds.entries:
@@ -348,11 +385,13 @@ class SessionCollector:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
-        if self.measurements:
+        errors = self.test_errors()
+        if self.measurements or errors:
             from ..baselines import summary_lines
             from .terminal import write_summary
 
-            write_summary(tr, [Measurement(**m) for m in self.in_collection_order()], self.ctx, workers=self.work)
+            write_summary(tr, [Measurement(**m) for m in self.in_collection_order()], self.ctx, workers=self.work,
+                          errors=errors)
             for line in summary_lines(self.measurements, update=self.ctx.settings.update_baselines):
                 tr.write_line(printable(line))
         self._report_unused_thresholds(tr)

@@ -210,12 +210,33 @@ def devices_line(measurements: Sequence[Measurement], requested: str) -> str:
 
 
 def write_summary(tr: Any, measurements: Sequence[Measurement], ctx: Context, *,
-                  workers: Sequence[Mapping[str, Any]] = ()) -> None:
-    """Write the table and its footer through pytest's terminal reporter ``tr`` (failing rows in red).
+                  workers: Sequence[Mapping[str, Any]] = (), errors: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Write the table, the test errors and the footer through pytest's terminal reporter ``tr`` (failing rows
+    and the errors in red).
 
-    ``workers``: the :func:`work_counts` of each pytest-xdist worker, added to this process's own.
+    ``workers``: the :func:`work_counts` of each pytest-xdist worker, added to this process's own; ``errors``:
+    the test errors (:mod:`pytest_transfer.report.errors`: tests of pytest-transfer that did not pass with no
+    failing gate), one line each after the table.
     """
+    from .errors import error_lines, headline
+
     tr.write_sep("=", "pytest-transfer summary")
+    if measurements:
+        _write_table(tr, measurements)
+    if errors:
+        tr.write_line(headline(errors) + ":", red=True)
+        for line in error_lines(errors):
+            tr.write_line(line, red=True)
+    failed = sum(1 for m in measurements if not m.passed)
+    level = round(ctx.settings.confidence_level * 100)
+    errored = f", {len(errors)} test error(s)" if errors else ""
+    tr.write_line(printable(f"{len(measurements)} gate(s), {failed} failed{errored}; intervals are {level}% "
+                            f"(confidence mode: {ctx.settings.confidence}); "
+                            f"{devices_line(measurements, ctx.settings.device)}"))
+    tr.write_line(printable(work_line(ctx, workers=workers)))
+
+
+def _write_table(tr: Any, measurements: Sequence[Measurement]) -> None:
     # a terminal wraps long lines: fit its width; a log file has none, so nothing needs wrapping there
     writer = getattr(tr, "_tw", None)
     tty = bool(getattr(tr, "isatty", False)) and writer is not None
@@ -228,12 +249,6 @@ def write_summary(tr: Any, measurements: Sequence[Measurement], ctx: Context, *,
             tr.write_line(line, bold=True)
         for line in lines:
             tr.write_line(line, **({} if m.passed else {"red": True}))
-    failed = sum(1 for m in measurements if not m.passed)
-    level = round(ctx.settings.confidence_level * 100)
-    tr.write_line(printable(f"{len(measurements)} gate(s), {failed} failed; intervals are {level}% "
-                            f"(confidence mode: {ctx.settings.confidence}); "
-                            f"{devices_line(measurements, ctx.settings.device)}"))
-    tr.write_line(printable(work_line(ctx, workers=workers)))
 
 
 def work_counts(ctx: Context) -> dict[str, Any]:
