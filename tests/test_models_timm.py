@@ -103,6 +103,27 @@ def test_weights_from_a_file(fresh_context, hf_cache, tmp_path):
     assert load_model(f"timm:{NAME}", weights=str(lightning)).fingerprint() == model.fingerprint()
 
 
+def test_a_file_with_a_replaced_head_gives_its_own_number_of_classes(fresh_context, tmp_path):
+    """A fine-tuned timm model's state dict (a 3-class head): ``weights=`` reads the class count from the
+    file's classifier, as ``checkpoint:`` does; the logits are those of timm's model built with 3 classes and
+    loaded with the file (it was a size-mismatch error without ``num_classes=3``)."""
+    import timm
+
+    torch.manual_seed(1)
+    tuned = timm.create_model("test_efficientnet", pretrained=False, num_classes=3).eval()
+    path = tmp_path / "tuned.pth"
+    torch.save(tuned.state_dict(), path)
+    model = load_model("timm:test_efficientnet", weights=str(path))
+    assert model.num_classes == 3
+    x = torch.rand(2, 3, 160, 160)
+    with torch.no_grad():
+        torch.testing.assert_close(model.module(x), tuned(x))
+    headless = tmp_path / "headless.pth"
+    torch.save({k: v for k, v in tuned.state_dict().items() if not k.startswith("classifier.")}, headless)
+    with pytest.raises(ValueError, match="num_classes= if its head was replaced"):
+        load_model("timm:test_efficientnet", weights=str(headless))
+
+
 def test_random_weights_are_seeded_and_unknown_names_suggest_others(fresh_context):
     a = load_model(f"timm:{NAME}", pretrained=False)
     b = load_model(f"timm:{NAME}", pretrained=False)

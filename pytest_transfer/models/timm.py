@@ -62,6 +62,19 @@ def _pretrained(timm: Any, name: str, cache: Path, kwargs: dict[str, Any]) -> An
         raise _missing(name, cfg, cache) from exc
 
 
+def _classes_in(model: Any, state: dict[str, Any]) -> int | None:
+    """The number of classes of the head ``state`` holds for ``model``'s architecture: the rows of the weight
+    of the classifier timm names in the model's pretrained config (``fc``, ``head.fc``, ``classifier``);
+    ``None`` when the file has no such weight (a headless state dict, or another layout)."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    names = cfg.get("classifier") or ()
+    for head in ([names] if isinstance(names, str) else list(names)):
+        weight = state.get(f"{head}.weight")
+        if getattr(weight, "ndim", 0) >= 2:
+            return int(weight.shape[0])
+    return None
+
+
 def load_timm(name: str, *, weights: str | os.PathLike[str] | None = None, pretrained: bool = True,
               cache_dir: str | os.PathLike[str] | None = None, feature_node: str | None = None,
               seed: int = 0, **create_kwargs: Any) -> TransferModel:
@@ -87,11 +100,16 @@ def load_timm(name: str, *, weights: str | os.PathLike[str] | None = None, pretr
     if weights is None and pretrained:
         model = _pretrained(timm, name, hf_cache_dir(cache_dir), create_kwargs)
     else:
+        state = unwrap_state_dict(read_weights(weights), str(weights)) if weights is not None else None
         model = seeded_build(int(seed),
                              lambda: timm.create_model(name, pretrained=False, **create_kwargs))
-        if weights is not None:
-            state = unwrap_state_dict(read_weights(weights), str(weights))
-            load_into(model, state, str(weights), hint=f"Check that the file holds timm:{name}'s state dict")
+        classes = _classes_in(model, state) if state is not None and "num_classes" not in create_kwargs else None
+        if classes is not None and classes != getattr(model, "num_classes", classes):  # the file's own head
+            model = seeded_build(int(seed), lambda: timm.create_model(name, pretrained=False, num_classes=classes,
+                                                                      **create_kwargs))
+        if state is not None:
+            load_into(model, state, str(weights), hint=f"Check that the file holds timm:{name}'s state dict "
+                                                       "(and num_classes= if its head was replaced)")
     model.eval()
     config = timm.data.resolve_data_config({}, model=model)
     transform = timm.data.create_transform(**config, is_training=False)
