@@ -233,6 +233,10 @@ def test_below_the_door_the_engine_takes_objects_and_says_how_to_resolve_a_spec(
         evaluate("torchvision:resnet18:none", "digits", context=fresh_context)
     with pytest.raises(TypeError, match="context"):
         evaluate(object(), object())  # the session is an argument: no default to fall back on
+    from pytest_transfer.methods import predict
+
+    with pytest.raises(TypeError, match=r"methods\.predict takes a TransferModel and a TargetDataset \(got str"):
+        predict("torchvision:resnet18:none", "digits", context=fresh_context)
 
 
 def _installed_plugin(site, name: str, module_source: str, *, requires: str) -> None:

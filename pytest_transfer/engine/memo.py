@@ -217,15 +217,21 @@ def _evaluate_all(req: _Request, perturbations: Sequence[Perturbation | None], t
         return [ev for ev in out if ev is not None]
 
 
-def _request(model: TransferModel, dataset: TargetDataset, *, split: str, batch_size: int | None,
-             context: Context, cache: bool, make: VariantMaker | None) -> _Request:
+def check_objects(model: Any, dataset: Any, what: str, door: str) -> None:
+    """Below the door functions take objects: a spec string (or anything else) is a ``TypeError`` that names
+    the door that resolves it."""
     from ..datasets import TargetDataset
 
-    ctx = context
     if not isinstance(model, TransferModel) or not isinstance(dataset, TargetDataset):
-        raise TypeError(f"engine.evaluate takes a TransferModel and a TargetDataset (got {type(model).__name__} and "
+        raise TypeError(f"{what} takes a TransferModel and a TargetDataset (got {type(model).__name__} and "
                         f"{type(dataset).__name__}): resolve spec strings with pytest_transfer.load_model / "
-                        "load_dataset, or call pytest_transfer.evaluate, which takes either")
+                        f"load_dataset, or call {door}, which takes either")
+
+
+def _request(model: TransferModel, dataset: TargetDataset, *, split: str, batch_size: int | None,
+             context: Context, cache: bool, make: VariantMaker | None) -> _Request:
+    ctx = context
+    check_objects(model, dataset, "engine.evaluate", "pytest_transfer.evaluate")
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
     size = int(batch_size or ctx.settings.batch_size)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..declarations import TRANSFER_METHODS
+from ..engine.memo import check_objects
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..context import Context
@@ -142,5 +143,7 @@ def predict(model: TransferModel, dataset: TargetDataset, *, method: str = "line
     ``finetune`` holds the options of :class:`~pytest_transfer.methods.finetune.FinetuneConfig`
     (``epochs``, ``lr``, ``last_blocks``, ``batch_size``, ``weight_decay``) for ``method="finetune"``.
     """
-    fitted = get_method(method, k=k, C=C, finetune=finetune).fit(model, dataset, context=context)
+    transfer = get_method(method, k=k, C=C, finetune=finetune)
+    check_objects(model, dataset, "methods.predict", "a gate (assert_transfer_accuracy_above, ...)")
+    fitted = transfer.fit(model, dataset, context=context)
     return fitted.predict(dataset, split=split, perturbation=perturbation, context=context)
