@@ -50,8 +50,8 @@ def combine(args: argparse.Namespace, out: Any = None) -> int:
     """The ``combine`` command; returns the exit status."""
     from .report.combine import ReportError, as_measurements, combine_reports, load_report
     from .report.errors import error_lines, headline
-    from .report.session import write_reports
     from .report.terminal import format_table
+    from .report.writers import write_reports
     from .text import printable
 
     out = out or sys.stdout

@@ -142,7 +142,7 @@ def evaluate(model: Any, dataset: Any, *, split: str = "test", perturbation: Per
 
 def corruption_sweep(model: Any, dataset: Any, corruptions: str | Iterable[str] = "all",
                      severities: int | str | Iterable[int] = "all", *, method: str | TransferMethod = "linear_probe",
-                     split: str = "test", seed: int | None = None, k: int = 20, C: float = 1.0,
+                     split: str = "test", seed: int | None = None, k: int | None = None, C: float | None = None,
                      batch_size: int | None = None, context: Context | None = None,
                      cache: bool = True, corruption_table: str | None = None) -> SweepResult:
     """Accuracy of ``model`` on ``split`` of ``dataset`` under every corruption × severity, from one data pass.

@@ -189,10 +189,17 @@ class RegistrationError(RuntimeError):
 
 
 def run_registration(ctx: Context, hook: str, impl: Callable[..., Any], where: str) -> None:
-    """Call one implementation of a registration ``hook`` with the registry it fills; an error it raises
-    becomes a :class:`RegistrationError` naming ``hook`` and ``where`` (its plugin or ``conftest.py``)."""
+    """Call one implementation of a registration ``hook`` with the registry it fills (as pluggy does, only
+    when it names the ``registry`` argument); an error it raises becomes a :class:`RegistrationError`
+    naming ``hook`` and ``where`` (its plugin or ``conftest.py``)."""
+    import inspect
+
     try:
-        impl(registry=getattr(ctx, REGISTRATION_HOOKS[hook]))
+        takes = "registry" in inspect.signature(impl).parameters
+    except (TypeError, ValueError):
+        takes = True
+    try:
+        impl(**({"registry": getattr(ctx, REGISTRATION_HOOKS[hook])} if takes else {}))
     except Exception as exc:
         raise RegistrationError(f"{hook} in {where} raised {type(exc).__name__}: {exc} (every model and dataset "
                                 "lookup of this session fails until it is fixed)") from exc

@@ -56,6 +56,8 @@ def _register(config: pytest.Config) -> Any:
     def registrar(ctx: Context) -> None:
         for hook in REGISTRATION_HOOKS:
             for impl in reversed(getattr(config.hook, hook).get_hookimpls()):
+                if impl.hookwrapper or getattr(impl, "wrapper", False):  # nothing to register: they wrap others
+                    continue
                 where = getattr(impl.plugin, "__file__", None) or impl.plugin_name
                 run_registration(ctx, hook, impl.function, printable(str(where)))
 

@@ -352,7 +352,7 @@ class SuggestionWriter:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
             return
         self.lines = [f"pytest-transfer: thresholds not suggested for {s}" for s in skipped]
-        errors = self.collector.errors
+        errors = self.collector.test_errors()
         if errors:  # their gates measured nothing: a suggestion file from this run lacks their keys
             self.lines.append(f"pytest-transfer: thresholds not suggested for the gates of {len(errors)} test(s) "
                               "that did not pass with no failing gate (test errors: they measured nothing); fix "

@@ -93,8 +93,19 @@ def workflow_property(text: Any) -> str:
 
 
 def markdown_cell(text: Any) -> str:
-    """A Markdown table cell: :func:`printable`, then backslashes and pipes escaped."""
-    return printable(text).replace("\\", "\\\\").replace("|", "\\|")
+    """A Markdown table cell showing ``text`` as written: :func:`printable`, then backslashes, pipes and the
+    characters GitHub's Markdown reads as emphasis, code, links or strikethrough (``* _ ` [ ] ~``) escaped
+    with a backslash, and ``& < >`` as HTML entities (an exception's ``__init__`` or ``<lambda>`` was bold
+    text or a dropped tag).
+
+    >>> print(markdown_cell("__init__() in <lambda> | x"))
+    \\_\\_init\\_\\_() in &lt;lambda&gt; \\| x
+    """
+    out = printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", out)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"[\\|*_`\[\]~]")
 
 
 def char_width(ch: str) -> int:

@@ -245,3 +245,14 @@ def test_a_new_method_is_one_class_and_one_declaration(tmp_path):
     assert after["failed"]  # the gate fails too, with the method's own hint
     assert after["shift"] == 0.0 and after["sweep"] == "toy"
     assert after["layer"][1] == after["value"]  # at any node too: the layer-wise gate fits it on the tap's features
+
+
+def test_a_sweep_given_a_method_object_refuses_k_and_c_of_its_own(fresh_context):
+    from pytest_transfer import corruption_sweep, load_dataset, load_model
+    from pytest_transfer.methods import get_method
+    from tests._helpers import make_blobs_images, tiny_net
+
+    x, y = make_blobs_images(n_per_class=6, seed=1, size=8)
+    model, data = load_model(tiny_net(), name="t"), load_dataset((x, y))
+    with pytest.raises(ValueError, match=r"k=/C=: method is the object .* carries its own"):
+        corruption_sweep(model, data, "fog", 1, method=get_method("knn", k=3), k=5)

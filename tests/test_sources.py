@@ -320,3 +320,34 @@ def pytest_transfer_register_models(registry):
     result.stdout.fnmatch_lines(["*cannot load dataset 'bad': RegistrationError: pytest_transfer_register_models in "
                                  "*conftest.py raised ModuleNotFoundError*", "raised at (innermost last):",
                                  "*conftest.py:2 in pytest_transfer_register_models*"])
+
+
+def test_registration_hooks_are_called_as_pluggy_calls_them(pytester):
+    """An implementation may take fewer arguments than the hook declares (pluggy passes only those it names),
+    and a hook wrapper registers nothing of its own: both work with the registrar that names each hook's
+    plugin."""
+    pytester.makeconftest('''
+import pytest
+
+CALLS = []
+
+
+def pytest_transfer_register_datasets():
+    CALLS.append("no registry")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_transfer_register_models(registry):
+    CALLS.append("wrapper")
+    return (yield)
+''')
+    pytester.makefile(".toml", pyproject=pytester_pyproject())
+    pytester.makepyfile(test_x='''
+        from pytest_transfer import load_dataset
+
+        def test_x():
+            import conftest
+            assert len(load_dataset("digits")) == 1797
+            assert conftest.CALLS == ["no registry"]
+    ''')
+    pytester.runpytest().assert_outcomes(passed=1)

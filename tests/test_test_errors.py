@@ -301,3 +301,32 @@ def test_suggestions_and_unused_tables_do_not_misread_a_run_with_test_errors(pro
     assert "thresholds never used" not in result.stdout.str()  # a test stopped before looking thresholds up
     result.stdout.fnmatch_lines(["pytest-transfer: thresholds not suggested for the gates of 4 test(s) that did not "
                                  "pass with no failing gate *"])
+
+
+def test_a_worker_that_dies_is_a_test_error(project, capsys):
+    """pytest-xdist makes the report of a test whose worker died on the controller, without the test's
+    properties: it is still a test error, and the combined verdict fails (it passed)."""
+    pytest.importorskip("xdist")
+    project.makepyfile(test_dies='''
+        import os
+
+        def test_dies():
+            os._exit(3)
+    ''')
+    result = project.runpytest_subprocess("test_dies.py", "-n", "2", "--transfer-report=dies.json")
+    errors = json.loads((project.path / "dies.json").read_text())["errors"]
+    assert [(e["test"], e["phase"]) for e in errors] == [("test_dies.py::test_dies", "crash")], result.stdout.str()
+    assert transfer_main(["combine", str(project.path / "dies.json")]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_reasons_name_a_missing_fixture_and_keep_a_leading_e():
+    from types import SimpleNamespace
+
+    from pytest_transfer.report.errors import reason
+
+    missing = SimpleNamespace(longrepr=SimpleNamespace(errorstring="fixture 'pretrained_modle' not found",
+                                                       reprcrash=None))
+    assert reason(missing) == "fixture 'pretrained_modle' not found"  # was the test's file:line
+    assert reason(SimpleNamespace(longrepr="Traceback...\nE   Empty parameter set")) == "Empty parameter set"
+    assert reason(SimpleNamespace(longrepr="ERROR: file not found")) == "ERROR: file not found"  # was "RROR: ..."

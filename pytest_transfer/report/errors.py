@@ -17,7 +17,7 @@ entry per test: the first phase that failed. A module that could not be collecte
 tests did not run must not pass.
 
 Each entry (JSON-able, ASCII when serialised by the plugin): ``{"test", "phase": "setup" | "call" |
-"teardown" | "collect", "outcome": "error" | "failed", "reason"}``, the reason one printable line
+"teardown" | "collect" | "crash", "outcome": "error" | "failed", "reason"}``, the reason one printable line
 (:func:`reason`). Only pytest and the standard library are imported.
 """
 
@@ -46,11 +46,13 @@ def reason(report: Any) -> str:
 
     longrepr = getattr(report, "longrepr", None)
     crash = getattr(longrepr, "reprcrash", None)
-    if crash is not None and getattr(crash, "message", None):
+    if getattr(longrepr, "errorstring", None):  # a fixture that does not exist: pytest's own sentence
+        text = str(longrepr.errorstring)
+    elif crash is not None and getattr(crash, "message", None):
         text = str(crash.message)
     else:  # a string (an import error of a module, a strict xpass): its last line says what happened
         lines = [line for line in str(longrepr or "").splitlines() if line.strip()]
-        text = lines[-1].strip().removeprefix("E").strip() if lines else "unknown reason"
+        text = re.sub(r"^E\s+", "", lines[-1].strip()) if lines else "unknown reason"
     text = next((line for line in text.removeprefix("Failed: ").splitlines() if line.strip()), "unknown reason")
     text = _SPACE.sub(" ", text).strip()
     if len(text) > MAX_REASON:

@@ -24,7 +24,8 @@ import pytest
 
 from ..context import Context, Measurement
 from ..text import printable
-from .errors import ERROR_PROPERTY
+from .errors import ERROR_PROPERTY, reason
+from .writers import write_reports
 
 PROPERTY = "pytest_transfer"
 PASSES_PROPERTY = "pytest_transfer.passes"
@@ -110,58 +111,6 @@ def suite_files(config: pytest.Config) -> Iterator[str]:
             dirs[:] = [d for d in dirs if not skipped(here / d, True)]
             yield from (str(here / f) for f in files if any(fnmatch.fnmatch(f, p) for p in python_files)
                         and not skipped(here / f, False))
-
-
-def _write_json(path: str, report: dict[str, Any], written: list[tuple[str, str]]) -> str:
-    from .json import write_json
-
-    return str(write_json(path, report))
-
-
-def _write_html(path: str, report: dict[str, Any], written: list[tuple[str, str]]) -> str:
-    from .html import write_html
-
-    return str(write_html(path, report))
-
-
-def _write_openmetrics(path: str, report: dict[str, Any], written: list[tuple[str, str]]) -> str:
-    from .openmetrics import write_openmetrics
-
-    return str(write_openmetrics(path, report))
-
-
-def _append_github_summary(path: str, report: dict[str, Any], written: list[tuple[str, str]]) -> str:
-    from .github import append_summary, render_summary
-
-    return append_summary(path, render_summary(report, written=written))
-
-
-#: the report writers, by option: ``writer(path, report, reports written before) -> the path written``
-_WRITERS: dict[str, Callable[..., str]] = {"report": _write_json, "html": _write_html,
-                                           "openmetrics": _write_openmetrics, "github_summary": _append_github_summary}
-#: the reports by option, in the order they are written (the job summary last: it links the others)
-REPORTS = (("report", "JSON report"), ("html", "HTML report"), ("openmetrics", "OpenMetrics report"),
-           ("github_summary", "GitHub job summary"))
-
-
-def write_reports(report: dict[str, Any], targets: dict[str, str | None]) -> tuple[list[tuple[str, str]], list[str]]:
-    """Write ``report`` to each target (``targets``: option of :data:`REPORTS` -> path or ``None``); returns
-    ``(what, path)`` of those written and one line per writer that failed (a directory given as the file, a
-    read-only or full disk, a name no writer expected: :func:`~pytest_transfer.text.write_error`), never a
-    traceback: one failure does not stop the other writers. The session and ``python -m pytest_transfer
-    combine`` write through this."""
-    from ..text import write_error
-
-    written: list[tuple[str, str]] = []
-    failed: list[str] = []
-    for key, what in REPORTS:
-        path = targets.get(key)
-        if path:
-            try:
-                written.append((what, _WRITERS[key](path, report, list(written))))
-            except Exception as exc:
-                failed.append(write_error(f"the {what}", path, exc))
-    return written, failed
 
 
 def _location(report: pytest.TestReport) -> tuple[str, int]:
@@ -264,6 +213,12 @@ class SessionCollector:
             if name == ERROR_PROPERTY:
                 entry = json.loads(value)
                 self.errors.setdefault(str(entry["test"]), entry)
+        if report.failed and report.when not in ("setup", "call", "teardown"):
+            # a test whose process died (pytest-xdist makes its report on the controller, without the test's
+            # properties): whatever it used, its shard must not pass
+            test = without_group(report.nodeid)
+            self.errors.setdefault(test, {"test": test, "phase": "crash", "outcome": "error",
+                                          "reason": reason(report)})
         if report.when != "teardown":
             return
         passes = []
@@ -355,6 +310,10 @@ class SessionCollector:
         start = str(self.config.invocation_params.dir)
         where = {test: (annotation_path(path, rootdir, start=start), line)
                  for test, (path, line) in self.locations.items()}
+        for e in self.errors.values():  # a module that could not be collected: its file, at the top
+            test = str(e.get("test"))
+            if e.get("phase") == "collect" and test not in where:
+                where[test] = (annotation_path(test.split("::")[0], rootdir, start=start), 1)
         return annotations(self.report, where)
 
     def _collected_the_whole_suite(self) -> bool:

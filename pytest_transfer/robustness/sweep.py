@@ -262,7 +262,7 @@ def corruption_error(errors: Mapping[str, Any], reference: Mapping[str, Any], *,
 def corruption_sweep(model: TransferModel, dataset: TargetDataset, corruptions: str | Iterable[str] = "all",
                      severities: int | str | Iterable[int] = "all", *, context: Context,
                      method: str | TransferMethod = "linear_probe",
-                     split: str = "test", seed: int | None = None, k: int = 20, C: float = 1.0,
+                     split: str = "test", seed: int | None = None, k: int | None = None, C: float | None = None,
                      batch_size: int | None = None, cache: bool = True,
                      corruption_table: str | None = None) -> SweepResult:
     """Accuracy of ``model`` on ``split`` of ``dataset`` under every corruption × severity, from one data pass,
@@ -278,8 +278,8 @@ def corruption_sweep(model: TransferModel, dataset: TargetDataset, corruptions: 
     ``method`` is ``linear_probe`` (the probe is fitted once on clean train
     features), ``knn``, ``direct`` or ``finetune`` (the tuned model is swept), or a
     :class:`~pytest_transfer.methods.TransferMethod` from
-    :func:`~pytest_transfer.methods.get_method`, used as it is (``k`` and ``C`` are then its
-    own). ``corruption_table`` is the published
+    :func:`~pytest_transfer.methods.get_method`, used as it is (``k`` and ``C``, 20 and 1.0 for a
+    name, are then its own: giving them too is a ``ValueError``). ``corruption_table`` is the published
     parameter table (``auto``: by image size; ``imagenet-c``,
     ``tiny-imagenet-c``, ``cifar10-c``), by default ``--transfer-corruption-table``.
 
@@ -287,7 +287,11 @@ def corruption_sweep(model: TransferModel, dataset: TargetDataset, corruptions: 
     >>> res.to_rows()[:2]  # doctest: +SKIP
     """
     ctx = context
-    transfer = method if isinstance(method, TransferMethod) else get_method(method, k=k, C=C)
+    if isinstance(method, TransferMethod) and (k is not None or C is not None):
+        raise ValueError(f"k=/C=: method is the object {method!r}, which carries its own; give them to "
+                         "get_method(), or pass the method's name")
+    transfer = method if isinstance(method, TransferMethod) else \
+        get_method(method, k=20 if k is None else k, C=1.0 if C is None else C)
     names = resolve_corruptions(corruptions)
     levels = resolve_severities(severities)
     seed = int(ctx.settings.seed if seed is None else seed)
