@@ -93,19 +93,23 @@ def workflow_property(text: Any) -> str:
 
 
 def markdown_cell(text: Any) -> str:
-    """A Markdown table cell showing ``text`` as written: :func:`printable`, then backslashes, pipes and the
-    characters GitHub's Markdown reads as emphasis, code, links or strikethrough (``* _ ` [ ] ~``) escaped
-    with a backslash, and ``& < >`` as HTML entities (an exception's ``__init__`` or ``<lambda>`` was bold
-    text or a dropped tag).
+    """A Markdown table cell: :func:`printable`, then backslashes and pipes escaped, and ``<`` as ``&lt;``
+    (a ``<lambda>`` in a name was read as an HTML tag and dropped). Free text that may hold emphasis
+    (an exception's ``__init__``) goes in a :func:`markdown_code` span instead."""
+    return printable(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
 
-    >>> print(markdown_cell("__init__() in <lambda> | x"))
-    \\_\\_init\\_\\_() in &lt;lambda&gt; \\| x
+
+def markdown_code(text: Any) -> str:
+    """``text`` as a Markdown code span for a table cell, shown exactly as written: :func:`printable`, pipes
+    escaped (GitHub's tables need it even inside a span), fenced by more backticks than it holds in a row.
+
+    >>> print(markdown_code("__init__() got `x` in <lambda>"))
+    `` __init__() got `x` in <lambda> ``
     """
-    out = printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", out)
-
-
-_MARKDOWN_SPECIAL = re.compile(r"[\\|*_`\[\]~]")
+    out = printable(text).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", out)), default=0) + 1)
+    pad = " " if out.startswith("`") or out.endswith("`") or fence != "`" else ""
+    return f"{fence}{pad}{out}{pad}{fence}"
 
 
 def char_width(ch: str) -> int:

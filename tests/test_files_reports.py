@@ -210,6 +210,12 @@ def test_escapes_of_the_text_module():
     assert printable("猫 résumé 🙂") == "猫 résumé 🙂"  # nothing else changes
     assert workflow_data("50%\nx") == "50%25\\nx" and workflow_property("a:b,c") == "a%3Ab%2Cc"
     assert markdown_cell("a|b\\c\n") == "a\\|b\\\\c\\\\n"
+    assert markdown_cell("<lambda>") == "&lt;lambda>"  # not an HTML tag GitHub drops
+    from pytest_transfer.text import markdown_code
+
+    # an exception's text as written: no bold __init__, no dropped <lambda>, backticks and pipes kept
+    assert markdown_code("__init__() in <lambda>") == "`__init__() in <lambda>`"
+    assert markdown_code("got `x` | y") == "`` got `x` \\| y ``"
     from pytest_transfer.text import json_surrogates
 
     text = json_surrogates(json.dumps({"k": "caf\udce9"}, ensure_ascii=False))

@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from ..text import markdown_cell, workflow_data, workflow_property
+from ..text import markdown_cell, markdown_code, workflow_data, workflow_property
 from ..thresholds import format_threshold
 from .terminal import counterpart, short_tests, threshold_cell, value_cell
 
@@ -98,7 +98,7 @@ def errors_section(errors: Sequence[Mapping[str, Any]]) -> list[str]:
     tests = short_tests([str(e.get("test")) for e in errors])
     for e, test in zip(errors, tests, strict=True):
         result = "❌ FAILED" if e.get("outcome") == "failed" else "❌ ERROR"
-        out.append(f"| {result} | {_cell(e.get('phase'))} | {_code(test)} | {_cell(e.get('reason'))} |")
+        out.append(f"| {result} | {_cell(e.get('phase'))} | {_code(test)} | {markdown_code(e.get('reason'))} |")
     return [*out, ""]
 
 
