@@ -72,14 +72,49 @@ class StepsGeometry(Geometry):
         self.source = source
 
     def pil(self, img: Any) -> Any:
+        if img.mode == "F" and self._fills():  # a 16/32-bit image, in [0, 1]: the fill scaled to it
+            return self._per_channel(img, channels=1)
         for step in self.steps:
             img = step(img)
         return img
 
     def batch(self, images: torch.Tensor) -> torch.Tensor:
+        if images.is_floating_point() and self._fills():
+            return self._per_channel(images, channels=images.shape[-3])
         for step in self.steps:
             images = step(images)
         return images
+
+    def _fills(self) -> list[Any]:
+        """The ``fill`` of each step (``None`` where it pads with nothing): timm's ``CenterCropOrPad`` of
+        ``crop_mode='border'`` pads with the mean colour, in 8-bit units, one value per channel."""
+        fills = [getattr(s, "fill", None) for s in self.steps]
+        return fills if any(f not in (None, 0) for f in fills) else []
+
+    def _per_channel(self, images: Any, *, channels: int) -> torch.Tensor:
+        """Float [0, 1] ``images`` (a mode ``F`` PIL image, or N×C×H×W) through the steps one channel at a time,
+        each padded with its channel's fill / 255, as an 8-bit image is padded with the fill itself; a
+        one-channel image meets a colour fill as ``convert("RGB")`` would make it, repeated. C×H×W
+        (N×C×H×W) float32."""
+        import copy
+
+        import torch
+        from PIL import Image
+
+        is_pil = isinstance(images, Image.Image)
+        fills = self._fills()
+        colours = max([len(f) for f in fills if isinstance(f, (tuple, list))], default=channels)
+        out = []
+        for c in range(max(channels, colours)):
+            k = min(c, channels - 1)
+            img = images if is_pil else images[..., k:k + 1, :, :]
+            for step, fill in zip(self.steps, fills, strict=True):
+                if fill is not None:
+                    step = copy.copy(step)
+                    step.fill = float(fill[min(c, len(fill) - 1)] if isinstance(fill, (tuple, list)) else fill) / 255
+                img = step(img)
+            out.append(pil_as_tensor(img).float() if is_pil else img)
+        return torch.cat(out, dim=-3)
 
     def describe(self) -> str:
         return f"{self.source}: " + " → ".join(repr(s).replace("\n", "") for s in self.steps)

@@ -178,3 +178,32 @@ def test_ntk_on_a_folder_sees_each_file_as_the_library_feeds_it(fresh_context, f
     got = ntk_gram(model, ds, n_samples=6, split="test", layers=1)
     want = ntk_gram(reference, x, n_samples=6, layers=1)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(np.abs(want).max()))
+
+
+def test_timm_border_crop_pads_16_bit_files_and_float_batches_with_the_mean_colour(fresh_context, tmp_path):
+    """timm's ``crop_mode='border'`` (``ResizeKeepRatio`` + ``CenterCropOrPad`` filled with the mean colour in
+    8-bit units) on a 16-bit PNG and on an in-memory array, whose pixels are floats in [0, 1]: padded with that
+    colour / 255, channel by channel. The images are 177×100 and 100×177, so the resize is the identity and
+    the reference is exact: the library's pipeline on the 8-bit image the 16-bit file holds ×257
+    (``v × 257 / 65 535 = v / 255``)."""
+    timm = pytest.importorskip("timm", reason="needs the [timm] extra")
+    from PIL import Image
+
+    model = load_model("timm:test_vit.r160_in1k", pretrained=False,
+                       pretrained_cfg_overlay={"crop_mode": "border", "crop_pct": 0.9})  # 177 → 160, padded
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model.module))
+    photos = sample_photos()
+    grey = [np.asarray(Image.fromarray(photos[0][:100, :177]).convert("L")),
+            np.asarray(Image.fromarray(photos[1][:177, 200:300]).convert("L"))]
+    for n, v in enumerate(grey):
+        (tmp_path / f"c{n}").mkdir()
+        Image.fromarray(v.astype(np.uint16) * 257).save(tmp_path / f"c{n}" / "deep.png")
+    colour = np.stack([photos[0][:100, :177], photos[1][:100, 300:477]])
+    cases = [(f"imagefolder:{tmp_path}", [Image.fromarray(v).convert("RGB") for v in grey]),
+             ((colour.transpose(0, 3, 1, 2), np.array([0, 1])), [Image.fromarray(a) for a in colour])]
+    for data, images in cases:
+        ev = evaluate(model, load_dataset(data, name="border"), split="all")
+        with torch.inference_mode():
+            expected = torch.cat([model.module(transform(images[i])[None]) for i in ev.indices])
+        scale = float(expected.abs().max())
+        assert float((torch.from_numpy(ev.logits) - expected).abs().max()) <= 1e-4 * scale + 1e-5
