@@ -155,8 +155,8 @@ class ProcessorGeometry(Geometry):
         self.source = source
 
     def _call(self, images: Any) -> torch.Tensor:
-        return self.processor(images=images, do_rescale=False, do_normalize=False,
-                              return_tensors="pt")["pixel_values"]
+        off = {k: False for k in PROCESSOR_PHOTOMETRIC_STEPS if hasattr(self.processor, k)}
+        return self.processor(images=images, **off, return_tensors="pt")["pixel_values"]
 
     def pil(self, img: Any) -> torch.Tensor:
         import torch
@@ -179,25 +179,45 @@ class ProcessorGeometry(Geometry):
         return f"{self.source}: {type(p).__name__}({', '.join(f'{k}={v!r}' for k, v in keep.items() if v is not None)})"
 
 
+#: a Hugging Face image processor's per-pixel steps, switched off for its geometric stage: the rescale, the
+#: normalisation, and EfficientNet's ``include_top`` (a second division by ``image_std``)
+PROCESSOR_PHOTOMETRIC_STEPS = ("do_rescale", "do_normalize", "include_top")
+
+
+def _floats(values: Any, default: float) -> tuple[float, ...]:
+    if values is None:
+        return (default,)
+    return tuple(float(v) for v in (values if isinstance(values, (tuple, list)) else [values]))
+
+
 class ProcessorPhotometric:
-    """A Hugging Face image processor's rescale and normalisation, on float [0, 1] images (value / 255)."""
+    """A Hugging Face image processor's per-pixel steps, on float [0, 1] images (value / 255), in its order:
+    the rescale (``value × 255 × rescale_factor``, minus 1 with EfficientNet's ``rescale_offset``), the
+    normalisation (``(x - image_mean) / image_std``), and EfficientNet's ``include_top`` (``x / image_std``)."""
 
     def __init__(self, processor: Any) -> None:
-        self.scale = 255.0 * float(processor.rescale_factor) if getattr(processor, "do_rescale", True) else 255.0
+        rescale = getattr(processor, "do_rescale", True)
+        self.scale = 255.0 * float(processor.rescale_factor) if rescale else 255.0
+        self.offset = -1.0 if rescale and getattr(processor, "rescale_offset", False) else 0.0
         normalise = getattr(processor, "do_normalize", False)
-        self.mean = tuple(float(m) for m in processor.image_mean) if normalise else None
-        self.std = tuple(float(s) for s in processor.image_std) if normalise else None
+        self.mean = _floats(processor.image_mean, 0.0) if normalise else None
+        self.std = _floats(processor.image_std, 1.0) if normalise else None
+        top = getattr(processor, "include_top", False)
+        self.top_std = _floats(processor.image_std, 1.0) if top else None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images * self.scale if self.scale != 1.0 else images
+        if self.offset:
+            x = x + self.offset
         if self.mean is not None and self.std is not None:
-            mean = x.new_tensor(self.mean).view(1, -1, 1, 1)
-            std = x.new_tensor(self.std).view(1, -1, 1, 1)
-            x = (x - mean) / std
+            x = (x - x.new_tensor(self.mean).view(1, -1, 1, 1)) / x.new_tensor(self.std).view(1, -1, 1, 1)
+        if self.top_std is not None:
+            x = x / x.new_tensor(self.top_std).view(1, -1, 1, 1)
         return x
 
     def __repr__(self) -> str:
-        return f"ProcessorPhotometric(scale={self.scale}, mean={self.mean}, std={self.std})"
+        return (f"ProcessorPhotometric(scale={self.scale}, offset={self.offset}, mean={self.mean}, std={self.std}, "
+                f"top_std={self.top_std})")
 
 
 class SquareGeometry(Geometry):
@@ -222,5 +242,6 @@ class SquareGeometry(Geometry):
         return f"Resize({self.size}, bilinear) → CenterCrop({self.size})"
 
 
-__all__ = ["TO_TENSOR_STEPS", "Geometry", "ProcessorGeometry", "ProcessorPhotometric", "SquareGeometry", "Steps",
+__all__ = ["PROCESSOR_PHOTOMETRIC_STEPS", "TO_TENSOR_STEPS", "Geometry",
+           "ProcessorGeometry", "ProcessorPhotometric", "SquareGeometry", "Steps",
            "StepsGeometry", "pil_as_tensor", "split_compose"]

@@ -111,6 +111,24 @@ def _hf(torch_home, tmp_path, monkeypatch):
     return load_model(f"hf:{tmp_path}"), lambda x: reference(pixel_values=x).logits, transform
 
 
+def _hf_efficientnet(torch_home, tmp_path, monkeypatch):
+    """A tiny ConvNeXt fed by EfficientNet's image processor: rescale with ``rescale_offset`` (×1/255 − 1),
+    normalise, then ``include_top`` (a second division by ``image_std``)."""
+    transformers = pytest.importorskip("transformers", reason="needs the [hf] extra")
+    torch.manual_seed(0)
+    transformers.ConvNextForImageClassification(transformers.ConvNextConfig(
+        hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3)).eval().save_pretrained(tmp_path)
+    transformers.EfficientNetImageProcessor(size={"height": 36, "width": 36}, crop_size={"height": 32, "width": 32},
+                                            rescale_offset=True).save_pretrained(tmp_path)
+    reference = transformers.ConvNextForImageClassification.from_pretrained(tmp_path).eval()
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path)
+
+    def transform(img):
+        return processor(images=img, return_tensors="pt")["pixel_values"][0]
+
+    return load_model(f"hf:{tmp_path}"), lambda x: reference(pixel_values=x).logits, transform
+
+
 def _checkpoint(torch_home, tmp_path, monkeypatch):
     from torchvision import transforms as T
     from torchvision.models import resnet18
@@ -124,7 +142,8 @@ def _checkpoint(torch_home, tmp_path, monkeypatch):
     return model, net, transform
 
 
-LIBRARIES = {"torchvision": _torchvision, "timm": _timm, "transformers": _hf, "checkpoint": _checkpoint}
+LIBRARIES = {"torchvision": _torchvision, "timm": _timm, "transformers": _hf,
+             "transformers-efficientnet": _hf_efficientnet, "checkpoint": _checkpoint}
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
