@@ -148,7 +148,8 @@ def split_compose(compose: Any, *, source: str) -> tuple[StepsGeometry, Steps] |
 
 
 class ProcessorGeometry(Geometry):
-    """A Hugging Face image processor's own resize and crop (``do_rescale=False, do_normalize=False``)."""
+    """A Hugging Face image processor's own resize and crop, its per-pixel steps off; a 16/32-bit image (mode
+    ``F``, in [0, 1]) is handed to it as a float RGB tensor."""
 
     def __init__(self, processor: Any, *, source: str) -> None:
         self.processor = processor
@@ -161,8 +162,12 @@ class ProcessorGeometry(Geometry):
     def pil(self, img: Any) -> torch.Tensor:
         import torch
 
+        if img.mode == "F":  # a 16/32-bit image in [0, 1]: as an RGB tensor, so that neither the processor's
+            # convert("RGB") (which would saturate it to 0 and 1) nor its channel flips see one float band
+            rgb = pil_as_tensor(img).expand(3, -1, -1).contiguous()
+            return self._call(rgb)[0].float()
         out = self._call(img)[0]
-        if out.dtype != torch.uint8 and img.mode != "F":
+        if out.dtype != torch.uint8:
             rounded = out.round()
             if torch.equal(rounded, out) and float(out.min()) >= 0 and float(out.max()) <= 255:
                 return rounded.to(torch.uint8)
