@@ -88,3 +88,55 @@ def test_another_feature_node_and_default_labels(fresh_context, saved, tmp_path)
     transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(plain)
     unnamed = load_model(f"hf:{plain}")
     assert unnamed.num_classes == 2 and unnamed.categories is None  # LABEL_0, LABEL_1 are no names
+
+
+PROCESSORS = {  # (class, options): per-pixel steps beyond "value / 255, then normalise"
+    "efficientnet-offset-top": ("EfficientNetImageProcessor", {"size": {"height": 36, "width": 36},
+                                                               "crop_size": {"height": 32, "width": 32},
+                                                               "do_center_crop": True, "rescale_offset": True}),
+    "no-rescale": ("ViTImageProcessor", {"size": {"height": 32, "width": 32}, "do_rescale": False}),
+    "rescale-1/127.5": ("ViTImageProcessor", {"size": {"height": 32, "width": 32}, "rescale_factor": 1 / 127.5}),
+}
+
+
+def _save_with(folder, saved, name):
+    import shutil
+
+    cls, options = PROCESSORS[name]
+    shutil.copytree(saved, folder, dirs_exist_ok=True)
+    getattr(transformers, cls)(**options).save_pretrained(folder)
+    return folder, options["size"]["height"]
+
+
+@pytest.mark.parametrize("name", PROCESSORS)
+def test_tensors_get_all_of_the_processors_per_pixel_steps(fresh_context, saved, photos, tmp_path, name):
+    """``model(images)`` (the whole preprocess on float [0, 1] tensors: fine-tuning, NTK) equals the model on
+    the processor's own output for the same images in 8 bits. The images are at the processor's size, so its
+    resize is the identity and the reference exact."""
+    folder, side = _save_with(tmp_path / name, saved, name)
+    reference = transformers.ViTForImageClassification.from_pretrained(folder).eval()
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    u8 = (photos[0][:, :, :side, 100:100 + side] * 255).round().to(torch.uint8)
+    with torch.inference_mode():
+        expected = reference(pixel_values=processor(images=list(u8), return_tensors="pt")["pixel_values"]).logits
+        got = load_model(f"hf:{folder}")(u8.float() / 255)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_processor_step_the_split_does_not_know_is_refused(fresh_context, saved, tmp_path, monkeypatch):
+    """The per-image / per-batch split is checked against the processor itself at load: a per-pixel step it
+    missed (here EfficientNet's ``rescale_offset``, dropped on purpose) is a ValueError naming it, not numbers
+    that silently differ from the library's."""
+    from pytest_transfer.models import geometry, hf
+
+    folder, _ = _save_with(tmp_path / "eff", saved, "efficientnet-offset-top")
+    load_model(f"hf:{folder}")  # the real split: accepted
+
+    class NoOffset(geometry.ProcessorPhotometric):
+        def __init__(self, processor):
+            super().__init__(processor)
+            self.offset = 0.0
+
+    monkeypatch.setattr(hf, "ProcessorPhotometric", NoOffset)
+    with pytest.raises(ValueError, match=r"EfficientNetImageProcessor does more per pixel .* differs by"):
+        load_model(f"hf:{folder}")

@@ -2,7 +2,8 @@
 
 The model is ``AutoModelForImageClassification.from_pretrained`` and the
 preprocess the saved image processor (``AutoImageProcessor``, torchvision
-backend) called on the float [0, 1] batch with ``do_rescale=False``; both are
+backend) called on the float [0, 1] batch × 255 (its own rescale then runs
+as on an 8-bit file); both are
 read with ``local_files_only=True`` and huggingface_hub forced offline. Needs
 the ``hf`` extra: ``pip install 'pytest-transfer[hf]'``.
 """
@@ -22,18 +23,47 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class ProcessorCall:
-    """A Hugging Face image processor as a function of float [0, 1] N×C×H×W tensors: its own resize, crop
-    and normalisation, without the 1/255 rescale (the images are already in [0, 1])."""
+    """A Hugging Face image processor as a function of float [0, 1] N×C×H×W tensors: all of its own steps
+    (resize, crop, rescale, normalisation, ...) on the images × 255, the 8-bit range it is given a file in."""
 
     def __init__(self, processor: Any) -> None:
         self.processor = processor
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.processor(images=images, do_rescale=False, return_tensors="pt")["pixel_values"]
+        out = self.processor(images=images * 255.0, return_tensors="pt")["pixel_values"]
         return out.to(images.device)
 
     def __repr__(self) -> str:
         return f"ProcessorCall({type(self.processor).__name__}({self.processor.to_json_string()}))"
+
+
+def processor_preprocess(processor: Any, ref: str) -> TensorTransform:
+    """The preprocess of ``hf:<ref>``: the processor's geometry per image, its per-pixel steps per batch
+    (:mod:`~pytest_transfer.models.geometry`), and the whole processor for tensors of any size. The two
+    stages are checked against the processor itself on a 37×29 test image (its own call on the PIL image,
+    as on a file): a processor with a per-pixel step the split does not know is a ``ValueError``, not
+    silently different numbers."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    geometry = ProcessorGeometry(processor, source=f"hf:{ref}")
+    photometric = ProcessorPhotometric(processor)
+    ramp = np.add.outer(np.arange(29) * 7, np.arange(37) * 5)
+    img = Image.fromarray(np.stack([ramp % 256, (ramp * 3) % 256, 255 - ramp % 256], -1).astype(np.uint8))
+    try:
+        want = processor(images=img, return_tensors="pt")["pixel_values"].float()
+        staged = geometry.image(img)
+    except Exception as exc:  # the library's own error, whatever its type, named with the model
+        raise ValueError(f"hf:{ref}: the image processor {type(processor).__name__} fails on a 37×29 RGB test "
+                         f"image: {type(exc).__name__}: {exc}") from exc
+    got = photometric((staged.float() / 255 if staged.dtype == torch.uint8 else staged)[None])
+    diff = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
+    if not diff <= 1e-4 * (1.0 + float(want.abs().max())):
+        raise ValueError(f"hf:{ref}: the image processor {type(processor).__name__} does more per pixel than "
+                         f"{photometric!r} (its own output differs by {diff:.3g} on a test image), so pytest-transfer "
+                         "cannot feed files as it does; please report it with the processor's config")
+    return TensorTransform(ProcessorCall(processor), source=f"hf:{ref}", geometry=geometry, photometric=photometric)
 
 
 def _logits_module() -> Any:
@@ -105,8 +135,6 @@ def load_hf(ref: str, *, cache_dir: str | os.PathLike[str] | None = None, revisi
                                 f"{folder}). {fill_hint(python, cache, folder)}") from None
     model.eval()
     return TransferModel(_logits_module()(model).eval(), name=f"hf:{ref}",
-                         preprocess=TensorTransform(ProcessorCall(processor), source=f"hf:{ref}",
-                                                    geometry=ProcessorGeometry(processor, source=f"hf:{ref}"),
-                                                    photometric=ProcessorPhotometric(processor)),
+                         preprocess=processor_preprocess(processor, ref),
                          num_classes=model.config.num_labels, categories=_categories(model.config),
                          feature_node=feature_node)

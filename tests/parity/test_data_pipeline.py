@@ -111,6 +111,30 @@ def _hf(torch_home, tmp_path, monkeypatch):
     return load_model(f"hf:{tmp_path}"), lambda x: reference(pixel_values=x).logits, transform
 
 
+def _hf_efficientnet(torch_home, tmp_path, monkeypatch):
+    """A tiny ConvNeXt fed by EfficientNet's image processor: rescale with ``rescale_offset`` (×1/255 − 1),
+    normalise, then ``include_top`` (a second division by ``image_std``)."""
+    return _tiny_convnext(tmp_path, "EfficientNetImageProcessor", size={"height": 36, "width": 36},
+                          crop_size={"height": 32, "width": 32}, rescale_offset=True)
+
+
+def _tiny_convnext(folder, processor_class: str, **options):
+    """A tiny random ConvNeXt saved in ``folder`` with ``processor_class(**options)``: the ``hf:`` model, the
+    reference logits function and the processor's own transform of a PIL image."""
+    transformers = pytest.importorskip("transformers", reason="needs the [hf] extra")
+    torch.manual_seed(0)
+    transformers.ConvNextForImageClassification(transformers.ConvNextConfig(
+        hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3)).eval().save_pretrained(folder)
+    getattr(transformers, processor_class)(**options).save_pretrained(folder)
+    reference = transformers.ConvNextForImageClassification.from_pretrained(folder).eval()
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+
+    def transform(img):
+        return processor(images=img, return_tensors="pt")["pixel_values"][0]
+
+    return load_model(f"hf:{folder}"), lambda x: reference(pixel_values=x).logits, transform
+
+
 def _checkpoint(torch_home, tmp_path, monkeypatch):
     from torchvision import transforms as T
     from torchvision.models import resnet18
@@ -124,7 +148,8 @@ def _checkpoint(torch_home, tmp_path, monkeypatch):
     return model, net, transform
 
 
-LIBRARIES = {"torchvision": _torchvision, "timm": _timm, "transformers": _hf, "checkpoint": _checkpoint}
+LIBRARIES = {"torchvision": _torchvision, "timm": _timm, "transformers": _hf,
+             "transformers-efficientnet": _hf_efficientnet, "checkpoint": _checkpoint}
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
@@ -178,3 +203,56 @@ def test_ntk_on_a_folder_sees_each_file_as_the_library_feeds_it(fresh_context, f
     got = ntk_gram(model, ds, n_samples=6, split="test", layers=1)
     want = ntk_gram(reference, x, n_samples=6, layers=1)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(np.abs(want).max()))
+
+
+def test_timm_border_crop_pads_16_bit_files_and_float_batches_with_the_mean_colour(fresh_context, tmp_path):
+    """timm's ``crop_mode='border'`` (``ResizeKeepRatio`` + ``CenterCropOrPad`` filled with the mean colour in
+    8-bit units) on a 16-bit PNG and on an in-memory array, whose pixels are floats in [0, 1]: padded with that
+    colour / 255, channel by channel. The images are 177×100 and 100×177, so the resize is the identity and
+    the reference is exact: the library's pipeline on the 8-bit image the 16-bit file holds ×257
+    (``v × 257 / 65 535 = v / 255``)."""
+    timm = pytest.importorskip("timm", reason="needs the [timm] extra")
+    from PIL import Image
+
+    model = load_model("timm:test_vit.r160_in1k", pretrained=False,
+                       pretrained_cfg_overlay={"crop_mode": "border", "crop_pct": 0.9})  # 177 → 160, padded
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model.module))
+    photos = sample_photos()
+    grey = [np.asarray(Image.fromarray(photos[0][:100, :177]).convert("L")),
+            np.asarray(Image.fromarray(photos[1][:177, 200:300]).convert("L"))]
+    for n, v in enumerate(grey):
+        (tmp_path / f"c{n}").mkdir()
+        Image.fromarray(v.astype(np.uint16) * 257).save(tmp_path / f"c{n}" / "deep.png")
+    colour = np.stack([photos[0][:100, :177], photos[1][:100, 300:477]])
+    cases = [(f"imagefolder:{tmp_path}", [Image.fromarray(v).convert("RGB") for v in grey]),
+             ((colour.transpose(0, 3, 1, 2), np.array([0, 1])), [Image.fromarray(a) for a in colour])]
+    for data, images in cases:
+        ev = evaluate(model, load_dataset(data, name="border"), split="all")
+        with torch.inference_mode():
+            expected = torch.cat([model.module(transform(images[i])[None]) for i in ev.indices])
+        scale = float(expected.abs().max())
+        assert float((torch.from_numpy(ev.logits) - expected).abs().max()) <= 1e-4 * scale + 1e-5
+
+
+@pytest.mark.parametrize("processor_class", ["BitImageProcessor", "MobileViTImageProcessor"])
+def test_16_bit_files_reach_processors_that_convert_or_flip_channels(fresh_context, tmp_path, processor_class):
+    """A 16-bit PNG (read as value / 65 535) fed to a processor that calls ``convert("RGB")`` (BiT: it would
+    saturate the float image to 0 and 1) or flips RGB to BGR (MobileViT: one float band has no channel 2)
+    gives the logits of the 8-bit image it was made from (×257, so value / 65 535 = v / 255). The files are at
+    the processor's size, so its resize is the identity and the reference exact."""
+    from PIL import Image
+
+    model, reference, transform = _tiny_convnext(tmp_path / "model", processor_class, size={"shortest_edge": 32},
+                                                 crop_size={"height": 32, "width": 32})
+    photos, grey = sample_photos(), []
+    for n in range(4):
+        grey.append(np.asarray(Image.fromarray(photos[n % 2][40 * n:40 * n + 32, 60:92]).convert("L")))
+        (tmp_path / "data" / f"c{n % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grey[-1].astype(np.uint16) * 257).save(tmp_path / "data" / f"c{n % 2}" / f"{n}.png")
+    ds = load_dataset(f"imagefolder:{tmp_path / 'data'}")
+    ev = evaluate(model, ds, split="all")
+    with torch.inference_mode():
+        expected = torch.cat([reference(transform(Image.fromarray(grey[int(ds.source.paths[i][-5])]).convert("RGB"))
+                                        [None]) for i in ev.indices])
+    scale = float(expected.abs().max())
+    assert float((torch.from_numpy(ev.logits) - expected).abs().max()) <= 1e-4 * scale + 1e-5
