@@ -19,6 +19,7 @@ from .context import REGISTRATION_HOOKS, Context, run_registration, set_current_
 from .report.session import PASSES_PROPERTY, PROPERTY, without_group
 from .settings import OPTIONS, resolve
 from .text import printable
+from .thresholds import Provided
 
 CONTEXT_KEY = pytest.StashKey[Context]()
 PREVIOUS_KEY = pytest.StashKey[Any]()
@@ -50,16 +51,35 @@ def get_context(config: pytest.Config) -> Context:
     return config.stash[CONTEXT_KEY]
 
 
+def _hook_impls(config: pytest.Config, hook: str) -> list[tuple[Any, str]]:
+    """``(implementation, where)`` of ``hook`` in the order pluggy calls them (the last registered first,
+    ``tryfirst``/``trylast`` kept), wrappers left out, ``where`` its plugin's file or name (printable)."""
+    impls = [i for i in reversed(getattr(config.hook, hook).get_hookimpls())
+             if not (i.hookwrapper or getattr(i, "wrapper", False))]
+    return [(i, printable(str(getattr(i.plugin, "__file__", None) or i.plugin_name))) for i in impls]
+
+
+def _threshold_provider(config: pytest.Config) -> Any:
+    """The ``pytest_transfer_threshold`` hook as pluggy's ``firstresult`` call, answering with the plugin or
+    ``conftest.py`` that gave the threshold (its source says which: a plugin's answer beats the files)."""
+    def provide(model: str, dataset: str, metric: str) -> Provided | None:
+        args = {"model": model, "dataset": dataset, "metric": metric}
+        for impl, where in _hook_impls(config, "pytest_transfer_threshold"):
+            got = impl.function(**{a: args[a] for a in impl.argnames})
+            if got is not None:
+                return Provided(got, where)
+        return None
+
+    return provide
+
+
 def _register(config: pytest.Config) -> Any:
     """The session's registrar: each registration hook's implementations, called in pluggy's order (the last
     registered first) one by one, so that an error names its hook and its plugin or ``conftest.py``."""
     def registrar(ctx: Context) -> None:
         for hook in REGISTRATION_HOOKS:
-            for impl in reversed(getattr(config.hook, hook).get_hookimpls()):
-                if impl.hookwrapper or getattr(impl, "wrapper", False):  # nothing to register: they wrap others
-                    continue
-                where = getattr(impl.plugin, "__file__", None) or impl.plugin_name
-                run_registration(ctx, hook, impl.function, printable(str(where)))
+            for impl, where in _hook_impls(config, hook):  # wrappers register nothing of their own
+                run_registration(ctx, hook, impl.function, where)
 
     return registrar
 
@@ -76,10 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = resolve(cli, rootdir=str(config.rootpath), pyproject=pyproject)
     ctx = Context(settings)
     ctx.registrars.append(_register(config))
-    ctx.thresholds.providers.append(
-        lambda model, dataset, metric: config.hook.pytest_transfer_threshold(model=model, dataset=dataset,
-                                                                            metric=metric)
-    )
+    ctx.thresholds.providers.append(_threshold_provider(config))
     ctx.device_override = lambda: _device_from_hook(config)
     ctx.worker = getattr(config, "workerinput", {}).get("workerid")
     config.stash[CONTEXT_KEY] = ctx

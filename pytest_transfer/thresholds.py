@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -133,6 +133,14 @@ def format_value(value: float, threshold: float | None = None) -> str:
 
 #: the source of the stand-in threshold a gate without one measures against in a --transfer-suggest-thresholds run
 PLACEHOLDER_SOURCE = "none yet (--transfer-suggest-thresholds run: measured, not gated)"
+
+
+class Provided(NamedTuple):
+    """A provider's answer with where it came from (the plugin or ``conftest.py`` whose
+    ``pytest_transfer_threshold`` answered), for the threshold's source."""
+
+    value: Any
+    origin: str
 
 
 @dataclass(frozen=True)
@@ -258,8 +266,9 @@ class ThresholdTable:
             if got is not None:
                 if isinstance(got, Threshold):
                     return got
-                where = f"pytest_transfer_threshold hook (model {model!r}, dataset {dataset!r})"
-                return Threshold(self._validated(key, got, where), f"pytest_transfer_threshold hook {key}")
+                got, origin = (got.value, f" in {got.origin}") if isinstance(got, Provided) else (got, "")
+                where = f"pytest_transfer_threshold hook{origin} (model {model!r}, dataset {dataset!r})"
+                return Threshold(self._validated(key, got, where), f"pytest_transfer_threshold hook {key}{origin}")
         return None
 
     def from_table(self, model: str, dataset: str, key: str) -> Threshold | None:

@@ -192,6 +192,8 @@ def test_precedence_through_pytest_with_a_thresholds_file(pytester):
     pytester.makefile(".toml", pyproject=PYPROJECT)
     pytester.makefile(".toml", gates='[thresholds."net"."halves"]\nknn_accuracy = 0.3\n')
     pytester.makepyfile('''
+        import re
+
         import pytest
         from pytest_transfer import assert_transfer_accuracy_above
 
@@ -203,7 +205,8 @@ def test_precedence_through_pytest_with_a_thresholds_file(pytester):
         @pytest.mark.transfer(model="net", dataset="halves-hooked")
         def test_hook_beats_exact_match(pretrained_model, target_dataset):
             m = assert_transfer_accuracy_above(pretrained_model, target_dataset, method="knn")
-            assert (m.threshold, m.threshold_source) == (0.25, "pytest_transfer_threshold hook knn_accuracy")
+            assert m.threshold == 0.25  # the source names the conftest.py whose hook answered
+            assert re.fullmatch(r"pytest_transfer_threshold hook knn_accuracy in .*conftest[.]py", m.threshold_source)
 
         @pytest.mark.transfer(model="net", dataset="halves-hooked")
         def test_argument_beats_hook(pretrained_model, target_dataset):
