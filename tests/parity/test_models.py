@@ -146,6 +146,21 @@ def _timm(name: str, num_classes: int) -> Callable[[Any], Built]:
     return build
 
 
+def _timm_weights_file(tmp: Any) -> Built:
+    """A fine-tuned timm model's state dict (a ``CLASSES``-way head) read with ``weights=<file>`` and no
+    ``num_classes=``: the class count comes from the file's classifier, as for ``checkpoint:``."""
+    import timm
+
+    from pytest_transfer import load_model
+
+    torch.manual_seed(3)
+    path = tmp / "tuned-timm.pth"
+    torch.save(timm.create_model("test_efficientnet", pretrained=False, num_classes=CLASSES).state_dict(), path)
+    model = load_model("timm:test_efficientnet", weights=str(path),
+                       pretrained_cfg_overlay={"input_size": (3, SIZE, SIZE)})
+    return Built(model, model.module, model.preprocess, "classifier", "blocks.0", model)
+
+
 def _transformers(tmp: Any, num_labels: int = CLASSES) -> Built:
     """A tiny ViT saved with ``save_pretrained``; ``num_labels=0``: transformers' headless model (its
     classifier is ``nn.Identity`` and ``.logits`` the pooled [CLS] token)."""
@@ -202,6 +217,7 @@ HEADLESS = {"direct": r"has no classification head", "finetune": r"has none \(a 
 ROWS = [
     Row("torchvision", _torchvision),
     Row("timm", _timm("test_efficientnet", CLASSES)),
+    Row("timm-weights-file", _timm_weights_file),
     Row("transformers", _transformers),
     Row("checkpoint.pt", _checkpoint(".pt")),
     Row("checkpoint.pth.tar", _checkpoint(".pth.tar")),
@@ -517,7 +533,7 @@ def row_cell(row: Row, tmp: Path) -> Iterator[Cell]:
 
     if "transformers" in row.name or row.name == "module-ModelOutput":
         pytest.importorskip("transformers")
-    if row.name.endswith("timm"):
+    if "timm" in row.name:
         pytest.importorskip("timm")
     built, ds, ctx, before = _row(row, tmp)
     previous = set_current_context(ctx)
