@@ -27,13 +27,14 @@ class LoadFailure:
 
 
 def raised_at(exc: BaseException, *, limit: int = 4) -> list[str]:
-    """The last ``limit`` frames outside pytest-transfer's package where ``exc`` (or, for an error that wraps
-    another, the innermost of its causes) was raised, innermost last: a loader's own line is shown although
-    the failure is reported without a fixture traceback."""
+    """The last ``limit`` frames outside pytest-transfer's package where ``exc`` (or, for an error raised
+    ``from`` another, the innermost of those causes) was raised, innermost last: a loader's own line is shown
+    although the failure is reported without a fixture traceback. An exception merely raised while another
+    was being handled is not followed (the loader's own, clearer error is the one that says what happened)."""
     import traceback
 
-    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not os.path.abspath(f.filename).startswith(package)]
     if not frames:

@@ -102,13 +102,7 @@ def _hf(torch_home, tmp_path, monkeypatch):
     transformers.ViTForImageClassification(config).eval().save_pretrained(tmp_path)
     transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
                                    image_std=[0.2, 0.25, 0.3]).save_pretrained(tmp_path)
-    reference = transformers.ViTForImageClassification.from_pretrained(tmp_path).eval()
-    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path)
-
-    def transform(img):
-        return processor(images=img, return_tensors="pt")["pixel_values"][0]
-
-    return load_model(f"hf:{tmp_path}"), lambda x: reference(pixel_values=x).logits, transform
+    return _hf_parts(transformers.ViTForImageClassification, tmp_path)
 
 
 def _hf_efficientnet(torch_home, tmp_path, monkeypatch):
@@ -126,7 +120,15 @@ def _tiny_convnext(folder, processor_class: str, **options):
     transformers.ConvNextForImageClassification(transformers.ConvNextConfig(
         hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3)).eval().save_pretrained(folder)
     getattr(transformers, processor_class)(**options).save_pretrained(folder)
-    reference = transformers.ConvNextForImageClassification.from_pretrained(folder).eval()
+    return _hf_parts(transformers.ConvNextForImageClassification, folder)
+
+
+def _hf_parts(model_class, folder):
+    """A model and processor saved in ``folder``: the ``hf:`` model, the reference logits function (the
+    library's class called on pixel values) and the processor's own transform of a PIL image."""
+    import transformers
+
+    reference = model_class.from_pretrained(folder).eval()
     processor = transformers.AutoImageProcessor.from_pretrained(folder)
 
     def transform(img):
