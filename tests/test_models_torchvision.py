@@ -253,3 +253,16 @@ def test_preprocess_equals_torchvisions_pil_pipeline_up_to_8_bit_rounding(fresh_
         ours = model.preprocess(torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float() / 255)[0]
         assert ours.shape == pil.shape
         assert float((ours - pil).abs().max()) < max_step and float((ours - pil).abs().mean()) < 0.01
+
+
+def test_a_misspelt_keyword_of_the_source_is_refused_before_the_weights_are_read(fresh_context):
+    """``check_hsh=False`` (a typo) on re-saved weights said the hash did not match and told the user to pass
+    check_hash=False, which they believed they had; a builder argument such as googlenet's ``init_weights``
+    still reaches the builder."""
+    with pytest.raises(ValueError, match="the keyword 'check_hsh' is not taken by this source; did you mean "
+                                         "'check_hash'"):
+        load_model("torchvision:resnet18", check_hsh=False)
+    pytest.importorskip("timm")
+    with pytest.raises(ValueError, match=r"'pretraind'.*did you mean 'pretrained'"):
+        load_model("timm:test_efficientnet", pretraind=False)
+    assert load_model("torchvision:googlenet:none", init_weights=False, aux_logits=False, image_size=32)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .core import Preprocess, TransferModel, find_head
+from .core import Preprocess, TransferModel, find_head, refuse_near_misses
 from .state import SUFFIXES, load_into, read_weights, strip_shared_prefixes, unwrap_state_dict, weights_suffix
 from .torchvision import IMAGENET_MEAN, IMAGENET_STD, check_arch, seeded_build
 
@@ -54,6 +54,8 @@ def load_checkpoint(path: str, *, arch: str | None = None, image_size: int | Non
     if not arch:
         raise ValueError(f"checkpoint:{path}: say which architecture it is for, e.g. "
                          f'load_model("checkpoint:{path}", arch="resnet18")')
+    refuse_near_misses(builder_kwargs, ("arch", "image_size", "feature_node", "num_classes", "mean", "std",
+                                        "name", "seed"), f"checkpoint:{path}")
     p = Path(path)
     if p.is_file() and weights_suffix(p) is None:
         raise ValueError(f"checkpoint:{path}: unknown weights file type {''.join(p.suffixes) or p.name!r}; "

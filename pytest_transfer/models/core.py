@@ -25,6 +25,18 @@ def close_names(name: str, candidates: Iterable[str], *, n: int = 5) -> list[str
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6)
 
 
+def refuse_near_misses(extra: Iterable[str], own: Iterable[str], what: str) -> None:
+    """Refuse, before any file is read, a keyword passed on to a library (builder arguments) that is spelled
+    almost like one of the loader's own (``check_hsh`` for ``check_hash``): it would otherwise go unnoticed
+    until a later error (the weights' hash check telling the user to pass the keyword they meant to pass).
+    The cutoff (0.85) keeps real builder arguments such as googlenet's ``init_weights`` apart from ``weights``."""
+    own = list(own)
+    for key in extra:
+        close = difflib.get_close_matches(key, own, n=1, cutoff=0.85)
+        if close and key not in own:
+            raise ValueError(f"{what}: the keyword {key!r} is not taken by this source; did you mean {close[0]!r}?")
+
+
 class Preprocess:
     """Resize the shorter side to ``size``, crop the centre ``size``×``size`` and normalise with ``mean`` / ``std``.
 

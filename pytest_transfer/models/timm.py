@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .core import TensorTransform, TransferModel, close_names
+from .core import TensorTransform, TransferModel, close_names, refuse_near_misses
 from .geometry import split_compose
 from .hfhub import fill_hint, hf_cache_dir, hf_offline, repo_folder
 
@@ -97,6 +97,7 @@ def load_timm(name: str, *, weights: str | os.PathLike[str] | None = None, pretr
     from .torchvision import seeded_build
 
     _check_name(timm, name)
+    refuse_near_misses(create_kwargs, ("weights", "pretrained", "cache_dir", "feature_node", "seed"), f"timm:{name}")
     if weights is None and pretrained:
         model = _pretrained(timm, name, hf_cache_dir(cache_dir), create_kwargs)
     else:

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..fingerprints import file_digest
-from .core import Preprocess, TensorTransform, TransferModel, close_names
+from .core import Preprocess, TensorTransform, TransferModel, close_names, refuse_near_misses
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -174,6 +174,8 @@ def load_torchvision(arch: str, weights: Any = "DEFAULT", *, image_size: int | N
     from torchvision import models as tvm
 
     check_arch(arch)
+    refuse_near_misses(builder_kwargs, ("weights", "image_size", "feature_node", "check_hash", "seed"),
+                       f"torchvision:{arch}")
     w = resolve_weights(arch, weights)
     spec = f"torchvision:{arch}" + ("" if str(weights).lower() == "default" else f":{w.name if w else 'none'}")
     if w is None:
